@@ -1,0 +1,225 @@
+//! The validated config: typed, complete, and consistent. Everything downstream
+//! reads only these types; nothing re-parses strings after validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub site: String,
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub pipeline: PipelineConfig,
+    pub sinks: SinksConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+impl Config {
+    pub fn point_count(&self) -> usize {
+        self.devices.iter().map(|d| d.points.len()).sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `None` disables the HTTP endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Capacity, in batches, of each channel between stages.
+    pub channel_capacity: usize,
+    /// A source timestamp further ahead of adit's clock than this is `ClockInvalid`.
+    pub max_future_skew: Duration,
+    /// A source timestamp older than this is `ClockInvalid`.
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinksConfig {
+    pub sqlite: SqliteSinkConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteSinkConfig {
+    /// Absolute, or relative to the current directory (already joined with `data_dir`).
+    pub path: PathBuf,
+    pub batch_max_rows: usize,
+    pub batch_max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    ModbusTcp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::ModbusTcp => "modbus_tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub protocol: Protocol,
+    /// `host:port` as written; resolved at connect time so DNS changes are seen.
+    pub address: String,
+    pub unit_id: u8,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    pub max_registers_per_read: u16,
+    pub max_gap: u16,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub description: String,
+    pub points: Vec<PointConfig>,
+}
+
+/// The four Modbus register tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Coil,
+    DiscreteInput,
+    InputRegister,
+    HoldingRegister,
+}
+
+impl Table {
+    pub fn is_bit_table(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete",
+            Table::InputRegister => "input",
+            Table::HoldingRegister => "holding",
+        }
+    }
+}
+
+/// How a point's registers are turned into a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl DataType {
+    /// Registers occupied (bit tables: 1 bit).
+    pub fn register_count(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+        }
+    }
+    pub const ALL: [DataType; 9] = [
+        DataType::Bool,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F32,
+        DataType::F64,
+    ];
+}
+
+/// Byte and word order of a multi-register value, named by where the bytes of
+/// a big-endian `ABCD` value land on the wire. For 64-bit values the same four
+/// names mean: `ABCD` = ABCDEFGH (big-endian), `CDAB` = GHEFCDAB (words
+/// reversed), `BADC` = BADCFEHG (bytes swapped in each word), `DCBA` = HGFEDCBA
+/// (little-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WordOrder {
+    #[default]
+    Abcd,
+    Cdab,
+    Badc,
+    Dcba,
+}
+
+impl WordOrder {
+    pub const ALL: [WordOrder; 4] = [
+        WordOrder::Abcd,
+        WordOrder::Cdab,
+        WordOrder::Badc,
+        WordOrder::Dcba,
+    ];
+
+    /// Registers are in little-endian order (least significant word first).
+    pub fn words_swapped(self) -> bool {
+        matches!(self, WordOrder::Cdab | WordOrder::Dcba)
+    }
+    /// Bytes inside each register are swapped (low byte first).
+    pub fn bytes_swapped(self) -> bool {
+        matches!(self, WordOrder::Badc | WordOrder::Dcba)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            WordOrder::Abcd => "ABCD",
+            WordOrder::Cdab => "CDAB",
+            WordOrder::Badc => "BADC",
+            WordOrder::Dcba => "DCBA",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        WordOrder::ALL
+            .into_iter()
+            .find(|o| o.name().eq_ignore_ascii_case(s))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PointConfig {
+    pub id: String,
+    pub table: Table,
+    pub address: u16,
+    pub data_type: DataType,
+    pub order: WordOrder,
+    /// For `bool` from a register: the bit (0 = least significant).
+    pub bit: Option<u8>,
+    pub scale: f64,
+    pub offset: f64,
+    pub unit: String,
+    pub range: Option<(f64, f64)>,
+    pub description: String,
+}
+
+impl PointConfig {
+    /// Registers (or bits) this point occupies from `address`.
+    pub fn width(&self) -> u16 {
+        if self.table.is_bit_table() {
+            1
+        } else {
+            self.data_type.register_count()
+        }
+    }
+}

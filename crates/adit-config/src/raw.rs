@@ -1,0 +1,75 @@
+//! The config file as written: plain serde data, deliberately permissive in its
+//! types (durations as strings, addresses as wide integers) so that the
+//! validator can report every problem at once instead of serde's first one.
+//! Unknown keys are collected by `serde_ignored`, not rejected one at a time.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawConfig {
+    pub site: Option<String>,
+    pub data_dir: Option<String>,
+    pub http: Option<RawHttp>,
+    pub pipeline: Option<RawPipeline>,
+    pub sink: Option<RawSinks>,
+    #[serde(default)]
+    pub device: Vec<RawDevice>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawPipeline {
+    pub channel_capacity: Option<i64>,
+    pub max_future_skew: Option<String>,
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawSinks {
+    pub sqlite: Option<RawSqliteSink>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawSqliteSink {
+    pub path: Option<String>,
+    pub batch_max_rows: Option<i64>,
+    pub batch_max_delay: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawDevice {
+    pub id: Option<String>,
+    pub protocol: Option<String>,
+    pub address: Option<String>,
+    pub unit_id: Option<i64>,
+    pub poll_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub order: Option<String>,
+    pub max_registers_per_read: Option<i64>,
+    pub max_gap: Option<i64>,
+    pub reconnect_min: Option<String>,
+    pub reconnect_max: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub point: Vec<RawPoint>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawPoint {
+    pub id: Option<String>,
+    pub table: Option<String>,
+    pub address: Option<i64>,
+    #[serde(rename = "type")]
+    pub data_type: Option<String>,
+    pub order: Option<String>,
+    pub bit: Option<i64>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub unit: Option<String>,
+    pub range: Option<Vec<f64>>,
+    pub description: Option<String>,
+}

@@ -1,0 +1,23 @@
+//! The reading model every part of adit shares.
+//!
+//! A [`Reading`] is one sample of one point: a value (or none, when the device
+//! could not be read), a [`Quality`] that always says how good it is, the time the
+//! device says it was taken and the time adit received it. Readings travel in
+//! [`Batch`]es, never one by one.
+//!
+//! Invariants:
+//! - a `Quality` is `Good` only when the value came from the device in this
+//!   sample and passed conversion and range checks;
+//! - a reading with `value == None` is never `Good`;
+//! - [`PointId`]s are dense indexes into the [`PointRegistry`] built from config,
+//!   so they can index plain vectors on the hot path.
+
+mod point;
+mod quality;
+mod reading;
+mod time;
+
+pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
+pub use quality::{Quality, QualityClass, Reason};
+pub use reading::{Batch, Reading, Value};
+pub use time::Timestamp;

@@ -1,0 +1,68 @@
+//! One sample of one point, and the batch readings travel in.
+
+use std::sync::Arc;
+
+use crate::{PointId, Quality, Timestamp};
+
+/// A sampled value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Text(Arc<str>),
+}
+
+impl Value {
+    /// The value as a float, for range checks and summaries (text has none).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::F64(v) => Some(*v),
+            Value::I64(v) => Some(*v as f64),
+            Value::Bool(v) => Some(f64::from(u8::from(*v))),
+            Value::Text(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::F64(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Text(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// One normalized sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub point: PointId,
+    /// `None` when no value could be obtained (link down, exception); the live
+    /// state then keeps showing the last known value with this reading's quality.
+    pub value: Option<Value>,
+    pub quality: Quality,
+    /// The device's own time for the sample, or when the sample was taken.
+    pub source_ts: Timestamp,
+    /// When adit received the sample.
+    pub received_ts: Timestamp,
+}
+
+impl Reading {
+    /// A reading without a value, e.g. `Bad(CommFailure)` for a device that is down.
+    pub fn without_value(point: PointId, quality: Quality, ts: Timestamp) -> Self {
+        Self {
+            point,
+            value: None,
+            quality,
+            source_ts: ts,
+            received_ts: ts,
+        }
+    }
+}
+
+/// Readings move through the pipeline in batches: one channel send, one lock,
+/// one database transaction per batch rather than per reading.
+pub type Batch = Vec<Reading>;

@@ -1,0 +1,9 @@
+//! Modbus for adit: the pure core (codec, request planner, value conversion)
+//! and the collector that polls a device with tokio-modbus.
+//!
+//! The pure modules do no I/O and are table- and property-tested; the collector
+//! owns timeouts, reconnects and the mapping of link failures and exception
+//! responses onto reading quality.
+
+pub mod codec;
+pub mod plan;
