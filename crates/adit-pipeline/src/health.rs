@@ -1,0 +1,41 @@
+//! Liveness and readiness flags shared by the pipeline and the HTTP endpoint.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Health {
+    pipeline_running: AtomicBool,
+    sink_ready: AtomicBool,
+    sink_failing_since_ms: AtomicU64,
+}
+
+impl Health {
+    pub fn set_pipeline_running(&self, v: bool) {
+        self.pipeline_running.store(v, Ordering::Relaxed);
+    }
+    pub fn set_sink_ready(&self, v: bool) {
+        self.sink_ready.store(v, Ordering::Relaxed);
+    }
+    /// Records a sink failure at `now_ms` (monotonic ms); keeps the first one.
+    pub fn sink_failed(&self, now_ms: u64) {
+        let _ = self.sink_failing_since_ms.compare_exchange(
+            0,
+            now_ms.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    pub fn sink_succeeded(&self) {
+        self.sink_failing_since_ms.store(0, Ordering::Relaxed);
+    }
+    /// Alive: the pipeline's stages are running.
+    pub fn is_live(&self) -> bool {
+        self.pipeline_running.load(Ordering::Relaxed)
+    }
+    /// Ready: alive, the sink is open, and its last write did not fail.
+    pub fn is_ready(&self) -> bool {
+        self.is_live()
+            && self.sink_ready.load(Ordering::Relaxed)
+            && self.sink_failing_since_ms.load(Ordering::Relaxed) == 0
+    }
+}

@@ -1,0 +1,205 @@
+//! Live state: the last value, quality and age of every point.
+//!
+//! Invariants:
+//! - a reading without a value (link down, exception) changes the quality but
+//!   keeps the last known value, so a lost device shows its last value marked
+//!   Bad, never a blank and never Good;
+//! - ages are measured on the monotonic clock (`Instant`), so wall-clock jumps
+//!   cannot make a point look fresh;
+//! - the state is indexed by `PointId` (a plain vector), updated once per batch
+//!   under one lock.
+//!
+//! Staleness here is a summary-time check (age > 3 × expected interval); the
+//! deadline-driven staleness events of the watchdog build on this state.
+
+use std::time::{Duration, Instant};
+
+use adit_core::{PointId, PointRegistry, Quality, QualityClass, Reading, Timestamp, Value};
+
+/// A point's last known state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PointState {
+    pub value: Option<Value>,
+    pub quality: Quality,
+    pub source_ts: Timestamp,
+    pub received_ts: Timestamp,
+    /// Monotonic time of the last reading, `None` before the first one.
+    pub updated_at: Option<Instant>,
+    /// Monotonic time of the last reading that carried a value.
+    pub value_at: Option<Instant>,
+    pub readings: u64,
+}
+
+/// Counts of points by state at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QualitySummary {
+    pub good: usize,
+    pub uncertain: usize,
+    pub bad: usize,
+    /// Points with no reading for longer than 3 × their interval (counted in
+    /// addition to their quality class).
+    pub stale: usize,
+    /// Points that have never had a reading.
+    pub never: usize,
+}
+
+/// Multiple of the expected interval after which a point counts as stale.
+pub const STALE_FACTOR: u32 = 3;
+
+#[derive(Debug)]
+pub struct LiveState {
+    points: Vec<PointState>,
+    expected_interval: Vec<Duration>,
+}
+
+impl LiveState {
+    pub fn new(registry: &PointRegistry) -> Self {
+        Self {
+            points: vec![PointState::default(); registry.len()],
+            expected_interval: registry
+                .iter()
+                .map(|(_, m)| Duration::from_millis(m.expected_interval_ms.max(1)))
+                .collect(),
+        }
+    }
+
+    /// Applies a batch of normalized readings observed at monotonic time `now`.
+    pub fn apply(&mut self, batch: &[Reading], now: Instant) {
+        for r in batch {
+            let Some(state) = self.points.get_mut(r.point.index()) else {
+                continue;
+            };
+            if let Some(v) = &r.value {
+                state.value = Some(v.clone());
+                state.value_at = Some(now);
+            }
+            state.quality = r.quality;
+            state.source_ts = r.source_ts;
+            state.received_ts = r.received_ts;
+            state.updated_at = Some(now);
+            state.readings += 1;
+        }
+    }
+
+    pub fn get(&self, id: PointId) -> Option<&PointState> {
+        self.points.get(id.index())
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Whether the point's last reading is older than its staleness deadline.
+    pub fn is_stale(&self, id: PointId, now: Instant) -> bool {
+        match (
+            self.points.get(id.index()),
+            self.expected_interval.get(id.index()),
+        ) {
+            (
+                Some(PointState {
+                    updated_at: Some(t),
+                    ..
+                }),
+                Some(interval),
+            ) => now.saturating_duration_since(*t) > *interval * STALE_FACTOR,
+            _ => false,
+        }
+    }
+
+    pub fn summary(&self, now: Instant) -> QualitySummary {
+        let mut s = QualitySummary::default();
+        for (i, p) in self.points.iter().enumerate() {
+            if p.updated_at.is_none() {
+                s.never += 1;
+                continue;
+            }
+            match p.quality.class() {
+                QualityClass::Good => s.good += 1,
+                QualityClass::Uncertain => s.uncertain += 1,
+                QualityClass::Bad => s.bad += 1,
+            }
+            if self.is_stale(PointId(i as u32), now) {
+                s.stale += 1;
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adit_core::{PointMeta, Reason};
+
+    fn registry(n: usize) -> PointRegistry {
+        let mut r = PointRegistry::new();
+        for i in 0..n {
+            r.insert(PointMeta {
+                name: format!("p{i}").into(),
+                device: "d".into(),
+                unit: String::new().into(),
+                range: None,
+                expected_interval_ms: 1000,
+            })
+            .unwrap();
+        }
+        r
+    }
+
+    fn good(point: u32, v: f64) -> Reading {
+        Reading {
+            point: PointId(point),
+            value: Some(Value::F64(v)),
+            quality: Quality::Good,
+            source_ts: Timestamp(1),
+            received_ts: Timestamp(1),
+        }
+    }
+
+    #[test]
+    fn link_loss_keeps_the_last_value_and_marks_it_bad() {
+        let mut live = LiveState::new(&registry(1));
+        let t0 = Instant::now();
+        live.apply(&[good(0, 42.0)], t0);
+        live.apply(
+            &[Reading::without_value(
+                PointId(0),
+                Quality::Bad(Reason::CommFailure),
+                Timestamp(2),
+            )],
+            t0,
+        );
+        let s = live.get(PointId(0)).unwrap();
+        assert_eq!(s.value, Some(Value::F64(42.0)));
+        assert_eq!(s.quality, Quality::Bad(Reason::CommFailure));
+        assert_eq!(s.readings, 2);
+    }
+
+    #[test]
+    fn summary_counts_classes_stale_and_never_seen() {
+        let mut live = LiveState::new(&registry(3));
+        let t0 = Instant::now();
+        live.apply(
+            &[
+                good(0, 1.0),
+                Reading::without_value(PointId(1), Quality::Bad(Reason::CommFailure), Timestamp(1)),
+            ],
+            t0,
+        );
+        let s = live.summary(t0);
+        assert_eq!((s.good, s.bad, s.never, s.stale), (1, 1, 1, 0));
+        let later = t0 + Duration::from_millis(3001);
+        assert_eq!(live.summary(later).stale, 2);
+    }
+
+    #[test]
+    fn readings_for_unknown_points_are_ignored_not_a_panic() {
+        let mut live = LiveState::new(&registry(1));
+        live.apply(&[good(7, 1.0)], Instant::now());
+        assert!(live.get(PointId(7)).is_none());
+    }
+}

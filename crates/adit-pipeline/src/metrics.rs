@@ -1,0 +1,139 @@
+//! Pipeline metrics, registered once in the process's Prometheus registry.
+//!
+//! Names follow `adit_<thing>_<unit>[_total]`. Labels are bounded sets (stage,
+//! protocol, sink, reason, quality class); never point ids or raw error text.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub source_readings: IntCounterVec,
+    pub readings: IntCounterVec,
+    pub flagged: IntCounterVec,
+    pub backpressure: IntCounterVec,
+    pub task_restarts: IntCounterVec,
+    pub sink_rows_written: IntCounterVec,
+    pub sink_errors: IntCounterVec,
+    pub sink_dropped: IntCounterVec,
+    pub sink_write_seconds: Histogram,
+    pub points: IntGaugeVec,
+    pub sink_queue_rows: IntGauge,
+    pub sink_batches: IntCounter,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let sink_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "adit_sink_write_seconds",
+                "Time to write and commit one batch to a sink.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(sink_write_seconds.clone()))?;
+        let points = IntGaugeVec::new(
+            Opts::new(
+                "adit_points",
+                "Configured points by current state (good, uncertain, bad, stale, never).",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(points.clone()))?;
+        let sink_queue_rows = IntGauge::new(
+            "adit_sink_queue_rows",
+            "Readings held by the sink stage, not yet committed.",
+        )?;
+        registry.register(Box::new(sink_queue_rows.clone()))?;
+        let sink_batches =
+            IntCounter::new("adit_sink_batches_total", "Batches committed to the sink.")?;
+        registry.register(Box::new(sink_batches.clone()))?;
+        Ok(Self {
+            source_readings: counter(
+                &registry,
+                "adit_source_readings_total",
+                "Readings emitted by sources, by protocol.",
+                &["protocol"],
+            )?,
+            readings: counter(
+                &registry,
+                "adit_readings_total",
+                "Readings after normalization, by quality class.",
+                &["quality"],
+            )?,
+            flagged: counter(
+                &registry,
+                "adit_normalize_flagged_total",
+                "Readings whose quality normalization lowered, by reason.",
+                &["reason"],
+            )?,
+            backpressure: counter(
+                &registry,
+                "adit_pipeline_backpressure_total",
+                "Sends that had to wait for a full channel, by stage.",
+                &["stage"],
+            )?,
+            task_restarts: counter(
+                &registry,
+                "adit_task_restarts_total",
+                "Supervised tasks restarted after an error or panic.",
+                &["kind", "cause"],
+            )?,
+            sink_rows_written: counter(
+                &registry,
+                "adit_sink_rows_written_total",
+                "Readings committed to a sink.",
+                &["sink"],
+            )?,
+            sink_errors: counter(
+                &registry,
+                "adit_sink_errors_total",
+                "Failed sink writes, by kind (retryable, permanent).",
+                &["sink", "kind"],
+            )?,
+            sink_dropped: counter(
+                &registry,
+                "adit_sink_readings_dropped_total",
+                "Readings a sink could not store, by reason.",
+                &["sink", "reason"],
+            )?,
+            sink_write_seconds,
+            points,
+            sink_queue_rows,
+            sink_batches,
+            registry,
+        })
+    }
+
+    /// Metrics in a private registry, for tests and tools.
+    pub fn for_tests() -> Self {
+        match Self::new(Registry::new()) {
+            Ok(m) => m,
+            Err(e) => unreachable_registry(&e),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_registry(e: &prometheus::Error) -> ! {
+    // A fresh registry cannot hold duplicates; this would be a programming error.
+    #[allow(clippy::panic)]
+    {
+        panic!("metrics registration failed in a fresh registry: {e}")
+    }
+}

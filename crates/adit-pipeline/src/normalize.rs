@@ -1,0 +1,191 @@
+//! Normalization: the pure step that makes every reading honest about itself.
+//!
+//! It only ever lowers quality (Good → Bad), never raises it, and never
+//! discards a reading: a NaN becomes `Bad(Conversion)` without a value, a value
+//! outside the point's engineering range becomes `Bad(OutOfRange)` with the
+//! value kept (operators need to see the absurd number), and a source
+//! timestamp before 1970, too far in the future or too old becomes
+//! `Bad(ClockInvalid)` with the timestamp kept.
+
+use std::time::Duration;
+
+use adit_core::{PointRegistry, Quality, Reading, Reason, Timestamp, Value};
+
+/// Limits for plausible source timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct ClockRules {
+    pub max_future_skew: Duration,
+    pub max_age: Duration,
+}
+
+/// Counts of readings whose quality normalization lowered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flagged {
+    pub conversion: u64,
+    pub out_of_range: u64,
+    pub clock_invalid: u64,
+}
+
+/// Normalizes a batch in place against the point registry and the clock `now`.
+pub fn normalize_batch(
+    batch: &mut [Reading],
+    registry: &PointRegistry,
+    rules: ClockRules,
+    now: Timestamp,
+) -> Flagged {
+    let mut flagged = Flagged::default();
+    let future_limit = now.saturating_add(rules.max_future_skew);
+    let age_limit_us = i64::try_from(rules.max_age.as_micros()).unwrap_or(i64::MAX);
+    for r in batch.iter_mut() {
+        if let Some(Value::F64(v)) = r.value {
+            if !v.is_finite() {
+                r.value = None;
+                r.quality = r.quality.worst(Quality::Bad(Reason::Conversion));
+                flagged.conversion += 1;
+            }
+        }
+        if let (Some(value), Some(meta)) = (r.value.as_ref(), registry.get(r.point)) {
+            if let (Some(v), Some((lo, hi))) = (value.as_f64(), meta.range) {
+                if v < lo || v > hi {
+                    r.quality = r.quality.worst(Quality::Bad(Reason::OutOfRange));
+                    flagged.out_of_range += 1;
+                }
+            }
+        }
+        let ts = r.source_ts;
+        if ts.as_micros() < 0 || ts > future_limit || now.micros_since(ts) > age_limit_us {
+            r.quality = r.quality.worst(Quality::Bad(Reason::ClockInvalid));
+            flagged.clock_invalid += 1;
+        }
+    }
+    flagged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adit_core::{PointId, PointMeta};
+
+    fn registry() -> PointRegistry {
+        let mut r = PointRegistry::new();
+        r.insert(PointMeta {
+            name: "co".into(),
+            device: "d".into(),
+            unit: "ppm".into(),
+            range: Some((0.0, 300.0)),
+            expected_interval_ms: 1000,
+        })
+        .unwrap();
+        r
+    }
+
+    const RULES: ClockRules = ClockRules {
+        max_future_skew: Duration::from_secs(300),
+        max_age: Duration::from_secs(86_400),
+    };
+
+    fn reading(value: Option<Value>, source_ts: Timestamp) -> Reading {
+        Reading {
+            point: PointId(0),
+            value,
+            quality: Quality::Good,
+            source_ts,
+            received_ts: source_ts,
+        }
+    }
+
+    #[test]
+    fn table_of_inputs_and_resulting_quality() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let cases = [
+            (
+                "in range",
+                reading(Some(Value::F64(50.0)), now),
+                Quality::Good,
+                true,
+            ),
+            (
+                "at the upper limit",
+                reading(Some(Value::F64(300.0)), now),
+                Quality::Good,
+                true,
+            ),
+            (
+                "above range",
+                reading(Some(Value::F64(300.1)), now),
+                Quality::Bad(Reason::OutOfRange),
+                true,
+            ),
+            (
+                "sentinel -32768",
+                reading(Some(Value::I64(-32768)), now),
+                Quality::Bad(Reason::OutOfRange),
+                true,
+            ),
+            (
+                "NaN",
+                reading(Some(Value::F64(f64::NAN)), now),
+                Quality::Bad(Reason::Conversion),
+                false,
+            ),
+            (
+                "infinity",
+                reading(Some(Value::F64(f64::INFINITY)), now),
+                Quality::Bad(Reason::Conversion),
+                false,
+            ),
+            (
+                "1970 timestamp",
+                reading(
+                    Some(Value::F64(1.0)),
+                    Timestamp(0).saturating_add(Duration::from_secs(5)),
+                ),
+                Quality::Bad(Reason::ClockInvalid),
+                true,
+            ),
+            (
+                "before 1970",
+                reading(Some(Value::F64(1.0)), Timestamp(-5)),
+                Quality::Bad(Reason::ClockInvalid),
+                true,
+            ),
+            (
+                "year 2300",
+                reading(Some(Value::F64(1.0)), Timestamp::from_secs(10_413_792_000)),
+                Quality::Bad(Reason::ClockInvalid),
+                true,
+            ),
+            (
+                "4 minutes ahead",
+                reading(
+                    Some(Value::F64(1.0)),
+                    now.saturating_add(Duration::from_secs(240)),
+                ),
+                Quality::Good,
+                true,
+            ),
+        ];
+        for (name, input, expected, keeps_value) in cases {
+            let mut batch = vec![input.clone()];
+            normalize_batch(&mut batch, &registry(), RULES, now);
+            assert_eq!(batch[0].quality, expected, "{name}");
+            assert_eq!(batch[0].value.is_some(), keeps_value, "{name}");
+            assert_eq!(
+                batch[0].source_ts, input.source_ts,
+                "{name}: timestamp must be kept"
+            );
+        }
+    }
+
+    #[test]
+    fn an_already_bad_reading_keeps_its_first_reason() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let mut batch = vec![Reading::without_value(
+            PointId(0),
+            Quality::Bad(Reason::CommFailure),
+            Timestamp(0),
+        )];
+        normalize_batch(&mut batch, &registry(), RULES, now);
+        assert_eq!(batch[0].quality, Quality::Bad(Reason::CommFailure));
+    }
+}

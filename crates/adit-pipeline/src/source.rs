@@ -1,0 +1,84 @@
+//! The collector interface, shaped for polled sources (Modbus: the source owns
+//! a schedule) and pushed ones (OPC UA subscriptions, MQTT: the source owns an
+//! event loop) alike: a source is a task that runs until shutdown and emits
+//! batches of readings whenever it has them.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use adit_core::Batch;
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a source run returns when it stops for a reason other than shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The pipeline downstream is gone (only during shutdown).
+    #[error("pipeline closed")]
+    PipelineClosed,
+    /// Anything the source could not handle itself; the supervisor restarts it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type SourceFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send + 'a>>;
+
+/// A collector: one task per device or connection.
+///
+/// `run` returns `Ok(())` once `ctx.shutdown` is cancelled, and `Err` for a
+/// failure it could not recover from; it must handle ordinary link loss
+/// itself (reconnect with backoff, `Bad(CommFailure)` readings) and never
+/// block past its own timeouts.
+pub trait Source: Send + 'static {
+    /// Stable name for logs, e.g. the device id.
+    fn name(&self) -> &str;
+    /// Protocol label for metrics (`modbus_tcp`, `opcua`, `mqtt`).
+    fn protocol(&self) -> &'static str;
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a>;
+}
+
+/// What a running source gets from the pipeline.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub out: ReadingSender,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline closed")]
+pub struct SendError;
+
+/// Bounded sender of batches that counts the times it had to wait.
+#[derive(Clone)]
+pub struct ReadingSender {
+    tx: mpsc::Sender<Batch>,
+    waited: IntCounter,
+    sent: Option<IntCounter>,
+}
+
+impl ReadingSender {
+    /// `waited` counts sends that found the channel full; `sent`, if given,
+    /// counts readings sent.
+    pub fn new(tx: mpsc::Sender<Batch>, waited: IntCounter, sent: Option<IntCounter>) -> Self {
+        Self { tx, waited, sent }
+    }
+
+    /// Sends a batch, waiting (and counting the wait) while the channel is full.
+    pub async fn send(&self, batch: Batch) -> Result<(), SendError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(sent) = &self.sent {
+            sent.inc_by(batch.len() as u64);
+        }
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.waited.inc();
+                self.tx.send(batch).await.map_err(|_| SendError)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Supervision of source tasks: a source that fails or panics is rebuilt from
+//! its factory and restarted with exponential backoff; every restart is counted
+//! and logged. A source that ran for a while before failing starts over from
+//! the shortest backoff.
+
+use std::time::Duration;
+
+use crate::sink::jitter;
+use crate::source::{SourceContext, SourceError};
+use crate::{Metrics, SourceFactory};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+pub async fn supervise(factory: SourceFactory, ctx: SourceContext, metrics: Metrics) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let mut source = factory();
+        let name = source.name().to_string();
+        let run_ctx = ctx.clone();
+        let started = tokio::time::Instant::now();
+        let handle = tokio::spawn(async move { source.run(&run_ctx).await });
+        let cause = match handle.await {
+            Ok(Ok(())) | Ok(Err(SourceError::PipelineClosed)) => return,
+            Ok(Err(e)) => {
+                tracing::error!(source = %name, error = %e, "source failed; restarting");
+                "error"
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(source = %name, "source panicked; restarting");
+                "panic"
+            }
+            Err(_) => return,
+        };
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        metrics
+            .task_restarts
+            .with_label_values(&["source", cause])
+            .inc();
+        if started.elapsed() > HEALTHY_RUN {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(jitter(backoff)) => {}
+            () = ctx.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
