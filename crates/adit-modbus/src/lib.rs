@@ -1,9 +1,16 @@
-//! Modbus for adit: the pure core (codec, request planner, value conversion)
-//! and the collector that polls a device with tokio-modbus.
+//! Modbus for adit: the pure core (codec, request planner, value conversion,
+//! answer decoding) and the collector that polls a device with tokio-modbus.
 //!
 //! The pure modules do no I/O and are table- and property-tested; the collector
 //! owns timeouts, reconnects and the mapping of link failures and exception
 //! responses onto reading quality.
 
 pub mod codec;
+pub mod collector;
+pub mod convert;
+pub mod metrics;
 pub mod plan;
+pub mod poll;
+
+pub use collector::{ModbusCollector, ModbusDevice};
+pub use metrics::{DeviceMetrics, ModbusMetrics};

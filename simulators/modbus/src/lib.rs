@@ -1,1 +1,19 @@
+//! A Modbus TCP device simulator serving a road-tunnel scenario.
+//!
+//! One server answers for several unit ids (one per tunnel bore). Each unit
+//! holds the signals of [`scenario::tunnel_signals`]: CO, NO2, visibility, air
+//! velocity and temperature, lighting, an energy counter, sump level, jet fan
+//! and pump run flags, emergency doors and a status word. Values follow a
+//! traffic cycle with noise, fans stage on with CO, the sump fills and is
+//! pumped out — plausible enough to watch a dashboard move.
+//!
+//! For tests and commissioning a signal can be frozen at a known value
+//! ([`SimHandle::set`]); addresses that no signal uses answer with exception 2
+//! (illegal data address), unknown unit ids with exception 11 (gateway target
+//! failed to respond).
 
+pub mod scenario;
+mod server;
+
+pub use scenario::{tunnel_signals, Signal, SignalKind};
+pub use server::{SimHandle, Simulator, SimulatorError};
