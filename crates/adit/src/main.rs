@@ -1,1 +1,310 @@
-fn main() {}
+//! `adit`: the command line. Subcommands:
+//! - `run -c FILE`      run the ingestor until SIGINT/SIGTERM;
+//! - `check -c FILE…`   validate configs, print a summary or every error;
+//! - `demo`             simulator + ingestor + SQLite, nothing to install;
+//! - `sim modbus …`     run the tunnel Modbus simulator on its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use adit::app::{App, HttpBind};
+use adit::logging::{self, LogFormat};
+use adit::summary::SummaryClock;
+use adit_config::Config;
+use adit_sim_modbus::Simulator;
+use clap::{Parser, Subcommand};
+
+/// The example config `adit demo` runs, compiled in so the demo needs no files.
+const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "adit",
+    version,
+    about = "SCADA sensor telemetry ingestor: Modbus → normalized, quality-flagged readings → durable storage"
+)]
+struct Cli {
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. `info`, `debug`, `adit_modbus=debug,info`).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ingestor with a config file until SIGINT or SIGTERM.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate config files; print a summary of each, or every error.
+    Check {
+        #[arg(short, long, required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
+    /// Run a simulated tunnel, the ingestor and SQLite together.
+    Demo {
+        /// Where the demo keeps its data.
+        #[arg(long, default_value = "./adit-demo")]
+        dir: PathBuf,
+        /// Stop after this long (e.g. `30s`); default: until Ctrl-C.
+        #[arg(long = "for", value_parser = parse_duration)]
+        run_for: Option<Duration>,
+        /// Seconds between summary lines.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        every: Duration,
+    },
+    /// Device simulators for tests, demos and commissioning.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Serve the tunnel scenario over Modbus TCP.
+    Modbus {
+        #[arg(long, default_value = "127.0.0.1:5020")]
+        listen: SocketAddr,
+        /// Unit ids to serve, one simulated bore each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        units: Vec<u8>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    adit_config::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    if let Command::Check { config } = &cli.command {
+        return check(config);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("adit: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(&config).await,
+            Command::Demo {
+                dir,
+                run_for,
+                every,
+            } => demo(dir, run_for, every).await,
+            Command::Sim(SimCommand::Modbus { listen, units }) => sim_modbus(listen, &units).await,
+            Command::Check { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("adit: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match adit_config::load_file(file) {
+            Ok(config) => println!("{}: ok — {}", file.display(), describe(&config)),
+            Err(errors) => {
+                ok = false;
+                eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn describe(config: &Config) -> String {
+    let http = config
+        .http
+        .listen
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    format!(
+        "site {:?}: {} device(s) (modbus_tcp), {} point(s); sink sqlite at {}; http {}",
+        config.site,
+        config.devices.len(),
+        config.point_count(),
+        config.sinks.sqlite.path.display(),
+        http
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(path: &std::path::Path) -> Result<(), String> {
+    let config = adit_config::load_file(path).map_err(|e| format!("invalid config\n{e}"))?;
+    tracing::info!(config = %path.display(), summary = %describe(&config), "starting");
+    let app = App::start(&config, HttpBind::Required)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(addr) = app.http_addr {
+        tracing::info!(%addr, "http endpoint: /metrics /healthz /readyz");
+    }
+    let live = app.live();
+    let mut clock = SummaryClock::new(&app.metrics);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {
+                let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                tracing::info!(summary = %line, "status");
+            }
+        }
+    }
+    tracing::info!("shutting down: draining accepted readings into the sink");
+    if app.shutdown().await {
+        tracing::info!("stopped cleanly");
+        Ok(())
+    } else {
+        Err("shutdown did not drain within its deadline".into())
+    }
+}
+
+async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), &[1, 2])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut config =
+        adit_config::load_str(DEMO_CONFIG, "config/demo.toml").map_err(|e| e.to_string())?;
+    let sim_addr = sim.addr().to_string();
+    for device in &mut config.devices {
+        device.address.clone_from(&sim_addr);
+    }
+    config.sinks.sqlite.path = dir.join("readings.db");
+    config.data_dir = dir;
+
+    let app = App::start(&config, HttpBind::BestEffort)
+        .await
+        .map_err(|e| e.to_string())?;
+    let db = config.sinks.sqlite.path.display();
+    println!(
+        "adit demo — a simulated road tunnel, two bores, {} points",
+        config.point_count()
+    );
+    println!("  simulator  Modbus TCP on {sim_addr}, units 1 (bore A) and 2 (bore B)");
+    println!("  readings   {db} (SQLite)");
+    if let Some(addr) = app.http_addr {
+        println!("  metrics    http://{addr}/metrics   health: /healthz /readyz");
+    }
+    println!(
+        "  look       sqlite3 {db} \"SELECT * FROM readings_view ORDER BY time DESC LIMIT 20\""
+    );
+    println!("             (sqlite3 is in Debian's package 'sqlite3')");
+    println!("  stop       Ctrl-C");
+
+    let live = app.live();
+    let mut clock = SummaryClock::new(&app.metrics);
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
+    let until = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            () = &mut until => break,
+            _ = tick.tick() => {
+                let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                println!("{}  {line}", wall_clock());
+            }
+        }
+    }
+    println!("stopping: draining readings into SQLite…");
+    let drained = app.shutdown().await;
+    sim.stop().await;
+    let stored = rows_in(&config.sinks.sqlite.path);
+    println!("stopped; {db} holds {stored} readings");
+    if drained {
+        Ok(())
+    } else {
+        Err("shutdown did not drain within its deadline".into())
+    }
+}
+
+fn rows_in(path: &std::path::Path) -> String {
+    rusqlite_count(path).map_or_else(|e| format!("? ({e})"), |n| n.to_string())
+}
+
+fn rusqlite_count(path: &std::path::Path) -> Result<i64, String> {
+    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+fn wall_clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02}Z",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+async fn sim_modbus(listen: SocketAddr, units: &[u8]) -> Result<(), String> {
+    let sim = Simulator::start(listen, units)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "modbus simulator on {} serving units {units:?}; Ctrl-C stops",
+        sim.addr()
+    );
+    shutdown_signal().await;
+    sim.stop().await;
+    Ok(())
+}

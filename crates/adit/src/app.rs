@@ -1,0 +1,187 @@
+//! Assembly of a running adit from a validated config.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adit_config::{Config, Protocol};
+use adit_core::{PointId, PointMeta, PointRegistry};
+use adit_modbus::{ModbusCollector, ModbusDevice, ModbusMetrics};
+use adit_pipeline::{
+    ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, SinkOptions, SourceFactory,
+};
+use adit_sink_sqlite::SqliteSink;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("sqlite sink: {0}")]
+    Sink(String),
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
+    #[error("http endpoint on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Interns every configured point; returns the registry and, per device, the
+/// ids of its points in config order.
+pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId>>), AppError> {
+    let mut registry = PointRegistry::new();
+    let mut per_device = Vec::with_capacity(config.devices.len());
+    for device in &config.devices {
+        let device_name: Arc<str> = device.id.as_str().into();
+        let mut ids = Vec::with_capacity(device.points.len());
+        for p in &device.points {
+            let id = registry
+                .insert(PointMeta {
+                    name: p.id.as_str().into(),
+                    device: device_name.clone(),
+                    unit: p.unit.as_str().into(),
+                    range: p.range,
+                    expected_interval_ms: device.poll_interval.as_millis() as u64,
+                })
+                .map_err(|e| AppError::Device {
+                    device: device.id.clone(),
+                    reason: e.to_string(),
+                })?;
+            ids.push(id);
+        }
+        per_device.push(ids);
+    }
+    Ok((registry, per_device))
+}
+
+/// A running adit.
+pub struct App {
+    pipeline: Pipeline,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    pub http_addr: Option<SocketAddr>,
+    http_stop: CancellationToken,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether a failure to bind the HTTP endpoint stops startup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpBind {
+    Required,
+    BestEffort,
+}
+
+impl App {
+    pub async fn start(config: &Config, http_bind: HttpBind) -> Result<Self, AppError> {
+        let metrics = Metrics::new(prometheus::Registry::new())?;
+        let modbus_metrics = ModbusMetrics::register(&metrics.registry)?;
+        let health = Arc::new(Health::default());
+        let (registry, ids_per_device) = build_registry(config)?;
+
+        let mut sources: Vec<(&'static str, SourceFactory)> = Vec::new();
+        for (device, ids) in config.devices.iter().zip(ids_per_device) {
+            match device.protocol {
+                Protocol::ModbusTcp => {
+                    let dm = modbus_metrics.for_device(&device.id);
+                    let shared =
+                        Arc::new(ModbusDevice::new(device.clone(), ids, dm).map_err(|e| {
+                            AppError::Device {
+                                device: device.id.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?);
+                    let factory: SourceFactory =
+                        Box::new(move || Box::new(ModbusCollector::new(shared.clone())));
+                    sources.push((device.protocol.name(), factory));
+                }
+            }
+        }
+
+        let sqlite = &config.sinks.sqlite;
+        let sink_path = sqlite.path.clone();
+        let registry = Arc::new(registry);
+        let open_registry = registry.clone();
+        let sink =
+            tokio::task::spawn_blocking(move || SqliteSink::open(&sink_path, &open_registry))
+                .await
+                .map_err(|e| AppError::Sink(e.to_string()))?
+                .map_err(AppError::Sink)?;
+        tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
+
+        let options = PipelineOptions {
+            channel_capacity: config.pipeline.channel_capacity,
+            clock: ClockRules {
+                max_future_skew: config.pipeline.max_future_skew,
+                max_age: config.pipeline.max_age,
+            },
+            sink: SinkOptions {
+                batch_max_rows: sqlite.batch_max_rows,
+                batch_max_delay: sqlite.batch_max_delay,
+                retry_min: Duration::from_millis(100),
+                retry_max: Duration::from_secs(30),
+            },
+            drain_timeout: Duration::from_secs(10),
+        };
+        let pipeline = Pipeline::start(
+            registry,
+            sources,
+            Box::new(sink),
+            options,
+            metrics.clone(),
+            health.clone(),
+        );
+
+        let http_stop = CancellationToken::new();
+        let (http_addr, http) = match config.http.listen {
+            None => (None, None),
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let bound = listener.local_addr().ok();
+                    let state = crate::http::HttpState {
+                        metrics: metrics.clone(),
+                        health: health.clone(),
+                    };
+                    let handle =
+                        tokio::spawn(crate::http::serve(listener, state, http_stop.clone()));
+                    (bound, Some(handle))
+                }
+                Err(source) if http_bind == HttpBind::BestEffort => {
+                    tracing::warn!(%addr, error = %source, "http endpoint disabled: cannot bind");
+                    (None, None)
+                }
+                Err(source) => {
+                    pipeline.shutdown().await;
+                    return Err(AppError::Http { addr, source });
+                }
+            },
+        };
+        Ok(Self {
+            pipeline,
+            metrics,
+            health,
+            http_addr,
+            http_stop,
+            http,
+        })
+    }
+
+    pub fn live(&self) -> Arc<Mutex<LiveState>> {
+        self.pipeline.live()
+    }
+
+    pub fn registry(&self) -> Arc<PointRegistry> {
+        self.pipeline.registry()
+    }
+
+    /// Stops sources, drains everything accepted into the sink, stops HTTP.
+    pub async fn shutdown(self) -> bool {
+        let report = self.pipeline.shutdown().await;
+        self.http_stop.cancel();
+        if let Some(h) = self.http {
+            let _ = h.await;
+        }
+        report.drained
+    }
+}
