@@ -90,16 +90,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         let listen = if listen == "off" {
             None
         } else {
-            match listen.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    p.push(
-                        "http.listen",
-                        format!("{listen:?} is not an IP:port address (or \"off\")"),
-                    );
-                    None
-                }
+            let parsed = listen.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                p.push(
+                    "http.listen",
+                    format!("{listen:?} is not an IP:port address (or \"off\")"),
+                );
             }
+            parsed
         };
         HttpConfig { listen }
     };

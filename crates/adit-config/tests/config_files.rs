@@ -1,6 +1,8 @@
 //! Every example config loads; every broken config produces exactly the error
 //! text in its `.expected` golden file (regenerate with `ADIT_BLESS=1`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {

@@ -119,10 +119,10 @@ pub fn encode_registers(
     match ty {
         DataType::Bool => b[..2].copy_from_slice(&u16::from(as_i128(value) != 0).to_be_bytes()),
         DataType::U16 | DataType::I16 => {
-            b[..2].copy_from_slice(&(as_i128(value) as u16).to_be_bytes())
+            b[..2].copy_from_slice(&(as_i128(value) as u16).to_be_bytes());
         }
         DataType::U32 | DataType::I32 => {
-            b[..4].copy_from_slice(&(as_i128(value) as u32).to_be_bytes())
+            b[..4].copy_from_slice(&(as_i128(value) as u32).to_be_bytes());
         }
         DataType::U64 | DataType::I64 => b.copy_from_slice(&(as_i128(value) as u64).to_be_bytes()),
         DataType::F32 => b[..4].copy_from_slice(&(as_f64(value) as f32).to_be_bytes()),
@@ -153,8 +153,8 @@ mod tests {
     use WordOrder::*;
 
     /// Golden vectors: what a device puts on the wire, and what it means.
-    /// 32-bit: 0x4174_CCCD is 15.3f32 / 1_098_173_645u32.
-    /// 64-bit: 0x0102_0304_0506_0708.
+    /// 32-bit: `0x4174_CCCD` is 15.3f32 / `1_098_173_645u32`.
+    /// 64-bit: `0x0102_0304_0506_0708`.
     #[test]
     fn golden_vectors_decode_in_every_type_and_order() {
         let cases: &[(&[u16], DataType, WordOrder, RawValue)] = &[

@@ -252,9 +252,9 @@ async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(),
             link = None;
             m.up.set(0);
             if kind == "timeout" {
-                m.timeout.inc()
+                m.timeout.inc();
             } else {
-                m.link_error.inc()
+                m.link_error.inc();
             }
             tracing::warn!(device = %cfg.id, cause = kind, "link lost; reconnecting");
             let ts = Timestamp::now();

@@ -56,7 +56,7 @@ impl Pipeline {
         sources: Vec<(&'static str, SourceFactory)>,
         sink: Box<dyn Sink>,
         options: PipelineOptions,
-        metrics: Metrics,
+        metrics: &Metrics,
         health: Arc<Health>,
     ) -> Self {
         let shutdown = CancellationToken::new();

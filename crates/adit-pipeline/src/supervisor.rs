@@ -25,7 +25,7 @@ pub async fn supervise(factory: SourceFactory, ctx: SourceContext, metrics: Metr
         let started = tokio::time::Instant::now();
         let handle = tokio::spawn(async move { source.run(&run_ctx).await });
         let cause = match handle.await {
-            Ok(Ok(())) | Ok(Err(SourceError::PipelineClosed)) => return,
+            Ok(Ok(()) | Err(SourceError::PipelineClosed)) => return,
             Ok(Err(e)) => {
                 tracing::error!(source = %name, error = %e, "source failed; restarting");
                 "error"

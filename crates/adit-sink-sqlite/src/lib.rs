@@ -1,4 +1,4 @@
-//! The embedded SQLite sink: adit's zero-install default.
+//! The embedded `SQLite` sink: adit's zero-install default.
 //!
 //! Schema (created if missing; see `SCHEMA`):
 //! - `points(id, name, device, unit)`: one row per configured point name;
@@ -184,6 +184,15 @@ mod tests {
     use super::*;
     use adit_core::{PointId, PointMeta, Quality, Timestamp};
 
+    type Row = (
+        String,
+        i64,
+        Option<f64>,
+        String,
+        Option<String>,
+        Option<i64>,
+    );
+
     fn registry() -> PointRegistry {
         let mut r = PointRegistry::new();
         for name in ["co", "fan"] {
@@ -226,7 +235,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let rows: Vec<(String, i64, Option<f64>, String, Option<String>, Option<i64>)> = sink
+        let rows: Vec<Row> = sink
             .conn
             .prepare("SELECT point, CAST(strftime('%s', time) AS INTEGER), value, quality, reason, reason_code FROM readings_view ORDER BY point, time")
             .unwrap()

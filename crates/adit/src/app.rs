@@ -129,7 +129,7 @@ impl App {
             sources,
             Box::new(sink),
             options,
-            metrics.clone(),
+            &metrics,
             health.clone(),
         );
 

@@ -1,7 +1,7 @@
 //! `adit`: the command line. Subcommands:
 //! - `run -c FILE`      run the ingestor until SIGINT/SIGTERM;
 //! - `check -c FILE…`   validate configs, print a summary or every error;
-//! - `demo`             simulator + ingestor + SQLite, nothing to install;
+//! - `demo`             simulator + ingestor + `SQLite`, nothing to install;
 //! - `sim modbus …`     run the tunnel Modbus simulator on its own.
 
 use std::net::SocketAddr;
@@ -47,7 +47,7 @@ enum Command {
         #[arg(short, long, required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
-    /// Run a simulated tunnel, the ingestor and SQLite together.
+    /// Run a simulated tunnel, the ingestor and `SQLite` together.
     Demo {
         /// Where the demo keeps its data.
         #[arg(long, default_value = "./adit-demo")]

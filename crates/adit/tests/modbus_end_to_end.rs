@@ -1,5 +1,7 @@
-//! End to end: the Modbus simulator, the ingestor and SQLite, in one process,
+//! End to end: the Modbus simulator, the ingestor and `SQLite`, in one process,
 //! over real TCP on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -273,7 +275,7 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
     .await;
     let silent_bad_after = started.elapsed();
     assert!(
-        silent_bad_after < Duration::from_millis(300 + 700),
+        silent_bad_after < Duration::from_secs(1),
         "took {silent_bad_after:?}"
     );
 

@@ -47,6 +47,7 @@ pub struct Signal {
     pub kind: SignalKind,
 }
 
+#[allow(clippy::too_many_arguments)] // a row constructor for the signal table below
 const fn sig(
     name: &'static str,
     table: Table,
