@@ -1,0 +1,187 @@
+//! The pipeline's own guarantees, with in-process sources and sinks written for
+//! the test: restart after a panic, retry of retryable sink errors, accounting
+//! of permanent ones, and a shutdown that drains every accepted reading.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
+use adit_pipeline::{
+    ClockRules, Health, Metrics, Pipeline, PipelineOptions, Sink, SinkError, SinkOptions, Source, SourceContext, SourceError,
+    SourceFactory, SourceFuture,
+};
+
+fn registry() -> Arc<PointRegistry> {
+    let mut r = PointRegistry::new();
+    r.insert(PointMeta { name: "p".into(), device: "d".into(), unit: "".into(), range: None, expected_interval_ms: 1000 }).unwrap();
+    Arc::new(r)
+}
+
+fn options() -> PipelineOptions {
+    PipelineOptions {
+        channel_capacity: 4,
+        clock: ClockRules { max_future_skew: Duration::from_secs(300), max_age: Duration::from_secs(86_400) },
+        sink: SinkOptions {
+            batch_max_rows: 500,
+            batch_max_delay: Duration::from_millis(20),
+            retry_min: Duration::from_millis(5),
+            retry_max: Duration::from_millis(40),
+        },
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Emits readings with increasing values; counts what the pipeline accepted.
+struct CountingSource {
+    accepted: Arc<AtomicU64>,
+    runs: Arc<AtomicUsize>,
+    panic_on_first_run: bool,
+    batch: usize,
+}
+
+impl Source for CountingSource {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn protocol(&self) -> &'static str {
+        "test"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
+        Box::pin(async move {
+            let run = self.runs.fetch_add(1, Ordering::SeqCst);
+            loop {
+                if ctx.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let base = self.accepted.load(Ordering::SeqCst);
+                let batch: Vec<Reading> = (0..self.batch as u64)
+                    .map(|i| Reading {
+                        point: PointId(0),
+                        value: Some(Value::I64((base + i) as i64)),
+                        quality: Quality::Good,
+                        source_ts: Timestamp::now(),
+                        received_ts: Timestamp::now(),
+                    })
+                    .collect();
+                ctx.out.send(batch).await.map_err(|_| SourceError::PipelineClosed)?;
+                self.accepted.fetch_add(self.batch as u64, Ordering::SeqCst);
+                if run == 0 && self.panic_on_first_run {
+                    panic!("simulated bug in a source");
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+}
+
+/// Stores every value written; fails the first writes as told.
+struct RecordingSink {
+    values: Arc<Mutex<Vec<i64>>>,
+    fail_retryable: usize,
+    fail_permanent: usize,
+}
+
+impl Sink for RecordingSink {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+        if self.fail_retryable > 0 {
+            self.fail_retryable -= 1;
+            return Err(SinkError::Retryable("database busy".into()));
+        }
+        if self.fail_permanent > 0 {
+            self.fail_permanent -= 1;
+            return Err(SinkError::Permanent("schema mismatch".into()));
+        }
+        let mut v = self.values.lock().unwrap();
+        v.extend(readings.iter().map(|r| match r.value {
+            Some(Value::I64(i)) => i,
+            _ => -1,
+        }));
+        Ok(())
+    }
+}
+
+struct Harness {
+    accepted: Arc<AtomicU64>,
+    runs: Arc<AtomicUsize>,
+    values: Arc<Mutex<Vec<i64>>>,
+    metrics: Metrics,
+    pipeline: Pipeline,
+}
+
+fn start(panic_on_first_run: bool, fail_retryable: usize, fail_permanent: usize, batch: usize) -> Harness {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let metrics = Metrics::for_tests();
+    let (a, r) = (accepted.clone(), runs.clone());
+    let factory: SourceFactory = Box::new(move || {
+        Box::new(CountingSource { accepted: a.clone(), runs: r.clone(), panic_on_first_run, batch })
+    });
+    let sink = RecordingSink { values: values.clone(), fail_retryable, fail_permanent };
+    let pipeline =
+        Pipeline::start(registry(), vec![("test", factory)], Box::new(sink), options(), &metrics, Arc::new(Health::default()));
+    Harness { accepted, runs, values, metrics, pipeline }
+}
+
+fn counter(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_every_accepted_reading_into_the_sink() {
+    let h = start(false, 0, 0, 100);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.pipeline.shutdown().await.drained);
+    let accepted = h.accepted.load(Ordering::SeqCst);
+    let values = h.values.lock().unwrap();
+    println!("accepted {accepted}, stored {}", values.len());
+    assert!(accepted > 1000, "the source should have produced a load");
+    assert_eq!(values.len() as u64, accepted, "every accepted reading must be stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_panics_is_restarted_and_the_restart_counted() {
+    let h = start(true, 0, 0, 10);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(h.runs.load(Ordering::SeqCst) >= 2, "the source must run again after its panic");
+    assert_eq!(counter(&h.metrics, "adit_task_restarts_total", &[("cause", "panic")]), 1.0);
+    assert!(h.pipeline.shutdown().await.drained);
+    assert_eq!(h.values.lock().unwrap().len() as u64, h.accepted.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_sink_errors_are_retried_until_the_batch_lands() {
+    let h = start(false, 3, 0, 10);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(h.pipeline.shutdown().await.drained);
+    assert_eq!(counter(&h.metrics, "adit_sink_errors_total", &[("kind", "retryable")]), 3.0);
+    assert_eq!(counter(&h.metrics, "adit_sink_readings_dropped_total", &[]), 0.0);
+    let values = h.values.lock().unwrap();
+    assert_eq!(values.len() as u64, h.accepted.load(Ordering::SeqCst));
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "order must be kept across retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_sink_error_drops_only_that_batch_and_counts_every_reading_of_it() {
+    let h = start(false, 0, 1, 10);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(h.pipeline.shutdown().await.drained);
+    let dropped = counter(&h.metrics, "adit_sink_readings_dropped_total", &[("reason", "permanent_error")]);
+    let stored = h.values.lock().unwrap().len() as f64;
+    assert!(dropped >= 10.0);
+    assert_eq!(stored + dropped, h.accepted.load(Ordering::SeqCst) as f64, "stored + dropped must account for every reading");
+}
