@@ -10,20 +10,30 @@ use std::time::Duration;
 
 use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
 use adit_pipeline::{
-    ClockRules, Health, Metrics, Pipeline, PipelineOptions, Sink, SinkError, SinkOptions, Source, SourceContext, SourceError,
-    SourceFactory, SourceFuture,
+    ClockRules, Health, Metrics, Pipeline, PipelineOptions, Sink, SinkError, SinkOptions, Source,
+    SourceContext, SourceError, SourceFactory, SourceFuture,
 };
 
 fn registry() -> Arc<PointRegistry> {
     let mut r = PointRegistry::new();
-    r.insert(PointMeta { name: "p".into(), device: "d".into(), unit: "".into(), range: None, expected_interval_ms: 1000 }).unwrap();
+    r.insert(PointMeta {
+        name: "p".into(),
+        device: "d".into(),
+        unit: "".into(),
+        range: None,
+        expected_interval_ms: 1000,
+    })
+    .unwrap();
     Arc::new(r)
 }
 
 fn options() -> PipelineOptions {
     PipelineOptions {
         channel_capacity: 4,
-        clock: ClockRules { max_future_skew: Duration::from_secs(300), max_age: Duration::from_secs(86_400) },
+        clock: ClockRules {
+            max_future_skew: Duration::from_secs(300),
+            max_age: Duration::from_secs(86_400),
+        },
         sink: SinkOptions {
             batch_max_rows: 500,
             batch_max_delay: Duration::from_millis(20),
@@ -43,7 +53,7 @@ struct CountingSource {
 }
 
 impl Source for CountingSource {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "counting"
     }
     fn protocol(&self) -> &'static str {
@@ -66,11 +76,15 @@ impl Source for CountingSource {
                         received_ts: Timestamp::now(),
                     })
                     .collect();
-                ctx.out.send(batch).await.map_err(|_| SourceError::PipelineClosed)?;
+                ctx.out
+                    .send(batch)
+                    .await
+                    .map_err(|_| SourceError::PipelineClosed)?;
                 self.accepted.fetch_add(self.batch as u64, Ordering::SeqCst);
-                if run == 0 && self.panic_on_first_run {
-                    panic!("simulated bug in a source");
-                }
+                assert!(
+                    !(run == 0 && self.panic_on_first_run),
+                    "simulated bug in a source"
+                );
                 tokio::task::yield_now().await;
             }
         })
@@ -114,19 +128,45 @@ struct Harness {
     pipeline: Pipeline,
 }
 
-fn start(panic_on_first_run: bool, fail_retryable: usize, fail_permanent: usize, batch: usize) -> Harness {
+fn start(
+    panic_on_first_run: bool,
+    fail_retryable: usize,
+    fail_permanent: usize,
+    batch: usize,
+) -> Harness {
     let accepted = Arc::new(AtomicU64::new(0));
     let runs = Arc::new(AtomicUsize::new(0));
     let values = Arc::new(Mutex::new(Vec::new()));
     let metrics = Metrics::for_tests();
     let (a, r) = (accepted.clone(), runs.clone());
     let factory: SourceFactory = Box::new(move || {
-        Box::new(CountingSource { accepted: a.clone(), runs: r.clone(), panic_on_first_run, batch })
+        Box::new(CountingSource {
+            accepted: a.clone(),
+            runs: r.clone(),
+            panic_on_first_run,
+            batch,
+        })
     });
-    let sink = RecordingSink { values: values.clone(), fail_retryable, fail_permanent };
-    let pipeline =
-        Pipeline::start(registry(), vec![("test", factory)], Box::new(sink), options(), &metrics, Arc::new(Health::default()));
-    Harness { accepted, runs, values, metrics, pipeline }
+    let sink = RecordingSink {
+        values: values.clone(),
+        fail_retryable,
+        fail_permanent,
+    };
+    let pipeline = Pipeline::start(
+        registry(),
+        vec![("test", factory)],
+        Box::new(sink),
+        options(),
+        &metrics,
+        Arc::new(Health::default()),
+    );
+    Harness {
+        accepted,
+        runs,
+        values,
+        metrics,
+        pipeline,
+    }
 }
 
 fn counter(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -136,7 +176,13 @@ fn counter(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
         .map(|m| m.get_counter().get_value())
         .sum()
 }
@@ -150,17 +196,34 @@ async fn shutdown_drains_every_accepted_reading_into_the_sink() {
     let values = h.values.lock().unwrap();
     println!("accepted {accepted}, stored {}", values.len());
     assert!(accepted > 1000, "the source should have produced a load");
-    assert_eq!(values.len() as u64, accepted, "every accepted reading must be stored");
+    assert_eq!(
+        values.len() as u64,
+        accepted,
+        "every accepted reading must be stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_panics_is_restarted_and_the_restart_counted() {
     let h = start(true, 0, 0, 10);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(h.runs.load(Ordering::SeqCst) >= 2, "the source must run again after its panic");
-    assert_eq!(counter(&h.metrics, "adit_task_restarts_total", &[("cause", "panic")]), 1.0);
+    assert!(
+        h.runs.load(Ordering::SeqCst) >= 2,
+        "the source must run again after its panic"
+    );
+    assert_eq!(
+        counter(
+            &h.metrics,
+            "adit_task_restarts_total",
+            &[("cause", "panic")]
+        ),
+        1.0
+    );
     assert!(h.pipeline.shutdown().await.drained);
-    assert_eq!(h.values.lock().unwrap().len() as u64, h.accepted.load(Ordering::SeqCst));
+    assert_eq!(
+        h.values.lock().unwrap().len() as u64,
+        h.accepted.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,11 +231,24 @@ async fn retryable_sink_errors_are_retried_until_the_batch_lands() {
     let h = start(false, 3, 0, 10);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(h.pipeline.shutdown().await.drained);
-    assert_eq!(counter(&h.metrics, "adit_sink_errors_total", &[("kind", "retryable")]), 3.0);
-    assert_eq!(counter(&h.metrics, "adit_sink_readings_dropped_total", &[]), 0.0);
+    assert_eq!(
+        counter(
+            &h.metrics,
+            "adit_sink_errors_total",
+            &[("kind", "retryable")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        counter(&h.metrics, "adit_sink_readings_dropped_total", &[]),
+        0.0
+    );
     let values = h.values.lock().unwrap();
     assert_eq!(values.len() as u64, h.accepted.load(Ordering::SeqCst));
-    assert!(values.windows(2).all(|w| w[0] < w[1]), "order must be kept across retries");
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "order must be kept across retries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,8 +256,16 @@ async fn a_permanent_sink_error_drops_only_that_batch_and_counts_every_reading_o
     let h = start(false, 0, 1, 10);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(h.pipeline.shutdown().await.drained);
-    let dropped = counter(&h.metrics, "adit_sink_readings_dropped_total", &[("reason", "permanent_error")]);
+    let dropped = counter(
+        &h.metrics,
+        "adit_sink_readings_dropped_total",
+        &[("reason", "permanent_error")],
+    );
     let stored = h.values.lock().unwrap().len() as f64;
     assert!(dropped >= 10.0);
-    assert_eq!(stored + dropped, h.accepted.load(Ordering::SeqCst) as f64, "stored + dropped must account for every reading");
+    assert_eq!(
+        stored + dropped,
+        h.accepted.load(Ordering::SeqCst) as f64,
+        "stored + dropped must account for every reading"
+    );
 }

@@ -11,25 +11,50 @@ fn adit() -> Command {
 }
 
 fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 #[test]
 fn check_accepts_every_example_config_with_a_summary() {
-    let out = adit().args(["check", "-c"]).arg(repo("config/demo.toml")).arg(repo("config/tunnel-site.toml")).output().unwrap();
+    let out = adit()
+        .args(["check", "-c"])
+        .arg(repo("config/demo.toml"))
+        .arg(repo("config/tunnel-site.toml"))
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("demo.toml: ok — site \"demo-tunnel\": 2 device(s) (modbus_tcp), 34 point(s)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "demo.toml: ok — site \"demo-tunnel\": 2 device(s) (modbus_tcp), 34 point(s)"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("tunnel-site.toml: ok"), "{stdout}");
 }
 
 #[test]
 fn check_rejects_a_broken_config_with_every_error_and_exit_code_1() {
-    let out = adit().args(["check", "-c"]).arg(repo("crates/adit-config/tests/broken/many-errors-at-once.toml")).output().unwrap();
+    let out = adit()
+        .args(["check", "-c"])
+        .arg(repo(
+            "crates/adit-config/tests/broken/many-errors-at-once.toml",
+        ))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("12 error(s)"), "{stderr}");
-    assert!(stderr.contains(":34: device[0].point[3].range:"), "{stderr}");
+    assert!(
+        stderr.contains(":34: device[0].point[3].range:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -37,20 +62,44 @@ fn demo_writes_readings_into_sqlite_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let out = adit()
-        .args(["--log-level", "warn", "demo", "--for", "3s", "--every", "1s", "--dir"])
+        .args([
+            "--log-level",
+            "warn",
+            "demo",
+            "--for",
+            "3s",
+            "--every",
+            "1s",
+            "--dir",
+        ])
         .arg(&data)
         .current_dir(dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("readings/s"), "the live summary must be printed: {stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("readings/s"),
+        "the live summary must be printed: {stdout}"
+    );
     assert!(stdout.contains("SELECT * FROM readings_view"), "{stdout}");
     let conn = rusqlite::Connection::open(data.join("readings.db")).unwrap();
     let (rows, good): (i64, i64) = conn
-        .query_row("SELECT count(*), sum(quality = 0) FROM readings", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT count(*), sum(quality = 0) FROM readings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
-    assert!(rows >= 34 * 2, "expected at least two polls of 34 points, got {rows}");
+    assert!(
+        rows >= 34 * 2,
+        "expected at least two polls of 34 points, got {rows}"
+    );
     assert_eq!(rows, good, "a healthy simulator gives only good readings");
-    assert!(stdout.contains(&format!("holds {rows} readings")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("holds {rows} readings")),
+        "{stdout}"
+    );
 }
