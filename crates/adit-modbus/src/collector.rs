@@ -174,7 +174,11 @@ async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(),
         );
 
         if link.is_none() {
-            match connect(&cfg.address, cfg.unit_id, cfg.timeout).await {
+            let connected = tokio::select! {
+                r = connect(&cfg.address, cfg.unit_id, cfg.timeout) => r,
+                () = ctx.shutdown.cancelled() => return Ok(()),
+            };
+            match connected {
                 Ok(c) => {
                     m.connect_ok.inc();
                     m.up.set(1);
@@ -199,54 +203,13 @@ async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(),
         }
 
         let mut batch = Vec::with_capacity(buffer_capacity);
-        let mut failed_at: Option<(usize, &'static str)> = None;
-        if let Some(c) = link.as_mut() {
-            for (i, read) in device.plan.iter().enumerate() {
-                let started = Instant::now();
-                let outcome = read_once(c, read, cfg.timeout).await;
-                m.request_seconds.observe(started.elapsed().as_secs_f64());
-                let ts = Timestamp::now();
-                match outcome {
-                    Outcome::Data(words) => {
-                        m.ok.inc();
-                        decode_read(
-                            read,
-                            ReadData::Words(&words),
-                            &cfg.points,
-                            &device.ids,
-                            ts,
-                            &mut batch,
-                        );
-                    }
-                    Outcome::Bits(bits) => {
-                        m.ok.inc();
-                        decode_read(
-                            read,
-                            ReadData::Bits(&bits),
-                            &cfg.points,
-                            &device.ids,
-                            ts,
-                            &mut batch,
-                        );
-                    }
-                    Outcome::Exception(code) => {
-                        m.exception.inc();
-                        tracing::debug!(device = %cfg.id, table = read.table.name(), start = read.start, count = read.count, code, "exception response");
-                        mark_read(
-                            read,
-                            &device.ids,
-                            Quality::Bad(Reason::DeviceException(code)),
-                            ts,
-                            &mut batch,
-                        );
-                    }
-                    Outcome::LinkFailed(kind) => {
-                        failed_at = Some((i, kind));
-                        break;
-                    }
-                }
-            }
-        }
+        let failed_at = match link.as_mut() {
+            Some(c) => tokio::select! {
+                failed = read_all(&device, c, &mut batch) => failed,
+                () = ctx.shutdown.cancelled() => return Ok(()),
+            },
+            None => None,
+        };
         if let Some((first_unread, kind)) = failed_at {
             // The context may hold a late reply: it is poisoned. Drop it.
             link = None;
@@ -278,6 +241,60 @@ async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(),
             .await
             .map_err(|_| SourceError::PipelineClosed)?;
     }
+}
+
+/// Issues every planned read once, appending readings to `batch`. Returns the
+/// index of the read where the link failed, and why, if it did.
+async fn read_all(
+    device: &ModbusDevice,
+    c: &mut Context,
+    batch: &mut Vec<Reading>,
+) -> Option<(usize, &'static str)> {
+    let cfg = &device.config;
+    let m = &device.metrics;
+    for (i, read) in device.plan.iter().enumerate() {
+        let started = Instant::now();
+        let outcome = read_once(c, read, cfg.timeout).await;
+        m.request_seconds.observe(started.elapsed().as_secs_f64());
+        let ts = Timestamp::now();
+        match outcome {
+            Outcome::Data(words) => {
+                m.ok.inc();
+                decode_read(
+                    read,
+                    ReadData::Words(&words),
+                    &cfg.points,
+                    &device.ids,
+                    ts,
+                    batch,
+                );
+            }
+            Outcome::Bits(bits) => {
+                m.ok.inc();
+                decode_read(
+                    read,
+                    ReadData::Bits(&bits),
+                    &cfg.points,
+                    &device.ids,
+                    ts,
+                    batch,
+                );
+            }
+            Outcome::Exception(code) => {
+                m.exception.inc();
+                tracing::debug!(device = %cfg.id, table = read.table.name(), start = read.start, count = read.count, code, "exception response");
+                mark_read(
+                    read,
+                    &device.ids,
+                    Quality::Bad(Reason::DeviceException(code)),
+                    ts,
+                    batch,
+                );
+            }
+            Outcome::LinkFailed(kind) => return Some((i, kind)),
+        }
+    }
+    None
 }
 
 /// The first slot of the fixed-rate schedule (`planned + k × interval`, k ≥ 1)

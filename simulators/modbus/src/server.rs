@@ -102,18 +102,12 @@ fn write_signal(unit: &mut Unit, s: &Signal, value: f64) -> f64 {
     }
 }
 
-fn read_words(map: &HashMap<u16, u16>, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
-    (0..count)
-        .map(|i| {
-            start
-                .checked_add(i)
-                .and_then(|a| map.get(&a).copied())
-                .ok_or(ExceptionCode::IllegalDataAddress)
-        })
-        .collect()
-}
-
-fn read_bits(map: &HashMap<u16, bool>, start: u16, count: u16) -> Result<Vec<bool>, ExceptionCode> {
+/// The values at `start..start + count`, or exception 2 if any is not mapped.
+fn read_range<T: Copy>(
+    map: &HashMap<u16, T>,
+    start: u16,
+    count: u16,
+) -> Result<Vec<T>, ExceptionCode> {
     (0..count)
         .map(|i| {
             start
@@ -142,14 +136,14 @@ impl Service for SimService {
         };
         ready(match req.request {
             Request::ReadHoldingRegisters(a, n) => {
-                read_words(&unit.holding, a, n).map(Response::ReadHoldingRegisters)
+                read_range(&unit.holding, a, n).map(Response::ReadHoldingRegisters)
             }
             Request::ReadInputRegisters(a, n) => {
-                read_words(&unit.input, a, n).map(Response::ReadInputRegisters)
+                read_range(&unit.input, a, n).map(Response::ReadInputRegisters)
             }
-            Request::ReadCoils(a, n) => read_bits(&unit.coils, a, n).map(Response::ReadCoils),
+            Request::ReadCoils(a, n) => read_range(&unit.coils, a, n).map(Response::ReadCoils),
             Request::ReadDiscreteInputs(a, n) => {
-                read_bits(&unit.discrete, a, n).map(Response::ReadDiscreteInputs)
+                read_range(&unit.discrete, a, n).map(Response::ReadDiscreteInputs)
             }
             _ => Err(ExceptionCode::IllegalFunction),
         })
