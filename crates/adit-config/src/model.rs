@@ -50,16 +50,63 @@ pub struct SqliteSinkConfig {
     pub batch_max_delay: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
+    /// Modbus TCP (MBAP framing) to `address`.
     ModbusTcp,
+    /// Modbus RTU framing over a TCP connection (serial gateways in
+    /// transparent mode).
+    ModbusRtuOverTcp,
+    /// Modbus RTU on a serial line.
+    ModbusRtu,
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 3] = [
+        Protocol::ModbusTcp,
+        Protocol::ModbusRtuOverTcp,
+        Protocol::ModbusRtu,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::ModbusTcp => "modbus_tcp",
+            Protocol::ModbusRtuOverTcp => "modbus_rtu_over_tcp",
+            Protocol::ModbusRtu => "modbus_rtu",
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// Serial line settings of a `modbus_rtu` device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SerialConfig {
+    pub port: String,
+    pub baud_rate: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+impl SerialConfig {
+    /// Modbus RTU's minimum silent interval between frames: 3.5 character
+    /// times, and at least 1.75 ms above 19200 baud (Modbus over serial line
+    /// spec, 2.5.1.1).
+    pub fn min_inter_frame_delay(&self) -> Duration {
+        let bits_per_char = 1
+            + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits);
+        let t = Duration::from_secs_f64(
+            3.5 * f64::from(bits_per_char) / f64::from(self.baud_rate.max(1)),
+        );
+        t.max(Duration::from_micros(1750))
     }
 }
 
@@ -67,8 +114,11 @@ impl Protocol {
 pub struct DeviceConfig {
     pub id: String,
     pub protocol: Protocol,
-    /// `host:port` as written; resolved at connect time so DNS changes are seen.
+    /// `host:port` as written (TCP transports); resolved at connect time so
+    /// DNS changes are seen. Empty for `modbus_rtu`.
     pub address: String,
+    /// Serial settings (`modbus_rtu` only).
+    pub serial: Option<SerialConfig>,
     pub unit_id: u8,
     pub poll_interval: Duration,
     pub timeout: Duration,
@@ -76,6 +126,15 @@ pub struct DeviceConfig {
     pub max_gap: u16,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Extra attempts of a read after a timeout or link error (each after a
+    /// fresh connection), before its points are marked `Bad(CommFailure)`.
+    pub retries: u8,
+    /// Consecutive failed polls that open the device's circuit breaker.
+    pub breaker_failures: u32,
+    /// Silence before each request on the connection (RTU: at least 3.5 chars).
+    pub inter_frame_delay: Duration,
+    /// Address ranges (inclusive) that reads must never touch.
+    pub no_read_ranges: Vec<(u16, u16)>,
     pub description: String,
     pub points: Vec<PointConfig>,
 }
@@ -115,6 +174,8 @@ pub enum DataType {
     I64,
     F32,
     F64,
+    /// Fixed-length ASCII text of this many registers (two characters each).
+    String(u8),
 }
 
 impl DataType {
@@ -124,6 +185,7 @@ impl DataType {
             DataType::Bool | DataType::U16 | DataType::I16 => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String(n) => u16::from(n),
         }
     }
     pub fn name(self) -> &'static str {
@@ -137,8 +199,10 @@ impl DataType {
             DataType::I64 => "i64",
             DataType::F32 => "f32",
             DataType::F64 => "f64",
+            DataType::String(_) => "string",
         }
     }
+    /// The numeric types (and bool), for tables and tests.
     pub const ALL: [DataType; 9] = [
         DataType::Bool,
         DataType::U16,
@@ -210,6 +274,8 @@ pub struct PointConfig {
     pub offset: f64,
     pub unit: String,
     pub range: Option<(f64, f64)>,
+    /// Poll interval of this point (defaults to the device's).
+    pub interval: Duration,
     pub description: String,
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::human::parse_duration;
 use crate::model::{
-    Config, DataType, DeviceConfig, HttpConfig, PipelineConfig, PointConfig, Protocol, SinksConfig,
-    SqliteSinkConfig, Table, WordOrder,
+    Config, DataType, DeviceConfig, HttpConfig, Parity, PipelineConfig, PointConfig, Protocol,
+    SerialConfig, SinksConfig, SqliteSinkConfig, Table, WordOrder,
 };
 use crate::raw::{RawConfig, RawDevice, RawPoint};
 
@@ -176,6 +176,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         devices.push(device);
     }
 
+    check_shared_connections(&mut p, &devices);
+
     if p.0.is_empty() {
         Ok(Config {
             site,
@@ -187,6 +189,46 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         })
     } else {
         Err(p.0)
+    }
+}
+
+/// Devices on one serial port share the line, so they must agree on its
+/// settings; devices at one TCP address share the connection, so they must
+/// agree on its framing.
+fn check_shared_connections(p: &mut Problems, devices: &[DeviceConfig]) {
+    let mut first_on_port: HashMap<&str, usize> = HashMap::new();
+    let mut first_at_address: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        if let Some(serial) = &d.serial {
+            match first_on_port.get(serial.port.as_str()) {
+                Some(&j) if devices[j].serial.as_ref() != Some(serial) => p.push(
+                    format!("device[{i}].serial_port"),
+                    format!(
+                        "{} is shared with device[{j}] but its baud_rate, parity, data_bits or stop_bits differ",
+                        serial.port
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    first_on_port.insert(serial.port.as_str(), i);
+                }
+            }
+        } else if !d.address.is_empty() {
+            match first_at_address.get(d.address.as_str()) {
+                Some(&j) if devices[j].protocol != d.protocol => p.push(
+                    format!("device[{i}].protocol"),
+                    format!(
+                        "{} is also used by device[{j}] with protocol {}; one connection has one framing",
+                        d.address,
+                        devices[j].protocol.name()
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    first_at_address.insert(d.address.as_str(), i);
+                }
+            }
+        }
     }
 }
 
@@ -220,30 +262,41 @@ fn validate_id(p: &mut Problems, path: &str, id: Option<&str>) -> String {
 fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig {
     let id = validate_id(p, &format!("{path}.id"), rd.id.as_deref());
     let protocol = match p.required(&format!("{path}.protocol"), rd.protocol.as_deref()) {
-        Some("modbus_tcp") | None => Protocol::ModbusTcp,
-        Some(other) => {
+        None => Protocol::ModbusTcp,
+        Some(name) => Protocol::ALL.into_iter().find(|pr| pr.name() == name).unwrap_or_else(|| {
             p.push(
                 format!("{path}.protocol"),
-                format!("unknown protocol {other:?}; expected \"modbus_tcp\""),
+                format!("unknown protocol {name:?}; expected \"modbus_tcp\", \"modbus_rtu_over_tcp\" or \"modbus_rtu\""),
             );
             Protocol::ModbusTcp
-        }
+        }),
     };
-    let address = match p.required(&format!("{path}.address"), rd.address.as_deref()) {
-        Some(a) => {
-            let port_ok = a
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok {
-                p.push(
-                    format!("{path}.address"),
-                    format!("{a:?} must be host:port, e.g. \"10.0.0.5:502\""),
-                );
+    let address = if protocol == Protocol::ModbusRtu {
+        if rd.address.is_some() {
+            p.push(
+                format!("{path}.address"),
+                "a modbus_rtu device has serial_port, not address",
+            );
+        }
+        String::new()
+    } else {
+        match p.required(&format!("{path}.address"), rd.address.as_deref()) {
+            Some(a) => {
+                let port_ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_ok {
+                    p.push(
+                        format!("{path}.address"),
+                        format!("{a:?} must be host:port, e.g. \"10.0.0.5:502\""),
+                    );
+                }
+                a.to_string()
             }
-            a.to_string()
+            None => String::new(),
         }
-        None => String::new(),
     };
+    let serial = validate_serial(p, path, rd, protocol);
     let unit_id = p.int_in(&format!("{path}.unit_id"), rd.unit_id, 1, 0, 255) as u8;
     let poll_interval = p.duration(
         &format!("{path}.poll_interval"),
@@ -278,6 +331,34 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
         "30s",
         true,
     );
+    let retries = p.int_in(&format!("{path}.retries"), rd.retries, 0, 0, 5) as u8;
+    let breaker_failures = p.int_in(
+        &format!("{path}.breaker_failures"),
+        rd.breaker_failures,
+        3,
+        1,
+        100,
+    ) as u32;
+    let min_gap = serial
+        .as_ref()
+        .map_or(Duration::ZERO, SerialConfig::min_inter_frame_delay);
+    let inter_frame_delay = if let Some(raw) = rd.inter_frame_delay.as_deref() {
+        let d = p.duration(&format!("{path}.inter_frame_delay"), Some(raw), "0s", false);
+        if d < min_gap {
+            p.push(
+                format!("{path}.inter_frame_delay"),
+                format!("{d:?} is shorter than 3.5 character times on this line ({min_gap:?})"),
+            );
+        }
+        d
+    } else {
+        min_gap
+    };
+    let no_read_ranges = validate_ranges(
+        p,
+        &format!("{path}.no_read_ranges"),
+        rd.no_read_ranges.as_deref(),
+    );
     if reconnect_min > reconnect_max {
         p.push(
             format!("{path}.reconnect_min"),
@@ -290,12 +371,33 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
             "device has no points; add [[device.point]] tables",
         );
     }
-    let points = rd
+    let points: Vec<PointConfig> = rd
         .point
         .iter()
         .enumerate()
-        .map(|(i, rp)| validate_point(p, &format!("{path}.point[{i}]"), rp, order))
+        .map(|(i, rp)| validate_point(p, &format!("{path}.point[{i}]"), rp, order, poll_interval))
         .collect();
+    for (i, point) in points.iter().enumerate() {
+        let (start, end) = (
+            u32::from(point.address),
+            u32::from(point.address) + u32::from(point.width()),
+        );
+        if !point.table.is_bit_table() && point.width() > max_registers_per_read {
+            p.push(
+                format!("{path}.point[{i}].type"),
+                format!("{} registers wide, more than max_registers_per_read = {max_registers_per_read}", point.width()),
+            );
+        }
+        if let Some((lo, hi)) = no_read_ranges
+            .iter()
+            .find(|(lo, hi)| start <= u32::from(*hi) && u32::from(*lo) < end)
+        {
+            p.push(
+                format!("{path}.point[{i}].address"),
+                format!("{} lies in no_read_ranges [{lo}, {hi}]", point.address),
+            );
+        }
+    }
     DeviceConfig {
         id,
         protocol,
@@ -307,6 +409,11 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
         max_gap,
         reconnect_min,
         reconnect_max,
+        retries,
+        breaker_failures,
+        inter_frame_delay,
+        no_read_ranges,
+        serial,
         description: rd.description.clone().unwrap_or_default(),
         points,
     }
@@ -324,11 +431,86 @@ fn parse_order(p: &mut Problems, path: &str, raw: Option<&str>) -> Option<WordOr
     order
 }
 
+fn validate_serial(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    protocol: Protocol,
+) -> Option<SerialConfig> {
+    let given = [
+        ("serial_port", rd.serial_port.is_some()),
+        ("baud_rate", rd.baud_rate.is_some()),
+        ("parity", rd.parity.is_some()),
+        ("data_bits", rd.data_bits.is_some()),
+        ("stop_bits", rd.stop_bits.is_some()),
+    ];
+    if protocol != Protocol::ModbusRtu {
+        for (key, present) in given {
+            if present {
+                p.push(
+                    format!("{path}.{key}"),
+                    "serial settings apply to protocol = \"modbus_rtu\" only",
+                );
+            }
+        }
+        return None;
+    }
+    let port = p
+        .required(&format!("{path}.serial_port"), rd.serial_port.as_deref())
+        .unwrap_or_default()
+        .to_string();
+    let baud_rate = p.int_in(
+        &format!("{path}.baud_rate"),
+        rd.baud_rate,
+        9600,
+        300,
+        4_000_000,
+    ) as u32;
+    let parity = match rd.parity.as_deref().unwrap_or("even") {
+        "none" => Parity::None,
+        "even" => Parity::Even,
+        "odd" => Parity::Odd,
+        other => {
+            p.push(
+                format!("{path}.parity"),
+                format!("unknown parity {other:?}; expected none, even or odd"),
+            );
+            Parity::Even
+        }
+    };
+    let data_bits = p.int_in(&format!("{path}.data_bits"), rd.data_bits, 8, 7, 8) as u8;
+    let stop_bits = p.int_in(&format!("{path}.stop_bits"), rd.stop_bits, 1, 1, 2) as u8;
+    Some(SerialConfig {
+        port,
+        baud_rate,
+        parity,
+        data_bits,
+        stop_bits,
+    })
+}
+
+fn validate_ranges(p: &mut Problems, path: &str, raw: Option<&[Vec<i64>]>) -> Vec<(u16, u16)> {
+    let mut ranges = Vec::new();
+    for (i, r) in raw.unwrap_or_default().iter().enumerate() {
+        match r.as_slice() {
+            [lo, hi] if (0..=65535).contains(lo) && (0..=65535).contains(hi) && lo <= hi => {
+                ranges.push((*lo as u16, *hi as u16));
+            }
+            _ => p.push(
+                format!("{path}[{i}]"),
+                format!("{r:?} must be [first, last] with 0 <= first <= last <= 65535"),
+            ),
+        }
+    }
+    ranges
+}
+
 fn validate_point(
     p: &mut Problems,
     path: &str,
     rp: &RawPoint,
     device_order: WordOrder,
+    device_interval: Duration,
 ) -> PointConfig {
     let id = validate_id(p, &format!("{path}.id"), rp.id.as_deref());
     let table = match p.required(&format!("{path}.table"), rp.table.as_deref()) {
@@ -347,10 +529,41 @@ fn validate_point(
     let data_type = match rp.data_type.as_deref() {
         None if table.is_bit_table() => DataType::Bool,
         None => DataType::U16,
+        Some("string") => match rp.length {
+            Some(n) if (1..=125).contains(&n) => DataType::String(n as u8),
+            Some(n) => {
+                p.push(format!("{path}.length"), format!("{n} is out of range 1..=125 registers"));
+                DataType::String(1)
+            }
+            None => {
+                p.push(format!("{path}.length"), "a string needs `length` in registers (two characters each)");
+                DataType::String(1)
+            }
+        },
         Some(t) => DataType::ALL.into_iter().find(|d| d.name() == t).unwrap_or_else(|| {
-            p.push(format!("{path}.type"), format!("unknown type {t:?}; expected one of bool, u16, i16, u32, i32, u64, i64, f32, f64"));
+            p.push(
+                format!("{path}.type"),
+                format!("unknown type {t:?}; expected one of bool, u16, i16, u32, i32, u64, i64, f32, f64, string"),
+            );
             DataType::U16
         }),
+    };
+    if rp.length.is_some() && !matches!(data_type, DataType::String(_)) {
+        p.push(
+            format!("{path}.length"),
+            "`length` applies only to type = \"string\"",
+        );
+    }
+    let interval = p.duration(
+        &format!("{path}.interval"),
+        rp.interval.as_deref(),
+        "1s",
+        true,
+    );
+    let interval = if rp.interval.is_some() {
+        interval
+    } else {
+        device_interval
     };
     if table.is_bit_table() && data_type != DataType::Bool {
         p.push(
@@ -441,6 +654,7 @@ fn validate_point(
         offset,
         unit: rp.unit.clone().unwrap_or_default(),
         range,
+        interval,
         description: rp.description.clone().unwrap_or_default(),
     }
 }

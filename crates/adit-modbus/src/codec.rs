@@ -22,6 +22,48 @@ pub enum RawValue {
 pub enum DecodeError {
     #[error("expected {expected} registers, got {got}")]
     WrongLength { expected: usize, got: usize },
+    #[error("a string is not a number: use decode_string")]
+    NotNumeric,
+}
+
+/// Decodes fixed-length ASCII text: two characters per register, high byte
+/// first (`ABCD`, `CDAB`) or low byte first (`BADC`, `DCBA`); word order does
+/// not apply to text. Trailing NULs and spaces are trimmed; bytes that are not
+/// printable ASCII become `?`.
+pub fn decode_string(regs: &[u16], order: WordOrder) -> String {
+    let mut text = String::with_capacity(regs.len() * 2);
+    for reg in regs {
+        let [a, b] = if order.bytes_swapped() {
+            reg.to_le_bytes()
+        } else {
+            reg.to_be_bytes()
+        };
+        for byte in [a, b] {
+            text.push(if byte == 0 || byte.is_ascii_graphic() || byte == b' ' {
+                char::from(byte)
+            } else {
+                '?'
+            });
+        }
+    }
+    let trimmed = text.trim_end_matches(['\0', ' ']).len();
+    text.truncate(trimmed);
+    text.replace('\0', "?")
+}
+
+/// Encodes text into registers (the inverse of [`decode_string`]), padding
+/// with NULs and cutting what does not fit.
+pub fn encode_string(text: &str, order: WordOrder, out: &mut [u16]) {
+    let bytes = text.as_bytes();
+    for (i, slot) in out.iter_mut().enumerate() {
+        let a = bytes.get(2 * i).copied().unwrap_or(0);
+        let b = bytes.get(2 * i + 1).copied().unwrap_or(0);
+        *slot = if order.bytes_swapped() {
+            u16::from_le_bytes([a, b])
+        } else {
+            u16::from_be_bytes([a, b])
+        };
+    }
 }
 
 /// Puts wire registers into big-endian byte order in `out[..2 * regs.len()]`.
@@ -56,6 +98,9 @@ pub fn decode_registers(
             got: regs.len(),
         });
     }
+    if matches!(ty, DataType::String(_)) {
+        return Err(DecodeError::NotNumeric);
+    }
     let mut b = [0u8; 8];
     to_big_endian_bytes(regs, order, &mut b);
     Ok(match ty {
@@ -70,6 +115,7 @@ pub fn decode_registers(
         DataType::U64 => RawValue::Unsigned(u64::from_be_bytes(b)),
         DataType::I64 => RawValue::Signed(i64::from_be_bytes(b)),
         DataType::F64 => RawValue::Float(f64::from_be_bytes(b)),
+        DataType::String(_) => return Err(DecodeError::NotNumeric),
     })
 }
 
@@ -127,6 +173,7 @@ pub fn encode_registers(
         DataType::U64 | DataType::I64 => b.copy_from_slice(&(as_i128(value) as u64).to_be_bytes()),
         DataType::F32 => b[..4].copy_from_slice(&(as_f64(value) as f32).to_be_bytes()),
         DataType::F64 => b.copy_from_slice(&as_f64(value).to_be_bytes()),
+        DataType::String(_) => return Err(DecodeError::NotNumeric),
     }
     for i in 0..width {
         let reg = u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
@@ -315,6 +362,23 @@ mod tests {
             panic!()
         };
         assert!((misread - 238.0).abs() > 1.0, "{misread}");
+    }
+
+    #[test]
+    fn strings_decode_in_both_byte_orders_and_trim_padding() {
+        // "TUNNEL A" + NUL padding; a device serial number in 5 registers.
+        let abcd = [0x5455, 0x4E4E, 0x454C, 0x2041, 0x0000];
+        assert_eq!(decode_string(&abcd, Abcd), "TUNNEL A");
+        let badc = [0x5554, 0x4E4E, 0x4C45, 0x4120, 0x0000];
+        assert_eq!(decode_string(&badc, Badc), "TUNNEL A");
+        assert_eq!(decode_string(&[0x41FF], Abcd), "A?");
+        let mut back = [0u16; 5];
+        encode_string("TUNNEL A", Badc, &mut back);
+        assert_eq!(back, badc);
+        assert_eq!(
+            decode_registers(&abcd, DataType::String(5), Abcd),
+            Err(DecodeError::NotNumeric)
+        );
     }
 
     #[test]

@@ -1,41 +1,60 @@
-//! The Modbus TCP collector: one task per device, polling its planned reads on
-//! the device's interval.
+//! The Modbus collector: one task per connection (a "bus"), polling the
+//! devices behind it — one device for a plain Modbus TCP endpoint, several
+//! unit ids behind a gateway, several slaves on a serial line.
 //!
 //! Invariants (tokio-modbus has no timeout and no reconnect, and a context is
 //! poisoned after a timeout — see shared/dependency-notes.md):
+//! - one request in flight per connection, with `inter_frame_delay` of silence
+//!   before each (RTU: at least 3.5 character times);
 //! - every connect and every request is wrapped in the device's timeout;
-//! - after a timeout or any transport/protocol error the context is dropped and
-//!   a fresh connection is made after a jittered, exponentially growing backoff
-//!   (`reconnect_min` … `reconnect_max`), reset by the first good connect;
+//! - after a timeout or any transport/protocol error the connection is dropped
+//!   and reopened before the next request; the failed read is retried up to
+//!   `retries` times on the fresh connection;
+//! - a failed *connect* delays the next attempt by a jittered, exponentially
+//!   growing backoff (`reconnect_min` … `reconnect_max`), reset by the first
+//!   good connect; polls due meanwhile mark their points `Bad(CommFailure)`
+//!   without I/O;
+//! - each device has a circuit breaker: after `breaker_failures` failed polls
+//!   it is skipped (points `Bad(CommFailure)`, no I/O) until a jittered probe
+//!   period passes, so a dead unit costs its neighbours at most one timeout
+//!   per probe period;
 //! - an exception response marks only the points of that read
 //!   `Bad(DeviceException(code))`; the link stays up;
-//! - link loss marks every point of the device not yet read in this poll
-//!   `Bad(CommFailure)`, and every failed connect attempt does the same, so the
-//!   history shows when adit did not know;
-//! - the poll schedule is fixed-rate: a poll that overruns skips the missed
-//!   slots rather than bursting, and lateness is measured.
+//! - each point group (device × interval) has a fixed-rate schedule: an
+//!   overrun skips missed slots rather than bursting, and lateness is measured.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adit_config::{DeviceConfig, Table};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 use adit_pipeline::{Source, SourceContext, SourceError, SourceFuture};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::Slave;
 
+use crate::breaker::{Admission, Breaker};
+use crate::endpoint::{open, Endpoint};
 use crate::metrics::DeviceMetrics;
 use crate::plan::{plan_reads, PlanError, PlannedRead, PointSpan};
 use crate::poll::{decode_read, mark_read, ReadData};
 
-/// Everything a device's collector needs, shared by its restarts.
+/// Points of one device polled on one interval, and the reads that cover them.
+#[derive(Debug)]
+pub struct PollGroup {
+    pub interval: Duration,
+    pub reads: Vec<PlannedRead>,
+    pub points: usize,
+}
+
+/// A device: its config, point ids (parallel to `config.points`), planned
+/// reads per interval, and metric handles.
 pub struct ModbusDevice {
     pub config: DeviceConfig,
-    /// Point ids, parallel to `config.points`.
     pub ids: Vec<PointId>,
-    pub plan: Vec<PlannedRead>,
+    pub groups: Vec<PollGroup>,
     pub metrics: DeviceMetrics,
 }
 
@@ -45,46 +64,114 @@ impl ModbusDevice {
         ids: Vec<PointId>,
         metrics: DeviceMetrics,
     ) -> Result<Self, PlanError> {
-        let spans: Vec<PointSpan> = config
-            .points
-            .iter()
-            .map(|p| PointSpan {
-                table: p.table,
-                address: p.address,
-                width: p.width(),
-            })
-            .collect();
-        let plan = plan_reads(&spans, config.max_registers_per_read, config.max_gap)?;
+        let mut intervals: Vec<Duration> = config.points.iter().map(|p| p.interval).collect();
+        intervals.sort_unstable();
+        intervals.dedup();
+        let mut groups = Vec::with_capacity(intervals.len());
+        for interval in intervals {
+            let members: Vec<usize> = (0..config.points.len())
+                .filter(|&i| config.points[i].interval == interval)
+                .collect();
+            let spans: Vec<PointSpan> = members
+                .iter()
+                .map(|&i| {
+                    let p = &config.points[i];
+                    PointSpan {
+                        table: p.table,
+                        address: p.address,
+                        width: p.width(),
+                    }
+                })
+                .collect();
+            let mut reads = plan_reads(
+                &spans,
+                config.max_registers_per_read,
+                config.max_gap,
+                &config.no_read_ranges,
+            )?;
+            // Indexes from the planner are into `members`; make them device-wide.
+            for read in &mut reads {
+                for (index, _) in &mut read.points {
+                    *index = members[*index];
+                }
+            }
+            groups.push(PollGroup {
+                interval,
+                reads,
+                points: members.len(),
+            });
+        }
         Ok(Self {
             config,
             ids,
-            plan,
+            groups,
             metrics,
         })
     }
 }
 
+/// One connection and the devices polled over it.
+pub struct ModbusBus {
+    pub endpoint: Endpoint,
+    pub devices: Vec<ModbusDevice>,
+}
+
+impl ModbusBus {
+    /// Groups devices by endpoint, keeping config order.
+    pub fn group(devices: Vec<ModbusDevice>) -> Vec<ModbusBus> {
+        let mut buses: Vec<ModbusBus> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for device in devices {
+            let endpoint = Endpoint::of(&device.config);
+            let key = endpoint.describe();
+            if let Some(&i) = index.get(&key) {
+                buses[i].devices.push(device);
+            } else {
+                index.insert(key, buses.len());
+                buses.push(ModbusBus {
+                    endpoint,
+                    devices: vec![device],
+                });
+            }
+        }
+        buses
+    }
+
+    fn name(&self) -> String {
+        match self.devices.as_slice() {
+            [only] => only.config.id.clone(),
+            _ => self.endpoint.describe(),
+        }
+    }
+}
+
 pub struct ModbusCollector {
-    device: Arc<ModbusDevice>,
+    bus: Arc<ModbusBus>,
+    name: String,
 }
 
 impl ModbusCollector {
-    pub fn new(device: Arc<ModbusDevice>) -> Self {
-        Self { device }
+    pub fn new(bus: Arc<ModbusBus>) -> Self {
+        let name = bus.name();
+        Self { bus, name }
     }
 }
 
 impl Source for ModbusCollector {
     fn name(&self) -> &str {
-        &self.device.config.id
+        &self.name
     }
 
     fn protocol(&self) -> &'static str {
-        "modbus_tcp"
+        match self.bus.endpoint {
+            Endpoint::Tcp(_) => "modbus_tcp",
+            Endpoint::RtuOverTcp(_) => "modbus_rtu_over_tcp",
+            Endpoint::Rtu(_) => "modbus_rtu",
+        }
     }
 
     fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
-        Box::pin(poll_loop(self.device.clone(), ctx))
+        Box::pin(bus_loop(self.bus.clone(), ctx))
     }
 }
 
@@ -124,118 +211,120 @@ async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Ou
     }
 }
 
-async fn connect(address: &str, unit: u8, limit: Duration) -> Result<Context, String> {
-    let attempt = async {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| format!("resolve: {e}"))?
-            .collect();
-        let mut last = String::from("no address");
-        for addr in addrs {
-            match tokio_modbus::client::tcp::connect_slave(addr, Slave(unit)).await {
-                Ok(ctx) => return Ok(ctx),
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
-        Err(last)
+/// The connection of a bus and when it may next be (re)opened.
+struct Link {
+    ctx: Option<Context>,
+    not_before: Instant,
+    backoff: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Link {
+    fn connect_failed(&mut self) {
+        self.not_before = Instant::now() + adit_pipeline::sink::jitter(self.backoff);
+        self.backoff = (self.backoff * 2).min(self.max);
+    }
+    fn connected(&mut self, ctx: Context) {
+        self.ctx = Some(ctx);
+        self.backoff = self.min;
+    }
+}
+
+/// How one poll of one group went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PollResult {
+    /// The device answered every read (data or exception).
+    Answered,
+    /// A read failed on the link after its retries.
+    Failed,
+    /// No connection could be had; nothing was sent to the device.
+    BusDown,
+}
+
+async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), SourceError> {
+    let Some(first) = bus.devices.first() else {
+        ctx.shutdown.cancelled().await;
+        return Ok(());
     };
-    timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("connect timed out after {limit:?}")))
-}
-
-fn mark_all(device: &ModbusDevice, quality: Quality, ts: Timestamp) -> Vec<Reading> {
-    device
-        .ids
+    let start = Instant::now();
+    let mut due: Vec<Vec<Instant>> = bus
+        .devices
         .iter()
-        .map(|&id| Reading::without_value(id, quality, ts))
-        .collect()
-}
-
-async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(), SourceError> {
-    let cfg = &device.config;
-    let m = &device.metrics;
-    let mut link: Option<Context> = None;
-    let mut backoff = cfg.reconnect_min;
-    let mut next_poll = Instant::now();
-    let mut buffer_capacity = device.ids.len();
-    m.up.set(0);
+        .map(|d| vec![start; d.groups.len()])
+        .collect();
+    let mut breakers: Vec<Breaker> = bus
+        .devices
+        .iter()
+        .map(|d| {
+            Breaker::new(
+                d.config.breaker_failures,
+                d.config.reconnect_min,
+                d.config.reconnect_max,
+            )
+        })
+        .collect();
+    let mut link = Link {
+        ctx: None,
+        not_before: start,
+        backoff: first.config.reconnect_min,
+        min: first.config.reconnect_min,
+        max: first.config.reconnect_max,
+    };
+    for d in &bus.devices {
+        d.metrics.up.set(0);
+    }
 
     loop {
+        let Some((d, g, when)) = next_due(&due) else {
+            ctx.shutdown.cancelled().await;
+            return Ok(());
+        };
         tokio::select! {
-            () = sleep_until(next_poll) => {}
+            () = sleep_until(when) => {}
             () = ctx.shutdown.cancelled() => return Ok(()),
         }
-        let planned = next_poll;
-        m.poll_lateness_seconds.observe(
-            Instant::now()
-                .saturating_duration_since(planned)
-                .as_secs_f64(),
-        );
+        let device = &bus.devices[d];
+        let group = &device.groups[g];
+        let m = &device.metrics;
+        let started = Instant::now();
+        m.poll_lateness_seconds
+            .observe(started.saturating_duration_since(when).as_secs_f64());
+        due[d][g] = next_slot(when, group.interval, started);
 
-        if link.is_none() {
-            let connected = tokio::select! {
-                r = connect(&cfg.address, cfg.unit_id, cfg.timeout) => r,
+        let mut batch = Vec::with_capacity(group.points);
+        if breakers[d].admit(started) == Admission::Deny {
+            m.skipped_breaker.inc();
+            mark_group(
+                device,
+                group,
+                0,
+                Quality::Bad(Reason::CommFailure),
+                &mut batch,
+            );
+        } else {
+            let result = tokio::select! {
+                r = poll_group(&bus.endpoint, device, group, &mut link, &mut batch) => r,
                 () = ctx.shutdown.cancelled() => return Ok(()),
             };
-            match connected {
-                Ok(c) => {
-                    m.connect_ok.inc();
+            match result {
+                PollResult::Answered => {
+                    breakers[d].success();
                     m.up.set(1);
-                    backoff = cfg.reconnect_min;
-                    tracing::info!(device = %cfg.id, address = %cfg.address, "connected");
-                    link = Some(c);
                 }
-                Err(error) => {
-                    m.connect_failed.inc();
-                    tracing::warn!(device = %cfg.id, address = %cfg.address, %error, retry_in_ms = backoff.as_millis() as u64, "connect failed");
-                    let batch =
-                        mark_all(&device, Quality::Bad(Reason::CommFailure), Timestamp::now());
-                    ctx.out
-                        .send(batch)
-                        .await
-                        .map_err(|_| SourceError::PipelineClosed)?;
-                    next_poll = Instant::now() + adit_pipeline::sink::jitter(backoff);
-                    backoff = (backoff * 2).min(cfg.reconnect_max);
-                    continue;
+                PollResult::Failed => {
+                    m.up.set(0);
+                    if breakers[d].failure(Instant::now(), fastrand::f64()) {
+                        tracing::warn!(device = %device.config.id, failures = device.config.breaker_failures, "circuit breaker open: device skipped until a probe succeeds");
+                    }
+                }
+                PollResult::BusDown => {
+                    m.up.set(0);
+                    m.skipped_bus_down.inc();
                 }
             }
+            m.breaker_open.set(i64::from(breakers[d].is_open()));
         }
-
-        let mut batch = Vec::with_capacity(buffer_capacity);
-        let failed_at = match link.as_mut() {
-            Some(c) => tokio::select! {
-                failed = read_all(&device, c, &mut batch) => failed,
-                () = ctx.shutdown.cancelled() => return Ok(()),
-            },
-            None => None,
-        };
-        if let Some((first_unread, kind)) = failed_at {
-            // The context may hold a late reply: it is poisoned. Drop it.
-            link = None;
-            m.up.set(0);
-            if kind == "timeout" {
-                m.timeout.inc();
-            } else {
-                m.link_error.inc();
-            }
-            tracing::warn!(device = %cfg.id, cause = kind, "link lost; reconnecting");
-            let ts = Timestamp::now();
-            for read in &device.plan[first_unread..] {
-                mark_read(
-                    read,
-                    &device.ids,
-                    Quality::Bad(Reason::CommFailure),
-                    ts,
-                    &mut batch,
-                );
-            }
-            next_poll = Instant::now() + adit_pipeline::sink::jitter(backoff);
-            backoff = (backoff * 2).min(cfg.reconnect_max);
-        } else {
-            next_poll = next_slot(planned, cfg.poll_interval, Instant::now());
-        }
-        buffer_capacity = buffer_capacity.max(batch.len());
         ctx.out
             .send(batch)
             .await
@@ -243,16 +332,79 @@ async fn poll_loop(device: Arc<ModbusDevice>, ctx: &SourceContext) -> Result<(),
     }
 }
 
-/// Issues every planned read once, appending readings to `batch`. Returns the
-/// index of the read where the link failed, and why, if it did.
-async fn read_all(
+fn next_due(due: &[Vec<Instant>]) -> Option<(usize, usize, Instant)> {
+    due.iter()
+        .enumerate()
+        .flat_map(|(d, groups)| groups.iter().enumerate().map(move |(g, t)| (d, g, *t)))
+        .min_by_key(|&(_, _, t)| t)
+}
+
+fn mark_group(
     device: &ModbusDevice,
-    c: &mut Context,
+    group: &PollGroup,
+    from_read: usize,
+    quality: Quality,
     batch: &mut Vec<Reading>,
-) -> Option<(usize, &'static str)> {
+) {
+    let ts = Timestamp::now();
+    for read in group.reads.iter().skip(from_read) {
+        mark_read(read, &device.ids, quality, ts, batch);
+    }
+}
+
+/// Issues the reads of one group, reconnecting and retrying as configured.
+async fn poll_group(
+    endpoint: &Endpoint,
+    device: &ModbusDevice,
+    group: &PollGroup,
+    link: &mut Link,
+    batch: &mut Vec<Reading>,
+) -> PollResult {
     let cfg = &device.config;
     let m = &device.metrics;
-    for (i, read) in device.plan.iter().enumerate() {
+    let mut next = 0;
+    let mut retries_left = cfg.retries;
+    while next < group.reads.len() {
+        if link.ctx.is_none() {
+            if Instant::now() < link.not_before {
+                mark_group(
+                    device,
+                    group,
+                    next,
+                    Quality::Bad(Reason::CommFailure),
+                    batch,
+                );
+                return PollResult::BusDown;
+            }
+            match open(endpoint, cfg.unit_id, cfg.timeout).await {
+                Ok(c) => {
+                    m.connect_ok.inc();
+                    tracing::info!(device = %cfg.id, endpoint = %endpoint.describe(), "connected");
+                    link.connected(c);
+                }
+                Err(error) => {
+                    m.connect_failed.inc();
+                    link.connect_failed();
+                    tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), %error, retry_in_ms = link.backoff.as_millis() as u64 / 2, "connect failed");
+                    mark_group(
+                        device,
+                        group,
+                        next,
+                        Quality::Bad(Reason::CommFailure),
+                        batch,
+                    );
+                    return PollResult::BusDown;
+                }
+            }
+        }
+        let Some(c) = link.ctx.as_mut() else {
+            return PollResult::BusDown;
+        };
+        c.set_slave(Slave(cfg.unit_id));
+        if !cfg.inter_frame_delay.is_zero() {
+            sleep(cfg.inter_frame_delay).await;
+        }
+        let read = &group.reads[next];
         let started = Instant::now();
         let outcome = read_once(c, read, cfg.timeout).await;
         m.request_seconds.observe(started.elapsed().as_secs_f64());
@@ -291,10 +443,34 @@ async fn read_all(
                     batch,
                 );
             }
-            Outcome::LinkFailed(kind) => return Some((i, kind)),
+            Outcome::LinkFailed(kind) => {
+                // The connection may hold a late reply: it is poisoned. Drop it.
+                link.ctx = None;
+                if kind == "timeout" {
+                    m.timeout.inc();
+                } else {
+                    m.link_error.inc();
+                }
+                if retries_left > 0 {
+                    retries_left -= 1;
+                    tracing::debug!(device = %cfg.id, cause = kind, "read failed; retrying on a fresh connection");
+                    continue;
+                }
+                tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), cause = kind, "read failed; connection dropped");
+                mark_group(
+                    device,
+                    group,
+                    next,
+                    Quality::Bad(Reason::CommFailure),
+                    batch,
+                );
+                return PollResult::Failed;
+            }
         }
+        retries_left = cfg.retries;
+        next += 1;
     }
-    None
+    PollResult::Answered
 }
 
 /// The first slot of the fixed-rate schedule (`planned + k × interval`, k ≥ 1)
@@ -323,5 +499,16 @@ mod tests {
             t0 + 4 * s
         );
         assert_eq!(next_slot(t0, s, t0 + 2 * s), t0 + 3 * s);
+    }
+
+    #[test]
+    fn the_earliest_group_of_any_device_is_due_first() {
+        let t0 = Instant::now();
+        let due = vec![
+            vec![t0 + Duration::from_secs(2), t0 + Duration::from_secs(1)],
+            vec![t0 + Duration::from_millis(1500)],
+        ];
+        assert_eq!(next_due(&due), Some((0, 1, t0 + Duration::from_secs(1))));
+        assert_eq!(next_due(&[]), None);
     }
 }

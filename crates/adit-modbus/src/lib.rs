@@ -5,12 +5,15 @@
 //! owns timeouts, reconnects and the mapping of link failures and exception
 //! responses onto reading quality.
 
+pub mod breaker;
 pub mod codec;
 pub mod collector;
 pub mod convert;
+pub mod endpoint;
 pub mod metrics;
 pub mod plan;
 pub mod poll;
+pub mod probe;
 
-pub use collector::{ModbusCollector, ModbusDevice};
+pub use collector::{ModbusBus, ModbusCollector, ModbusDevice};
 pub use metrics::{DeviceMetrics, ModbusMetrics};

@@ -13,6 +13,8 @@ pub struct ModbusMetrics {
     request_seconds: HistogramVec,
     poll_lateness_seconds: HistogramVec,
     device_up: IntGaugeVec,
+    breaker_open: IntGaugeVec,
+    skipped: IntCounterVec,
 }
 
 impl ModbusMetrics {
@@ -63,12 +65,27 @@ impl ModbusMetrics {
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(poll_lateness_seconds.clone()))?;
         registry.register(Box::new(device_up.clone()))?;
+        let breaker_open = IntGaugeVec::new(
+            Opts::new(
+                "adit_modbus_breaker_open",
+                "1 while the device's circuit breaker is open (polls skipped), else 0.",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(breaker_open.clone()))?;
+        let skipped = IntCounterVec::new(
+            Opts::new("adit_modbus_polls_skipped_total", "Polls not sent, by device and reason (breaker_open, connection_down); their points are marked bad(comm_failure)."),
+            &["device", "reason"],
+        )?;
+        registry.register(Box::new(skipped.clone()))?;
         Ok(Self {
             requests,
             connects,
             request_seconds,
             poll_lateness_seconds,
             device_up,
+            breaker_open,
+            skipped,
         })
     }
 
@@ -84,6 +101,9 @@ impl ModbusMetrics {
             request_seconds: self.request_seconds.with_label_values(&[device]),
             poll_lateness_seconds: self.poll_lateness_seconds.with_label_values(&[device]),
             up: self.device_up.with_label_values(&[device]),
+            breaker_open: self.breaker_open.with_label_values(&[device]),
+            skipped_breaker: self.skipped.with_label_values(&[device, "breaker_open"]),
+            skipped_bus_down: self.skipped.with_label_values(&[device, "connection_down"]),
         }
     }
 }
@@ -99,4 +119,7 @@ pub struct DeviceMetrics {
     pub request_seconds: Histogram,
     pub poll_lateness_seconds: Histogram,
     pub up: IntGauge,
+    pub breaker_open: IntGauge,
+    pub skipped_breaker: IntCounter,
+    pub skipped_bus_down: IntCounter,
 }

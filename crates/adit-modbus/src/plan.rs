@@ -7,7 +7,9 @@
 //!   tables, 2000 bits for coil/discrete tables, the protocol maximum);
 //! - reads only bridge holes of at most `max_gap` unused addresses, so a device
 //!   that refuses reads of unmapped registers is not asked for them when
-//!   `max_gap = 0`.
+//!   `max_gap = 0`;
+//! - no read touches an address in a forbidden range (`no_read_ranges`, which
+//!   apply to every table).
 
 use adit_config::Table;
 
@@ -51,6 +53,15 @@ pub enum PlanError {
     },
     #[error("point {index} runs past address 65535")]
     PastEnd { index: usize },
+    #[error("point {index} lies in a no-read range")]
+    Forbidden { index: usize },
+}
+
+/// Whether `[from, to)` touches a forbidden (inclusive) range.
+fn touches_forbidden(from: u32, to: u32, forbidden: &[(u16, u16)]) -> bool {
+    forbidden
+        .iter()
+        .any(|&(lo, hi)| from <= u32::from(hi) && u32::from(lo) < to)
 }
 
 /// Plans the reads for one device's points.
@@ -58,6 +69,7 @@ pub fn plan_reads(
     points: &[PointSpan],
     max_registers_per_read: u16,
     max_gap: u16,
+    forbidden: &[(u16, u16)],
 ) -> Result<Vec<PlannedRead>, PlanError> {
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by_key(|&i| (points[i].table, points[i].address, points[i].width));
@@ -82,10 +94,14 @@ pub fn plan_reads(
         if p.end() > 65536 {
             return Err(PlanError::PastEnd { index: i });
         }
+        if touches_forbidden(u32::from(p.address), p.end(), forbidden) {
+            return Err(PlanError::Forbidden { index: i });
+        }
         let joins = current.as_ref().is_some_and(|(table, start, end, _)| {
             *table == p.table
                 && u32::from(p.address) <= *end + u32::from(max_gap)
                 && p.end().max(*end) - *start <= u32::from(limit)
+                && !touches_forbidden(*end, u32::from(p.address), forbidden)
         });
         if joins {
             if let Some((_, _, end, members)) = current.as_mut() {
@@ -135,7 +151,7 @@ mod tests {
 
     #[test]
     fn contiguous_points_coalesce_into_one_read() {
-        let plan = plan_reads(&[reg(0, 2), reg(2, 2), reg(4, 1)], 125, 0).unwrap();
+        let plan = plan_reads(&[reg(0, 2), reg(2, 2), reg(4, 1)], 125, 0, &[]).unwrap();
         assert_eq!(plan.len(), 1);
         assert_eq!((plan[0].start, plan[0].count), (0, 5));
         assert_eq!(plan[0].points, vec![(0, 0), (1, 2), (2, 4)]);
@@ -144,8 +160,8 @@ mod tests {
     #[test]
     fn gaps_are_bridged_only_up_to_max_gap() {
         let pts = [reg(0, 1), reg(5, 1)];
-        assert_eq!(plan_reads(&pts, 125, 3).unwrap().len(), 2);
-        assert_eq!(plan_reads(&pts, 125, 4).unwrap().len(), 1);
+        assert_eq!(plan_reads(&pts, 125, 3, &[]).unwrap().len(), 2);
+        assert_eq!(plan_reads(&pts, 125, 4, &[]).unwrap().len(), 1);
     }
 
     #[test]
@@ -158,21 +174,33 @@ mod tests {
                 width: 1,
             },
         ];
-        assert_eq!(plan_reads(&pts, 125, 10).unwrap().len(), 2);
+        assert_eq!(plan_reads(&pts, 125, 10, &[]).unwrap().len(), 2);
     }
 
     #[test]
     fn a_device_limited_to_32_registers_gets_reads_of_at_most_32() {
         let pts: Vec<_> = (0..100).map(|i| reg(i * 2, 2)).collect();
-        let plan = plan_reads(&pts, 32, 0).unwrap();
+        let plan = plan_reads(&pts, 32, 0, &[]).unwrap();
         assert!(plan.iter().all(|r| r.count <= 32));
         assert_eq!(plan.len(), 200usize.div_ceil(32));
     }
 
     #[test]
+    fn a_gap_is_not_bridged_across_a_forbidden_range() {
+        let pts = [reg(0, 1), reg(5, 1)];
+        assert_eq!(plan_reads(&pts, 125, 10, &[]).unwrap().len(), 1);
+        assert_eq!(plan_reads(&pts, 125, 10, &[(3, 3)]).unwrap().len(), 2);
+        assert_eq!(plan_reads(&pts, 125, 10, &[(1, 1)]).unwrap().len(), 2);
+        assert_eq!(
+            plan_reads(&[reg(2, 2)], 125, 0, &[(3, 9)]),
+            Err(PlanError::Forbidden { index: 0 })
+        );
+    }
+
+    #[test]
     fn a_point_wider_than_the_limit_is_an_error() {
         assert_eq!(
-            plan_reads(&[reg(0, 4)], 2, 0),
+            plan_reads(&[reg(0, 4)], 2, 0, &[]),
             Err(PlanError::WiderThanLimit {
                 index: 0,
                 width: 4,
@@ -205,12 +233,20 @@ mod tests {
             points in prop::collection::vec(any_point(), 0..80),
             limit in 4u16..=125,
             max_gap in 0u16..20,
+            forbidden in prop::collection::vec((0u16..420, 0u16..6), 0..4),
         ) {
-            let plan = plan_reads(&points, limit, max_gap).unwrap();
+            let forbidden: Vec<(u16, u16)> = forbidden.into_iter().map(|(lo, len)| (lo, lo + len)).collect();
+            let points: Vec<PointSpan> = points
+                .into_iter()
+                .filter(|p| !touches_forbidden(u32::from(p.address), p.end(), &forbidden))
+                .collect();
+            let plan = plan_reads(&points, limit, max_gap, &forbidden).unwrap();
             let mut seen = vec![0usize; points.len()];
             for read in &plan {
                 let max = if read.table.is_bit_table() { MAX_BITS_PER_READ } else { limit };
                 prop_assert!(read.count >= 1 && read.count <= max);
+                let read_end = u32::from(read.start) + u32::from(read.count);
+                prop_assert!(!touches_forbidden(u32::from(read.start), read_end, &forbidden), "read {read:?} touches {forbidden:?}");
                 for &(i, offset) in &read.points {
                     seen[i] += 1;
                     let p = points[i];

@@ -4,7 +4,7 @@
 use adit_config::{DataType, PointConfig};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 
-use crate::codec::{decode_bit, decode_registers};
+use crate::codec::{decode_bit, decode_registers, decode_string};
 use crate::convert::to_engineering;
 use crate::plan::PlannedRead;
 
@@ -31,6 +31,9 @@ pub fn decode_read(
         let offset = usize::from(offset);
         let value = match data {
             ReadData::Bits(bits) => bits.get(offset).map(|b| adit_core::Value::Bool(*b)),
+            ReadData::Words(words) if matches!(point.data_type, DataType::String(_)) => words
+                .get(offset..offset + usize::from(point.width()))
+                .map(|regs| adit_core::Value::Text(decode_string(regs, point.order).into())),
             ReadData::Words(words) if point.data_type == DataType::Bool => {
                 words.get(offset).map(|w| {
                     adit_core::Value::Bool(decode_bit(*w, point.bit.unwrap_or(0), point.order))
@@ -95,6 +98,7 @@ mod tests {
             offset: 0.0,
             unit: String::new(),
             range: None,
+            interval: std::time::Duration::from_secs(1),
             description: String::new(),
         }
     }

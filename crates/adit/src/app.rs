@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adit_config::{Config, Protocol};
+use adit_config::Config;
 use adit_core::{PointId, PointMeta, PointRegistry};
-use adit_modbus::{ModbusCollector, ModbusDevice, ModbusMetrics};
+use adit_modbus::{ModbusBus, ModbusCollector, ModbusDevice, ModbusMetrics};
 use adit_pipeline::{
     ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, SinkOptions, SourceFactory,
 };
@@ -80,23 +80,27 @@ impl App {
         let health = Arc::new(Health::default());
         let (registry, ids_per_device) = build_registry(config)?;
 
-        let mut sources: Vec<(&'static str, SourceFactory)> = Vec::new();
+        let mut devices = Vec::with_capacity(config.devices.len());
         for (device, ids) in config.devices.iter().zip(ids_per_device) {
-            match device.protocol {
-                Protocol::ModbusTcp => {
-                    let dm = modbus_metrics.for_device(&device.id);
-                    let shared =
-                        Arc::new(ModbusDevice::new(device.clone(), ids, dm).map_err(|e| {
-                            AppError::Device {
-                                device: device.id.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?);
-                    let factory: SourceFactory =
-                        Box::new(move || Box::new(ModbusCollector::new(shared.clone())));
-                    sources.push((device.protocol.name(), factory));
+            // Every protocol in the config today is a Modbus variant.
+            let dm = modbus_metrics.for_device(&device.id);
+            devices.push(ModbusDevice::new(device.clone(), ids, dm).map_err(|e| {
+                AppError::Device {
+                    device: device.id.clone(),
+                    reason: e.to_string(),
                 }
-            }
+            })?);
+        }
+        let mut sources: Vec<(&'static str, SourceFactory)> = Vec::new();
+        for bus in ModbusBus::group(devices) {
+            let protocol = bus
+                .devices
+                .first()
+                .map_or("modbus_tcp", |d| d.config.protocol.name());
+            let shared = Arc::new(bus);
+            let factory: SourceFactory =
+                Box::new(move || Box::new(ModbusCollector::new(shared.clone())));
+            sources.push((protocol, factory));
         }
 
         let sqlite = &config.sinks.sqlite;

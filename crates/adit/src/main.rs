@@ -141,10 +141,14 @@ fn describe(config: &Config) -> String {
         .http
         .listen
         .map_or_else(|| "off".to_string(), |a| a.to_string());
+    let mut protocols: Vec<&str> = config.devices.iter().map(|d| d.protocol.name()).collect();
+    protocols.sort_unstable();
+    protocols.dedup();
     format!(
-        "site {:?}: {} device(s) (modbus_tcp), {} point(s); sink sqlite at {}; http {}",
+        "site {:?}: {} device(s) ({}), {} point(s); sink sqlite at {}; http {}",
         config.site,
         config.devices.len(),
+        protocols.join(", "),
         config.point_count(),
         config.sinks.sqlite.path.display(),
         http
