@@ -8,12 +8,17 @@
 //! pumped out — plausible enough to watch a dashboard move.
 //!
 //! For tests and commissioning a signal can be frozen at a known value
-//! ([`SimHandle::set`]); addresses that no signal uses answer with exception 2
+//! ([`SimHandle::set`]) and each unit can be given [`Faults`]: no answer,
+//! slow answers, exceptions, a read-size limit, stuck values, NaN, sentinel
+//! values, dropped connections. Framings: Modbus TCP, RTU over TCP, and RTU
+//! on a pseudo terminal (for serial tests). Addresses that no signal uses answer with exception 2
 //! (illegal data address), unknown unit ids with exception 11 (gateway target
 //! failed to respond).
 
+mod faults;
 pub mod scenario;
 mod server;
 
+pub use faults::Faults;
 pub use scenario::{tunnel_signals, Signal, SignalKind};
-pub use server::{SimHandle, Simulator, SimulatorError};
+pub use server::{Framing, SimHandle, Simulator, SimulatorError, UnitSpec};

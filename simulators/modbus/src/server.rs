@@ -1,8 +1,10 @@
-//! The simulator's TCP server and the task that moves its values.
+//! The simulator's servers (Modbus TCP, RTU over TCP, RTU on a pseudo
+//! terminal) and the task that moves its values.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::{ready, Ready};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,10 +13,10 @@ use adit_modbus::codec::{encode_registers, RawValue};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
+use crate::faults::Faults;
 use crate::scenario::{tunnel_signals, Signal, TunnelModel};
 
 /// How often simulated values move.
@@ -27,11 +29,40 @@ pub enum SimulatorError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create a pseudo terminal: {0}")]
+    Pty(String),
+}
+
+/// Frame format on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Modbus TCP (MBAP header).
+    Tcp,
+    /// RTU frames (CRC, no MBAP) over TCP, like a transparent serial gateway.
+    RtuOverTcp,
+}
+
+/// One simulated unit: its id, faults and signals frozen at known values.
+#[derive(Clone, Debug, Default)]
+pub struct UnitSpec {
+    pub id: u8,
+    pub faults: Faults,
+    pub frozen: Vec<(String, f64)>,
+}
+
+impl UnitSpec {
+    pub fn healthy(id: u8) -> Self {
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
 }
 
 /// The registers and model of one unit id.
 struct Unit {
     model: TunnelModel,
+    faults: Faults,
     frozen: HashMap<&'static str, f64>,
     /// Engineering value of each signal as currently served (after quantization).
     served: HashMap<&'static str, f64>,
@@ -49,6 +80,9 @@ struct State {
 impl State {
     fn refresh(&mut self, dt: f64) {
         for unit in self.units.values_mut() {
+            if unit.faults.stuck {
+                continue;
+            }
             unit.model.step(dt);
             for s in &self.signals {
                 let value = unit
@@ -60,6 +94,15 @@ impl State {
                 unit.served.insert(s.name, served);
             }
         }
+    }
+}
+
+/// The raw value a broken 4-20 mA loop typically reads as.
+fn sentinel(ty: DataType) -> RawValue {
+    match ty {
+        DataType::I16 | DataType::I32 | DataType::I64 => RawValue::Signed(-32768),
+        DataType::F32 | DataType::F64 => RawValue::Float(-9999.0),
+        _ => RawValue::Unsigned(65535),
     }
 }
 
@@ -77,16 +120,28 @@ fn write_signal(unit: &mut Unit, s: &Signal, value: f64) -> f64 {
             f64::from(u8::from(on))
         }
         Table::HoldingRegister | Table::InputRegister => {
-            let (raw, served) = match s.data_type {
-                DataType::F32 => (RawValue::Float(value), f64::from(value as f32)),
-                DataType::F64 => (RawValue::Float(value), value),
-                _ => {
-                    let raw = (value / s.scale).round();
-                    (RawValue::Signed(raw as i64), raw * s.scale)
-                }
+            let is_float = matches!(s.data_type, DataType::F32 | DataType::F64);
+            let (raw, served) = if unit.faults.nan && is_float {
+                (RawValue::Float(f64::NAN), f64::NAN)
+            } else if unit.faults.out_of_range {
+                let raw = sentinel(s.data_type);
+                let served = match raw {
+                    RawValue::Signed(i) => i as f64 * s.scale,
+                    RawValue::Unsigned(u) => u as f64 * s.scale,
+                    RawValue::Float(f) => f,
+                    RawValue::Bool(b) => f64::from(u8::from(b)),
+                };
+                (raw, served)
+            } else if s.data_type == DataType::F32 {
+                (RawValue::Float(value), f64::from(value as f32))
+            } else if s.data_type == DataType::F64 {
+                (RawValue::Float(value), value)
+            } else {
+                let raw = (value / s.scale).round();
+                (RawValue::Signed(raw as i64), raw * s.scale)
             };
             let mut regs = [0u16; 4];
-            let width = usize::from(s.data_type.register_count());
+            let width = usize::from(s.data_type.register_count()).min(4);
             if encode_registers(raw, s.data_type, s.order, &mut regs[..width]).is_ok() {
                 let map = if s.table == Table::HoldingRegister {
                     &mut unit.holding
@@ -118,36 +173,124 @@ fn read_range<T: Copy>(
         .collect()
 }
 
+type Answer = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
+
 #[derive(Clone)]
 struct SimService {
     state: Arc<Mutex<State>>,
+    /// On a serial line a unit that does not exist stays silent; behind a TCP
+    /// gateway it is reported with exception 11.
+    silent_unknown_units: bool,
+}
+
+impl SimService {
+    fn answer(
+        &self,
+        req: &SlaveRequest<'static>,
+    ) -> (Result<Option<Response>, ExceptionCode>, Option<Duration>) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(unit) = state.units.get(&req.slave) else {
+            return if self.silent_unknown_units {
+                (Ok(None), None)
+            } else {
+                (Err(ExceptionCode::GatewayTargetDevice), None)
+            };
+        };
+        let f = &unit.faults;
+        if f.no_answer {
+            return (Ok(None), None);
+        }
+        let count = match req.request {
+            Request::ReadHoldingRegisters(_, n)
+            | Request::ReadInputRegisters(_, n)
+            | Request::ReadCoils(_, n)
+            | Request::ReadDiscreteInputs(_, n) => n,
+            _ => 0,
+        };
+        let result = if let Some(code) = f.exception {
+            Err(ExceptionCode::new(code))
+        } else if f.max_registers.is_some_and(|max| count > max) {
+            Err(ExceptionCode::IllegalDataValue)
+        } else {
+            match req.request {
+                Request::ReadHoldingRegisters(a, n) => {
+                    read_range(&unit.holding, a, n).map(Response::ReadHoldingRegisters)
+                }
+                Request::ReadInputRegisters(a, n) => {
+                    read_range(&unit.input, a, n).map(Response::ReadInputRegisters)
+                }
+                Request::ReadCoils(a, n) => read_range(&unit.coils, a, n).map(Response::ReadCoils),
+                Request::ReadDiscreteInputs(a, n) => {
+                    read_range(&unit.discrete, a, n).map(Response::ReadDiscreteInputs)
+                }
+                _ => Err(ExceptionCode::IllegalFunction),
+            }
+        };
+        (result.map(Some), f.delay)
+    }
 }
 
 impl Service for SimService {
     type Request = SlaveRequest<'static>;
-    type Response = Response;
+    type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = Ready<Result<Response, ExceptionCode>>;
+    type Future = Answer;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(unit) = state.units.get(&req.slave) else {
-            return ready(Err(ExceptionCode::GatewayTargetDevice));
-        };
-        ready(match req.request {
-            Request::ReadHoldingRegisters(a, n) => {
-                read_range(&unit.holding, a, n).map(Response::ReadHoldingRegisters)
+        let (result, delay) = self.answer(&req);
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
-            Request::ReadInputRegisters(a, n) => {
-                read_range(&unit.input, a, n).map(Response::ReadInputRegisters)
-            }
-            Request::ReadCoils(a, n) => read_range(&unit.coils, a, n).map(Response::ReadCoils),
-            Request::ReadDiscreteInputs(a, n) => {
-                read_range(&unit.discrete, a, n).map(Response::ReadDiscreteInputs)
-            }
-            _ => Err(ExceptionCode::IllegalFunction),
+            result
         })
     }
+}
+
+fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
+    Unit {
+        model: TunnelModel::new(index as f64 * 1.7),
+        faults: spec.faults.clone(),
+        frozen: HashMap::new(),
+        served: HashMap::new(),
+        holding: HashMap::new(),
+        input: HashMap::new(),
+        coils: HashMap::new(),
+        discrete: HashMap::new(),
+    }
+}
+
+fn new_state(units: &[UnitSpec]) -> Arc<Mutex<State>> {
+    let signals = tunnel_signals();
+    let mut map = BTreeMap::new();
+    for (i, spec) in units.iter().enumerate() {
+        let mut unit = new_unit(spec, i);
+        for (name, value) in &spec.frozen {
+            if let Some(s) = signals.iter().find(|s| s.name == name) {
+                unit.frozen.insert(s.name, *value);
+            }
+        }
+        map.insert(spec.id, unit);
+    }
+    let mut state = State {
+        signals,
+        units: map,
+    };
+    // Stuck units still need one set of values to be stuck at.
+    for unit in state.units.values_mut() {
+        let stuck = std::mem::take(&mut unit.faults.stuck);
+        for s in &state.signals {
+            let value = unit
+                .frozen
+                .get(s.name)
+                .copied()
+                .unwrap_or_else(|| unit.model.value(s));
+            let served = write_signal(unit, s, value);
+            unit.served.insert(s.name, served);
+        }
+        unit.faults.stuck = stuck;
+    }
+    Arc::new(Mutex::new(state))
 }
 
 /// Starts simulators.
@@ -155,65 +298,179 @@ impl Service for SimService {
 pub struct Simulator;
 
 impl Simulator {
-    /// Listens on `listen` (port 0 picks a free port) and serves the tunnel
-    /// scenario for each of `unit_ids`.
+    /// Modbus TCP on `listen` (port 0 picks a free port), a healthy tunnel
+    /// bore for each of `unit_ids`.
     pub async fn start(listen: SocketAddr, unit_ids: &[u8]) -> Result<SimHandle, SimulatorError> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| SimulatorError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SimulatorError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let units = unit_ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| {
-                let unit = Unit {
-                    model: TunnelModel::new(i as f64 * 1.7),
-                    frozen: HashMap::new(),
-                    served: HashMap::new(),
-                    holding: HashMap::new(),
-                    input: HashMap::new(),
-                    coils: HashMap::new(),
-                    discrete: HashMap::new(),
-                };
-                (id, unit)
-            })
-            .collect();
-        let state = Arc::new(Mutex::new(State {
-            signals: tunnel_signals(),
-            units,
-        }));
-        state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .refresh(0.0);
+        let units: Vec<UnitSpec> = unit_ids.iter().map(|&id| UnitSpec::healthy(id)).collect();
+        Self::start_tcp(listen, Framing::Tcp, &units).await
+    }
 
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    /// A TCP server with the given framing and units.
+    pub async fn start_tcp(
+        listen: SocketAddr,
+        framing: Framing,
+        units: &[UnitSpec],
+    ) -> Result<SimHandle, SimulatorError> {
+        let bind_err = |source| SimulatorError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let listener = listener.into_std().map_err(bind_err)?;
+        let state = new_state(units);
         let service = SimService {
             state: state.clone(),
+            silent_unknown_units: false,
         };
+        let server = spawn_tcp_server(&listener, framing, service.clone()).map_err(bind_err)?;
+        tracing::info!(%addr, ?framing, units = ?units.iter().map(|u| u.id).collect::<Vec<_>>(), "modbus simulator listening");
+        Ok(SimHandle::new(
+            state,
+            Some(addr),
+            Some((listener, framing, service)),
+            server,
+        ))
+    }
+
+    /// Modbus RTU on a new pseudo-terminal pair: the simulator holds one end
+    /// and returns the path of the other, for a collector to open as its
+    /// serial port. Units that are not configured stay silent, as on a real
+    /// RS-485 line.
+    #[cfg(unix)]
+    pub fn start_rtu_pty(units: &[UnitSpec]) -> Result<(SimHandle, String), SimulatorError> {
+        let (master, slave) =
+            tokio_serial::SerialStream::pair().map_err(|e| SimulatorError::Pty(e.to_string()))?;
+        let path = tty_path(&slave)?;
+        // The collector opens the path itself. Keep a plain handle of that end
+        // open: when no slave fd is open, reads on the master fail with EIO
+        // and the pseudo terminal disappears between the collector's
+        // reconnects. The serial handle from `pair()` holds an exclusive
+        // lock, so it is closed once the plain one is open.
+        let keepalive = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| SimulatorError::Pty(format!("cannot open {path}: {e}")))?;
+        drop(slave);
+        let state = new_state(units);
+        let service = SimService {
+            state: state.clone(),
+            silent_unknown_units: true,
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let on_connected = |stream, peer| {
-                let service = service.clone();
-                async move { accept_tcp_connection(stream, peer, move |_| Ok(Some(service.clone()))) }
-            };
             let stopped = async move {
                 let _ = stop_rx.await;
             };
-            if let Err(e) = Server::new(listener)
-                .serve_until(&on_connected, |_| {}, stopped)
+            if let Err(e) = tokio_modbus::server::rtu::Server::new(master)
+                .serve_until(service, stopped)
                 .await
             {
-                tracing::warn!(error = %e, "simulator server stopped");
+                tracing::warn!(error = %e, "rtu simulator stopped");
             }
         });
+        tracing::info!(%path, units = ?units.iter().map(|u| u.id).collect::<Vec<_>>(), "modbus rtu simulator on a pseudo terminal");
+        let mut handle = SimHandle::new(
+            state,
+            None,
+            None,
+            ServerTask {
+                task: server,
+                stop: Some(stop_tx),
+            },
+        );
+        handle.pty_path = Some(path.clone());
+        handle.pty_keepalive = Some(keepalive);
+        Ok((handle, path))
+    }
+}
+
+#[cfg(unix)]
+fn tty_path(slave: &tokio_serial::SerialStream) -> Result<String, SimulatorError> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", slave.as_raw_fd());
+    std::fs::read_link(&link)
+        .map(|p| p.display().to_string())
+        .map_err(|e| SimulatorError::Pty(format!("cannot find the pty's name: {e}")))
+}
+
+struct ServerTask {
+    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+fn spawn_tcp_server(
+    listener: &std::net::TcpListener,
+    framing: Framing,
+    service: SimService,
+) -> std::io::Result<ServerTask> {
+    let listener = TcpListener::from_std(listener.try_clone()?)?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let result = match framing {
+            Framing::Tcp => {
+                let on_connected = |stream, peer| {
+                    let service = service.clone();
+                    async move {
+                        tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, move |_| {
+                            Ok(Some(service.clone()))
+                        })
+                    }
+                };
+                tokio_modbus::server::tcp::Server::new(listener)
+                    .serve_until(&on_connected, |_| {}, stopped)
+                    .await
+            }
+            Framing::RtuOverTcp => {
+                let on_connected = |stream, peer| {
+                    let service = service.clone();
+                    async move {
+                        tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(
+                            stream,
+                            peer,
+                            move |_| Ok(Some(service.clone())),
+                        )
+                    }
+                };
+                tokio_modbus::server::rtu_over_tcp::Server::new(listener)
+                    .serve_until(&on_connected, |_| {}, stopped)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "simulator server stopped");
+        }
+    });
+    Ok(ServerTask {
+        task,
+        stop: Some(stop_tx),
+    })
+}
+
+/// A running simulator. Dropping it stops it.
+pub struct SimHandle {
+    addr: Option<SocketAddr>,
+    pty_path: Option<String>,
+    /// Our open handle of the pty end the collector uses (RTU only).
+    pty_keepalive: Option<std::fs::File>,
+    state: Arc<Mutex<State>>,
+    /// What is needed to restart the TCP server on the same socket.
+    tcp: Option<(std::net::TcpListener, Framing, SimService)>,
+    server: ServerTask,
+    ticker: JoinHandle<()>,
+}
+
+impl SimHandle {
+    fn new(
+        state: Arc<Mutex<State>>,
+        addr: Option<SocketAddr>,
+        tcp: Option<(std::net::TcpListener, Framing, SimService)>,
+        server: ServerTask,
+    ) -> Self {
         let ticker_state = state.clone();
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
@@ -226,29 +483,26 @@ impl Simulator {
                     .refresh(TICK.as_secs_f64());
             }
         });
-        tracing::info!(%addr, units = ?unit_ids, "modbus simulator listening");
-        Ok(SimHandle {
+        Self {
             addr,
+            pty_path: None,
+            pty_keepalive: None,
             state,
-            stop: Some(stop_tx),
+            tcp,
             server,
             ticker,
-        })
+        }
     }
-}
 
-/// A running simulator. Dropping it stops it.
-pub struct SimHandle {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<()>,
-    ticker: JoinHandle<()>,
-}
-
-impl SimHandle {
+    /// The TCP address (TCP framings only).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The pseudo terminal a collector should open (RTU only).
+    pub fn pty_path(&self) -> Option<&str> {
+        self.pty_path.as_deref()
     }
 
     /// Freezes a signal of a unit at `value` (engineering units). Returns
@@ -275,22 +529,53 @@ impl SimHandle {
         }
     }
 
+    /// Replaces a unit's faults; returns false if there is no such unit.
+    pub fn set_faults(&self, unit: u8, faults: Faults) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.units.get_mut(&unit) {
+            Some(u) => {
+                u.faults = faults;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The value a signal is currently served with (engineering units).
     pub fn value(&self, unit: u8, signal: &str) -> Option<f64> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.units.get(&unit)?.served.get(signal).copied()
     }
 
+    /// Closes every open connection (the listener stays open), as a gateway
+    /// or PLC that resets its sockets does.
+    pub async fn drop_connections(&mut self) {
+        let Some((listener, framing, service)) = &self.tcp else {
+            return;
+        };
+        if let Some(stop) = self.server.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server.task).await;
+        match spawn_tcp_server(listener, *framing, service.clone()) {
+            Ok(server) => self.server = server,
+            Err(e) => {
+                tracing::error!(error = %e, "simulator cannot serve again after dropping connections");
+            }
+        }
+    }
+
     /// Stops serving: closes the listener and every open connection.
     pub async fn stop(mut self) {
         self.shutdown();
-        let _ = (&mut self.server).await;
+        let _ = (&mut self.server.task).await;
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        if let Some(stop) = self.server.stop.take() {
             let _ = stop.send(());
         }
+        self.tcp = None;
         self.ticker.abort();
     }
 }
@@ -298,6 +583,6 @@ impl SimHandle {
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.shutdown();
-        self.server.abort();
+        self.server.task.abort();
     }
 }
