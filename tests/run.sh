@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README, CI): formatting, lints, every test, and a check of
 # every example config. Works on a fresh Debian machine as root with the Rust
-# toolchain; the foundation's tests need no outside service (the Modbus peer is
-# our simulator, SQLite is embedded). When a test needs a real service
-# (Mosquitto, VictoriaMetrics, Alertmanager, pymodbus), install and start it on
-# loopback in the "services" section below, and stop it in `cleanup`.
+# toolchain and Python 3 with pip. Real peers: our Modbus simulator (in-process),
+# pymodbus (installed below), a pseudo terminal for RTU; SQLite is embedded.
+# When a test needs a real service (Mosquitto, VictoriaMetrics, Alertmanager),
+# install and start it on loopback in the "services" section below, and stop it
+# in `cleanup`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- services ---------------------------------------------------------------
-# (none yet)
+# ---- services and third-party peers -------------------------------------------
+# pymodbus: the third-party Modbus server of the interop test (PyPI, pinned).
+if ! python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null; then
+  echo "== installing pymodbus 3.16.1 (PyPI)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3-pip
+  fi
+  python3 -m pip install --quiet --root-user-action=ignore 'pymodbus==3.16.1' \
+    || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'pymodbus==3.16.1'
+fi
 
 # ---- checks -----------------------------------------------------------------
 echo "== cargo fmt --check"

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use adit_config::{DataType, Table, WordOrder};
 
 use crate::codec::{decode_registers, RawValue};
+use crate::endpoint::{open, Endpoint};
 
 /// What to read: a table and a half-open address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,26 +65,21 @@ fn show(v: RawValue) -> String {
         RawValue::Bool(b) => b.to_string(),
         RawValue::Unsigned(u) => u.to_string(),
         RawValue::Signed(i) => i.to_string(),
-        RawValue::Float(f) => format!("{f:.6e}")
-            .replace("e0", "")
-            .trim_end_matches(".000000")
-            .to_string(),
+        RawValue::Float(f) => show_float(f),
     }
 }
 
 fn show_float(f: f64) -> String {
     if f.is_finite() && f.abs() < 1e9 && (f == 0.0 || f.abs() >= 1e-4) {
         let s = format!("{f:.6}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        s.to_string()
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{f:e}")
+        format!("{f:.3e}")
     }
 }
 
 fn cell(regs: &[u16], ty: DataType, order: WordOrder) -> String {
     match decode_registers(regs, ty, order) {
-        Ok(RawValue::Float(f)) => show_float(f),
         Ok(v) => show(v),
         Err(e) => e.to_string(),
     }
@@ -180,6 +176,55 @@ pub fn format_bits(range: &ProbeRange, bits: &[bool]) -> String {
         );
     }
     out
+}
+
+/// Reads `range` once from `unit` at `endpoint` and renders it every way.
+pub async fn probe(
+    endpoint: &Endpoint,
+    unit: u8,
+    range: &ProbeRange,
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    use tokio_modbus::client::Reader;
+    let mut ctx = open(endpoint, unit, limit).await?;
+    let ProbeRange {
+        table,
+        start,
+        count,
+    } = *range;
+    let call = async {
+        match table {
+            Table::Coil => ctx
+                .read_coils(start, count)
+                .await
+                .map(|r| r.map(|b| format_bits(range, &b))),
+            Table::DiscreteInput => ctx
+                .read_discrete_inputs(start, count)
+                .await
+                .map(|r| r.map(|b| format_bits(range, &b))),
+            Table::HoldingRegister => ctx
+                .read_holding_registers(start, count)
+                .await
+                .map(|r| r.map(|w| format_registers(range, &w))),
+            Table::InputRegister => ctx
+                .read_input_registers(start, count)
+                .await
+                .map(|r| r.map(|w| format_registers(range, &w))),
+        }
+    };
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(Ok(text))) => Ok(text),
+        Ok(Ok(Err(exception))) => Err(format!(
+            "{} answered with exception {} ({exception:?})",
+            endpoint.describe(),
+            u8::from(exception)
+        )),
+        Ok(Err(e)) => Err(format!("{}: {e}", endpoint.describe())),
+        Err(_) => Err(format!(
+            "{}: no answer within {limit:?}",
+            endpoint.describe()
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! - `run -c FILE`      run the ingestor until SIGINT/SIGTERM;
 //! - `check -c FILE…`   validate configs, print a summary or every error;
 //! - `demo`             simulator + ingestor + `SQLite`, nothing to install;
-//! - `sim modbus …`     run the tunnel Modbus simulator on its own.
+//! - `sim modbus …`     run the tunnel Modbus simulator on its own;
+//! - `probe modbus …`   read a block once and show it decoded every way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +14,18 @@ use adit::app::{App, HttpBind};
 use adit::logging::{self, LogFormat};
 use adit::summary::SummaryClock;
 use adit_config::Config;
-use adit_sim_modbus::Simulator;
+use adit_modbus::endpoint::Endpoint;
+use adit_sim_modbus::{Framing, Simulator, UnitSpec};
 use clap::{Parser, Subcommand};
+
+/// Prints a line to stdout; a closed pipe (`adit … | head`) is not an error
+/// worth a panic, so write failures are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// The example config `adit demo` runs, compiled in so the demo needs no files.
 const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
@@ -62,17 +73,65 @@ enum Command {
     /// Device simulators for tests, demos and commissioning.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Read a block from a device once and show it decoded every way.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// Read registers or bits and print them as every type × byte/word order.
+    #[command(
+        after_help = "Examples:\n  adit probe modbus --addr 10.0.0.5:502 --unit 1 --read holding:100..104\n  adit probe modbus --serial /dev/ttyUSB0 --baud 9600 --parity even --unit 3 --read input:0..=9\n\nRanges: holding:100..104 reads 100-103, holding:100..=104 reads 100-104, coil:7 reads one."
+    )]
+    Modbus {
+        /// host:port of a Modbus TCP device or gateway.
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        addr: Option<String>,
+        /// Speak RTU framing over the TCP connection (transparent serial gateways).
+        #[arg(long, requires = "addr")]
+        rtu_over_tcp: bool,
+        /// Serial port for Modbus RTU.
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        #[arg(long, default_value = "even", value_parser = ["none", "even", "odd"])]
+        parity: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        stop_bits: u8,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// TABLE:RANGE, e.g. holding:100..104 (table: holding, input, coil, discrete).
+        #[arg(long, value_parser = adit_modbus::probe::parse_range)]
+        read: adit_modbus::probe::ProbeRange,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
 enum SimCommand {
-    /// Serve the tunnel scenario over Modbus TCP.
+    /// Serve the tunnel scenario over Modbus TCP (or RTU over TCP).
+    #[command(
+        after_help = "Faults (repeatable --fault UNIT:SPEC): no_answer, delay=3s, exception=4,\nmax_registers=32, stuck, nan, out_of_range. Example:\n  adit sim modbus --units 1,2,3 --fault 2:no_answer --fault 3:delay=3s"
+    )]
     Modbus {
         #[arg(long, default_value = "127.0.0.1:5020")]
         listen: SocketAddr,
         /// Unit ids to serve, one simulated bore each.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         units: Vec<u8>,
+        /// Frame format.
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "rtu-over-tcp"])]
+        framing: String,
+        /// A fault for one unit, e.g. `2:no_answer` or `3:delay=3s`.
+        #[arg(long = "fault", value_name = "UNIT:SPEC")]
+        faults: Vec<String>,
+        /// Start this many servers (one device each) on consecutive ports
+        /// from --listen's port, or on free ports if it is 0; prints each address.
+        #[arg(long, default_value_t = 1)]
+        count: u16,
     },
 }
 
@@ -104,7 +163,47 @@ fn main() -> ExitCode {
                 run_for,
                 every,
             } => demo(dir, run_for, every).await,
-            Command::Sim(SimCommand::Modbus { listen, units }) => sim_modbus(listen, &units).await,
+            Command::Sim(SimCommand::Modbus {
+                listen,
+                units,
+                framing,
+                faults,
+                count,
+            }) => sim_modbus(listen, &units, &framing, &faults, count).await,
+            Command::Probe(ProbeCommand::Modbus {
+                addr,
+                rtu_over_tcp,
+                serial,
+                baud,
+                parity,
+                stop_bits,
+                unit,
+                read,
+                timeout,
+            }) => {
+                let endpoint = match (addr, serial) {
+                    (Some(a), _) if rtu_over_tcp => Endpoint::RtuOverTcp(a),
+                    (Some(a), _) => Endpoint::Tcp(a),
+                    (None, Some(port)) => Endpoint::Rtu(adit_config::SerialConfig {
+                        port,
+                        baud_rate: baud,
+                        parity: match parity.as_str() {
+                            "none" => adit_config::Parity::None,
+                            "odd" => adit_config::Parity::Odd,
+                            _ => adit_config::Parity::Even,
+                        },
+                        data_bits: 8,
+                        stop_bits,
+                    }),
+                    (None, None) => return Err("give --addr or --serial".to_string()),
+                };
+                let text = adit_modbus::probe::probe(&endpoint, unit, &read, timeout).await?;
+                {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                }
+                Ok(())
+            }
             Command::Check { .. } => Ok(()),
         }
     });
@@ -121,7 +220,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for file in files {
         match adit_config::load_file(file) {
-            Ok(config) => println!("{}: ok — {}", file.display(), describe(&config)),
+            Ok(config) => say!("{}: ok — {}", file.display(), describe(&config)),
             Err(errors) => {
                 ok = false;
                 eprintln!("{}: {} error(s)", file.display(), errors.0.len());
@@ -227,20 +326,18 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         .await
         .map_err(|e| e.to_string())?;
     let db = config.sinks.sqlite.path.display();
-    println!(
+    say!(
         "adit demo — a simulated road tunnel, two bores, {} points",
         config.point_count()
     );
-    println!("  simulator  Modbus TCP on {sim_addr}, units 1 (bore A) and 2 (bore B)");
-    println!("  readings   {db} (SQLite)");
+    say!("  simulator  Modbus TCP on {sim_addr}, units 1 (bore A) and 2 (bore B)");
+    say!("  readings   {db} (SQLite)");
     if let Some(addr) = app.http_addr {
-        println!("  metrics    http://{addr}/metrics   health: /healthz /readyz");
+        say!("  metrics    http://{addr}/metrics   health: /healthz /readyz");
     }
-    println!(
-        "  look       sqlite3 {db} \"SELECT * FROM readings_view ORDER BY time DESC LIMIT 20\""
-    );
-    println!("             (sqlite3 is in Debian's package 'sqlite3')");
-    println!("  stop       Ctrl-C");
+    say!("  look       sqlite3 {db} \"SELECT * FROM readings_view ORDER BY time DESC LIMIT 20\"");
+    say!("             (sqlite3 is in Debian's package 'sqlite3')");
+    say!("  stop       Ctrl-C");
 
     let live = app.live();
     let mut clock = SummaryClock::new(&app.metrics);
@@ -262,15 +359,15 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
             () = &mut until => break,
             _ = tick.tick() => {
                 let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                println!("{}  {line}", wall_clock());
+                say!("{}  {line}", wall_clock());
             }
         }
     }
-    println!("stopping: draining readings into SQLite…");
+    say!("stopping: draining readings into SQLite…");
     let drained = app.shutdown().await;
     sim.stop().await;
     let stored = rows_in(&config.sinks.sqlite.path);
-    println!("stopped; {db} holds {stored} readings");
+    say!("stopped; {db} holds {stored} readings");
     if drained {
         Ok(())
     } else {
@@ -300,15 +397,55 @@ fn wall_clock() -> String {
     )
 }
 
-async fn sim_modbus(listen: SocketAddr, units: &[u8]) -> Result<(), String> {
-    let sim = Simulator::start(listen, units)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "modbus simulator on {} serving units {units:?}; Ctrl-C stops",
-        sim.addr()
-    );
+async fn sim_modbus(
+    listen: SocketAddr,
+    units: &[u8],
+    framing: &str,
+    faults: &[String],
+    count: u16,
+) -> Result<(), String> {
+    let mut specs: Vec<UnitSpec> = units.iter().map(|&id| UnitSpec::healthy(id)).collect();
+    for fault in faults {
+        let (unit, spec) = fault
+            .split_once(':')
+            .ok_or_else(|| format!("--fault {fault:?}: write UNIT:SPEC, e.g. 2:no_answer"))?;
+        let unit: u8 = unit
+            .parse()
+            .map_err(|_| format!("--fault {fault:?}: {unit:?} is not a unit id"))?;
+        let target = specs
+            .iter_mut()
+            .find(|s| s.id == unit)
+            .ok_or_else(|| format!("--fault {fault:?}: unit {unit} is not in --units"))?;
+        target.faults.apply(spec)?;
+    }
+    let framing = if framing == "rtu-over-tcp" {
+        Framing::RtuOverTcp
+    } else {
+        Framing::Tcp
+    };
+    let mut sims = Vec::with_capacity(usize::from(count));
+    for i in 0..count {
+        let port = if listen.port() == 0 {
+            0
+        } else {
+            listen
+                .port()
+                .checked_add(i)
+                .ok_or("port range runs past 65535")?
+        };
+        let sim = Simulator::start_tcp(SocketAddr::new(listen.ip(), port), framing, &specs)
+            .await
+            .map_err(|e| e.to_string())?;
+        say!(
+            "modbus simulator on {} ({framing:?}) serving units {units:?}",
+            sim.addr()
+        );
+        sims.push(sim);
+    }
+    say!("Ctrl-C stops");
     shutdown_signal().await;
-    sim.stop().await;
+    for sim in sims {
+        sim.stop().await;
+    }
     Ok(())
 }

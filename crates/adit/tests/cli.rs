@@ -103,3 +103,85 @@ fn demo_writes_readings_into_sqlite_and_stops_cleanly() {
         "{stdout}"
     );
 }
+
+/// A child process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn probe_shows_a_simulated_block_decoded_every_way_and_fails_clearly_on_an_exception() {
+    use std::io::{BufRead, BufReader};
+    let mut child = adit()
+        .args([
+            "--log-level",
+            "warn",
+            "sim",
+            "modbus",
+            "--listen",
+            "127.0.0.1:0",
+            "--units",
+            "1,2",
+            "--fault",
+            "2:exception=4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let sim = Running(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(3).unwrap().to_string();
+    assert!(line.starts_with("modbus simulator on 127.0.0.1:"), "{line}");
+
+    let out = adit()
+        .args([
+            "probe",
+            "modbus",
+            "--addr",
+            &addr,
+            "--unit",
+            "1",
+            "--read",
+            "holding:0..4",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("holding registers 0..=3 (4 read)"), "{text}");
+    for needle in ["ABCD", "CDAB", "BADC", "DCBA", " f32 ", " u32 ", " i32 "] {
+        assert!(text.contains(needle), "missing {needle}: {text}");
+    }
+
+    let out = adit()
+        .args([
+            "probe",
+            "modbus",
+            "--addr",
+            &addr,
+            "--unit",
+            "2",
+            "--read",
+            "holding:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exception 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(sim);
+}
