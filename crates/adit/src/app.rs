@@ -8,7 +8,8 @@ use adit_config::Config;
 use adit_core::{PointId, PointMeta, PointRegistry};
 use adit_modbus::{ModbusBus, ModbusCollector, ModbusDevice, ModbusMetrics};
 use adit_pipeline::{
-    ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, SinkOptions, SourceFactory,
+    ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, Sink, SinkOptions,
+    SourceFactory,
 };
 use adit_sink_sqlite::SqliteSink;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +75,18 @@ pub enum HttpBind {
 }
 
 impl App {
+    /// Starts with the sink the config names.
     pub async fn start(config: &Config, http_bind: HttpBind) -> Result<Self, AppError> {
+        Self::start_with_sink(config, http_bind, None).await
+    }
+
+    /// Starts with `sink` instead of the configured one when given (load
+    /// tests measure the collectors without a database this way).
+    pub async fn start_with_sink(
+        config: &Config,
+        http_bind: HttpBind,
+        sink: Option<Box<dyn Sink>>,
+    ) -> Result<Self, AppError> {
         let metrics = Metrics::new(prometheus::Registry::new())?;
         let modbus_metrics = ModbusMetrics::register(&metrics.registry)?;
         let health = Arc::new(Health::default());
@@ -104,15 +116,20 @@ impl App {
         }
 
         let sqlite = &config.sinks.sqlite;
-        let sink_path = sqlite.path.clone();
         let registry = Arc::new(registry);
-        let open_registry = registry.clone();
-        let sink =
-            tokio::task::spawn_blocking(move || SqliteSink::open(&sink_path, &open_registry))
-                .await
-                .map_err(|e| AppError::Sink(e.to_string()))?
-                .map_err(AppError::Sink)?;
-        tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
+        let sink: Box<dyn Sink> = if let Some(sink) = sink {
+            sink
+        } else {
+            let sink_path = sqlite.path.clone();
+            let open_registry = registry.clone();
+            let sink =
+                tokio::task::spawn_blocking(move || SqliteSink::open(&sink_path, &open_registry))
+                    .await
+                    .map_err(|e| AppError::Sink(e.to_string()))?
+                    .map_err(AppError::Sink)?;
+            tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
+            Box::new(sink)
+        };
 
         let options = PipelineOptions {
             channel_capacity: config.pipeline.channel_capacity,
@@ -128,14 +145,7 @@ impl App {
             },
             drain_timeout: Duration::from_secs(10),
         };
-        let pipeline = Pipeline::start(
-            registry,
-            sources,
-            Box::new(sink),
-            options,
-            &metrics,
-            health.clone(),
-        );
+        let pipeline = Pipeline::start(registry, sources, sink, options, &metrics, health.clone());
 
         let http_stop = CancellationToken::new();
         let (http_addr, http) = match config.http.listen {

@@ -132,6 +132,10 @@ enum SimCommand {
         /// from --listen's port, or on free ports if it is 0; prints each address.
         #[arg(long, default_value_t = 1)]
         count: u16,
+        /// Also serve this many holding registers from address 1000 (u16
+        /// values counting up), for load tests.
+        #[arg(long, default_value_t = 0)]
+        bulk: u16,
     },
 }
 
@@ -169,7 +173,8 @@ fn main() -> ExitCode {
                 framing,
                 faults,
                 count,
-            }) => sim_modbus(listen, &units, &framing, &faults, count).await,
+                bulk,
+            }) => sim_modbus(listen, &units, &framing, &faults, count, bulk).await,
             Command::Probe(ProbeCommand::Modbus {
                 addr,
                 rtu_over_tcp,
@@ -403,8 +408,15 @@ async fn sim_modbus(
     framing: &str,
     faults: &[String],
     count: u16,
+    bulk: u16,
 ) -> Result<(), String> {
-    let mut specs: Vec<UnitSpec> = units.iter().map(|&id| UnitSpec::healthy(id)).collect();
+    let mut specs: Vec<UnitSpec> = units
+        .iter()
+        .map(|&id| UnitSpec {
+            bulk_registers: bulk,
+            ..UnitSpec::healthy(id)
+        })
+        .collect();
     for fault in faults {
         let (unit, spec) = fault
             .split_once(':')

@@ -158,9 +158,8 @@ async fn twenty_devices_two_dead_one_slow_the_healthy_keep_their_schedule() {
             _ => {}
         }
         let unit = UnitSpec {
-            id: 1,
             faults,
-            frozen: vec![],
+            ..UnitSpec::healthy(1)
         };
         sims.push(
             Simulator::start_tcp(any_port(), Framing::Tcp, &[unit])
@@ -343,9 +342,8 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
             faults.apply(spec).unwrap();
         }
         UnitSpec {
-            id,
             faults,
-            frozen: vec![],
+            ..UnitSpec::healthy(id)
         }
     };
     let sim = Simulator::start_tcp(

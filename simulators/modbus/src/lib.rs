@@ -21,4 +21,4 @@ mod server;
 
 pub use faults::Faults;
 pub use scenario::{tunnel_signals, Signal, SignalKind};
-pub use server::{Framing, SimHandle, Simulator, SimulatorError, UnitSpec};
+pub use server::{Framing, SimHandle, Simulator, SimulatorError, UnitSpec, BULK_START};

@@ -48,7 +48,13 @@ pub struct UnitSpec {
     pub id: u8,
     pub faults: Faults,
     pub frozen: Vec<(String, f64)>,
+    /// Extra holding registers at 1000.. whose values count up each tick
+    /// (for load tests that need many points per device).
+    pub bulk_registers: u16,
 }
+
+/// First address of the bulk block.
+pub const BULK_START: u16 = 1000;
 
 impl UnitSpec {
     pub fn healthy(id: u8) -> Self {
@@ -62,6 +68,8 @@ impl UnitSpec {
 /// The registers and model of one unit id.
 struct Unit {
     model: TunnelModel,
+    bulk: u16,
+    ticks: u16,
     faults: Faults,
     frozen: HashMap<&'static str, f64>,
     /// Engineering value of each signal as currently served (after quantization).
@@ -84,6 +92,11 @@ impl State {
                 continue;
             }
             unit.model.step(dt);
+            unit.ticks = unit.ticks.wrapping_add(1);
+            for i in 0..unit.bulk {
+                unit.holding
+                    .insert(BULK_START + i, unit.ticks.wrapping_add(i));
+            }
             for s in &self.signals {
                 let value = unit
                     .frozen
@@ -248,8 +261,11 @@ impl Service for SimService {
 }
 
 fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
+    let bulk = spec.bulk_registers.min(u16::MAX - BULK_START);
     Unit {
         model: TunnelModel::new(index as f64 * 1.7),
+        bulk,
+        ticks: 0,
         faults: spec.faults.clone(),
         frozen: HashMap::new(),
         served: HashMap::new(),
@@ -260,11 +276,18 @@ fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
     }
 }
 
+fn fill_bulk(unit: &mut Unit) {
+    for i in 0..unit.bulk {
+        unit.holding.insert(BULK_START + i, i);
+    }
+}
+
 fn new_state(units: &[UnitSpec]) -> Arc<Mutex<State>> {
     let signals = tunnel_signals();
     let mut map = BTreeMap::new();
     for (i, spec) in units.iter().enumerate() {
         let mut unit = new_unit(spec, i);
+        fill_bulk(&mut unit);
         for (name, value) in &spec.frozen {
             if let Some(s) = signals.iter().find(|s| s.name == name) {
                 unit.frozen.insert(s.name, *value);
