@@ -276,6 +276,10 @@ pub struct PointConfig {
     pub range: Option<(f64, f64)>,
     /// Poll interval of this point (defaults to the device's).
     pub interval: Duration,
+    /// Store only moves of at least this much (engineering units), quality
+    /// changes, and one reading per `deadband_heartbeat`.
+    pub deadband: Option<f64>,
+    pub deadband_heartbeat: Duration,
     pub description: String,
 }
 

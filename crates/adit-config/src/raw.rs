@@ -78,6 +78,8 @@ pub struct RawPoint {
     pub bit: Option<i64>,
     pub length: Option<i64>,
     pub interval: Option<String>,
+    pub deadband: Option<f64>,
+    pub deadband_heartbeat: Option<String>,
     pub scale: Option<f64>,
     pub offset: Option<f64>,
     pub unit: Option<String>,

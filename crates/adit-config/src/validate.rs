@@ -560,6 +560,28 @@ fn validate_point(
         "1s",
         true,
     );
+    let deadband = rp.deadband.filter(|d| {
+        let ok = d.is_finite() && *d >= 0.0;
+        if !ok {
+            p.push(
+                format!("{path}.deadband"),
+                format!("{d} must be a finite number >= 0"),
+            );
+        }
+        ok
+    });
+    let deadband_heartbeat = p.duration(
+        &format!("{path}.deadband_heartbeat"),
+        rp.deadband_heartbeat.as_deref(),
+        "60s",
+        true,
+    );
+    if rp.deadband_heartbeat.is_some() && rp.deadband.is_none() {
+        p.push(
+            format!("{path}.deadband_heartbeat"),
+            "applies only with `deadband`",
+        );
+    }
     let interval = if rp.interval.is_some() {
         interval
     } else {
@@ -655,6 +677,8 @@ fn validate_point(
         unit: rp.unit.clone().unwrap_or_default(),
         range,
         interval,
+        deadband,
+        deadband_heartbeat,
         description: rp.description.clone().unwrap_or_default(),
     }
 }

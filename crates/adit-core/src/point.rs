@@ -30,6 +30,25 @@ pub struct PointMeta {
     pub range: Option<(f64, f64)>,
     /// How often the point is expected to be sampled, in milliseconds.
     pub expected_interval_ms: u64,
+    /// Store a reading only when it moved by at least this much (engineering
+    /// units), its quality changed, or `deadband_heartbeat` passed.
+    pub deadband: Option<f64>,
+    pub deadband_heartbeat: std::time::Duration,
+}
+
+impl PointMeta {
+    /// A point with no range and no deadband (tests, tools).
+    pub fn plain(name: &str, device: &str, expected_interval_ms: u64) -> Self {
+        Self {
+            name: name.into(),
+            device: device.into(),
+            unit: "".into(),
+            range: None,
+            expected_interval_ms,
+            deadband: None,
+            deadband_heartbeat: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -99,6 +118,8 @@ mod tests {
             unit: "ppm".into(),
             range: None,
             expected_interval_ms: 1000,
+            deadband: None,
+            deadband_heartbeat: std::time::Duration::from_secs(60),
         }
     }
 

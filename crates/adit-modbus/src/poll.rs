@@ -99,6 +99,8 @@ mod tests {
             unit: String::new(),
             range: None,
             interval: std::time::Duration::from_secs(1),
+            deadband: None,
+            deadband_heartbeat: std::time::Duration::from_secs(60),
             description: String::new(),
         }
     }

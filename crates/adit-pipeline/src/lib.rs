@@ -10,6 +10,7 @@
 //!   before it exits;
 //! - a source task that fails or panics is restarted with backoff and counted.
 
+pub mod deadband;
 pub mod health;
 pub mod live;
 pub mod metrics;

@@ -144,6 +144,8 @@ mod tests {
                 unit: String::new().into(),
                 range: None,
                 expected_interval_ms: 1000,
+                deadband: None,
+                deadband_heartbeat: std::time::Duration::from_secs(60),
             })
             .unwrap();
         }

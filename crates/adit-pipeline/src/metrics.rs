@@ -22,6 +22,7 @@ pub struct Metrics {
     pub points: IntGaugeVec,
     pub sink_queue_rows: IntGauge,
     pub sink_batches: IntCounter,
+    pub deadband_suppressed: IntCounter,
 }
 
 fn counter(
@@ -63,6 +64,11 @@ impl Metrics {
         let sink_batches =
             IntCounter::new("adit_sink_batches_total", "Batches committed to the sink.")?;
         registry.register(Box::new(sink_batches.clone()))?;
+        let deadband_suppressed = IntCounter::new(
+            "adit_deadband_suppressed_total",
+            "Readings not stored because they moved less than their point's deadband (the live state still saw them).",
+        )?;
+        registry.register(Box::new(deadband_suppressed.clone()))?;
         Ok(Self {
             source_readings: counter(
                 &registry,
@@ -116,6 +122,7 @@ impl Metrics {
             points,
             sink_queue_rows,
             sink_batches,
+            deadband_suppressed,
             registry,
         })
     }

@@ -74,6 +74,8 @@ mod tests {
             unit: "ppm".into(),
             range: Some((0.0, 300.0)),
             expected_interval_ms: 1000,
+            deadband: None,
+            deadband_heartbeat: std::time::Duration::from_secs(60),
         })
         .unwrap();
         r

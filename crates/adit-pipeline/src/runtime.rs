@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadband::Deadband;
 use crate::normalize::{normalize_batch, ClockRules};
 use crate::sink::{run_sink, Sink, SinkOptions};
 use crate::source::{ReadingSender, Source, SourceContext};
@@ -168,6 +169,7 @@ async fn run_normalize(
     let sink_gone = metrics
         .sink_dropped
         .with_label_values(&["any", "sink_stopped"]);
+    let mut deadband = Deadband::new(&registry);
     while let Some(mut batch) = rx.recv().await {
         let flagged = normalize_batch(&mut batch, &registry, rules, Timestamp::now());
         flagged_conversion.inc_by(flagged.conversion);
@@ -180,9 +182,14 @@ async fn run_normalize(
         for (counter, n) in by_class.iter().zip(counts) {
             counter.inc_by(n);
         }
+        let now = std::time::Instant::now();
         live.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .apply(&batch, std::time::Instant::now());
+            .apply(&batch, now);
+        if deadband.is_active() {
+            let suppressed = deadband.filter(&mut batch, now);
+            metrics.deadband_suppressed.inc_by(suppressed as u64);
+        }
         let n = batch.len();
         if out.send(batch).await.is_err() {
             sink_gone.inc_by(n as u64);

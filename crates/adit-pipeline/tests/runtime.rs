@@ -15,6 +15,10 @@ use adit_pipeline::{
 };
 
 fn registry() -> Arc<PointRegistry> {
+    registry_with_deadband(None)
+}
+
+fn registry_with_deadband(deadband: Option<f64>) -> Arc<PointRegistry> {
     let mut r = PointRegistry::new();
     r.insert(PointMeta {
         name: "p".into(),
@@ -22,6 +26,8 @@ fn registry() -> Arc<PointRegistry> {
         unit: "".into(),
         range: None,
         expected_interval_ms: 1000,
+        deadband,
+        deadband_heartbeat: std::time::Duration::from_secs(60),
     })
     .unwrap();
     Arc::new(r)
@@ -134,6 +140,22 @@ fn start(
     fail_permanent: usize,
     batch: usize,
 ) -> Harness {
+    start_with(
+        registry(),
+        panic_on_first_run,
+        fail_retryable,
+        fail_permanent,
+        batch,
+    )
+}
+
+fn start_with(
+    registry: Arc<PointRegistry>,
+    panic_on_first_run: bool,
+    fail_retryable: usize,
+    fail_permanent: usize,
+    batch: usize,
+) -> Harness {
     let accepted = Arc::new(AtomicU64::new(0));
     let runs = Arc::new(AtomicUsize::new(0));
     let values = Arc::new(Mutex::new(Vec::new()));
@@ -153,7 +175,7 @@ fn start(
         fail_permanent,
     };
     let pipeline = Pipeline::start(
-        registry(),
+        registry,
         vec![("test", factory)],
         Box::new(sink),
         options(),
@@ -268,4 +290,25 @@ async fn a_permanent_sink_error_drops_only_that_batch_and_counts_every_reading_o
         h.accepted.load(Ordering::SeqCst) as f64,
         "stored + dropped must account for every reading"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadband_thins_storage_and_every_reading_is_stored_or_counted() {
+    // Values rise by 1 per reading; a deadband of 10 keeps about one in ten.
+    let h = start_with(registry_with_deadband(Some(10.0)), false, 0, 0, 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.pipeline.shutdown().await.drained);
+    let accepted = h.accepted.load(Ordering::SeqCst);
+    let values = h.values.lock().unwrap();
+    let suppressed = counter(&h.metrics, "adit_deadband_suppressed_total", &[]) as u64;
+    assert_eq!(
+        values.len() as u64 + suppressed,
+        accepted,
+        "stored + suppressed must account for every reading"
+    );
+    assert!(
+        values.windows(2).all(|w| w[1] - w[0] >= 10),
+        "stored values must be at least a deadband apart"
+    );
+    assert!(values.len() as u64 <= accepted / 10 + 1);
 }

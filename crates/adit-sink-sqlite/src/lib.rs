@@ -202,6 +202,8 @@ mod tests {
                 unit: "ppm".into(),
                 range: None,
                 expected_interval_ms: 1000,
+                deadband: None,
+                deadband_heartbeat: std::time::Duration::from_secs(60),
             })
             .unwrap();
         }
@@ -310,6 +312,8 @@ mod tests {
                     unit: String::new().into(),
                     range: None,
                     expected_interval_ms: 1000,
+                    deadband: None,
+                    deadband_heartbeat: std::time::Duration::from_secs(60),
                 })
                 .unwrap();
         }

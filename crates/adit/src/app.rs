@@ -44,7 +44,9 @@ pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId
                     device: device_name.clone(),
                     unit: p.unit.as_str().into(),
                     range: p.range,
-                    expected_interval_ms: device.poll_interval.as_millis() as u64,
+                    expected_interval_ms: p.interval.as_millis() as u64,
+                    deadband: p.deadband,
+                    deadband_heartbeat: p.deadband_heartbeat,
                 })
                 .map_err(|e| AppError::Device {
                     device: device.id.clone(),

@@ -136,6 +136,10 @@ enum SimCommand {
         /// values counting up), for load tests.
         #[arg(long, default_value_t = 0)]
         bulk: u16,
+        /// Units, faults and frozen values from a scenario file (replaces
+        /// --units, --fault and --bulk); see simulators/modbus/scenarios/.
+        #[arg(long, conflicts_with_all = ["faults", "bulk"])]
+        scenario: Option<PathBuf>,
     },
 }
 
@@ -174,7 +178,14 @@ fn main() -> ExitCode {
                 faults,
                 count,
                 bulk,
-            }) => sim_modbus(listen, &units, &framing, &faults, count, bulk).await,
+                scenario,
+            }) => {
+                let specs = match scenario {
+                    Some(path) => adit_sim_modbus::load_scenario(&path)?,
+                    None => unit_specs(&units, &faults, bulk)?,
+                };
+                sim_modbus(listen, &specs, &framing, count).await
+            }
             Command::Probe(ProbeCommand::Modbus {
                 addr,
                 rtu_over_tcp,
@@ -402,14 +413,7 @@ fn wall_clock() -> String {
     )
 }
 
-async fn sim_modbus(
-    listen: SocketAddr,
-    units: &[u8],
-    framing: &str,
-    faults: &[String],
-    count: u16,
-    bulk: u16,
-) -> Result<(), String> {
+fn unit_specs(units: &[u8], faults: &[String], bulk: u16) -> Result<Vec<UnitSpec>, String> {
     let mut specs: Vec<UnitSpec> = units
         .iter()
         .map(|&id| UnitSpec {
@@ -430,6 +434,16 @@ async fn sim_modbus(
             .ok_or_else(|| format!("--fault {fault:?}: unit {unit} is not in --units"))?;
         target.faults.apply(spec)?;
     }
+    Ok(specs)
+}
+
+async fn sim_modbus(
+    listen: SocketAddr,
+    specs: &[UnitSpec],
+    framing: &str,
+    count: u16,
+) -> Result<(), String> {
+    let units: Vec<u8> = specs.iter().map(|s| s.id).collect();
     let framing = if framing == "rtu-over-tcp" {
         Framing::RtuOverTcp
     } else {
@@ -445,7 +459,7 @@ async fn sim_modbus(
                 .checked_add(i)
                 .ok_or("port range runs past 65535")?
         };
-        let sim = Simulator::start_tcp(SocketAddr::new(listen.ip(), port), framing, &specs)
+        let sim = Simulator::start_tcp(SocketAddr::new(listen.ip(), port), framing, specs)
             .await
             .map_err(|e| e.to_string())?;
         say!(

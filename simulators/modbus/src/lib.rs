@@ -17,8 +17,10 @@
 
 mod faults;
 pub mod scenario;
+mod scenario_file;
 mod server;
 
 pub use faults::Faults;
 pub use scenario::{tunnel_signals, Signal, SignalKind};
+pub use scenario_file::{load_scenario, parse_scenario};
 pub use server::{Framing, SimHandle, Simulator, SimulatorError, UnitSpec, BULK_START};
