@@ -160,7 +160,7 @@ mod tests {
                 "heartbeat not due",
                 Some(stored),
                 reading(Some(10.0), Quality::Good),
-                t0 + hb - Duration::from_millis(1),
+                t0 + Duration::from_millis(59_999),
                 false,
             ),
             (
