@@ -404,3 +404,41 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
     assert_eq!(run.value("nan.co"), None, "NaN is never stored as a value");
     assert!(run.app.shutdown().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_keeps_dropping_its_connections_is_reconnected_each_time() {
+    let mut faults = Faults::default();
+    faults.apply("disconnect_every=500ms").unwrap();
+    let sim = Simulator::start_tcp(
+        any_port(),
+        Framing::Tcp,
+        &[UnitSpec {
+            faults,
+            ..UnitSpec::healthy(1)
+        }],
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("address = \"{}\"", sim.addr());
+    let run = start(|dir| {
+        header(dir) + &device("flaky", "modbus_tcp", &endpoint, 1, "poll_interval = \"100ms\"\ntimeout = \"300ms\"\nreconnect_min = \"50ms\"\nreconnect_max = \"200ms\"")
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "four connections", || {
+        run.counter("adit_modbus_connects_total", &[("outcome", "ok")]) >= 4.0
+    })
+    .await;
+    wait_until(Duration::from_secs(2), "good again", || {
+        run.quality("flaky.co") == Some(Quality::Good)
+    })
+    .await;
+    let good = run.counter("adit_modbus_requests_total", &[("outcome", "ok")]);
+    let failed = run.counter("adit_modbus_requests_total", &[("outcome", "link_error")])
+        + run.counter("adit_modbus_requests_total", &[("outcome", "timeout")]);
+    println!("connection dropped every 500 ms: {good} good requests, {failed} failed, each drop healed by a reconnect");
+    assert!(
+        good > 4.0 * failed.max(1.0),
+        "most polls must succeed between drops: {good} ok vs {failed} failed"
+    );
+    assert!(run.app.shutdown().await);
+}

@@ -22,6 +22,11 @@ pub struct Faults {
     /// Numeric signals read a sentinel far outside their range (broken 4-20 mA
     /// loop): -32768 for i16, 65535 for u16 and u32, -9999 for floats.
     pub out_of_range: bool,
+    /// The server drops every open connection this often (a gateway or PLC
+    /// resetting its sockets). Connections are per server, so this applies
+    /// to every unit of the server; the shortest period given when the
+    /// server starts wins.
+    pub disconnect_every: Option<Duration>,
 }
 
 impl Faults {
@@ -45,9 +50,10 @@ impl Faults {
             "stuck" => self.stuck = true,
             "nan" => self.nan = true,
             "out_of_range" => self.out_of_range = true,
+            "disconnect_every" => self.disconnect_every = Some(adit_config::parse_duration(need("DURATION")?)?),
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; expected no_answer, delay=DURATION, exception=CODE, max_registers=N, stuck, nan, out_of_range"
+                    "unknown fault {other:?}; expected no_answer, delay=DURATION, exception=CODE, max_registers=N, stuck, nan, out_of_range, disconnect_every=DURATION"
                 ))
             }
         }
@@ -70,6 +76,7 @@ mod tests {
             "stuck",
             "nan",
             "out_of_range",
+            "disconnect_every=30s",
         ] {
             f.apply(spec).unwrap();
         }
@@ -82,7 +89,8 @@ mod tests {
                 max_registers: Some(32),
                 stuck: true,
                 nan: true,
-                out_of_range: true
+                out_of_range: true,
+                disconnect_every: Some(Duration::from_secs(30)),
             }
         );
         assert!(Faults::default()

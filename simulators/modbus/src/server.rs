@@ -197,6 +197,16 @@ struct SimService {
 }
 
 impl SimService {
+    /// The shortest `disconnect_every` of any unit.
+    fn disconnect_every(&self) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .units
+            .values()
+            .filter_map(|u| u.faults.disconnect_every)
+            .min()
+    }
+
     fn answer(
         &self,
         req: &SlaveRequest<'static>,
@@ -428,44 +438,72 @@ fn spawn_tcp_server(
     framing: Framing,
     service: SimService,
 ) -> std::io::Result<ServerTask> {
-    let listener = TcpListener::from_std(listener.try_clone()?)?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let listener = listener.try_clone()?;
+    let disconnect_every = service.disconnect_every();
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop_rx.await;
-        };
-        let result = match framing {
-            Framing::Tcp => {
-                let on_connected = |stream, peer| {
-                    let service = service.clone();
-                    async move {
-                        tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, move |_| {
-                            Ok(Some(service.clone()))
-                        })
+        // Each round serves until stopped, or until the disconnect period
+        // ends: dropping the serve future cancels every connection task,
+        // while the listening socket stays open for the next round.
+        loop {
+            let round_listener = match listener.try_clone().and_then(TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "simulator cannot listen again");
+                    return;
+                }
+            };
+            let period = async {
+                match disconnect_every {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let service = service.clone();
+            let serve = async move {
+                match framing {
+                    Framing::Tcp => {
+                        let on_connected = |stream, peer| {
+                            let service = service.clone();
+                            async move {
+                                tokio_modbus::server::tcp::accept_tcp_connection(
+                                    stream,
+                                    peer,
+                                    move |_| Ok(Some(service.clone())),
+                                )
+                            }
+                        };
+                        tokio_modbus::server::tcp::Server::new(round_listener)
+                            .serve(&on_connected, |_| {})
+                            .await
                     }
-                };
-                tokio_modbus::server::tcp::Server::new(listener)
-                    .serve_until(&on_connected, |_| {}, stopped)
-                    .await
-            }
-            Framing::RtuOverTcp => {
-                let on_connected = |stream, peer| {
-                    let service = service.clone();
-                    async move {
-                        tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(
-                            stream,
-                            peer,
-                            move |_| Ok(Some(service.clone())),
-                        )
+                    Framing::RtuOverTcp => {
+                        let on_connected = |stream, peer| {
+                            let service = service.clone();
+                            async move {
+                                tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(
+                                    stream,
+                                    peer,
+                                    move |_| Ok(Some(service.clone())),
+                                )
+                            }
+                        };
+                        tokio_modbus::server::rtu_over_tcp::Server::new(round_listener)
+                            .serve(&on_connected, |_| {})
+                            .await
                     }
-                };
-                tokio_modbus::server::rtu_over_tcp::Server::new(listener)
-                    .serve_until(&on_connected, |_| {}, stopped)
-                    .await
+                }
+            };
+            tokio::select! {
+                result = serve => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "simulator server stopped");
+                    }
+                    return;
+                }
+                _ = &mut stop_rx => return,
+                () = period => tracing::info!("simulator dropping every connection (disconnect_every fault)"),
             }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "simulator server stopped");
         }
     });
     Ok(ServerTask {
