@@ -1,0 +1,232 @@
+//! Batches of readings ↔ record payloads. Pure, little-endian, versioned.
+//!
+//! Payload: `version u8 | fingerprint u64 | count u32 | readings…`, each
+//! reading `point u32 | value | quality u8 | reason u8 | detail u8 |
+//! source_ts i64 | received_ts i64`, with value `tag u8` then 8 bytes (f64,
+//! i64), 1 byte (bool), or `len u32` + UTF-8 (text); tag 0 is "no value".
+//! The fingerprint names the point table the ids refer to (see `points`).
+
+use std::sync::Arc;
+
+use adit_core::{PointId, Quality, Reading, Reason, Timestamp, Value};
+
+const VERSION: u8 = 1;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("payload ends early")]
+    Truncated,
+    #[error("unknown payload version {0}")]
+    Version(u8),
+    #[error("invalid {0} tag {1}")]
+    Tag(&'static str, u8),
+    #[error("text is not UTF-8")]
+    Utf8,
+}
+
+fn reason_code(r: Option<Reason>) -> (u8, u8) {
+    match r {
+        None => (0, 0),
+        Some(Reason::CommFailure) => (1, 0),
+        Some(Reason::DeviceException(c)) => (2, c),
+        Some(Reason::OutOfRange) => (3, 0),
+        Some(Reason::Conversion) => (4, 0),
+        Some(Reason::Stale) => (5, 0),
+        Some(Reason::LastKnownValue) => (6, 0),
+        Some(Reason::ClockInvalid) => (7, 0),
+        Some(Reason::SensorFailure) => (8, 0),
+    }
+}
+
+fn reason_from(code: u8, detail: u8) -> Result<Option<Reason>, CodecError> {
+    Ok(Some(match code {
+        0 => return Ok(None),
+        1 => Reason::CommFailure,
+        2 => Reason::DeviceException(detail),
+        3 => Reason::OutOfRange,
+        4 => Reason::Conversion,
+        5 => Reason::Stale,
+        6 => Reason::LastKnownValue,
+        7 => Reason::ClockInvalid,
+        8 => Reason::SensorFailure,
+        other => return Err(CodecError::Tag("reason", other)),
+    }))
+}
+
+/// Appends the payload for `readings` to `out`.
+pub fn encode_batch(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
+    out.reserve(13 + readings.len() * 32);
+    out.push(VERSION);
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    out.extend_from_slice(&(readings.len() as u32).to_le_bytes());
+    for r in readings {
+        out.extend_from_slice(&r.point.0.to_le_bytes());
+        match &r.value {
+            None => out.push(0),
+            Some(Value::F64(v)) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(Value::I64(v)) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(Value::Bool(v)) => {
+                out.push(3);
+                out.push(u8::from(*v));
+            }
+            Some(Value::Text(t)) => {
+                out.push(4);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
+        }
+        let (code, detail) = reason_code(r.quality.reason());
+        out.push(r.quality.class() as u8);
+        out.push(code);
+        out.push(detail);
+        out.extend_from_slice(&r.source_ts.0.to_le_bytes());
+        out.extend_from_slice(&r.received_ts.0.to_le_bytes());
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.at.checked_add(n).ok_or(CodecError::Truncated)?;
+        let slice = self.bytes.get(self.at..end).ok_or(CodecError::Truncated)?;
+        self.at = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+}
+
+/// Decodes a payload into `(fingerprint, readings)`.
+pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Reading>), CodecError> {
+    let mut c = Cursor { bytes, at: 0 };
+    let version = c.u8()?;
+    if version != VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let fingerprint = u64::from_le_bytes(c.array()?);
+    let count = u32::from_le_bytes(c.array()?) as usize;
+    let mut readings = Vec::with_capacity(count.min(bytes.len() / 27));
+    for _ in 0..count {
+        let point = PointId(u32::from_le_bytes(c.array()?));
+        let value = match c.u8()? {
+            0 => None,
+            1 => Some(Value::F64(f64::from_le_bytes(c.array()?))),
+            2 => Some(Value::I64(i64::from_le_bytes(c.array()?))),
+            3 => Some(Value::Bool(c.u8()? != 0)),
+            4 => {
+                let len = u32::from_le_bytes(c.array()?) as usize;
+                let text = std::str::from_utf8(c.take(len)?).map_err(|_| CodecError::Utf8)?;
+                Some(Value::Text(Arc::from(text)))
+            }
+            other => return Err(CodecError::Tag("value", other)),
+        };
+        let class = c.u8()?;
+        let reason = reason_from(c.u8()?, c.u8()?)?;
+        let quality = match (class, reason) {
+            (0, _) => Quality::Good,
+            (1, Some(r)) => Quality::Uncertain(r),
+            (2, Some(r)) => Quality::Bad(r),
+            (other, _) => return Err(CodecError::Tag("quality", other)),
+        };
+        let source_ts = Timestamp(i64::from_le_bytes(c.array()?));
+        let received_ts = Timestamp(i64::from_le_bytes(c.array()?));
+        readings.push(Reading {
+            point,
+            value,
+            quality,
+            source_ts,
+            received_ts,
+        });
+    }
+    Ok((fingerprint, readings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_reading() -> impl Strategy<Value = Reading> {
+        let value = prop_oneof![
+            Just(None),
+            any::<f64>().prop_map(|v| Some(Value::F64(v))),
+            any::<i64>().prop_map(|v| Some(Value::I64(v))),
+            any::<bool>().prop_map(|v| Some(Value::Bool(v))),
+            "[ -~]{0,20}".prop_map(|t| Some(Value::Text(t.into()))),
+        ];
+        let reason = prop_oneof![
+            Just(Reason::CommFailure),
+            any::<u8>().prop_map(Reason::DeviceException),
+            Just(Reason::OutOfRange),
+            Just(Reason::Conversion),
+            Just(Reason::Stale),
+            Just(Reason::LastKnownValue),
+            Just(Reason::ClockInvalid),
+            Just(Reason::SensorFailure),
+        ];
+        let quality = prop_oneof![
+            Just(Quality::Good),
+            reason.clone().prop_map(Quality::Uncertain),
+            reason.prop_map(Quality::Bad)
+        ];
+        (any::<u32>(), value, quality, any::<i64>(), any::<i64>()).prop_map(
+            |(p, value, quality, s, r)| Reading {
+                point: PointId(p),
+                value,
+                quality,
+                source_ts: Timestamp(s),
+                received_ts: Timestamp(r),
+            },
+        )
+    }
+
+    fn same(a: &Reading, b: &Reading) -> bool {
+        let values = match (&a.value, &b.value) {
+            (Some(Value::F64(x)), Some(Value::F64(y))) => x.to_bits() == y.to_bits(),
+            (x, y) => x == y,
+        };
+        values
+            && a.point == b.point
+            && a.quality == b.quality
+            && a.source_ts == b.source_ts
+            && a.received_ts == b.received_ts
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip_exactly(batch in prop::collection::vec(any_reading(), 0..40), fp in any::<u64>()) {
+            let mut bytes = Vec::new();
+            encode_batch(fp, &batch, &mut bytes);
+            let (fp2, back) = decode_batch(&bytes).unwrap();
+            prop_assert_eq!(fp2, fp);
+            prop_assert_eq!(back.len(), batch.len());
+            for (a, b) in batch.iter().zip(&back) {
+                prop_assert!(same(a, b), "{:?} != {:?}", a, b);
+            }
+        }
+
+        #[test]
+        fn any_truncation_is_an_error_not_a_panic(batch in prop::collection::vec(any_reading(), 1..10), cut in any::<prop::sample::Index>()) {
+            let mut bytes = Vec::new();
+            encode_batch(1, &batch, &mut bytes);
+            let cut = cut.index(bytes.len());
+            prop_assert!(decode_batch(&bytes[..cut]).is_err());
+        }
+    }
+}

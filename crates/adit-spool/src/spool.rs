@@ -1,0 +1,868 @@
+//! The spool's state machine and file handling. See the crate docs for the
+//! invariants this file keeps.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use adit_core::{PointRegistry, Reading};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode_batch, encode_batch};
+use crate::frame::{encode_record, parse_record, resync, Parsed, HEADER_LEN, MAX_PAYLOAD};
+use crate::points::{fingerprint, registry_names, save_table, IdMapper};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    Interval(Duration),
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    Block,
+    DropOldest,
+    DropNewest,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    pub fsync: FsyncPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// `when_full = drop_newest` (or a full disk under it) refused the batch.
+    #[error("spool full: batch of {0} readings dropped")]
+    Dropped(usize),
+    /// The writer is dead (failed fsync or write); restart to recover.
+    #[error("spool writer failed: {0}")]
+    Failed(String),
+    /// The spool is closed (shutdown).
+    #[error("spool closed")]
+    Closed,
+}
+
+/// What recovery found at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub readings: u64,
+    /// Bytes cut from torn tails.
+    pub torn_bytes: u64,
+    /// Corrupt regions moved to quarantine.
+    pub corrupt_regions: u64,
+    pub quarantined_bytes: u64,
+    /// Records not yet acknowledged by the slowest cursor.
+    pub pending_records: u64,
+    pub ledger_missing: bool,
+}
+
+/// Counters since the spool was opened (monotonic).
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    pub appended_records: AtomicU64,
+    pub appended_readings: AtomicU64,
+    pub appended_bytes: AtomicU64,
+    pub dropped_oldest_readings: AtomicU64,
+    pub dropped_newest_readings: AtomicU64,
+    pub dropped_unknown_point_readings: AtomicU64,
+    pub block_waits: AtomicU64,
+    pub disk_full_events: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_failures: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    last_seq: u64,
+    bytes: u64,
+    readings: u64,
+    path: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+struct Ledger {
+    cursors: BTreeMap<String, u64>,
+    next_seq: u64,
+}
+
+struct State {
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    next_seq: u64,
+    cursors: BTreeMap<String, u64>,
+    total_bytes: u64,
+    dirty: bool,
+    failed: Option<String>,
+    closed: bool,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+struct Shared {
+    cfg: SpoolConfig,
+    fingerprint: u64,
+    state: Mutex<State>,
+    appended: Condvar,
+    space: Condvar,
+    stats: SpoolStats,
+}
+
+/// The spool. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Spool {
+    shared: Arc<Shared>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn seg_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.log"))
+}
+
+/// Number of readings in a payload, from its header only.
+fn readings_in(payload: &[u8]) -> u64 {
+    payload.get(9..13).map_or(0, |b| {
+        u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    })
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool, recovers it, and registers the
+    /// given cursors (one per sink). Cursors not in the ledger start at the
+    /// oldest retained record; ledger cursors not given are forgotten.
+    pub fn open(
+        cfg: SpoolConfig,
+        registry: &PointRegistry,
+        cursors: &[&str],
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        let dir = cfg.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let names = registry_names(registry);
+        let fp = fingerprint(&names);
+        save_table(&dir, fp, &names).map_err(io(&dir))?;
+
+        let mut report = RecoveryReport::default();
+        let mut segments = recover_segments(&dir, &mut report)?;
+        let ledger_path = dir.join("ledger.json");
+        let ledger: Ledger = if let Ok(bytes) = std::fs::read(&ledger_path) {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(path = %ledger_path.display(), error = %e, "spool ledger unreadable: every retained record will be replayed");
+            report.ledger_missing = true;
+            Ledger::default()
+        })
+        } else {
+            report.ledger_missing = !segments.is_empty();
+            Ledger::default()
+        };
+        let oldest = segments
+            .front()
+            .map_or(0, |s| s.first_seq.saturating_sub(1));
+        let mut state_cursors = BTreeMap::new();
+        for &c in cursors {
+            let acked = ledger.cursors.get(c).copied().unwrap_or(oldest);
+            state_cursors.insert(c.to_string(), acked);
+        }
+        for forgotten in ledger
+            .cursors
+            .keys()
+            .filter(|k| !cursors.contains(&k.as_str()))
+        {
+            tracing::warn!(cursor = %forgotten, "spool cursor no longer configured; forgetting it");
+        }
+        let last_seq = segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
+        let next_seq = ledger
+            .next_seq
+            .max(last_seq + 1)
+            .max(state_cursors.values().copied().max().unwrap_or(0) + 1)
+            .max(1);
+        let min_acked = state_cursors.values().copied().min().unwrap_or(last_seq);
+        report.pending_records = segments
+            .iter()
+            .map(|s| {
+                s.last_seq
+                    .saturating_sub(min_acked.max(s.first_seq.saturating_sub(1)))
+            })
+            .sum();
+
+        // Delete what every cursor has acknowledged.
+        while segments.len() > 1 && segments.front().is_some_and(|s| s.last_seq <= min_acked) {
+            if let Some(s) = segments.pop_front() {
+                std::fs::remove_file(&s.path).map_err(io(&s.path))?;
+            }
+        }
+        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let active = match segments.back() {
+            Some(s) => Some(
+                OpenOptions::new()
+                    .append(true)
+                    .open(&s.path)
+                    .map_err(io(&s.path))?,
+            ),
+            None => None,
+        };
+        let stats = SpoolStats::default();
+        stats.bytes.store(total_bytes, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            cfg,
+            fingerprint: fp,
+            state: Mutex::new(State {
+                segments,
+                active,
+                next_seq,
+                cursors: state_cursors,
+                total_bytes,
+                dirty: false,
+                failed: None,
+                closed: false,
+                buf: Vec::new(),
+                payload: Vec::new(),
+            }),
+            appended: Condvar::new(),
+            space: Condvar::new(),
+            stats,
+        });
+        let spool = Spool { shared };
+        spool.write_ledger(&spool.lock())?;
+        if let FsyncPolicy::Interval(every) = spool.shared.cfg.fsync {
+            spawn_flusher(Arc::downgrade(&spool.shared), every);
+        }
+        Ok((spool, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn stats(&self) -> &SpoolStats {
+        &self.shared.stats
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.cfg.dir
+    }
+
+    /// Records appended but not yet acknowledged by the slowest cursor.
+    pub fn pending_records(&self) -> u64 {
+        let st = self.lock();
+        let min = st
+            .cursors
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(st.next_seq - 1);
+        (st.next_seq - 1).saturating_sub(min)
+    }
+
+    /// Appends a batch; returns its sequence number.
+    pub fn append(&self, readings: &[Reading]) -> Result<u64, AppendError> {
+        let shared = &self.shared;
+        let mut st = self.lock();
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(AppendError::Failed(why.clone()));
+            }
+            if st.closed {
+                return Err(AppendError::Closed);
+            }
+            let mut payload = std::mem::take(&mut st.payload);
+            payload.clear();
+            encode_batch(shared.fingerprint, readings, &mut payload);
+            if payload.len() as u64 > u64::from(MAX_PAYLOAD) {
+                st.payload = payload;
+                return Err(AppendError::Dropped(readings.len()));
+            }
+            let record_len = (HEADER_LEN + payload.len()) as u64;
+            st.payload = payload;
+
+            if st.total_bytes + record_len > shared.cfg.max_bytes && !st.segments.is_empty() {
+                match shared.cfg.when_full {
+                    WhenFull::DropNewest => {
+                        shared
+                            .stats
+                            .dropped_newest_readings
+                            .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                        return Err(AppendError::Dropped(readings.len()));
+                    }
+                    WhenFull::DropOldest => {
+                        if !self.drop_oldest(&mut st) {
+                            // Only the active segment is left: start a new one so it can go.
+                            self.rotate(&mut st).map_err(|e| Self::fail(&mut st, &e))?;
+                            if !self.drop_oldest(&mut st) {
+                                shared
+                                    .stats
+                                    .dropped_newest_readings
+                                    .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                                return Err(AppendError::Dropped(readings.len()));
+                            }
+                        }
+                        continue;
+                    }
+                    WhenFull::Block => {
+                        shared.stats.block_waits.fetch_add(1, Ordering::Relaxed);
+                        st = shared
+                            .space
+                            .wait_timeout(st, Duration::from_millis(100))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        continue;
+                    }
+                }
+            }
+            let needs_rotation = st.active.is_none()
+                || st.segments.back().is_some_and(|s| {
+                    s.bytes > 0 && s.bytes + record_len > shared.cfg.segment_bytes
+                });
+            if needs_rotation {
+                self.rotate(&mut st).map_err(|e| Self::fail(&mut st, &e))?;
+            }
+            let seq = st.next_seq;
+            let mut buf = std::mem::take(&mut st.buf);
+            buf.clear();
+            encode_record(seq, &st.payload, &mut buf);
+            let written = match st.active.as_mut() {
+                Some(f) => write_or_undo(f, &buf),
+                None => Err(std::io::Error::other("no active segment")),
+            };
+            st.buf = buf;
+            match written {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => {
+                    // ENOSPC: the disk is full. Behave like a full spool.
+                    shared
+                        .stats
+                        .disk_full_events
+                        .fetch_add(1, Ordering::Relaxed);
+                    match shared.cfg.when_full {
+                        WhenFull::DropOldest if self.drop_oldest(&mut st) => continue,
+                        WhenFull::Block => {
+                            shared.stats.block_waits.fetch_add(1, Ordering::Relaxed);
+                            st = shared
+                                .space
+                                .wait_timeout(st, Duration::from_millis(100))
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                            continue;
+                        }
+                        _ => {
+                            shared
+                                .stats
+                                .dropped_newest_readings
+                                .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                            return Err(AppendError::Dropped(readings.len()));
+                        }
+                    }
+                }
+                Err(e) => return Err(Self::fail(&mut st, &e)),
+            }
+            st.next_seq += 1;
+            st.total_bytes += record_len;
+            if let Some(seg) = st.segments.back_mut() {
+                seg.last_seq = seq;
+                seg.bytes += record_len;
+                seg.readings += readings.len() as u64;
+            }
+            if shared.cfg.fsync == FsyncPolicy::Always {
+                self.sync_active(&mut st)
+                    .map_err(|e| Self::fail(&mut st, &e))?;
+            } else {
+                st.dirty = true;
+            }
+            let s = &shared.stats;
+            s.appended_records.fetch_add(1, Ordering::Relaxed);
+            s.appended_readings
+                .fetch_add(readings.len() as u64, Ordering::Relaxed);
+            s.appended_bytes.fetch_add(record_len, Ordering::Relaxed);
+            s.bytes.store(st.total_bytes, Ordering::Relaxed);
+            drop(st);
+            shared.appended.notify_all();
+            return Ok(seq);
+        }
+    }
+
+    fn fail(st: &mut State, e: &std::io::Error) -> AppendError {
+        let why = e.to_string();
+        tracing::error!(error = %why, "spool writer failed; refusing further appends until restart");
+        st.failed = Some(why.clone());
+        AppendError::Failed(why)
+    }
+
+    fn sync_active(&self, st: &mut State) -> std::io::Result<()> {
+        if let Some(f) = st.active.as_ref() {
+            if let Err(e) = f.sync_data() {
+                self.shared
+                    .stats
+                    .fsync_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        st.dirty = false;
+        Ok(())
+    }
+
+    fn rotate(&self, st: &mut State) -> std::io::Result<()> {
+        if st.active.is_some() {
+            self.sync_active(st)?;
+        }
+        let path = seg_path(&self.shared.cfg.dir, st.next_seq);
+        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+        crate::sync_dir(&self.shared.cfg.dir)?;
+        st.segments.push_back(Segment {
+            first_seq: st.next_seq,
+            last_seq: st.next_seq - 1,
+            bytes: 0,
+            readings: 0,
+            path,
+        });
+        st.active = Some(f);
+        Ok(())
+    }
+
+    /// Deletes the oldest segment if it is not the active one, counting its
+    /// unacknowledged readings as dropped. Returns whether one was dropped.
+    fn drop_oldest(&self, st: &mut State) -> bool {
+        if st.segments.len() < 2 {
+            return false;
+        }
+        let Some(seg) = st.segments.pop_front() else {
+            return false;
+        };
+        let _ = std::fs::remove_file(&seg.path);
+        st.total_bytes -= seg.bytes;
+        let min_acked = st.cursors.values().copied().min().unwrap_or(seg.last_seq);
+        if min_acked < seg.last_seq {
+            let unacked_share = if seg.last_seq >= seg.first_seq {
+                (seg.last_seq - min_acked.max(seg.first_seq.saturating_sub(1))) as f64
+                    / (seg.last_seq - seg.first_seq + 1) as f64
+            } else {
+                0.0
+            };
+            let dropped = (seg.readings as f64 * unacked_share).round() as u64;
+            self.shared
+                .stats
+                .dropped_oldest_readings
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::error!(segment = %seg.path.display(), readings = dropped, "spool full: oldest segment dropped before every sink had it");
+        }
+        for acked in st.cursors.values_mut() {
+            *acked = (*acked).max(seg.last_seq);
+        }
+        self.shared
+            .stats
+            .bytes
+            .store(st.total_bytes, Ordering::Relaxed);
+        true
+    }
+
+    fn write_ledger(&self, st: &State) -> Result<(), SpoolError> {
+        let dir = &self.shared.cfg.dir;
+        let ledger = Ledger {
+            cursors: st.cursors.clone(),
+            next_seq: st.next_seq,
+        };
+        let tmp = dir.join("ledger.json.tmp");
+        let path = dir.join("ledger.json");
+        let bytes = serde_json::to_vec(&ledger).map_err(|e| SpoolError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        crate::sync_dir(dir).map_err(io(dir))
+    }
+
+    /// Records that `cursor` has stored everything up to `seq`, persists it,
+    /// and deletes segments every cursor is done with.
+    pub fn ack(&self, cursor: &str, seq: u64) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        if let Some(acked) = st.cursors.get_mut(cursor) {
+            *acked = (*acked).max(seq);
+        }
+        self.write_ledger(&st)?;
+        let min_acked = st.cursors.values().copied().min().unwrap_or(0);
+        let mut freed = false;
+        while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked)
+        {
+            if let Some(seg) = st.segments.pop_front() {
+                if let Err(e) = std::fs::remove_file(&seg.path) {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged segment");
+                }
+                st.total_bytes -= seg.bytes;
+                freed = true;
+            }
+        }
+        self.shared
+            .stats
+            .bytes
+            .store(st.total_bytes, Ordering::Relaxed);
+        drop(st);
+        if freed {
+            self.shared.space.notify_all();
+        }
+        Ok(())
+    }
+
+    /// A reader for `cursor`, starting after its acknowledged position.
+    pub fn reader(&self, cursor: &str, registry: &PointRegistry) -> Reader {
+        let acked = self.lock().cursors.get(cursor).copied().unwrap_or(0);
+        Reader {
+            spool: self.clone(),
+            cursor: cursor.to_string(),
+            next_seq: acked + 1,
+            open: None,
+            mapper: IdMapper::new(registry),
+        }
+    }
+
+    /// Flushes and fsyncs, then refuses further appends and wakes waiters.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        if st.dirty && st.failed.is_none() {
+            if let Err(e) = self.sync_active(&mut st) {
+                tracing::error!(error = %e, "spool fsync at close failed");
+            }
+        }
+        st.closed = true;
+        drop(st);
+        self.shared.appended.notify_all();
+        self.shared.space.notify_all();
+    }
+
+    /// The sequence number of the last appended record (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+}
+
+fn write_or_undo(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+    let before = f.seek(SeekFrom::End(0))?;
+    if let Err(e) = f.write_all(buf) {
+        // Never leave half a record behind: the next append would follow it.
+        let _ = f.set_len(before);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("adit-spool-fsync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let spool = Spool { shared };
+            let mut st = spool.lock();
+            if st.closed {
+                return;
+            }
+            if st.dirty && st.failed.is_none() {
+                if let Err(e) = spool.sync_active(&mut st) {
+                    Spool::fail(&mut st, &e);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the spool fsync thread; data is synced at rotation and close only");
+    }
+}
+
+/// Scans every segment, cutting torn tails and quarantining corrupt regions.
+fn recover_segments(
+    dir: &Path,
+    report: &mut RecoveryReport,
+) -> Result<VecDeque<Segment>, SpoolError> {
+    let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let first = name
+                .strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse::<u64>()
+                .ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    paths.sort();
+    let mut segments = VecDeque::new();
+    let mut last_seq_seen = 0u64;
+    for (first_seq, path) in paths {
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(&path))?;
+        let mut kept: Vec<u8> = Vec::with_capacity(bytes.len());
+        let mut seg = Segment {
+            first_seq,
+            last_seq: first_seq.saturating_sub(1),
+            bytes: 0,
+            readings: 0,
+            path: path.clone(),
+        };
+        let mut pos = 0usize;
+        let mut rewrite = false;
+        while pos < bytes.len() {
+            match parse_record(&bytes[pos..]) {
+                Parsed::Record {
+                    seq,
+                    payload,
+                    total,
+                } if seq > last_seq_seen => {
+                    kept.extend_from_slice(&bytes[pos..pos + total]);
+                    seg.last_seq = seq;
+                    seg.readings += readings_in(payload);
+                    last_seq_seen = seq;
+                    report.records += 1;
+                    report.readings += readings_in(payload);
+                    pos += total;
+                }
+                Parsed::Incomplete => {
+                    let torn = (bytes.len() - pos) as u64;
+                    tracing::warn!(segment = %path.display(), bytes = torn, "spool: torn tail cut back to the last whole record");
+                    report.torn_bytes += torn;
+                    rewrite = true;
+                    break;
+                }
+                _ => {
+                    let skip = resync(&bytes[pos..]).unwrap_or(bytes.len() - pos);
+                    quarantine(dir, &path, pos, &bytes[pos..pos + skip])?;
+                    report.corrupt_regions += 1;
+                    report.quarantined_bytes += skip as u64;
+                    rewrite = true;
+                    pos += skip;
+                }
+            }
+        }
+        if rewrite {
+            let tmp = path.with_extension("rewrite");
+            std::fs::write(&tmp, &kept).map_err(io(&tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            crate::sync_dir(dir).map_err(io(dir))?;
+        }
+        seg.bytes = kept.len() as u64;
+        report.segments += 1;
+        segments.push_back(seg);
+    }
+    Ok(segments)
+}
+
+fn quarantine(dir: &Path, segment: &Path, offset: usize, bytes: &[u8]) -> Result<(), SpoolError> {
+    let qdir = dir.join("quarantine");
+    std::fs::create_dir_all(&qdir).map_err(io(&qdir))?;
+    let name = segment
+        .file_name()
+        .map_or_else(|| "segment".into(), |n| n.to_string_lossy().to_string());
+    let path = qdir.join(format!("{name}.{offset}.bin"));
+    std::fs::write(&path, bytes).map_err(io(&path))?;
+    tracing::error!(segment = %segment.display(), offset, bytes = bytes.len(), quarantine = %path.display(), "spool: corrupt region moved to quarantine");
+    Ok(())
+}
+
+/// A batch of records delivered to a cursor: acknowledge `last_seq` once the
+/// readings are stored.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub last_seq: u64,
+    pub records: u64,
+    pub readings: Vec<Reading>,
+    /// Readings whose point is no longer configured (counted, not delivered).
+    pub unknown_points: u64,
+}
+
+/// Reads records for one cursor, in order.
+pub struct Reader {
+    spool: Spool,
+    cursor: String,
+    next_seq: u64,
+    /// (first seq of the open segment, file, offset).
+    open: Option<(u64, File, u64)>,
+    mapper: IdMapper,
+}
+
+impl Reader {
+    pub fn cursor(&self) -> &str {
+        &self.cursor
+    }
+
+    /// Waits up to `wait` for at least one record, then returns what is
+    /// available, up to about `max_readings` readings. An empty result means
+    /// nothing arrived (or the spool was closed and everything was read).
+    pub fn next(&mut self, max_readings: usize, wait: Duration) -> Result<Delivered, SpoolError> {
+        let deadline = Instant::now() + wait;
+        {
+            let shared = &self.spool.shared;
+            let mut st = self.spool.lock();
+            while st.next_seq <= self.next_seq && !st.closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Delivered::default());
+                }
+                st = shared
+                    .appended
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        let mut out = Delivered::default();
+        while out.readings.len() < max_readings {
+            let Some((seq, payload)) = self.read_record()? else {
+                break;
+            };
+            match decode_batch(&payload) {
+                Ok((fp, readings)) => {
+                    for mut r in readings {
+                        match self.mapper.map(&self.spool.shared.cfg.dir, fp, r.point) {
+                            Some(id) => {
+                                r.point = id;
+                                out.readings.push(r);
+                            }
+                            None => out.unknown_points += 1,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "spool record passed its CRC but does not decode; skipped");
+                }
+            }
+            out.last_seq = seq;
+            out.records += 1;
+        }
+        if out.unknown_points > 0 {
+            self.spool
+                .shared
+                .stats
+                .dropped_unknown_point_readings
+                .fetch_add(out.unknown_points, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
+    /// The next record at or after `next_seq` that has been appended.
+    fn read_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+        loop {
+            let (appended_to, segment) = {
+                let st = self.spool.lock();
+                let last = st.next_seq - 1;
+                if self.next_seq > last {
+                    return Ok(None);
+                }
+                // The segment holding next_seq, or the first after it (older
+                // records may have been dropped).
+                let seg = st
+                    .segments
+                    .iter()
+                    .find(|s| s.last_seq >= self.next_seq)
+                    .map(|s| (s.first_seq, s.path.clone(), s.last_seq));
+                (last, seg)
+            };
+            let Some((first_seq, path, segment_last)) = segment else {
+                return Ok(None);
+            };
+            if self.open.as_ref().is_none_or(|(f, _, _)| *f != first_seq) {
+                let file = File::open(&path).map_err(io(&path))?;
+                self.open = Some((first_seq, file, 0));
+                self.next_seq = self.next_seq.max(first_seq);
+            }
+            let Some((_, file, offset)) = self.open.as_mut() else {
+                return Ok(None);
+            };
+            let mut header = [0u8; HEADER_LEN];
+            file.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
+            if file.read_exact(&mut header).is_err() {
+                if segment_last >= self.next_seq || self.next_seq > appended_to {
+                    // The segment says it holds this record but the file ends:
+                    // it changed under us (deleted or truncated from outside).
+                    self.open = None;
+                    return Err(SpoolError::Io {
+                        path,
+                        source: std::io::Error::other(format!(
+                            "segment ends before record {}",
+                            self.next_seq
+                        )),
+                    });
+                }
+                self.open = None;
+                continue;
+            }
+            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let mut record = header.to_vec();
+            record.resize(HEADER_LEN + len.min(MAX_PAYLOAD as usize), 0);
+            file.read_exact(&mut record[HEADER_LEN..])
+                .map_err(io(&path))?;
+            match parse_record(&record) {
+                Parsed::Record {
+                    seq,
+                    payload,
+                    total,
+                } => {
+                    *offset += total as u64;
+                    if seq < self.next_seq {
+                        continue;
+                    }
+                    self.next_seq = seq + 1;
+                    return Ok(Some((seq, payload.to_vec())));
+                }
+                _ => {
+                    return Err(SpoolError::Io {
+                        path,
+                        source: std::io::Error::other(format!(
+                            "record at offset {offset} does not parse after recovery"
+                        )),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Test hook: the cursors and their acknowledged positions.
+impl Spool {
+    pub fn cursors(&self) -> HashMap<String, u64> {
+        self.lock()
+            .cursors
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}

@@ -1,0 +1,487 @@
+//! The spool's guarantees, each counted: nothing accepted is lost across
+//! restarts, nothing acknowledged is replayed, known-bad files recover, and
+//! every `when_full` policy accounts for every reading.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
+use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
+use proptest::prelude::*;
+
+fn registry(names: &[&str]) -> PointRegistry {
+    let mut r = PointRegistry::new();
+    for n in names {
+        r.insert(PointMeta::plain(n, "d", 1000)).unwrap();
+    }
+    r
+}
+
+fn cfg(dir: &Path, segment_bytes: u64, max_bytes: u64, when_full: WhenFull) -> SpoolConfig {
+    SpoolConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes,
+        max_bytes,
+        when_full,
+        fsync: FsyncPolicy::Never,
+    }
+}
+
+/// A batch whose readings carry values `start..start + n` for point 0.
+fn batch(start: i64, n: usize) -> Vec<Reading> {
+    (0..n as i64)
+        .map(|i| Reading {
+            point: PointId(0),
+            value: Some(Value::I64(start + i)),
+            quality: Quality::Good,
+            source_ts: Timestamp(start + i),
+            received_ts: Timestamp(start + i),
+        })
+        .collect()
+}
+
+fn values(readings: &[Reading]) -> Vec<i64> {
+    readings
+        .iter()
+        .map(|r| match r.value {
+            Some(Value::I64(v)) => v,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Reads everything available for `cursor` (acknowledging it if `ack`).
+fn drain(spool: &Spool, reg: &PointRegistry, cursor: &str, ack: bool) -> Vec<i64> {
+    let mut reader = spool.reader(cursor, reg);
+    let mut out = Vec::new();
+    loop {
+        let d = reader.next(1000, Duration::from_millis(1)).unwrap();
+        if d.records == 0 {
+            return out;
+        }
+        out.extend(values(&d.readings));
+        if ack {
+            spool.ack(cursor, d.last_seq).unwrap();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_records_are_never_replayed_and_unacknowledged_ones_always_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let c = cfg(dir.path(), 1024, 1 << 30, WhenFull::Block);
+    {
+        let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        for i in 0..10 {
+            spool.append(&batch(i * 10, 10)).unwrap();
+        }
+        let mut reader = spool.reader("db", &reg);
+        let d = reader.next(35, Duration::ZERO).unwrap();
+        assert_eq!(
+            values(&d.readings),
+            (0..40).collect::<Vec<_>>(),
+            "whole records, at least the asked rows"
+        );
+        spool.ack("db", d.last_seq).unwrap();
+    } // dropped without close: like a crash after the ack
+    let (spool, report) = Spool::open(c, &reg, &["db"]).unwrap();
+    assert_eq!(report.pending_records, 6);
+    assert_eq!(
+        drain(&spool, &reg, "db", true),
+        (40..100).collect::<Vec<_>>()
+    );
+    assert!(
+        spool
+            .dir()
+            .read_dir()
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("seg-"))
+            .count()
+            <= 1,
+        "acknowledged segments are deleted"
+    );
+}
+
+#[test]
+fn a_segment_stays_until_every_cursor_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 200, 1 << 30, WhenFull::Block),
+        &reg,
+        &["sqlite", "questdb"],
+    )
+    .unwrap();
+    for i in 0..20 {
+        spool.append(&batch(i, 1)).unwrap();
+    }
+    assert_eq!(drain(&spool, &reg, "sqlite", true).len(), 20);
+    let segments = |s: &Spool| {
+        s.dir()
+            .read_dir()
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("seg-")
+            })
+            .count()
+    };
+    let before = segments(&spool);
+    assert!(before > 2);
+    assert_eq!(
+        drain(&spool, &reg, "questdb", false).len(),
+        20,
+        "the slow cursor still gets everything"
+    );
+    assert_eq!(segments(&spool), before);
+    assert_eq!(drain(&spool, &reg, "questdb", true).len(), 20);
+    assert_eq!(segments(&spool), 1);
+}
+
+fn seg_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes 5 records of 4 readings into one segment; returns the file and the
+/// offsets at which each record starts.
+fn five_records(dir: &Path, reg: &PointRegistry) -> (std::path::PathBuf, Vec<u64>) {
+    let (spool, _) =
+        Spool::open(cfg(dir, 1 << 20, 1 << 30, WhenFull::Block), reg, &["db"]).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..5 {
+        offsets.push(
+            std::fs::metadata(
+                seg_files(dir)
+                    .first()
+                    .map_or_else(|| dir.join("none"), Clone::clone),
+            )
+            .map_or(0, |m| m.len()),
+        );
+        spool.append(&batch(i * 4, 4)).unwrap();
+    }
+    spool.close();
+    (seg_files(dir)[0].clone(), offsets)
+}
+
+/// Damage done to a segment, given the offsets where its records start.
+type Damage = fn(&mut Vec<u8>, &[u64]);
+
+#[test]
+fn known_bad_files_recover_one_by_one() {
+    let reg = registry(&["p"]);
+    // (case, damage, readings expected back, corrupt regions, torn tail?)
+    let cases: Vec<(&str, Damage, Vec<i64>, u64, bool)> = vec![
+        (
+            "torn tail: half a header",
+            |b, o| b.truncate(o[4] as usize + 7),
+            (0..16).collect(),
+            0,
+            true,
+        ),
+        (
+            "torn tail: half a payload",
+            |b, _| {
+                let n = b.len();
+                b.truncate(n - 3);
+            },
+            (0..16).collect(),
+            0,
+            true,
+        ),
+        (
+            "flipped checksum bit in record 2",
+            |b, o| b[o[2] as usize + 16] ^= 0x01,
+            [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15, 16, 17, 18, 19].to_vec(),
+            1,
+            false,
+        ),
+        (
+            "flipped payload bit in record 1",
+            |b, o| b[o[1] as usize + 30] ^= 0x80,
+            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19].to_vec(),
+            1,
+            false,
+        ),
+        (
+            "zeroed header of record 3",
+            |b, o| {
+                let s = o[3] as usize;
+                b[s..s + 20].fill(0);
+            },
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19].to_vec(),
+            1,
+            false,
+        ),
+        (
+            "length field says 4 GiB in record 0",
+            |b, o| {
+                let s = o[0] as usize + 4;
+                b[s..s + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            },
+            (4..20).collect(),
+            1,
+            false,
+        ),
+        (
+            "garbage appended after the last record",
+            |b, _| b.extend_from_slice(&[0xAB; 50]),
+            (0..20).collect(),
+            1,
+            false,
+        ),
+        ("file of zeros", |b, _| b.fill(0), vec![], 1, false),
+    ];
+    for (name, damage, expected, corrupt, torn) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, offsets) = five_records(dir.path(), &reg);
+        let mut bytes = std::fs::read(&path).unwrap();
+        damage(&mut bytes, &offsets);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (spool, report) = Spool::open(
+            cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
+            &reg,
+            &["db"],
+        )
+        .unwrap_or_else(|e| panic!("{name}: recovery must never refuse to start: {e}"));
+        assert_eq!(report.corrupt_regions, corrupt, "{name}: {report:?}");
+        assert_eq!(report.torn_bytes > 0, torn, "{name}: {report:?}");
+        assert_eq!(drain(&spool, &reg, "db", true), expected, "{name}");
+        if corrupt > 0 {
+            assert!(
+                dir.path().join("quarantine").read_dir().unwrap().count() > 0,
+                "{name}: quarantine file"
+            );
+        }
+        // New appends after recovery land after the surviving records.
+        spool.append(&batch(100, 1)).unwrap();
+        assert_eq!(
+            drain(&spool, &reg, "db", true),
+            vec![100],
+            "{name}: append after recovery"
+        );
+        drop(spool);
+        // And a second recovery finds nothing more to repair.
+        let (_, again) = Spool::open(
+            cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
+            &reg,
+            &["db"],
+        )
+        .unwrap();
+        assert_eq!(
+            (again.corrupt_regions, again.torn_bytes),
+            (0, 0),
+            "{name}: repaired for good"
+        );
+    }
+}
+
+#[test]
+fn drop_newest_refuses_and_counts_every_reading_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 300, 600, WhenFull::DropNewest),
+        &reg,
+        &["db"],
+    )
+    .unwrap();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 0..50 {
+        match spool.append(&batch(i * 2, 2)) {
+            Ok(_) => accepted += 2,
+            Err(adit_spool::AppendError::Dropped(n)) => refused += n as u64,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0 && accepted > 0);
+    assert_eq!(
+        spool
+            .stats()
+            .dropped_newest_readings
+            .load(std::sync::atomic::Ordering::Relaxed),
+        refused
+    );
+    let got = drain(&spool, &reg, "db", true);
+    assert_eq!(got.len() as u64, accepted);
+    assert_eq!(
+        got,
+        (0..accepted as i64).collect::<Vec<_>>(),
+        "the oldest are kept"
+    );
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 300, 900, WhenFull::DropOldest),
+        &reg,
+        &["db"],
+    )
+    .unwrap();
+    for i in 0..50 {
+        spool.append(&batch(i * 2, 2)).unwrap();
+    }
+    let dropped = spool
+        .stats()
+        .dropped_oldest_readings
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let got = drain(&spool, &reg, "db", true);
+    assert!(dropped > 0);
+    assert_eq!(got.len() as u64 + dropped, 100, "kept + dropped = appended");
+    assert_eq!(*got.last().unwrap(), 99, "the newest are kept");
+}
+
+#[test]
+fn block_waits_for_an_acknowledgement_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) =
+        Spool::open(cfg(dir.path(), 300, 900, WhenFull::Block), &reg, &["db"]).unwrap();
+    let writer = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                spool.append(&batch(i * 2, 2)).unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut reader = spool.reader("db", &reg);
+    while got.len() < 100 {
+        let d = reader.next(10, Duration::from_millis(50)).unwrap();
+        got.extend(values(&d.readings));
+        if d.records > 0 {
+            spool.ack("db", d.last_seq).unwrap();
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    assert!(
+        spool
+            .stats()
+            .block_waits
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the writer must have waited"
+    );
+}
+
+#[test]
+fn a_config_change_between_runs_maps_spooled_points_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = registry(&["co", "no2", "removed"]);
+    {
+        let (spool, _) = Spool::open(
+            cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
+            &old,
+            &["db"],
+        )
+        .unwrap();
+        let mut b = batch(0, 3);
+        for (i, r) in b.iter_mut().enumerate() {
+            r.point = PointId(i as u32);
+        }
+        spool.append(&b).unwrap();
+    }
+    let new = registry(&["no2", "co"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
+        &new,
+        &["db"],
+    )
+    .unwrap();
+    let d = spool.reader("db", &new).next(100, Duration::ZERO).unwrap();
+    let got: Vec<(u32, i64)> = d
+        .readings
+        .iter()
+        .map(|r| (r.point.0, values(std::slice::from_ref(r))[0]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, 0), (0, 1)],
+        "co was 0 and is now 1; no2 was 1 and is now 0"
+    );
+    assert_eq!(
+        d.unknown_points, 1,
+        "the removed point is counted, not delivered"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    ReadAck(usize),
+    ReadNoAck(usize),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1usize..6).prop_map(Op::Append),
+        2 => (1usize..12).prop_map(Op::ReadAck),
+        1 => (1usize..12).prop_map(Op::ReadNoAck),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The spool against a model (a queue of unacknowledged values): after any
+    /// sequence of appends, reads, acknowledgements and restarts, a reader
+    /// delivers exactly the unacknowledged values, in order.
+    #[test]
+    fn the_spool_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&["p"]);
+        let c = cfg(dir.path(), 256, 1 << 30, WhenFull::Block);
+        let (mut spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        let mut model: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
+        let mut next_value = 0i64;
+        for op in ops {
+            match op {
+                Op::Append(n) => {
+                    spool.append(&batch(next_value, n)).unwrap();
+                    model.extend(next_value..next_value + n as i64);
+                    next_value += n as i64;
+                }
+                Op::ReadAck(n) | Op::ReadNoAck(n) => {
+                    let mut reader = spool.reader("db", &reg);
+                    let d = reader.next(n, Duration::ZERO).unwrap();
+                    let got = values(&d.readings);
+                    let expected: Vec<i64> = model.iter().take(got.len()).copied().collect();
+                    prop_assert_eq!(&got, &expected);
+                    if matches!(op, Op::ReadAck(_)) && d.records > 0 {
+                        spool.ack("db", d.last_seq).unwrap();
+                        for _ in 0..got.len() { model.pop_front(); }
+                    }
+                }
+                Op::Restart => {
+                    drop(spool);
+                    spool = Spool::open(c.clone(), &reg, &["db"]).unwrap().0;
+                }
+            }
+        }
+        prop_assert_eq!(drain(&spool, &reg, "db", true), model.into_iter().collect::<Vec<_>>());
+    }
+}
