@@ -12,7 +12,32 @@ pub struct Config {
     pub http: HttpConfig,
     pub pipeline: PipelineConfig,
     pub sinks: SinksConfig,
+    pub spool: SpoolSettings,
     pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFullPolicy {
+    Block,
+    DropOldest,
+    DropNewest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncSetting {
+    Always,
+    Interval(Duration),
+    Never,
+}
+
+/// The on-disk spool between the pipeline and the sinks.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub segment_size: u64,
+    pub max_size: u64,
+    pub when_full: WhenFullPolicy,
+    pub fsync: FsyncSetting,
 }
 
 impl Config {
@@ -39,7 +64,37 @@ pub struct PipelineConfig {
 
 #[derive(Debug, Clone)]
 pub struct SinksConfig {
-    pub sqlite: SqliteSinkConfig,
+    /// `None` when `[sink.sqlite] enabled = false`.
+    pub sqlite: Option<SqliteSinkConfig>,
+    pub questdb: Option<QuestDbSinkConfig>,
+}
+
+/// A value that may come from the environment and is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QuestDbSinkConfig {
+    /// The whole questdb-rs connection string, `${VAR}` already expanded.
+    pub conf: Secret,
+    pub table: String,
+    pub batch_max_rows: usize,
+    pub batch_max_delay: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub struct RawConfig {
     pub http: Option<RawHttp>,
     pub pipeline: Option<RawPipeline>,
     pub sink: Option<RawSinks>,
+    pub spool: Option<RawSpool>,
     #[serde(default)]
     pub device: Vec<RawDevice>,
 }
@@ -29,12 +30,32 @@ pub struct RawPipeline {
 }
 
 #[derive(Debug, Deserialize, Default)]
+pub struct RawSpool {
+    pub dir: Option<String>,
+    pub segment_size: Option<String>,
+    pub max_size: Option<String>,
+    pub when_full: Option<String>,
+    pub fsync: Option<String>,
+    pub fsync_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
 pub struct RawSinks {
     pub sqlite: Option<RawSqliteSink>,
+    pub questdb: Option<RawQuestDbSink>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawQuestDbSink {
+    pub conf: Option<String>,
+    pub table: Option<String>,
+    pub batch_max_rows: Option<i64>,
+    pub batch_max_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 pub struct RawSqliteSink {
+    pub enabled: Option<bool>,
     pub path: Option<String>,
     pub batch_max_rows: Option<i64>,
     pub batch_max_delay: Option<String>,

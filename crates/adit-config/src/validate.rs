@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use crate::human::parse_duration;
 use crate::model::{
-    Config, DataType, DeviceConfig, HttpConfig, Parity, PipelineConfig, PointConfig, Protocol,
-    SerialConfig, SinksConfig, SqliteSinkConfig, Table, WordOrder,
+    Config, DataType, DeviceConfig, FsyncSetting, HttpConfig, Parity, PipelineConfig, PointConfig,
+    Protocol, QuestDbSinkConfig, Secret, SerialConfig, SinksConfig, SpoolSettings,
+    SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
 };
 use crate::raw::{RawConfig, RawDevice, RawPoint};
 
@@ -127,24 +128,59 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
 
     let rs = raw.sink.as_ref().and_then(|s| s.sqlite.as_ref());
     let sqlite_path = rs.and_then(|s| s.path.as_deref()).unwrap_or("readings.db");
-    let sinks = SinksConfig {
-        sqlite: SqliteSinkConfig {
-            path: resolve_in(&data_dir, sqlite_path),
+    let sqlite = SqliteSinkConfig {
+        path: resolve_in(&data_dir, sqlite_path),
+        batch_max_rows: p.int_in(
+            "sink.sqlite.batch_max_rows",
+            rs.and_then(|s| s.batch_max_rows),
+            5000,
+            1,
+            1_000_000,
+        ) as usize,
+        batch_max_delay: p.duration(
+            "sink.sqlite.batch_max_delay",
+            rs.and_then(|s| s.batch_max_delay.as_deref()),
+            "500ms",
+            true,
+        ),
+    };
+    let questdb = raw
+        .sink
+        .as_ref()
+        .and_then(|s| s.questdb.as_ref())
+        .map(|q| QuestDbSinkConfig {
+            conf: Secret::new(match p.required("sink.questdb.conf", q.conf.as_deref()) {
+                Some(text) => expand_env(&mut p, "sink.questdb.conf", text),
+                None => String::new(),
+            }),
+            table: q.table.clone().unwrap_or_else(|| "readings".into()),
             batch_max_rows: p.int_in(
-                "sink.sqlite.batch_max_rows",
-                rs.and_then(|s| s.batch_max_rows),
-                5000,
+                "sink.questdb.batch_max_rows",
+                q.batch_max_rows,
+                10_000,
                 1,
                 1_000_000,
             ) as usize,
             batch_max_delay: p.duration(
-                "sink.sqlite.batch_max_delay",
-                rs.and_then(|s| s.batch_max_delay.as_deref()),
+                "sink.questdb.batch_max_delay",
+                q.batch_max_delay.as_deref(),
                 "500ms",
                 true,
             ),
-        },
+        });
+    let sqlite_enabled = rs.and_then(|s| s.enabled).unwrap_or(true);
+    if !sqlite_enabled && questdb.is_none() {
+        p.push(
+            "sink.sqlite.enabled",
+            "no sink left: enable sqlite or configure [sink.questdb]",
+        );
+    }
+    let sinks = SinksConfig {
+        sqlite: sqlite_enabled.then_some(sqlite),
+        questdb,
     };
+
+    let spool = validate_spool(&mut p, raw.spool.as_ref(), &data_dir);
 
     let mut device_ids: HashMap<&str, usize> = HashMap::new();
     let mut point_ids: HashMap<&str, String> = HashMap::new();
@@ -185,6 +221,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             http,
             pipeline,
             sinks,
+            spool,
             devices,
         })
     } else {
@@ -230,6 +267,117 @@ fn check_shared_connections(p: &mut Problems, devices: &[DeviceConfig]) {
             }
         }
     }
+}
+
+fn validate_spool(
+    p: &mut Problems,
+    raw: Option<&crate::raw::RawSpool>,
+    data_dir: &Path,
+) -> SpoolSettings {
+    let size = |p: &mut Problems, key: &str, value: Option<&str>, default: &str, min: u64| {
+        let text = value.unwrap_or(default);
+        match crate::human::parse_size(text) {
+            Ok(n) if n >= min => n,
+            Ok(n) => {
+                p.push(
+                    format!("spool.{key}"),
+                    format!("{n} bytes is below the minimum of {min}"),
+                );
+                min
+            }
+            Err(e) => {
+                p.push(format!("spool.{key}"), e);
+                min
+            }
+        }
+    };
+    let segment_size = size(
+        p,
+        "segment_size",
+        raw.and_then(|r| r.segment_size.as_deref()),
+        "64 MiB",
+        64 * 1024,
+    );
+    let max_size = size(
+        p,
+        "max_size",
+        raw.and_then(|r| r.max_size.as_deref()),
+        "2 GiB",
+        1024 * 1024,
+    );
+    if max_size < 2 * segment_size {
+        p.push(
+            "spool.max_size",
+            "must be at least twice spool.segment_size",
+        );
+    }
+    let when_full = match raw
+        .and_then(|r| r.when_full.as_deref())
+        .unwrap_or("drop_oldest")
+    {
+        "block" => WhenFullPolicy::Block,
+        "drop_oldest" => WhenFullPolicy::DropOldest,
+        "drop_newest" => WhenFullPolicy::DropNewest,
+        other => {
+            p.push(
+                "spool.when_full",
+                format!("unknown policy {other:?}; expected block, drop_oldest or drop_newest"),
+            );
+            WhenFullPolicy::DropOldest
+        }
+    };
+    let interval = p.duration(
+        "spool.fsync_interval",
+        raw.and_then(|r| r.fsync_interval.as_deref()),
+        "100ms",
+        true,
+    );
+    let fsync = match raw.and_then(|r| r.fsync.as_deref()).unwrap_or("interval") {
+        "always" => FsyncSetting::Always,
+        "interval" => FsyncSetting::Interval(interval),
+        "never" => FsyncSetting::Never,
+        other => {
+            p.push(
+                "spool.fsync",
+                format!("unknown policy {other:?}; expected always, interval or never"),
+            );
+            FsyncSetting::Interval(interval)
+        }
+    };
+    SpoolSettings {
+        dir: resolve_in(
+            data_dir,
+            raw.and_then(|r| r.dir.as_deref()).unwrap_or("spool"),
+        ),
+        segment_size,
+        max_size,
+        when_full,
+        fsync,
+    }
+}
+
+/// Expands `${NAME}` from the environment (for secrets such as passwords in
+/// connection strings). A missing variable is a config error that names the
+/// variable, never its value.
+fn expand_env(p: &mut Problems, path: &str, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            p.push(path, "unclosed ${ in value");
+            return out;
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => p.push(path, format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn resolve_in(dir: &Path, path: &str) -> PathBuf {

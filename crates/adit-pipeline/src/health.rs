@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Health {
     pipeline_running: AtomicBool,
+    fatal: AtomicBool,
     sink_ready: AtomicBool,
     sink_failing_since_ms: AtomicU64,
 }
@@ -12,6 +13,14 @@ pub struct Health {
 impl Health {
     pub fn set_pipeline_running(&self, v: bool) {
         self.pipeline_running.store(v, Ordering::Relaxed);
+    }
+    /// A failure adit cannot recover from without a restart (a failed spool
+    /// fsync): the process should exit so its supervisor restarts it.
+    pub fn set_fatal(&self, v: bool) {
+        self.fatal.store(v, Ordering::Relaxed);
+    }
+    pub fn is_fatal(&self) -> bool {
+        self.fatal.load(Ordering::Relaxed)
     }
     pub fn set_sink_ready(&self, v: bool) {
         self.sink_ready.store(v, Ordering::Relaxed);
@@ -30,7 +39,7 @@ impl Health {
     }
     /// Alive: the pipeline's stages are running.
     pub fn is_live(&self) -> bool {
-        self.pipeline_running.load(Ordering::Relaxed)
+        self.pipeline_running.load(Ordering::Relaxed) && !self.is_fatal()
     }
     /// Ready: alive, the sink is open, and its last write did not fail.
     pub fn is_ready(&self) -> bool {

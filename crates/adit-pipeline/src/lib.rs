@@ -1,13 +1,15 @@
-//! The pipeline runtime: sources → normalize → live state → sink, over bounded
-//! channels, with supervision and graceful shutdown.
+//! The pipeline runtime: sources → normalize → live state → spool → sinks,
+//! over bounded channels, with supervision and graceful shutdown.
 //!
 //! Invariants:
 //! - every channel is bounded; a full channel applies backpressure (counted in
 //!   `adit_pipeline_backpressure_total`), it never drops;
-//! - a reading accepted from a source reaches the sink, or is counted in
-//!   `adit_sink_readings_dropped_total` with a reason;
+//! - a reading accepted from a source reaches the spool, or is counted in
+//!   `adit_sink_readings_dropped_total` / the spool's drop counters with a
+//!   reason; from the spool it reaches every sink, at least once;
 //! - on shutdown, sources stop first, then every stage drains what it holds
-//!   before it exits;
+//!   into the spool; sinks deliver until the drain deadline and the rest stays
+//!   in the spool;
 //! - a source task that fails or panics is restarted with backoff and counted.
 
 pub mod deadband;
@@ -24,6 +26,6 @@ pub use health::Health;
 pub use live::{LiveState, PointState, QualitySummary};
 pub use metrics::Metrics;
 pub use normalize::{normalize_batch, ClockRules};
-pub use runtime::{Pipeline, PipelineOptions, SourceFactory};
+pub use runtime::{Pipeline, PipelineOptions, ShutdownReport, SourceFactory};
 pub use sink::{Sink, SinkError, SinkOptions};
 pub use source::{ReadingSender, SendError, Source, SourceContext, SourceError, SourceFuture};

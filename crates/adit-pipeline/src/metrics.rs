@@ -7,8 +7,114 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// Spool counters, mirrored from the spool's own atomics once a second.
+#[derive(Clone)]
+pub struct SpoolMetrics {
+    pub bytes: IntGauge,
+    pub pending_records: IntGauge,
+    pub appended_readings: IntCounter,
+    pub dropped: IntCounterVec,
+    pub block_waits: IntCounter,
+    pub disk_full: IntCounter,
+    pub fsyncs: IntCounter,
+    pub fsync_failures: IntCounter,
+    seen: std::sync::Arc<std::sync::Mutex<[u64; 8]>>,
+}
+
+impl SpoolMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let plain = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            bytes: gauge("adit_spool_bytes", "Bytes in spool segments on disk.")?,
+            pending_records: gauge(
+                "adit_spool_pending_records",
+                "Spooled records not yet acknowledged by the slowest sink.",
+            )?,
+            appended_readings: plain(
+                "adit_spool_appended_readings_total",
+                "Readings appended to the spool.",
+            )?,
+            dropped: counter(
+                registry,
+                "adit_spool_dropped_readings_total",
+                "Readings the spool dropped, by reason (full_oldest, full_newest, unknown_point).",
+                &["reason"],
+            )?,
+            block_waits: plain(
+                "adit_spool_block_waits_total",
+                "Times an append waited for space (when_full = block).",
+            )?,
+            disk_full: plain(
+                "adit_spool_disk_full_total",
+                "Appends that hit a full disk (ENOSPC).",
+            )?,
+            fsyncs: plain("adit_spool_fsyncs_total", "fsync calls on spool segments.")?,
+            fsync_failures: plain(
+                "adit_spool_fsync_failures_total",
+                "Failed fsyncs; each stops the spool writer until restart.",
+            )?,
+            seen: std::sync::Arc::default(),
+        })
+    }
+
+    /// Copies the spool's counters into the metrics.
+    pub fn update(&self, spool: &adit_spool::Spool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = spool.stats();
+        let now = [
+            s.appended_readings.load(Relaxed),
+            s.dropped_oldest_readings.load(Relaxed),
+            s.dropped_newest_readings.load(Relaxed),
+            s.dropped_unknown_point_readings.load(Relaxed),
+            s.block_waits.load(Relaxed),
+            s.disk_full_events.load(Relaxed),
+            s.fsyncs.load(Relaxed),
+            s.fsync_failures.load(Relaxed),
+        ];
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let delta: Vec<u64> = now
+            .iter()
+            .zip(seen.iter())
+            .map(|(n, o)| n.saturating_sub(*o))
+            .collect();
+        *seen = now;
+        drop(seen);
+        self.appended_readings.inc_by(delta[0]);
+        self.dropped
+            .with_label_values(&["full_oldest"])
+            .inc_by(delta[1]);
+        self.dropped
+            .with_label_values(&["full_newest"])
+            .inc_by(delta[2]);
+        self.dropped
+            .with_label_values(&["unknown_point"])
+            .inc_by(delta[3]);
+        self.block_waits.inc_by(delta[4]);
+        self.disk_full.inc_by(delta[5]);
+        self.fsyncs.inc_by(delta[6]);
+        self.fsync_failures.inc_by(delta[7]);
+        self.bytes
+            .set(i64::try_from(s.bytes.load(Relaxed)).unwrap_or(i64::MAX));
+        self.pending_records
+            .set(i64::try_from(spool.pending_records()).unwrap_or(i64::MAX));
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    pub spool: SpoolMetrics,
     pub registry: Registry,
     pub source_readings: IntCounterVec,
     pub readings: IntCounterVec,
@@ -70,6 +176,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(deadband_suppressed.clone()))?;
         Ok(Self {
+            spool: SpoolMetrics::new(&registry)?,
             source_readings: counter(
                 &registry,
                 "adit_source_readings_total",

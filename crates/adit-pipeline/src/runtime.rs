@@ -1,19 +1,21 @@
-//! Wiring and lifecycle of the pipeline: starts the stages, supervises the
-//! sources, and shuts down in order (sources, then normalize, then sink), each
-//! stage draining what it holds.
+//! Wiring and lifecycle of the pipeline: sources → normalize (+ live state,
+//! deadband) → spool writer → one stage per sink. Shutdown goes in order:
+//! sources stop, normalize drains into the spool, the spool is flushed and
+//! fsynced, then each sink delivers what it can until the drain deadline;
+//! anything left is safe in the spool for the next start.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use adit_core::{Batch, PointRegistry, QualityClass, Timestamp};
-use tokio::sync::{mpsc, watch};
+use adit_spool::{AppendError, Spool};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadband::Deadband;
 use crate::normalize::{normalize_batch, ClockRules};
-use crate::sink::{run_sink, Sink, SinkOptions};
+use crate::sink::{run_sink, Sink, SinkOptions, SinkStage, StopSignal};
 use crate::source::{ReadingSender, Source, SourceContext};
 use crate::supervisor::supervise;
 use crate::{Health, LiveState, Metrics};
@@ -25,29 +27,33 @@ pub type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
 pub struct PipelineOptions {
     pub channel_capacity: usize,
     pub clock: ClockRules,
-    pub sink: SinkOptions,
-    /// How long shutdown may take to drain before giving up on the sink.
+    /// How long shutdown may spend delivering spooled readings to sinks.
     pub drain_timeout: Duration,
 }
 
 /// A running pipeline.
 pub struct Pipeline {
     shutdown: CancellationToken,
-    drain_deadline: watch::Sender<Option<Instant>>,
     sources: Vec<JoinHandle<()>>,
     normalize: JoinHandle<()>,
-    sink: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    sinks: Vec<JoinHandle<()>>,
+    stop_sinks: Arc<StopSignal>,
+    spool: Spool,
     live: Arc<Mutex<LiveState>>,
     registry: Arc<PointRegistry>,
     health: Arc<Health>,
+    metrics: Metrics,
     drain_timeout: Duration,
 }
 
 /// What shutdown achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Every stage finished within the drain timeout.
+    /// Every sink acknowledged everything that was spooled.
     pub drained: bool,
+    /// Records left in the spool for the next start.
+    pub left_in_spool: u64,
 }
 
 impl Pipeline {
@@ -55,33 +61,49 @@ impl Pipeline {
     pub fn start(
         registry: Arc<PointRegistry>,
         sources: Vec<(&'static str, SourceFactory)>,
-        sink: Box<dyn Sink>,
+        sinks: Vec<(Box<dyn Sink>, SinkOptions)>,
+        spool: Spool,
         options: PipelineOptions,
         metrics: &Metrics,
         health: Arc<Health>,
     ) -> Self {
         let shutdown = CancellationToken::new();
-        let (drain_deadline, drain_rx) = watch::channel(None);
         let (source_tx, source_rx) = mpsc::channel::<Batch>(options.channel_capacity);
-        let (sink_tx, sink_rx) = mpsc::channel::<Batch>(options.channel_capacity);
+        let (spool_tx, spool_rx) = mpsc::channel::<Batch>(options.channel_capacity);
         let live = Arc::new(Mutex::new(LiveState::new(&registry)));
+        let stop_sinks = Arc::new(StopSignal::default());
 
-        let sink = tokio::spawn(run_sink(
-            sink,
-            sink_rx,
-            options.sink,
-            metrics.clone(),
-            health.clone(),
-            drain_rx,
-        ));
-        let to_sink = ReadingSender::new(
-            sink_tx,
-            metrics.backpressure.with_label_values(&["sink"]),
+        let sinks = sinks
+            .into_iter()
+            .map(|(sink, sink_options)| {
+                let stage = SinkStage {
+                    sink,
+                    spool: spool.clone(),
+                    registry: registry.clone(),
+                    options: sink_options,
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                    stop: stop_sinks.clone(),
+                };
+                tokio::task::spawn_blocking(move || run_sink(stage))
+            })
+            .collect();
+        let writer = {
+            let spool = spool.clone();
+            let metrics = metrics.clone();
+            let health = health.clone();
+            tokio::task::spawn_blocking(move || {
+                run_spool_writer(spool_rx, &spool, &metrics, &health);
+            })
+        };
+        let to_spool = ReadingSender::new(
+            spool_tx,
+            metrics.backpressure.with_label_values(&["spool"]),
             None,
         );
         let normalize = tokio::spawn(run_normalize(
             source_rx,
-            to_sink,
+            to_spool,
             registry.clone(),
             live.clone(),
             options.clock,
@@ -104,16 +126,34 @@ impl Pipeline {
             .collect();
         drop(source_tx);
         health.set_pipeline_running(true);
+        let spool_metrics = {
+            let spool = spool.clone();
+            let m = metrics.spool.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => m.update(&spool),
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        drop(spool_metrics);
 
         Self {
             shutdown,
-            drain_deadline,
             sources,
             normalize,
-            sink,
+            writer,
+            sinks,
+            stop_sinks,
+            spool,
             live,
             registry,
             health,
+            metrics: metrics.clone(),
             drain_timeout: options.drain_timeout,
         }
     }
@@ -126,26 +166,68 @@ impl Pipeline {
         self.registry.clone()
     }
 
-    /// Stops the sources, then drains normalize and sink within the drain timeout.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Stops the sources, spools what is in flight, then lets the sinks
+    /// deliver until the drain timeout.
     pub async fn shutdown(self) -> ShutdownReport {
-        let deadline = Instant::now() + self.drain_timeout;
         self.shutdown.cancel();
-        let _ = self.drain_deadline.send(Some(deadline));
-        let all = async {
-            for s in self.sources {
-                let _ = s.await;
-            }
-            let _ = self.normalize.await;
-            let _ = self.sink.await;
-        };
-        let drained = tokio::time::timeout_at(deadline + Duration::from_secs(1), all)
-            .await
-            .is_ok();
-        self.health.set_pipeline_running(false);
-        if !drained {
-            tracing::error!("pipeline did not drain within {:?}", self.drain_timeout);
+        for s in self.sources {
+            let _ = s.await;
         }
-        ShutdownReport { drained }
+        let _ = self.normalize.await;
+        let _ = self.writer.await;
+        self.spool.close();
+        let final_seq = self.spool.last_seq();
+        self.stop_sinks
+            .stop(final_seq, std::time::Instant::now() + self.drain_timeout);
+        for s in self.sinks {
+            let _ = s.await;
+        }
+        self.health.set_pipeline_running(false);
+        let left_in_spool = self.spool.pending_records();
+        self.metrics.spool.update(&self.spool);
+        if left_in_spool > 0 {
+            tracing::warn!(
+                records = left_in_spool,
+                "not every sink caught up before the drain deadline; the rest is kept in the spool"
+            );
+        }
+        ShutdownReport {
+            drained: left_in_spool == 0,
+            left_in_spool,
+        }
+    }
+}
+
+/// Appends every batch to the spool. Blocking.
+fn run_spool_writer(
+    mut rx: mpsc::Receiver<Batch>,
+    spool: &Spool,
+    metrics: &Metrics,
+    health: &Health,
+) {
+    let failed = metrics
+        .sink_dropped
+        .with_label_values(&["spool", "spool_failed"]);
+    let mut reported = false;
+    while let Some(batch) = rx.blocking_recv() {
+        match spool.append(&batch) {
+            Ok(_) | Err(AppendError::Dropped(_)) => {} // drops are counted by the spool
+            Err(AppendError::Failed(why)) => {
+                failed.inc_by(batch.len() as u64);
+                health.set_fatal(true);
+                if !reported {
+                    tracing::error!(error = %why, "spool writer failed: readings cannot be stored until adit restarts");
+                    reported = true;
+                }
+            }
+            Err(AppendError::Closed) => {
+                failed.inc_by(batch.len() as u64);
+            }
+        }
     }
 }
 
@@ -166,9 +248,9 @@ async fn run_normalize(
     let flagged_conversion = metrics.flagged.with_label_values(&["conversion"]);
     let flagged_range = metrics.flagged.with_label_values(&["out_of_range"]);
     let flagged_clock = metrics.flagged.with_label_values(&["clock_invalid"]);
-    let sink_gone = metrics
+    let spool_gone = metrics
         .sink_dropped
-        .with_label_values(&["any", "sink_stopped"]);
+        .with_label_values(&["spool", "writer_stopped"]);
     let mut deadband = Deadband::new(&registry);
     while let Some(mut batch) = rx.recv().await {
         let flagged = normalize_batch(&mut batch, &registry, rules, Timestamp::now());
@@ -192,8 +274,8 @@ async fn run_normalize(
         }
         let n = batch.len();
         if out.send(batch).await.is_err() {
-            sink_gone.inc_by(n as u64);
-            tracing::error!(readings = n, "sink stage is gone; readings not stored");
+            spool_gone.inc_by(n as u64);
+            tracing::error!(readings = n, "spool writer is gone; readings not stored");
         }
     }
 }

@@ -13,6 +13,7 @@ use adit_pipeline::{
     ClockRules, Health, Metrics, Pipeline, PipelineOptions, Sink, SinkError, SinkOptions, Source,
     SourceContext, SourceError, SourceFactory, SourceFuture,
 };
+use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 
 fn registry() -> Arc<PointRegistry> {
     registry_with_deadband(None)
@@ -33,18 +34,21 @@ fn registry_with_deadband(deadband: Option<f64>) -> Arc<PointRegistry> {
     Arc::new(r)
 }
 
+fn sink_options() -> SinkOptions {
+    SinkOptions {
+        batch_max_rows: 500,
+        batch_max_delay: Duration::from_millis(20),
+        retry_min: Duration::from_millis(5),
+        retry_max: Duration::from_millis(40),
+    }
+}
+
 fn options() -> PipelineOptions {
     PipelineOptions {
         channel_capacity: 4,
         clock: ClockRules {
             max_future_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(86_400),
-        },
-        sink: SinkOptions {
-            batch_max_rows: 500,
-            batch_max_delay: Duration::from_millis(20),
-            retry_min: Duration::from_millis(5),
-            retry_max: Duration::from_millis(40),
         },
         drain_timeout: Duration::from_secs(10),
     }
@@ -127,6 +131,7 @@ impl Sink for RecordingSink {
 }
 
 struct Harness {
+    dir: tempfile::TempDir,
     accepted: Arc<AtomicU64>,
     runs: Arc<AtomicUsize>,
     values: Arc<Mutex<Vec<i64>>>,
@@ -174,15 +179,26 @@ fn start_with(
         fail_retryable,
         fail_permanent,
     };
+    let dir = tempfile::tempdir().unwrap();
+    let spool_cfg = SpoolConfig {
+        dir: dir.path().join("spool"),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        when_full: WhenFull::Block,
+        fsync: FsyncPolicy::Never,
+    };
+    let (spool, _) = Spool::open(spool_cfg, &registry, &["recording"]).unwrap();
     let pipeline = Pipeline::start(
         registry,
         vec![("test", factory)],
-        Box::new(sink),
+        vec![(Box::new(sink), sink_options())],
+        spool,
         options(),
         &metrics,
         Arc::new(Health::default()),
     );
     Harness {
+        dir,
         accepted,
         runs,
         values,
@@ -274,21 +290,29 @@ async fn retryable_sink_errors_are_retried_until_the_batch_lands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanent_sink_error_drops_only_that_batch_and_counts_every_reading_of_it() {
+async fn a_permanent_sink_error_quarantines_only_that_batch_and_counts_every_reading_of_it() {
     let h = start(false, 0, 1, 10);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(h.pipeline.shutdown().await.drained);
     let dropped = counter(
         &h.metrics,
         "adit_sink_readings_dropped_total",
-        &[("reason", "permanent_error")],
+        &[("reason", "quarantined")],
     );
     let stored = h.values.lock().unwrap().len() as f64;
     assert!(dropped >= 10.0);
     assert_eq!(
         stored + dropped,
         h.accepted.load(Ordering::SeqCst) as f64,
-        "stored + dropped must account for every reading"
+        "stored + quarantined must account for every reading"
+    );
+    let quarantine = h.dir.path().join("spool/quarantine");
+    let files: Vec<_> = std::fs::read_dir(&quarantine).unwrap().collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "the refused batch is kept in {}",
+        quarantine.display()
     );
 }
 

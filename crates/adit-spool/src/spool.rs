@@ -272,6 +272,11 @@ impl Spool {
         &self.shared.cfg.dir
     }
 
+    /// Fingerprint of the current point table (see `points`).
+    pub fn fingerprint(&self) -> u64 {
+        self.shared.fingerprint
+    }
+
     /// Records appended but not yet acknowledged by the slowest cursor.
     pub fn pending_records(&self) -> u64 {
         let st = self.lock();

@@ -11,7 +11,9 @@ use adit_pipeline::{
     ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, Sink, SinkOptions,
     SourceFactory,
 };
+use adit_sink_questdb::{Conf, QuestDbSink};
 use adit_sink_sqlite::SqliteSink;
+use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,24 @@ pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId
         per_device.push(ids);
     }
     Ok((registry, per_device))
+}
+
+fn spool_config(s: &adit_config::SpoolSettings) -> SpoolConfig {
+    SpoolConfig {
+        dir: s.dir.clone(),
+        segment_bytes: s.segment_size,
+        max_bytes: s.max_size,
+        when_full: match s.when_full {
+            adit_config::WhenFullPolicy::Block => WhenFull::Block,
+            adit_config::WhenFullPolicy::DropOldest => WhenFull::DropOldest,
+            adit_config::WhenFullPolicy::DropNewest => WhenFull::DropNewest,
+        },
+        fsync: match s.fsync {
+            adit_config::FsyncSetting::Always => FsyncPolicy::Always,
+            adit_config::FsyncSetting::Interval(d) => FsyncPolicy::Interval(d),
+            adit_config::FsyncSetting::Never => FsyncPolicy::Never,
+        },
+    }
 }
 
 /// A running adit.
@@ -117,21 +137,54 @@ impl App {
             sources.push((protocol, factory));
         }
 
-        let sqlite = &config.sinks.sqlite;
         let registry = Arc::new(registry);
-        let sink: Box<dyn Sink> = if let Some(sink) = sink {
-            sink
+        let retry = |batch_max_rows, batch_max_delay| SinkOptions {
+            batch_max_rows,
+            batch_max_delay,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+        };
+        let mut sinks: Vec<(Box<dyn Sink>, SinkOptions)> = Vec::new();
+        if let Some(sink) = sink {
+            sinks.push((sink, retry(20_000, Duration::from_millis(200))));
         } else {
-            let sink_path = sqlite.path.clone();
-            let open_registry = registry.clone();
-            let sink =
-                tokio::task::spawn_blocking(move || SqliteSink::open(&sink_path, &open_registry))
+            if let Some(sqlite) = &config.sinks.sqlite {
+                let path = sqlite.path.clone();
+                let reg = registry.clone();
+                let opened = tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg))
                     .await
                     .map_err(|e| AppError::Sink(e.to_string()))?
                     .map_err(AppError::Sink)?;
-            tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
-            Box::new(sink)
-        };
+                tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
+                sinks.push((
+                    Box::new(opened),
+                    retry(sqlite.batch_max_rows, sqlite.batch_max_delay),
+                ));
+            }
+            if let Some(q) = &config.sinks.questdb {
+                let sink = QuestDbSink::new(
+                    Conf(q.conf.expose().to_string()),
+                    q.table.clone(),
+                    registry.clone(),
+                );
+                tracing::info!(table = %q.table, "questdb sink configured (connects on first write)");
+                sinks.push((Box::new(sink), retry(q.batch_max_rows, q.batch_max_delay)));
+            }
+        }
+
+        let cursors: Vec<&'static str> = sinks.iter().map(|(s, _)| s.name()).collect();
+        let spool_cfg = spool_config(&config.spool);
+        let reg = registry.clone();
+        let (spool, report) =
+            tokio::task::spawn_blocking(move || Spool::open(spool_cfg, &reg, &cursors))
+                .await
+                .map_err(|e| AppError::Sink(e.to_string()))?
+                .map_err(|e| AppError::Sink(e.to_string()))?;
+        if report.corrupt_regions > 0 || report.torn_bytes > 0 || report.ledger_missing {
+            tracing::warn!(?report, dir = %config.spool.dir.display(), "spool recovered from damage");
+        } else {
+            tracing::info!(records = report.records, pending = report.pending_records, dir = %config.spool.dir.display(), "spool open");
+        }
 
         let options = PipelineOptions {
             channel_capacity: config.pipeline.channel_capacity,
@@ -139,15 +192,17 @@ impl App {
                 max_future_skew: config.pipeline.max_future_skew,
                 max_age: config.pipeline.max_age,
             },
-            sink: SinkOptions {
-                batch_max_rows: sqlite.batch_max_rows,
-                batch_max_delay: sqlite.batch_max_delay,
-                retry_min: Duration::from_millis(100),
-                retry_max: Duration::from_secs(30),
-            },
             drain_timeout: Duration::from_secs(10),
         };
-        let pipeline = Pipeline::start(registry, sources, sink, options, &metrics, health.clone());
+        let pipeline = Pipeline::start(
+            registry,
+            sources,
+            sinks,
+            spool,
+            options,
+            &metrics,
+            health.clone(),
+        );
 
         let http_stop = CancellationToken::new();
         let (http_addr, http) = match config.http.listen {
@@ -191,9 +246,19 @@ impl App {
         self.pipeline.registry()
     }
 
+    pub fn spool(&self) -> &Spool {
+        self.pipeline.spool()
+    }
+
     /// Stops sources, drains everything accepted into the sink, stops HTTP.
     pub async fn shutdown(self) -> bool {
         let report = self.pipeline.shutdown().await;
+        if report.left_in_spool > 0 {
+            tracing::warn!(
+                records = report.left_in_spool,
+                "left in the spool; delivered at the next start"
+            );
+        }
         self.http_stop.cancel();
         if let Some(h) = self.http {
             let _ = h.await;

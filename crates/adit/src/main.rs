@@ -259,13 +259,21 @@ fn describe(config: &Config) -> String {
     let mut protocols: Vec<&str> = config.devices.iter().map(|d| d.protocol.name()).collect();
     protocols.sort_unstable();
     protocols.dedup();
+    let mut sinks = Vec::new();
+    if let Some(sqlite) = &config.sinks.sqlite {
+        sinks.push(format!("sqlite at {}", sqlite.path.display()));
+    }
+    if let Some(q) = &config.sinks.questdb {
+        sinks.push(format!("questdb table {}", q.table));
+    }
     format!(
-        "site {:?}: {} device(s) ({}), {} point(s); sink sqlite at {}; http {}",
+        "site {:?}: {} device(s) ({}), {} point(s); sink {}; spool {}; http {}",
         config.site,
         config.devices.len(),
         protocols.join(", "),
         config.point_count(),
-        config.sinks.sqlite.path.display(),
+        sinks.join(" + "),
+        config.spool.dir.display(),
         http
     )
 }
@@ -335,13 +343,17 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     for device in &mut config.devices {
         device.address.clone_from(&sim_addr);
     }
-    config.sinks.sqlite.path = dir.join("readings.db");
+    let db_path = dir.join("readings.db");
+    if let Some(sqlite) = config.sinks.sqlite.as_mut() {
+        sqlite.path.clone_from(&db_path);
+    }
+    config.spool.dir = dir.join("spool");
     config.data_dir = dir;
 
     let app = App::start(&config, HttpBind::BestEffort)
         .await
         .map_err(|e| e.to_string())?;
-    let db = config.sinks.sqlite.path.display();
+    let db = db_path.display();
     say!(
         "adit demo — a simulated road tunnel, two bores, {} points",
         config.point_count()
@@ -382,7 +394,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     say!("stopping: draining readings into SQLite…");
     let drained = app.shutdown().await;
     sim.stop().await;
-    let stored = rows_in(&config.sinks.sqlite.path);
+    let stored = rows_in(&db_path);
     say!("stopped; {db} holds {stored} readings");
     if drained {
         Ok(())

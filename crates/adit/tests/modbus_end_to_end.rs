@@ -21,7 +21,10 @@ fn demo_config(sim: SocketAddr, dir: &Path) -> Config {
     for d in &mut config.devices {
         d.address = sim.to_string();
     }
-    config.sinks.sqlite.path = dir.join("readings.db");
+    if let Some(sqlite) = config.sinks.sqlite.as_mut() {
+        sqlite.path = dir.join("readings.db");
+    }
+    config.spool.dir = dir.join("spool");
     config.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config
 }
