@@ -2,10 +2,11 @@
 # The test command (README, CI): formatting, lints, every test, and a check of
 # every example config. Works on a fresh Debian machine as root with the Rust
 # toolchain and Python 3 with pip. Real peers: our Modbus simulator (in-process),
-# pymodbus (installed below), a pseudo terminal for RTU; SQLite is embedded.
-# When a test needs a real service (Mosquitto, VictoriaMetrics, Alertmanager),
-# install and start it on loopback in the "services" section below, and stop it
-# in `cleanup`.
+# pymodbus and victoria-metrics (installed below; the tests start and stop
+# their own instances on free loopback ports), a pseudo terminal for RTU, a
+# small tmpfs for the disk-full test (root); SQLite is embedded. When a test
+# needs another real service (Mosquitto, Alertmanager), install it in the
+# "services" section below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,15 @@ if ! python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1"
   python3 -m pip install --quiet --root-user-action=ignore 'pymodbus==3.16.1' \
     || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'pymodbus==3.16.1'
 fi
+
+# victoria-metrics: the line-protocol database of the spool/sink tests (Debian
+# package; the tests start and stop it themselves on loopback ports).
+if ! command -v victoria-metrics >/dev/null 2>&1; then
+  echo "== installing victoria-metrics (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics
+fi
+# The Debian package enables a system service; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop victoria-metrics >/dev/null 2>&1 || true; fi
 
 # ---- checks -----------------------------------------------------------------
 echo "== cargo fmt --check"

@@ -142,7 +142,7 @@ impl App {
             batch_max_rows,
             batch_max_delay,
             retry_min: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(5),
         };
         let mut sinks: Vec<(Box<dyn Sink>, SinkOptions)> = Vec::new();
         if let Some(sink) = sink {
