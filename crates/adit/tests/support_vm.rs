@@ -28,8 +28,12 @@ pub struct VictoriaMetrics {
 
 impl VictoriaMetrics {
     pub fn start(data: &Path) -> Self {
+        Self::start_on(data, free_port())
+    }
+
+    pub fn start_on(data: &Path, port: u16) -> Self {
         let mut vm = Self {
-            port: free_port(),
+            port,
             data: data.to_path_buf(),
             child: None,
         };

@@ -1,0 +1,203 @@
+//! kill -9 at random moments under load, 20 times, then a clean run: every
+//! reading adit accepted is in both sinks, and duplicates are counted.
+//!
+//! Ground truth: during the first ten kills the database is down (connection
+//! refused), so the QuestDB cursor acknowledges nothing and every record adit
+//! accepted stays in the spool; the test reads them there (with a cursor of
+//! its own) while adit is stopped. During the next ten kills the database is
+//! up, so kills also land between a write and its acknowledgement (the
+//! duplicate path). After a final clean run, both sinks must hold every
+//! ground-truth reading and exactly the same set as each other.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::format_push_string
+)]
+
+mod support_vm;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adit_core::Reason;
+use adit_sim_modbus::Simulator;
+use support_vm::{free_port, http, sqlite_rows, VictoriaMetrics};
+
+fn config_text(data: &Path, sim: SocketAddr, db_port: u16, http_port: u16) -> String {
+    let mut text = format!(
+        r#"site = "kill9"
+data_dir = "{data}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[spool]
+segment_size = "128 KiB"
+[sink.sqlite]
+batch_max_delay = "50ms"
+[sink.questdb]
+conf = "http::addr=127.0.0.1:{db_port};protocol_version=1;request_timeout=3000;retry_timeout=500;"
+batch_max_delay = "50ms"
+"#,
+        data = data.display()
+    );
+    for unit in [1u8, 2] {
+        text.push_str(&format!(
+            "[[device]]\nid = \"bore{unit}\"\nprotocol = \"modbus_tcp\"\naddress = \"{sim}\"\nunit_id = {unit}\npoll_interval = \"50ms\"\ntimeout = \"500ms\"\n"
+        ));
+        for (name, table, address, ty) in [
+            ("co_1", "holding", 0, "f32"),
+            ("co_2", "holding", 2, "f32"),
+            ("no2", "holding", 4, "u16"),
+            ("velocity", "holding", 6, "i16"),
+            ("temperature", "holding", 7, "i16"),
+            ("energy", "input", 0, "u32"),
+            ("sump", "input", 2, "f32"),
+        ] {
+            text.push_str(&format!("[[device.point]]\nid = \"b{unit}.{name}\"\ntable = \"{table}\"\naddress = {address}\ntype = \"{ty}\"\n"));
+        }
+    }
+    text
+}
+
+fn spawn_adit(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_adit"))
+        .args(["--log-level", "error", "run", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn metric(http_port: u16, name: &str) -> Option<f64> {
+    let body = http(http_port, "GET", "/metrics", "")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Everything in the spool, read with a cursor of the test's own.
+fn spooled(config: &adit_config::Config) -> HashSet<(String, i64)> {
+    let (registry, _) = adit::app::build_registry(config).unwrap();
+    let cfg = adit_spool::SpoolConfig {
+        dir: config.spool.dir.clone(),
+        segment_bytes: config.spool.segment_size,
+        max_bytes: config.spool.max_size,
+        when_full: adit_spool::WhenFull::Block,
+        fsync: adit_spool::FsyncPolicy::Never,
+    };
+    let (spool, _) =
+        adit_spool::Spool::open(cfg, &registry, &["sqlite", "questdb", "kill9-test"]).unwrap();
+    let mut reader = spool.reader("kill9-test", &registry);
+    let mut out = HashSet::new();
+    loop {
+        let d = reader.next(100_000, Duration::ZERO).unwrap();
+        if d.records == 0 {
+            return out;
+        }
+        for r in d.readings {
+            let ts = if r.quality.reason() == Some(Reason::ClockInvalid) {
+                r.received_ts
+            } else {
+                r.source_ts
+            };
+            out.insert((
+                registry.get(r.point).unwrap().name.to_string(),
+                ts.as_micros() / 1000,
+            ));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_kill_nines_under_load_lose_no_accepted_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), &[1, 2])
+        .await
+        .unwrap();
+    let db_port = free_port();
+    let http_port = free_port();
+    let data = dir.path().join("adit");
+    let config_path = dir.path().join("kill9.toml");
+    std::fs::write(
+        &config_path,
+        config_text(&data, sim.addr(), db_port, http_port),
+    )
+    .unwrap();
+    let config = adit_config::load_file(&config_path).unwrap();
+
+    // Phase A: database down; everything accepted stays in the spool.
+    for _ in 0..10 {
+        let mut adit = spawn_adit(&config_path);
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..900))).await;
+        kill9(&mut adit);
+    }
+    let truth = spooled(&config);
+    assert!(
+        truth.len() > 500,
+        "the load must have produced readings: {}",
+        truth.len()
+    );
+
+    // Phase B: database up; kills land anywhere, including between a write and its ack.
+    let mut vm = VictoriaMetrics::start_on(&dir.path().join("vm"), db_port);
+    for _ in 0..10 {
+        let mut adit = spawn_adit(&config_path);
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..900))).await;
+        kill9(&mut adit);
+    }
+
+    // Final clean run: drain, then stop gracefully.
+    let mut adit = spawn_adit(&config_path);
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if start.elapsed() > Duration::from_secs(3)
+            && metric(http_port, "adit_spool_pending_records") == Some(0.0)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the spool did not drain"
+        );
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(adit.id().to_string())
+        .status();
+    let status = adit.wait().unwrap();
+    assert!(status.success(), "graceful stop after the loop: {status:?}");
+
+    let in_vm = vm.samples();
+    vm.stop();
+    let vm_set: HashSet<(String, i64)> = in_vm.keys().cloned().collect();
+    let in_sqlite: HashSet<(String, i64)> =
+        sqlite_rows(&data.join("readings.db")).into_iter().collect();
+    let duplicates: u32 = in_vm.values().map(|n| n - 1).sum();
+    let lost_vm = truth.difference(&vm_set).count();
+    let lost_sqlite = truth.difference(&in_sqlite).count();
+    println!(
+        "kill -9 × 20: accepted during the first 10 kills {} (ground truth); stored: sqlite {}, victoriametrics {} distinct; lost: vm {lost_vm}, sqlite {lost_sqlite}; duplicates in vm {duplicates}",
+        truth.len(),
+        in_sqlite.len(),
+        vm_set.len()
+    );
+    assert_eq!(lost_vm, 0, "accepted readings missing in VictoriaMetrics");
+    assert_eq!(lost_sqlite, 0, "accepted readings missing in SQLite");
+    let only_vm: Vec<_> = vm_set.difference(&in_sqlite).take(3).collect();
+    let only_sqlite: Vec<_> = in_sqlite.difference(&vm_set).take(3).collect();
+    assert!(
+        only_vm.is_empty() && only_sqlite.is_empty(),
+        "sinks differ: only in VM {only_vm:?}, only in SQLite {only_sqlite:?}"
+    );
+}
