@@ -167,7 +167,10 @@ impl Spool {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let names = registry_names(registry);
         let fp = fingerprint(&names);
-        save_table(&dir, fp, &names).map_err(io(&dir))?;
+        if let Err(e) = save_table(&dir, fp, &names) {
+            // Only needed to map ids after a config change; never a reason not to start.
+            tracing::error!(dir = %dir.display(), error = %e, "cannot save the spool's point table");
+        }
 
         let mut report = RecoveryReport::default();
         let mut segments = recover_segments(&dir, &mut report)?;
@@ -250,7 +253,10 @@ impl Spool {
             stats,
         });
         let spool = Spool { shared };
-        spool.write_ledger(&spool.lock())?;
+        if let Err(e) = spool.write_ledger(&spool.lock()) {
+            // The positions are in memory; the next acknowledgement retries.
+            tracing::error!(error = %e, "cannot write the spool ledger at start");
+        }
         if let FsyncPolicy::Interval(every) = spool.shared.cfg.fsync {
             spawn_flusher(Arc::downgrade(&spool.shared), every);
         }
@@ -517,7 +523,10 @@ impl Spool {
         if let Some(acked) = st.cursors.get_mut(cursor) {
             *acked = (*acked).max(seq);
         }
-        self.write_ledger(&st)?;
+        // Deleting what every cursor has is safe even if the ledger cannot be
+        // written (a full disk): deleted records cannot be replayed. It is
+        // also what frees the disk.
+        let persisted = self.write_ledger(&st);
         let min_acked = st.cursors.values().copied().min().unwrap_or(0);
         let mut freed = false;
         while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked)
@@ -538,7 +547,7 @@ impl Spool {
         if freed {
             self.shared.space.notify_all();
         }
-        Ok(())
+        persisted
     }
 
     /// A reader for `cursor`, starting after its acknowledged position.
