@@ -57,3 +57,20 @@ fn broken_configs_report_exactly_the_golden_errors() {
         );
     }
 }
+
+#[test]
+fn secrets_come_from_the_environment_and_are_never_printed() {
+    // A variable name unique to this test, set only here.
+    std::env::set_var("ADIT_TEST_QUESTDB_PASSWORD", "hunter2");
+    let text = "[sink.questdb]\nconf = \"http::addr=db:9000;username=adit;password=${ADIT_TEST_QUESTDB_PASSWORD};\"\n[[device]]\nid = \"plc\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n[[device.point]]\nid = \"co\"\ntable = \"holding\"\naddress = 0\n";
+    let config = adit_config::load_str(text, "secret.toml").unwrap();
+    let q = config.sinks.questdb.as_ref().unwrap();
+    assert_eq!(
+        q.conf.expose(),
+        "http::addr=db:9000;username=adit;password=hunter2;"
+    );
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "the secret must not appear in Debug output"
+    );
+}

@@ -313,24 +313,39 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
     let mut clock = SummaryClock::new(&app.metrics);
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
+    let mut health_check = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let mut fatal = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = health_check.tick() => {
+                if app.health.is_fatal() {
+                    tracing::error!("a fatal failure (spool writer) needs a restart: stopping so the supervisor restarts adit");
+                    fatal = true;
+                    break;
+                }
+            }
             _ = tick.tick() => {
                 let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
                 tracing::info!(summary = %line, "status");
             }
         }
     }
-    tracing::info!("shutting down: draining accepted readings into the sink");
-    if app.shutdown().await {
-        tracing::info!("stopped cleanly");
-        Ok(())
-    } else {
-        Err("shutdown did not drain within its deadline".into())
+    tracing::info!("shutting down: delivering spooled readings until the drain deadline");
+    let drained = app.shutdown().await;
+    if fatal {
+        return Err("stopped after a fatal spool failure; restart to recover".into());
     }
+    if drained {
+        tracing::info!("stopped cleanly; every sink has every reading");
+    } else {
+        tracing::warn!(
+            "stopped; the readings not yet stored are kept in the spool for the next start"
+        );
+    }
+    Ok(())
 }
 
 async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {
@@ -395,12 +410,14 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     let drained = app.shutdown().await;
     sim.stop().await;
     let stored = rows_in(&db_path);
-    say!("stopped; {db} holds {stored} readings");
     if drained {
-        Ok(())
+        say!("stopped; {db} holds {stored} readings");
     } else {
-        Err("shutdown did not drain within its deadline".into())
+        say!(
+            "stopped; {db} holds {stored} readings, the rest waits in the spool for the next start"
+        );
     }
+    Ok(())
 }
 
 fn rows_in(path: &std::path::Path) -> String {

@@ -1,0 +1,49 @@
+-- QuestDB schema for adit's readings (QuestDB >= 7.3; ILP protocol_version=2
+-- needs QuestDB >= 9). Create it before adit's first write, so that ILP does
+-- not auto-create the table without DEDUP keys.
+--
+-- One row per reading, written by crates/adit-sink-questdb (see its docs):
+--   ts            designated timestamp: the device's time, or adit's receive
+--                 time when the device clock was invalid (1970, far future)
+--   point, device symbols from the config; quality good/uncertain/bad;
+--                 reason comm_failure, device_exception, out_of_range, ...
+--   value         the reading as a number; value_int exact for integers;
+--                 value_text for text points; NULL when there was no value
+--   reason_code   the Modbus exception code (or protocol status)
+--   source_us     the device's own timestamp (µs since the epoch), kept even
+--                 when it was invalid; received_us when adit received it
+--
+-- Replays are idempotent: adit delivers every spooled record at least once
+-- (after kill -9 or a database outage a batch can arrive twice), and a WAL
+-- table with DEDUP UPSERT KEYS(ts, point) keeps one row per point and time.
+-- Two adit instances polling the same devices also collapse here only if
+-- their sample timestamps coincide; they usually do not, so give each
+-- instance its own table or accept both samples.
+--
+-- Durability: QuestDB's default cairo.commit.mode=nosync survives a QuestDB
+-- crash but not a power cut of the database host; set
+--   cairo.commit.mode=sync
+-- in server.conf where the database host can lose power without a UPS. adit
+-- keeps readings in its spool until QuestDB has confirmed them, but it cannot
+-- know about a confirmed commit that the database host then loses.
+
+CREATE TABLE IF NOT EXISTS readings (
+    ts           TIMESTAMP,
+    point        SYMBOL CAPACITY 65536 CACHE,
+    device       SYMBOL CAPACITY 4096 CACHE,
+    quality      SYMBOL CAPACITY 4 CACHE,
+    reason       SYMBOL CAPACITY 16 CACHE,
+    value        DOUBLE,
+    value_int    LONG,
+    value_text   VARCHAR,
+    reason_code  LONG,
+    source_us    LONG,
+    received_us  LONG
+) TIMESTAMP(ts) PARTITION BY DAY WAL
+DEDUP UPSERT KEYS(ts, point);
+
+-- "The last hour of point X":
+--   SELECT ts, value, quality, reason FROM readings
+--   WHERE point = 'bore_a.co_1' AND ts > dateadd('h', -1, now());
+-- Latest value and quality of every point:
+--   SELECT * FROM readings LATEST ON ts PARTITION BY point;
