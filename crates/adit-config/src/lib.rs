@@ -125,7 +125,15 @@ pub fn load_str(source: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     };
     if let Some(raw) = raw {
         match validate::validate(&raw) {
-            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(mut config) if errors.is_empty() => {
+                use sha2::Digest as _;
+                let digest = sha2::Sha256::digest(source.as_bytes());
+                config.origin = ConfigOrigin {
+                    file: file_name.to_string(),
+                    sha256: adit_core::to_hex(&digest),
+                };
+                return Ok(config);
+            }
             Ok(_) => {}
             Err(problems) => {
                 errors.extend(

@@ -5,14 +5,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where a config came from, for the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigOrigin {
+    pub file: String,
+    /// SHA-256 (hex) of the config text.
+    pub sha256: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub origin: ConfigOrigin,
     pub site: String,
     pub data_dir: PathBuf,
     pub http: HttpConfig,
     pub pipeline: PipelineConfig,
     pub sinks: SinksConfig,
     pub spool: SpoolSettings,
+    pub audit: AuditConfig,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -44,6 +54,12 @@ impl Config {
     pub fn point_count(&self) -> usize {
         self.devices.iter().map(|d| d.points.len()).sum()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    pub max_file_size: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub pipeline: Option<RawPipeline>,
     pub sink: Option<RawSinks>,
     pub spool: Option<RawSpool>,
+    pub audit: Option<RawAudit>,
     #[serde(default)]
     pub device: Vec<RawDevice>,
 }
@@ -27,6 +28,12 @@ pub struct RawPipeline {
     pub channel_capacity: Option<i64>,
     pub max_future_skew: Option<String>,
     pub max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawAudit {
+    pub dir: Option<String>,
+    pub max_file_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use crate::human::parse_duration;
 use crate::model::{
-    Config, DataType, DeviceConfig, FsyncSetting, HttpConfig, Parity, PipelineConfig, PointConfig,
-    Protocol, QuestDbSinkConfig, Secret, SerialConfig, SinksConfig, SpoolSettings,
-    SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
+    AuditConfig, Config, ConfigOrigin, DataType, DeviceConfig, FsyncSetting, HttpConfig, Parity,
+    PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig, Secret, SerialConfig, SinksConfig,
+    SpoolSettings, SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
 };
 use crate::raw::{RawConfig, RawDevice, RawPoint};
 
@@ -181,6 +181,30 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     };
 
     let spool = validate_spool(&mut p, raw.spool.as_ref(), &data_dir);
+    let ra = raw.audit.as_ref();
+    let audit = AuditConfig {
+        dir: resolve_in(
+            &data_dir,
+            ra.and_then(|a| a.dir.as_deref()).unwrap_or("audit"),
+        ),
+        max_file_size: match crate::human::parse_size(
+            ra.and_then(|a| a.max_file_size.as_deref())
+                .unwrap_or("16 MiB"),
+        ) {
+            Ok(n) if n >= 4096 => n,
+            Ok(n) => {
+                p.push(
+                    "audit.max_file_size",
+                    format!("{n} bytes is below the minimum of 4096"),
+                );
+                4096
+            }
+            Err(e) => {
+                p.push("audit.max_file_size", e);
+                4096
+            }
+        },
+    };
 
     let mut device_ids: HashMap<&str, usize> = HashMap::new();
     let mut point_ids: HashMap<&str, String> = HashMap::new();
@@ -216,12 +240,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
 
     if p.0.is_empty() {
         Ok(Config {
+            origin: ConfigOrigin::default(),
             site,
             data_dir,
             http,
             pipeline,
             sinks,
             spool,
+            audit,
             devices,
         })
     } else {

@@ -21,3 +21,14 @@ pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
 pub use quality::{Quality, QualityClass, Reason};
 pub use reading::{Batch, Reading, Value};
 pub use time::Timestamp;
+
+/// Lower-case hex of `bytes` (hashes in the audit log and config origin).
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adit_audit::Audit;
 use adit_config::{DeviceConfig, Table};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 use adit_pipeline::{Source, SourceContext, SourceError, SourceFuture};
@@ -114,11 +115,13 @@ impl ModbusDevice {
 pub struct ModbusBus {
     pub endpoint: Endpoint,
     pub devices: Vec<ModbusDevice>,
+    /// Connection up/down transitions are audited.
+    pub audit: Audit,
 }
 
 impl ModbusBus {
     /// Groups devices by endpoint, keeping config order.
-    pub fn group(devices: Vec<ModbusDevice>) -> Vec<ModbusBus> {
+    pub fn group(devices: Vec<ModbusDevice>, audit: &Audit) -> Vec<ModbusBus> {
         let mut buses: Vec<ModbusBus> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for device in devices {
@@ -131,6 +134,7 @@ impl ModbusBus {
                 buses.push(ModbusBus {
                     endpoint,
                     devices: vec![device],
+                    audit: audit.clone(),
                 });
             }
         }
@@ -214,6 +218,8 @@ async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Ou
 /// The connection of a bus and when it may next be (re)opened.
 struct Link {
     ctx: Option<Context>,
+    /// What the audit log last heard: `Some(true)` up, `Some(false)` down.
+    audited_up: Option<bool>,
     not_before: Instant,
     backoff: Duration,
     min: Duration,
@@ -266,6 +272,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
         .collect();
     let mut link = Link {
         ctx: None,
+        audited_up: None,
         not_before: start,
         backoff: first.config.reconnect_min,
         min: first.config.reconnect_min,
@@ -304,7 +311,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
             );
         } else {
             let result = tokio::select! {
-                r = poll_group(&bus.endpoint, device, group, &mut link, &mut batch) => r,
+                r = poll_group(&bus, device, group, &mut link, &mut batch) => r,
                 () = ctx.shutdown.cancelled() => return Ok(()),
             };
             match result {
@@ -352,14 +359,30 @@ fn mark_group(
     }
 }
 
+/// Records a connection transition in the audit log, once per change.
+fn audit_link(bus: &ModbusBus, link: &mut Link, up: bool, cause: &str) {
+    if link.audited_up == Some(up) {
+        return;
+    }
+    link.audited_up = Some(up);
+    let devices: Vec<&str> = bus.devices.iter().map(|d| d.config.id.as_str()).collect();
+    let kind = if up {
+        "device_connect"
+    } else {
+        "device_disconnect"
+    };
+    bus.audit.record(kind, serde_json::json!({ "endpoint": bus.endpoint.describe(), "devices": devices, "cause": cause }));
+}
+
 /// Issues the reads of one group, reconnecting and retrying as configured.
 async fn poll_group(
-    endpoint: &Endpoint,
+    bus: &ModbusBus,
     device: &ModbusDevice,
     group: &PollGroup,
     link: &mut Link,
     batch: &mut Vec<Reading>,
 ) -> PollResult {
+    let endpoint = &bus.endpoint;
     let cfg = &device.config;
     let m = &device.metrics;
     let mut next = 0;
@@ -381,10 +404,12 @@ async fn poll_group(
                     m.connect_ok.inc();
                     tracing::info!(device = %cfg.id, endpoint = %endpoint.describe(), "connected");
                     link.connected(c);
+                    audit_link(bus, link, true, "connected");
                 }
                 Err(error) => {
                     m.connect_failed.inc();
                     link.connect_failed();
+                    audit_link(bus, link, false, "connect_failed");
                     tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), %error, retry_in_ms = link.backoff.as_millis() as u64 / 2, "connect failed");
                     mark_group(
                         device,
@@ -457,6 +482,7 @@ async fn poll_group(
                     continue;
                 }
                 tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), cause = kind, "read failed; connection dropped");
+                audit_link(bus, link, false, kind);
                 mark_group(
                     device,
                     group,

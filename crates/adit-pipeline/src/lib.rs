@@ -26,6 +26,6 @@ pub use health::Health;
 pub use live::{LiveState, PointState, QualitySummary};
 pub use metrics::Metrics;
 pub use normalize::{normalize_batch, ClockRules};
-pub use runtime::{Pipeline, PipelineOptions, ShutdownReport, SourceFactory};
+pub use runtime::{Observers, Pipeline, PipelineOptions, ShutdownReport, SourceFactory};
 pub use sink::{Sink, SinkError, SinkOptions};
 pub use source::{ReadingSender, SendError, Source, SourceContext, SourceError, SourceFuture};

@@ -31,6 +31,14 @@ pub struct PipelineOptions {
     pub drain_timeout: Duration,
 }
 
+/// Where the pipeline reports: metrics, health flags and the audit log.
+#[derive(Clone)]
+pub struct Observers {
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    pub audit: adit_audit::Audit,
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     shutdown: CancellationToken,
@@ -64,9 +72,14 @@ impl Pipeline {
         sinks: Vec<(Box<dyn Sink>, SinkOptions)>,
         spool: Spool,
         options: PipelineOptions,
-        metrics: &Metrics,
-        health: Arc<Health>,
+        observers: Observers,
     ) -> Self {
+        let Observers {
+            metrics,
+            health,
+            audit,
+        } = observers;
+        let (metrics, audit) = (&metrics, &audit);
         let shutdown = CancellationToken::new();
         let (source_tx, source_rx) = mpsc::channel::<Batch>(options.channel_capacity);
         let (spool_tx, spool_rx) = mpsc::channel::<Batch>(options.channel_capacity);
@@ -84,6 +97,7 @@ impl Pipeline {
                     metrics: metrics.clone(),
                     health: health.clone(),
                     stop: stop_sinks.clone(),
+                    audit: audit.clone(),
                 };
                 tokio::task::spawn_blocking(move || run_sink(stage))
             })
@@ -92,8 +106,9 @@ impl Pipeline {
             let spool = spool.clone();
             let metrics = metrics.clone();
             let health = health.clone();
+            let audit = audit.clone();
             tokio::task::spawn_blocking(move || {
-                run_spool_writer(spool_rx, &spool, &metrics, &health);
+                run_spool_writer(spool_rx, &spool, &metrics, &health, &audit);
             })
         };
         let to_spool = ReadingSender::new(
@@ -130,11 +145,16 @@ impl Pipeline {
             let spool = spool.clone();
             let m = metrics.spool.clone();
             let stop = shutdown.clone();
+            let audit = audit.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut audited = [0u64; 3];
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => m.update(&spool),
+                        _ = tick.tick() => {
+                            m.update(&spool);
+                            audit_spool_drops(&spool, &audit, &mut audited);
+                        }
                         () = stop.cancelled() => return,
                     }
                 }
@@ -202,12 +222,37 @@ impl Pipeline {
     }
 }
 
+/// Writes one audit entry per second in which the spool dropped readings.
+fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u64; 3]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = spool.stats();
+    let now = [
+        s.dropped_oldest_readings.load(Relaxed),
+        s.dropped_newest_readings.load(Relaxed),
+        s.dropped_unknown_point_readings.load(Relaxed),
+    ];
+    for ((reason, n), seen) in ["full_oldest", "full_newest", "unknown_point"]
+        .iter()
+        .zip(now)
+        .zip(audited.iter_mut())
+    {
+        if n > *seen {
+            audit.record(
+                "spool_dropped",
+                serde_json::json!({ "reason": reason, "readings": n - *seen, "total": n }),
+            );
+            *seen = n;
+        }
+    }
+}
+
 /// Appends every batch to the spool. Blocking.
 fn run_spool_writer(
     mut rx: mpsc::Receiver<Batch>,
     spool: &Spool,
     metrics: &Metrics,
     health: &Health,
+    audit: &adit_audit::Audit,
 ) {
     let failed = metrics
         .sink_dropped
@@ -221,6 +266,7 @@ fn run_spool_writer(
                 health.set_fatal(true);
                 if !reported {
                     tracing::error!(error = %why, "spool writer failed: readings cannot be stored until adit restarts");
+                    audit.record("spool_writer_failed", serde_json::json!({ "error": why }));
                     reported = true;
                 }
             }

@@ -75,6 +75,7 @@ pub struct SinkStage {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     pub stop: Arc<StopSignal>,
+    pub audit: adit_audit::Audit,
 }
 
 /// Runs a sink stage until told to stop. Blocking.
@@ -87,6 +88,7 @@ pub fn run_sink(stage: SinkStage) {
         metrics,
         health,
         stop,
+        audit,
     } = stage;
     let name = sink.name();
     let rows_written = metrics.sink_rows_written.with_label_values(&[name]);
@@ -167,6 +169,10 @@ pub fn run_sink(stage: SinkStage) {
                 quarantined.inc_by(pending.len() as u64);
                 let file = quarantine_batch(&spool, name, pending_last_seq, &pending);
                 tracing::error!(sink = name, rows = pending.len(), %reason, quarantine = %file, "permanent sink error; batch quarantined");
+                audit.record(
+                    "sink_quarantine",
+                    serde_json::json!({ "sink": name, "readings": pending.len(), "spool_seq": pending_last_seq, "file": file, "reason": reason }),
+                );
             }
             Err(SinkError::Retryable(reason)) => {
                 retryable.inc();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
 use adit_pipeline::{
-    ClockRules, Health, Metrics, Pipeline, PipelineOptions, Sink, SinkError, SinkOptions, Source,
-    SourceContext, SourceError, SourceFactory, SourceFuture,
+    ClockRules, Health, Metrics, Observers, Pipeline, PipelineOptions, Sink, SinkError,
+    SinkOptions, Source, SourceContext, SourceError, SourceFactory, SourceFuture,
 };
 use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 
@@ -194,8 +194,11 @@ fn start_with(
         vec![(Box::new(sink), sink_options())],
         spool,
         options(),
-        &metrics,
-        Arc::new(Health::default()),
+        Observers {
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            audit: adit_audit::Audit::disabled(),
+        },
     );
     Harness {
         dir,

@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use adit_audit::Audit;
 use adit_config::Config;
 use adit_core::{PointId, PointMeta, PointRegistry};
 use adit_modbus::{ModbusBus, ModbusCollector, ModbusDevice, ModbusMetrics};
 use adit_pipeline::{
-    ClockRules, Health, LiveState, Metrics, Pipeline, PipelineOptions, Sink, SinkOptions,
-    SourceFactory,
+    ClockRules, Health, LiveState, Metrics, Observers, Pipeline, PipelineOptions, Sink,
+    SinkOptions, SourceFactory,
 };
 use adit_sink_questdb::{Conf, QuestDbSink};
 use adit_sink_sqlite::SqliteSink;
@@ -82,6 +83,7 @@ fn spool_config(s: &adit_config::SpoolSettings) -> SpoolConfig {
 /// A running adit.
 pub struct App {
     pipeline: Pipeline,
+    pub audit: Audit,
     pub metrics: Metrics,
     pub health: Arc<Health>,
     pub http_addr: Option<SocketAddr>,
@@ -109,6 +111,22 @@ impl App {
         http_bind: HttpBind,
         sink: Option<Box<dyn Sink>>,
     ) -> Result<Self, AppError> {
+        let audit = Audit::open(&config.audit.dir, config.audit.max_file_size)
+            .map_err(|e| AppError::Sink(e.to_string()))?;
+        audit.record(
+            "config_load",
+            serde_json::json!({
+                "file": config.origin.file,
+                "sha256": config.origin.sha256,
+                "site": config.site,
+                "devices": config.devices.len(),
+                "points": config.point_count(),
+                "sinks": {
+                    "sqlite": config.sinks.sqlite.as_ref().map(|s| s.path.display().to_string()),
+                    "questdb": config.sinks.questdb.as_ref().map(|q| q.table.clone()),
+                },
+            }),
+        );
         let metrics = Metrics::new(prometheus::Registry::new())?;
         let modbus_metrics = ModbusMetrics::register(&metrics.registry)?;
         let health = Arc::new(Health::default());
@@ -126,7 +144,7 @@ impl App {
             })?);
         }
         let mut sources: Vec<(&'static str, SourceFactory)> = Vec::new();
-        for bus in ModbusBus::group(devices) {
+        for bus in ModbusBus::group(devices, &audit) {
             let protocol = bus
                 .devices
                 .first()
@@ -180,6 +198,18 @@ impl App {
                 .await
                 .map_err(|e| AppError::Sink(e.to_string()))?
                 .map_err(|e| AppError::Sink(e.to_string()))?;
+        audit.record(
+            "spool_open",
+            serde_json::json!({
+                "dir": config.spool.dir.display().to_string(),
+                "records": report.records,
+                "pending_records": report.pending_records,
+                "torn_bytes": report.torn_bytes,
+                "corrupt_regions": report.corrupt_regions,
+                "quarantined_bytes": report.quarantined_bytes,
+                "ledger_missing": report.ledger_missing,
+            }),
+        );
         if report.corrupt_regions > 0 || report.torn_bytes > 0 || report.ledger_missing {
             tracing::warn!(?report, dir = %config.spool.dir.display(), "spool recovered from damage");
         } else {
@@ -200,8 +230,15 @@ impl App {
             sinks,
             spool,
             options,
-            &metrics,
-            health.clone(),
+            Observers {
+                metrics: metrics.clone(),
+                health: health.clone(),
+                audit: audit.clone(),
+            },
+        );
+        audit.record(
+            "adit_start",
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
         );
 
         let http_stop = CancellationToken::new();
@@ -230,6 +267,7 @@ impl App {
         };
         Ok(Self {
             pipeline,
+            audit,
             metrics,
             health,
             http_addr,
@@ -253,6 +291,10 @@ impl App {
     /// Stops sources, drains everything accepted into the sink, stops HTTP.
     pub async fn shutdown(self) -> bool {
         let report = self.pipeline.shutdown().await;
+        self.audit.record(
+            "adit_stop",
+            serde_json::json!({ "drained": report.drained, "left_in_spool": report.left_in_spool }),
+        );
         if report.left_in_spool > 0 {
             tracing::warn!(
                 records = report.left_in_spool,

@@ -3,7 +3,8 @@
 //! - `check -c FILE…`   validate configs, print a summary or every error;
 //! - `demo`             simulator + ingestor + `SQLite`, nothing to install;
 //! - `sim modbus …`     run the tunnel Modbus simulator on its own;
-//! - `probe modbus …`   read a block once and show it decoded every way.
+//! - `probe modbus …`   read a block once and show it decoded every way;
+//! - `audit verify|tail` check or read the hash-chained audit log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,24 @@ enum Command {
     /// Read a block from a device once and show it decoded every way.
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Check or read the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; name the first entry changed, removed or inserted.
+    Verify {
+        /// The audit directory (e.g. ./adit-demo/audit) or one audit file.
+        path: PathBuf,
+    },
+    /// Print the last entries for people.
+    Tail {
+        path: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +172,9 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return check(config);
     }
+    if let Command::Audit(cmd) = &cli.command {
+        return audit(cmd);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -220,7 +242,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Check { .. } => Ok(()),
+            Command::Check { .. } | Command::Audit(_) => Ok(()),
         }
     });
     match result {
@@ -248,6 +270,38 @@ fn check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn audit(cmd: &AuditCommand) -> ExitCode {
+    match cmd {
+        AuditCommand::Verify { path } => match adit_audit::verify(path) {
+            Ok(report) => {
+                say!(
+                    "{}: ok — {} entries in {} file(s), chain intact",
+                    path.display(),
+                    report.entries,
+                    report.files
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: TAMPERED OR DAMAGED: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        AuditCommand::Tail { path, lines } => match adit_audit::read_entries(path) {
+            Ok(entries) => {
+                for e in entries.iter().skip(entries.len().saturating_sub(*lines)) {
+                    say!("{}", adit_audit::format_entry(e));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -363,6 +417,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         sqlite.path.clone_from(&db_path);
     }
     config.spool.dir = dir.join("spool");
+    config.audit.dir = dir.join("audit");
     config.data_dir = dir;
 
     let app = App::start(&config, HttpBind::BestEffort)
@@ -380,6 +435,10 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     }
     say!("  look       sqlite3 {db} \"SELECT * FROM readings_view ORDER BY time DESC LIMIT 20\"");
     say!("             (sqlite3 is in Debian's package 'sqlite3')");
+    say!(
+        "  audit      adit audit tail {0}   ·   adit audit verify {0}",
+        config.audit.dir.display()
+    );
     say!("  stop       Ctrl-C");
 
     let live = app.live();

@@ -25,6 +25,7 @@ fn demo_config(sim: SocketAddr, dir: &Path) -> Config {
         sqlite.path = dir.join("readings.db");
     }
     config.spool.dir = dir.join("spool");
+    config.audit.dir = dir.join("audit");
     config.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config
 }
