@@ -351,6 +351,8 @@ pub struct PointConfig {
     /// changes, and one reading per `deadband_heartbeat`.
     pub deadband: Option<f64>,
     pub deadband_heartbeat: Duration,
+    /// No sample for this long makes the point `bad(stale)`.
+    pub stale_after: Duration,
     pub description: String,
 }
 

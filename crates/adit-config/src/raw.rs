@@ -108,6 +108,7 @@ pub struct RawPoint {
     pub interval: Option<String>,
     pub deadband: Option<f64>,
     pub deadband_heartbeat: Option<String>,
+    pub stale_after: Option<String>,
     pub scale: Option<f64>,
     pub offset: Option<f64>,
     pub unit: Option<String>,

@@ -761,6 +761,13 @@ fn validate_point(
     } else {
         device_interval
     };
+    let stale_after = match rp.stale_after.as_deref() {
+        Some(raw) => p.duration(&format!("{path}.stale_after"), Some(raw), "3s", true),
+        None => interval * 3,
+    };
+    if stale_after < interval {
+        p.push(format!("{path}.stale_after"), format!("{stale_after:?} is shorter than the poll interval {interval:?}: the point would be stale between polls"));
+    }
     if table.is_bit_table() && data_type != DataType::Bool {
         p.push(
             format!("{path}.type"),
@@ -853,6 +860,7 @@ fn validate_point(
         interval,
         deadband,
         deadband_heartbeat,
+        stale_after,
         description: rp.description.clone().unwrap_or_default(),
     }
 }

@@ -34,6 +34,8 @@ pub struct PointMeta {
     /// units), its quality changed, or `deadband_heartbeat` passed.
     pub deadband: Option<f64>,
     pub deadband_heartbeat: std::time::Duration,
+    /// No sample for this long makes the point `Bad(Stale)`.
+    pub stale_after: std::time::Duration,
 }
 
 impl PointMeta {
@@ -47,6 +49,7 @@ impl PointMeta {
             expected_interval_ms,
             deadband: None,
             deadband_heartbeat: std::time::Duration::from_secs(60),
+            stale_after: std::time::Duration::from_millis(expected_interval_ms.saturating_mul(3)),
         }
     }
 }
@@ -120,6 +123,7 @@ mod tests {
             expected_interval_ms: 1000,
             deadband: None,
             deadband_heartbeat: std::time::Duration::from_secs(60),
+            stale_after: std::time::Duration::from_secs(3),
         }
     }
 

@@ -101,6 +101,7 @@ mod tests {
             interval: std::time::Duration::from_secs(1),
             deadband: None,
             deadband_heartbeat: std::time::Duration::from_secs(60),
+            stale_after: std::time::Duration::from_secs(3),
             description: String::new(),
         }
     }

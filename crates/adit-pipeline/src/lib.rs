@@ -20,6 +20,7 @@ pub mod normalize;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod stale;
 mod supervisor;
 
 pub use health::Health;

@@ -9,12 +9,15 @@
 //! - the state is indexed by `PointId` (a plain vector), updated once per batch
 //!   under one lock.
 //!
-//! Staleness here is a summary-time check (age > 3 × expected interval); the
-//! deadline-driven staleness events of the watchdog build on this state.
+//! Staleness is deadline-driven (see [`crate::stale`]): a point with no sample
+//! for its `stale_after` turns `Bad(Stale)` and keeps its last value; a
+//! `Bad(Stale)` marker never refreshes its own point.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use adit_core::{PointId, PointRegistry, Quality, QualityClass, Reading, Timestamp, Value};
+use adit_core::{PointId, PointRegistry, Quality, QualityClass, Reading, Reason, Timestamp, Value};
+
+use crate::stale::StaleTracker;
 
 /// A point's last known state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,30 +39,29 @@ pub struct QualitySummary {
     pub good: usize,
     pub uncertain: usize,
     pub bad: usize,
-    /// Points with no reading for longer than 3 × their interval (counted in
-    /// addition to their quality class).
+    /// Points with no sample for their `stale_after` (counted in addition to
+    /// their quality class).
     pub stale: usize,
     /// Points that have never had a reading.
     pub never: usize,
 }
 
-/// Multiple of the expected interval after which a point counts as stale.
-pub const STALE_FACTOR: u32 = 3;
-
 #[derive(Debug)]
 pub struct LiveState {
     points: Vec<PointState>,
-    expected_interval: Vec<Duration>,
+    tracker: StaleTracker,
 }
 
 impl LiveState {
     pub fn new(registry: &PointRegistry) -> Self {
+        Self::new_at(registry, Instant::now())
+    }
+
+    /// A live state whose staleness deadlines count from `start`.
+    pub fn new_at(registry: &PointRegistry, start: Instant) -> Self {
         Self {
             points: vec![PointState::default(); registry.len()],
-            expected_interval: registry
-                .iter()
-                .map(|(_, m)| Duration::from_millis(m.expected_interval_ms.max(1)))
-                .collect(),
+            tracker: StaleTracker::new(registry, start),
         }
     }
 
@@ -69,6 +71,12 @@ impl LiveState {
             let Some(state) = self.points.get_mut(r.point.index()) else {
                 continue;
             };
+            if r.quality == Quality::Bad(Reason::Stale) {
+                // A stale marker: the quality changes, nothing else does.
+                state.quality = r.quality;
+                continue;
+            }
+            self.tracker.seen(r.point, now);
             if let Some(v) = &r.value {
                 state.value = Some(v.clone());
                 state.value_at = Some(now);
@@ -93,24 +101,22 @@ impl LiveState {
         self.points.is_empty()
     }
 
-    /// Whether the point's last reading is older than its staleness deadline.
-    pub fn is_stale(&self, id: PointId, now: Instant) -> bool {
-        match (
-            self.points.get(id.index()),
-            self.expected_interval.get(id.index()),
-        ) {
-            (
-                Some(PointState {
-                    updated_at: Some(t),
-                    ..
-                }),
-                Some(interval),
-            ) => now.saturating_duration_since(*t) > *interval * STALE_FACTOR,
-            _ => false,
-        }
+    /// Whether the point has had no sample for its `stale_after`.
+    pub fn is_stale(&self, id: PointId) -> bool {
+        self.tracker.is_stale(id)
     }
 
-    pub fn summary(&self, now: Instant) -> QualitySummary {
+    /// Points that went stale by `now` (each reported once).
+    pub fn expire(&mut self, now: Instant) -> Vec<PointId> {
+        self.tracker.expire(now)
+    }
+
+    /// When the next point goes stale.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.tracker.next_deadline()
+    }
+
+    pub fn summary(&self, _now: Instant) -> QualitySummary {
         let mut s = QualitySummary::default();
         for (i, p) in self.points.iter().enumerate() {
             if p.updated_at.is_none() {
@@ -122,7 +128,7 @@ impl LiveState {
                 QualityClass::Uncertain => s.uncertain += 1,
                 QualityClass::Bad => s.bad += 1,
             }
-            if self.is_stale(PointId(i as u32), now) {
+            if self.is_stale(PointId(i as u32)) {
                 s.stale += 1;
             }
         }
@@ -133,7 +139,8 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adit_core::{PointMeta, Reason};
+    use adit_core::PointMeta;
+    use std::time::Duration;
 
     fn registry(n: usize) -> PointRegistry {
         let mut r = PointRegistry::new();
@@ -146,6 +153,7 @@ mod tests {
                 expected_interval_ms: 1000,
                 deadband: None,
                 deadband_heartbeat: std::time::Duration::from_secs(60),
+                stale_after: std::time::Duration::from_secs(3),
             })
             .unwrap();
         }
@@ -183,8 +191,8 @@ mod tests {
 
     #[test]
     fn summary_counts_classes_stale_and_never_seen() {
-        let mut live = LiveState::new(&registry(3));
         let t0 = Instant::now();
+        let mut live = LiveState::new_at(&registry(3), t0);
         live.apply(
             &[
                 good(0, 1.0),
@@ -195,7 +203,8 @@ mod tests {
         let s = live.summary(t0);
         assert_eq!((s.good, s.bad, s.never, s.stale), (1, 1, 1, 0));
         let later = t0 + Duration::from_millis(3001);
-        assert_eq!(live.summary(later).stale, 2);
+        assert_eq!(live.expire(later).len(), 3, "never-seen points go stale too");
+        assert_eq!(live.summary(later).stale, 2, "but the summary counts them as never, not stale");
     }
 
     #[test]

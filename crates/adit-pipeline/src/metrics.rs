@@ -129,6 +129,7 @@ pub struct Metrics {
     pub sink_queue_rows: IntGauge,
     pub sink_batches: IntCounter,
     pub deadband_suppressed: IntCounter,
+    pub stale_transitions: IntCounter,
 }
 
 fn counter(
@@ -175,6 +176,11 @@ impl Metrics {
             "Readings not stored because they moved less than their point's deadband (the live state still saw them).",
         )?;
         registry.register(Box::new(deadband_suppressed.clone()))?;
+        let stale_transitions = IntCounter::new(
+            "adit_stale_transitions_total",
+            "Times a point went stale (no sample for its stale_after).",
+        )?;
+        registry.register(Box::new(stale_transitions.clone()))?;
         Ok(Self {
             spool: SpoolMetrics::new(&registry)?,
             source_readings: counter(
@@ -230,6 +236,7 @@ impl Metrics {
             sink_queue_rows,
             sink_batches,
             deadband_suppressed,
+            stale_transitions,
             registry,
         })
     }

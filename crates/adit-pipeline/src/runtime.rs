@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use adit_core::{Batch, PointRegistry, QualityClass, Timestamp};
+use adit_core::{Batch, PointRegistry, Quality, QualityClass, Reading, Reason, Timestamp};
 use adit_spool::{AppendError, Spool};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -83,7 +83,10 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let (source_tx, source_rx) = mpsc::channel::<Batch>(options.channel_capacity);
         let (spool_tx, spool_rx) = mpsc::channel::<Batch>(options.channel_capacity);
-        let live = Arc::new(Mutex::new(LiveState::new(&registry)));
+        let live = Arc::new(Mutex::new(LiveState::new_at(
+            &registry,
+            tokio::time::Instant::now().into_std(),
+        )));
         let stop_sinks = Arc::new(StopSignal::default());
 
         let sinks = sinks
@@ -139,6 +142,21 @@ impl Pipeline {
                 tokio::spawn(supervise(factory, ctx, metrics.clone()))
             })
             .collect();
+        let stale_checker = {
+            let out = ReadingSender::new(
+                source_tx.clone(),
+                metrics.backpressure.with_label_values(&["normalize"]),
+                None,
+            );
+            tokio::spawn(run_stale_checker(
+                live.clone(),
+                out,
+                shutdown.clone(),
+                metrics.stale_transitions.clone(),
+            ))
+        };
+        let mut sources: Vec<JoinHandle<()>> = sources;
+        sources.push(stale_checker);
         drop(source_tx);
         health.set_pipeline_running(true);
         let spool_metrics = {
@@ -218,6 +236,47 @@ impl Pipeline {
         ShutdownReport {
             drained: left_in_spool == 0,
             left_in_spool,
+        }
+    }
+}
+
+/// Marks points stale when their deadline passes: wakes at the earliest
+/// deadline (at least once a second), and sends one `Bad(Stale)` marker per
+/// point that went stale, so that the history shows when adit did not know.
+async fn run_stale_checker(
+    live: Arc<Mutex<LiveState>>,
+    out: ReadingSender,
+    shutdown: CancellationToken,
+    transitions: prometheus::IntCounter,
+) {
+    loop {
+        let now = tokio::time::Instant::now();
+        let next = live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_deadline();
+        let wake = next.map_or(now + Duration::from_secs(1), |d| {
+            tokio::time::Instant::from_std(d).min(now + Duration::from_secs(1))
+        });
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let expired = live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expire(tokio::time::Instant::now().into_std());
+        if expired.is_empty() {
+            continue;
+        }
+        transitions.inc_by(expired.len() as u64);
+        let ts = Timestamp::now();
+        let batch: Batch = expired
+            .into_iter()
+            .map(|id| Reading::without_value(id, Quality::Bad(Reason::Stale), ts))
+            .collect();
+        if out.send(batch).await.is_err() {
+            return;
         }
     }
 }
@@ -310,7 +369,7 @@ async fn run_normalize(
         for (counter, n) in by_class.iter().zip(counts) {
             counter.inc_by(n);
         }
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now().into_std();
         live.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(&batch, now);

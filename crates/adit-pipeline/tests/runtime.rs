@@ -29,6 +29,7 @@ fn registry_with_deadband(deadband: Option<f64>) -> Arc<PointRegistry> {
         expected_interval_ms: 1000,
         deadband,
         deadband_heartbeat: std::time::Duration::from_secs(60),
+        stale_after: std::time::Duration::from_secs(3),
     })
     .unwrap();
     Arc::new(r)
@@ -338,4 +339,156 @@ async fn a_deadband_thins_storage_and_every_reading_is_stored_or_counted() {
         "stored values must be at least a deadband apart"
     );
     assert!(values.len() as u64 <= accepted / 10 + 1);
+}
+
+/// Emits one reading every 20 ms while not silenced.
+struct SilenceableSource {
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Source for SilenceableSource {
+    fn name(&self) -> &'static str {
+        "silenceable"
+    }
+    fn protocol(&self) -> &'static str {
+        "test"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
+        Box::pin(async move {
+            let mut v = 0;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                }
+                if self.silent.load(Ordering::SeqCst) {
+                    continue;
+                }
+                v += 1;
+                let r = Reading {
+                    point: PointId(0),
+                    value: Some(Value::I64(v)),
+                    quality: Quality::Good,
+                    source_ts: Timestamp::now(),
+                    received_ts: Timestamp::now(),
+                };
+                ctx.out
+                    .send(vec![r])
+                    .await
+                    .map_err(|_| SourceError::PipelineClosed)?;
+            }
+        })
+    }
+}
+
+/// Records values and qualities of everything it stores.
+struct Recording(Arc<Mutex<Vec<i64>>>, Arc<Mutex<Vec<Quality>>>);
+impl Sink for Recording {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+        for r in readings {
+            self.0.lock().unwrap().push(match r.value {
+                Some(Value::I64(v)) => v,
+                _ => -1,
+            });
+            self.1.lock().unwrap().push(r.quality);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
+    let mut r = PointRegistry::new();
+    let mut meta = PointMeta::plain("p", "d", 20);
+    meta.stale_after = Duration::from_millis(200);
+    r.insert(meta).unwrap();
+    let registry = Arc::new(r);
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = silent.clone();
+    let factory: SourceFactory =
+        Box::new(move || Box::new(SilenceableSource { silent: s.clone() }));
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let qualities = Arc::new(Mutex::new(Vec::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: dir.path().join("spool"),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        when_full: WhenFull::Block,
+        fsync: FsyncPolicy::Never,
+    };
+    let (spool, _) = Spool::open(cfg, &registry, &["recording"]).unwrap();
+    let metrics = Metrics::for_tests();
+    let pipeline = Pipeline::start(
+        registry.clone(),
+        vec![("test", factory)],
+        vec![(
+            Box::new(Recording(values.clone(), qualities.clone())),
+            sink_options(),
+        )],
+        spool,
+        options(),
+        Observers {
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            audit: adit_audit::Audit::disabled(),
+        },
+    );
+    let live = pipeline.live();
+    let state = || live.lock().unwrap().get(PointId(0)).cloned().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(state().quality, Quality::Good);
+
+    silent.store(true, Ordering::SeqCst);
+    let went_silent = std::time::Instant::now();
+    let last_value = state().value.clone();
+    while !live.lock().unwrap().is_stale(PointId(0)) {
+        assert!(
+            went_silent.elapsed() < Duration::from_secs(2),
+            "never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stale_after = went_silent.elapsed();
+    let s = state();
+    assert_eq!(s.quality, Quality::Bad(adit_core::Reason::Stale));
+    assert_eq!(
+        s.value, last_value,
+        "the last value stays visible while stale"
+    );
+    println!("silent point stale after {stale_after:?} (stale_after 200 ms, sampled every 20 ms)");
+    assert!(
+        stale_after >= Duration::from_millis(150) && stale_after < Duration::from_millis(450),
+        "{stale_after:?}"
+    );
+
+    silent.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state().quality, Quality::Good);
+    assert!(!live.lock().unwrap().is_stale(PointId(0)));
+    assert!(pipeline.shutdown().await.drained);
+    let stored_qualities = qualities.lock().unwrap();
+    let markers = stored_qualities
+        .iter()
+        .filter(|q| **q == Quality::Bad(adit_core::Reason::Stale))
+        .count();
+    assert_eq!(
+        markers, 1,
+        "one stored marker for one fresh → stale transition"
+    );
+    assert_eq!(counter_plain(&metrics, "adit_stale_transitions_total"), 1.0);
+}
+
+fn counter_plain(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_counter().get_value())
+        .sum()
 }

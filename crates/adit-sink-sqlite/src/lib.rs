@@ -204,6 +204,7 @@ mod tests {
                 expected_interval_ms: 1000,
                 deadband: None,
                 deadband_heartbeat: std::time::Duration::from_secs(60),
+                stale_after: std::time::Duration::from_secs(3),
             })
             .unwrap();
         }
@@ -314,6 +315,7 @@ mod tests {
                     expected_interval_ms: 1000,
                     deadband: None,
                     deadband_heartbeat: std::time::Duration::from_secs(60),
+                    stale_after: std::time::Duration::from_secs(3),
                 })
                 .unwrap();
         }

@@ -50,6 +50,7 @@ pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId
                     expected_interval_ms: p.interval.as_millis() as u64,
                     deadband: p.deadband,
                     deadband_heartbeat: p.deadband_heartbeat,
+                    stale_after: p.stale_after,
                 })
                 .map_err(|e| AppError::Device {
                     device: device.id.clone(),
@@ -250,6 +251,8 @@ impl App {
                     let state = crate::http::HttpState {
                         metrics: metrics.clone(),
                         health: health.clone(),
+                        live: pipeline.live(),
+                        registry: pipeline.registry(),
                     };
                     let handle =
                         tokio::spawn(crate::http::serve(listener, state, http_stop.clone()));

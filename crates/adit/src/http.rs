@@ -1,22 +1,32 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text format), `/healthz`
-//! (the pipeline is running) and `/readyz` (running, sink open, last sink write
-//! succeeded).
+//! (the pipeline is running), `/readyz` (running, sink open, last sink write
+//! succeeded), and the live state as JSON:
+//! - `GET /api/points[?device=ID][&quality=good|uncertain|bad|stale]`
+//! - `GET /api/points/{id}` (404 for an unknown point)
+//!
+//! Every point carries its last value (kept while bad or stale), quality,
+//! reason, source and receive times, age in ms and a stale flag.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use adit_pipeline::{Health, Metrics};
-use axum::extract::State;
+use adit_core::{PointId, PointRegistry, Value};
+use adit_pipeline::{Health, LiveState, Metrics, PointState};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Json;
 use axum::Router;
 use prometheus::{Encoder, TextEncoder};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    pub live: Arc<Mutex<LiveState>>,
+    pub registry: Arc<PointRegistry>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -24,7 +34,99 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/points", get(points))
+        .route("/api/points/{id}", get(point))
         .with_state(state)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointFilter {
+    device: Option<String>,
+    quality: Option<String>,
+}
+
+fn point_json(
+    id: PointId,
+    meta: &adit_core::PointMeta,
+    state: &PointState,
+    stale: bool,
+    now: std::time::Instant,
+) -> serde_json::Value {
+    let value = match &state.value {
+        None => serde_json::Value::Null,
+        Some(Value::F64(v)) => serde_json::json!(v),
+        Some(Value::I64(v)) => serde_json::json!(v),
+        Some(Value::Bool(v)) => serde_json::json!(v),
+        Some(Value::Text(t)) => serde_json::json!(t.as_ref()),
+    };
+    let seen = state.updated_at.is_some();
+    serde_json::json!({
+        "id": meta.name.as_ref(),
+        "index": id.0,
+        "device": meta.device.as_ref(),
+        "unit": meta.unit.as_ref(),
+        "value": value,
+        "quality": if seen { state.quality.class().name() } else { "never" },
+        "reason": state.quality.reason().map(adit_core::Reason::name),
+        "reason_code": state.quality.reason().and_then(adit_core::Reason::detail),
+        "stale": stale,
+        "source_ts": seen.then(|| state.source_ts.to_rfc3339()),
+        "received_ts": seen.then(|| state.received_ts.to_rfc3339()),
+        "age_ms": state.updated_at.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+        "value_age_ms": state.value_at.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+        "readings": state.readings,
+    })
+}
+
+async fn points(
+    State(state): State<HttpState>,
+    Query(filter): Query<PointFilter>,
+) -> impl IntoResponse {
+    let now = tokio::time::Instant::now().into_std();
+    let live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
+    let list: Vec<serde_json::Value> = state
+        .registry
+        .iter()
+        .filter(|(_, m)| {
+            filter
+                .device
+                .as_deref()
+                .is_none_or(|d| d == m.device.as_ref())
+        })
+        .filter_map(|(id, m)| {
+            let s = live.get(id)?;
+            let stale = live.is_stale(id);
+            let keep = match filter.quality.as_deref() {
+                None => true,
+                Some("stale") => stale,
+                Some("never") => s.updated_at.is_none(),
+                Some(q) => s.updated_at.is_some() && s.quality.class().name() == q,
+            };
+            keep.then(|| point_json(id, m, s, stale, now))
+        })
+        .collect();
+    Json(serde_json::json!({ "points": list, "count": list.len() }))
+}
+
+async fn point(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
+    let now = tokio::time::Instant::now().into_std();
+    let Some(id) = state.registry.id_of(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no point {name:?}") })),
+        )
+            .into_response();
+    };
+    let live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
+    match (state.registry.get(id), live.get(id)) {
+        (Some(m), Some(s)) => Json(point_json(id, m, s, live.is_stale(id), now)).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no point {name:?}") })),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, stop: CancellationToken) {

@@ -442,3 +442,94 @@ async fn a_device_that_keeps_dropping_its_connections_is_reconnected_each_time()
     );
     assert!(run.app.shutdown().await);
 }
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_starved_by_a_slow_neighbour_shows_stale_in_the_api_with_its_last_value_and_age() {
+    let mut slow = Faults::default();
+    slow.apply("delay=1500ms").unwrap();
+    let sim = Simulator::start_tcp(
+        any_port(),
+        Framing::RtuOverTcp,
+        &[
+            UnitSpec::healthy(1),
+            UnitSpec {
+                faults: slow,
+                ..UnitSpec::healthy(2)
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("address = \"{}\"", sim.addr());
+    let run = start(|dir| {
+        let text = header(dir).replace("listen = \"off\"", "listen = \"127.0.0.1:0\"");
+        text + &device(
+            "fast",
+            "modbus_rtu_over_tcp",
+            &endpoint,
+            1,
+            "poll_interval = \"200ms\"\ntimeout = \"3s\"",
+        ) + &device(
+            "slow",
+            "modbus_rtu_over_tcp",
+            &endpoint,
+            2,
+            "poll_interval = \"5s\"\ntimeout = \"3s\"",
+        )
+    })
+    .await;
+    let addr = run.app.http_addr.unwrap();
+    // The slow unit's 1.5 s answers hold the shared line; the fast unit (stale
+    // after 3 × 200 ms) goes stale meanwhile and keeps its last value.
+    let mut stale = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let (status, body) = get_json(addr, "/api/points?device=fast&quality=stale").await;
+        assert_eq!(status, 200);
+        if body["count"].as_u64().unwrap_or(0) > 0 {
+            stale = body["points"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("stale point from the API: {stale}");
+    assert_eq!(
+        stale["stale"], true,
+        "a point must go stale behind the slow unit"
+    );
+    assert_eq!(stale["quality"], "bad");
+    assert_eq!(stale["reason"], "stale");
+    assert!(
+        stale["value"].is_number(),
+        "the last value is kept: {stale}"
+    );
+    assert!(stale["age_ms"].as_u64().unwrap() >= 600, "{stale}");
+
+    let (status, body) = get_json(addr, "/api/points/fast.co").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], "fast.co");
+    assert_eq!(body["device"], "fast");
+    let (status, _) = get_json(addr, "/api/points/no.such.point").await;
+    assert_eq!(status, 404);
+    let (_, all) = get_json(addr, "/api/points").await;
+    assert_eq!(all["count"], 4);
+    let (status, _) = get_json(addr, "/api/points?colour=red").await;
+    assert_eq!(status, 400, "unknown filters are rejected");
+    assert!(run.app.shutdown().await);
+}
