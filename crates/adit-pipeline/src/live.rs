@@ -203,8 +203,16 @@ mod tests {
         let s = live.summary(t0);
         assert_eq!((s.good, s.bad, s.never, s.stale), (1, 1, 1, 0));
         let later = t0 + Duration::from_millis(3001);
-        assert_eq!(live.expire(later).len(), 3, "never-seen points go stale too");
-        assert_eq!(live.summary(later).stale, 2, "but the summary counts them as never, not stale");
+        assert_eq!(
+            live.expire(later).len(),
+            3,
+            "never-seen points go stale too"
+        );
+        assert_eq!(
+            live.summary(later).stale,
+            2,
+            "but the summary counts them as never, not stale"
+        );
     }
 
     #[test]
