@@ -26,6 +26,13 @@ if ! python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1"
     || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'pymodbus==3.16.1'
 fi
 
+# prometheus-alertmanager: the alert receiver of the alerting test.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "== installing prometheus-alertmanager (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
+fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus-alertmanager >/dev/null 2>&1 || true; fi
+
 # victoria-metrics: the line-protocol database of the spool/sink tests (Debian
 # package; the tests start and stop it themselves on loopback ports).
 if ! command -v victoria-metrics >/dev/null 2>&1; then

@@ -24,6 +24,41 @@ pub struct Config {
     pub spool: SpoolSettings,
     pub audit: AuditConfig,
     pub devices: Vec<DeviceConfig>,
+    pub rules: Vec<RuleConfig>,
+    pub alerting: AlertingConfig,
+}
+
+/// What an alert rule tests (see the watchdog for the semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    Above { raise: f64, clear: f64 },
+    Below { raise: f64, clear: f64 },
+    Rate { max_per_second: f64 },
+    Flatline { samples: u32 },
+    Stale,
+    BadQuality,
+    Clock { max_skew: Duration },
+    DeviceDown,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Glob on point ids.
+    pub points: String,
+    pub kind: RuleKind,
+    pub hold: Duration,
+    pub severity: String,
+    pub check_first: String,
+    pub runbook: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertingConfig {
+    pub alertmanagers: Vec<String>,
+    pub webhooks: Vec<String>,
+    pub resend_interval: Duration,
+    pub heartbeat: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

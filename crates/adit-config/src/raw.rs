@@ -16,6 +16,34 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     #[serde(default)]
     pub device: Vec<RawDevice>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+    pub alerting: Option<RawAlerting>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub points: Option<String>,
+    pub kind: Option<String>,
+    pub raise: Option<f64>,
+    pub clear: Option<f64>,
+    pub max_per_second: Option<f64>,
+    pub samples: Option<i64>,
+    pub max_skew: Option<String>,
+    #[serde(rename = "for")]
+    pub hold: Option<String>,
+    pub severity: Option<String>,
+    pub check_first: Option<String>,
+    pub runbook: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawAlerting {
+    pub alertmanager: Option<Vec<String>>,
+    pub webhook: Option<Vec<String>>,
+    pub resend_interval: Option<String>,
+    pub heartbeat: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use crate::human::parse_duration;
 use crate::model::{
-    AuditConfig, Config, ConfigOrigin, DataType, DeviceConfig, FsyncSetting, HttpConfig, Parity,
-    PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig, Secret, SerialConfig, SinksConfig,
-    SpoolSettings, SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
+    AlertingConfig, AuditConfig, Config, ConfigOrigin, DataType, DeviceConfig, FsyncSetting,
+    HttpConfig, Parity, PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig, RuleConfig,
+    RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings, SqliteSinkConfig, Table,
+    WhenFullPolicy, WordOrder,
 };
 use crate::raw::{RawConfig, RawDevice, RawPoint};
 
@@ -237,6 +238,49 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     }
 
     check_shared_connections(&mut p, &devices);
+    let rules: Vec<RuleConfig> = raw
+        .rule
+        .iter()
+        .enumerate()
+        .map(|(i, r)| validate_rule(&mut p, &format!("rule[{i}]"), r))
+        .collect();
+    let mut rule_names: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(first) = rule_names.insert(r.name.as_str(), i) {
+            p.push(
+                format!("rule[{i}].name"),
+                format!("duplicate rule name {:?} (first at rule[{first}])", r.name),
+            );
+        }
+    }
+    let ral = raw.alerting.as_ref();
+    let urls = |p: &mut Problems, key: &str, list: Option<&Vec<String>>| -> Vec<String> {
+        let list = list.cloned().unwrap_or_default();
+        for (i, u) in list.iter().enumerate() {
+            if !u.starts_with("http://") {
+                p.push(
+                    format!("alerting.{key}[{i}]"),
+                    format!("{u:?} must be an http:// URL (TLS receivers are not supported yet)"),
+                );
+            }
+        }
+        list
+    };
+    let alerting = AlertingConfig {
+        alertmanagers: urls(
+            &mut p,
+            "alertmanager",
+            ral.and_then(|a| a.alertmanager.as_ref()),
+        ),
+        webhooks: urls(&mut p, "webhook", ral.and_then(|a| a.webhook.as_ref())),
+        resend_interval: p.duration(
+            "alerting.resend_interval",
+            ral.and_then(|a| a.resend_interval.as_deref()),
+            "30s",
+            true,
+        ),
+        heartbeat: ral.and_then(|a| a.heartbeat).unwrap_or(true),
+    };
 
     if p.0.is_empty() {
         Ok(Config {
@@ -249,6 +293,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             spool,
             audit,
             devices,
+            rules,
+            alerting,
         })
     } else {
         Err(p.0)
@@ -292,6 +338,94 @@ fn check_shared_connections(p: &mut Problems, devices: &[DeviceConfig]) {
                 }
             }
         }
+    }
+}
+
+fn validate_rule(p: &mut Problems, path: &str, r: &crate::raw::RawRule) -> RuleConfig {
+    let name = validate_id(p, &format!("{path}.name"), r.name.as_deref());
+    let points = p
+        .required(&format!("{path}.points"), r.points.as_deref())
+        .unwrap_or("*")
+        .to_string();
+    let need = |p: &mut Problems, key: &str, v: Option<f64>| -> f64 {
+        match v {
+            Some(x) if x.is_finite() => x,
+            Some(x) => {
+                p.push(
+                    format!("{path}.{key}"),
+                    format!("{x} must be a finite number"),
+                );
+                0.0
+            }
+            None => {
+                p.push(format!("{path}.{key}"), "is required for this kind");
+                0.0
+            }
+        }
+    };
+    let kind = match p.required(&format!("{path}.kind"), r.kind.as_deref()) {
+        Some("above") => {
+            let raise = need(p, "raise", r.raise);
+            let clear = r.clear.unwrap_or(raise);
+            if clear > raise {
+                p.push(
+                    format!("{path}.clear"),
+                    format!("{clear} must not be above raise = {raise}"),
+                );
+            }
+            RuleKind::Above { raise, clear }
+        }
+        Some("below") => {
+            let raise = need(p, "raise", r.raise);
+            let clear = r.clear.unwrap_or(raise);
+            if clear < raise {
+                p.push(
+                    format!("{path}.clear"),
+                    format!("{clear} must not be below raise = {raise}"),
+                );
+            }
+            RuleKind::Below { raise, clear }
+        }
+        Some("rate") => RuleKind::Rate {
+            max_per_second: need(p, "max_per_second", r.max_per_second).abs(),
+        },
+        Some("flatline") => RuleKind::Flatline {
+            samples: p.int_in(&format!("{path}.samples"), r.samples, 30, 2, 1_000_000) as u32,
+        },
+        Some("stale") | None => RuleKind::Stale,
+        Some("bad_quality") => RuleKind::BadQuality,
+        Some("clock") => RuleKind::Clock {
+            max_skew: p.duration(
+                &format!("{path}.max_skew"),
+                r.max_skew.as_deref(),
+                "5m",
+                true,
+            ),
+        },
+        Some("device_down") => RuleKind::DeviceDown,
+        Some(other) => {
+            p.push(
+                format!("{path}.kind"),
+                format!("unknown kind {other:?}; expected above, below, rate, flatline, stale, bad_quality, clock or device_down"),
+            );
+            RuleKind::Stale
+        }
+    };
+    let severity = r.severity.clone().unwrap_or_else(|| "warning".into());
+    if !matches!(severity.as_str(), "info" | "warning" | "critical") {
+        p.push(
+            format!("{path}.severity"),
+            format!("{severity:?}; expected info, warning or critical"),
+        );
+    }
+    RuleConfig {
+        name,
+        points,
+        kind,
+        hold: p.duration(&format!("{path}.for"), r.hold.as_deref(), "0s", false),
+        severity,
+        check_first: r.check_first.clone().unwrap_or_default(),
+        runbook: r.runbook.clone(),
     }
 }
 

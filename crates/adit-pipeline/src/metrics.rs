@@ -130,6 +130,7 @@ pub struct Metrics {
     pub sink_batches: IntCounter,
     pub deadband_suppressed: IntCounter,
     pub stale_transitions: IntCounter,
+    pub watchdog_dropped: IntCounter,
 }
 
 fn counter(
@@ -181,6 +182,11 @@ impl Metrics {
             "Times a point went stale (no sample for its stale_after).",
         )?;
         registry.register(Box::new(stale_transitions.clone()))?;
+        let watchdog_dropped = IntCounter::new(
+            "adit_watchdog_dropped_readings_total",
+            "Readings the watchdog could not take (its queue was full); stored anyway, but not checked by rules.",
+        )?;
+        registry.register(Box::new(watchdog_dropped.clone()))?;
         Ok(Self {
             spool: SpoolMetrics::new(&registry)?,
             source_readings: counter(
@@ -237,6 +243,7 @@ impl Metrics {
             sink_batches,
             deadband_suppressed,
             stale_transitions,
+            watchdog_dropped,
             registry,
         })
     }

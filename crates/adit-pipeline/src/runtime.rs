@@ -37,6 +37,9 @@ pub struct Observers {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     pub audit: adit_audit::Audit,
+    /// The watchdog's input: a copy of every normalized batch, sent without
+    /// waiting (a full queue is counted, the pipeline never waits for it).
+    pub watchdog: Option<mpsc::Sender<Batch>>,
 }
 
 /// A running pipeline.
@@ -78,6 +81,7 @@ impl Pipeline {
             metrics,
             health,
             audit,
+            watchdog,
         } = observers;
         let (metrics, audit) = (&metrics, &audit);
         let shutdown = CancellationToken::new();
@@ -120,6 +124,7 @@ impl Pipeline {
             None,
         );
         let normalize = tokio::spawn(run_normalize(
+            watchdog,
             source_rx,
             to_spool,
             registry.clone(),
@@ -337,6 +342,7 @@ fn run_spool_writer(
 }
 
 async fn run_normalize(
+    watchdog: Option<mpsc::Sender<Batch>>,
     mut rx: mpsc::Receiver<Batch>,
     out: ReadingSender,
     registry: Arc<PointRegistry>,
@@ -373,6 +379,11 @@ async fn run_normalize(
         live.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(&batch, now);
+        if let Some(tx) = &watchdog {
+            if tx.try_send(batch.clone()).is_err() {
+                metrics.watchdog_dropped.inc_by(batch.len() as u64);
+            }
+        }
         if deadband.is_active() {
             let suppressed = deadband.filter(&mut batch, now);
             metrics.deadband_suppressed.inc_by(suppressed as u64);

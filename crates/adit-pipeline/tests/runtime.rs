@@ -199,6 +199,7 @@ fn start_with(
             metrics: metrics.clone(),
             health: Arc::new(Health::default()),
             audit: adit_audit::Audit::disabled(),
+            watchdog: None,
         },
     );
     Harness {
@@ -435,6 +436,7 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
             metrics: metrics.clone(),
             health: Arc::new(Health::default()),
             audit: adit_audit::Audit::disabled(),
+            watchdog: None,
         },
     );
     let live = pipeline.live();

@@ -1,5 +1,11 @@
 //! The watchdog: alert rules evaluated on every reading, apart from the sink
-//! path, and alerts delivered to Alertmanager, webhooks and the log.
+//! path (it sees readings right after normalization, so it keeps working when
+//! the database or the spool fails), and alerts delivered to Alertmanager,
+//! webhooks and the log.
 
+pub mod deliver;
+pub mod engine;
 pub mod glob;
 pub mod rules;
+
+pub use engine::{AlertView, Engine, Event, RuleSpec};

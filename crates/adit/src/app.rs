@@ -63,6 +63,99 @@ pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId
     Ok((registry, per_device))
 }
 
+type WatchdogParts = (
+    Option<tokio::sync::mpsc::Sender<adit_core::Batch>>,
+    Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+);
+
+/// Starts the watchdog if the config has rules or alert receivers.
+fn start_watchdog(
+    config: &Config,
+    registry: Arc<PointRegistry>,
+    audit: &Audit,
+    metrics: &Metrics,
+) -> Result<WatchdogParts, AppError> {
+    use adit_config::RuleKind;
+    use adit_watchdog::rules::Condition;
+    let a = &config.alerting;
+    if config.rules.is_empty() && a.alertmanagers.is_empty() && a.webhooks.is_empty() {
+        return Ok((None, None));
+    }
+    let rules: Vec<adit_watchdog::RuleSpec> = config
+        .rules
+        .iter()
+        .map(|r| adit_watchdog::RuleSpec {
+            name: r.name.clone(),
+            points: r.points.clone(),
+            condition: match &r.kind {
+                RuleKind::Above { raise, clear } => Condition::Above {
+                    raise: *raise,
+                    clear: *clear,
+                },
+                RuleKind::Below { raise, clear } => Condition::Below {
+                    raise: *raise,
+                    clear: *clear,
+                },
+                RuleKind::Rate { max_per_second } => Condition::Rate {
+                    max_per_second: *max_per_second,
+                },
+                RuleKind::Flatline { samples } => Condition::Flatline { samples: *samples },
+                RuleKind::Stale => Condition::Stale,
+                RuleKind::BadQuality => Condition::BadQuality,
+                RuleKind::Clock { max_skew } => Condition::Clock {
+                    max_skew: *max_skew,
+                },
+                RuleKind::DeviceDown => Condition::DeviceDown,
+            },
+            hold: r.hold,
+            severity: r.severity.clone(),
+            check_first: r.check_first.clone(),
+            runbook: r.runbook.clone(),
+        })
+        .collect();
+    let engine = adit_watchdog::Engine::new(&config.site, rules, registry, audit.clone());
+    for name in engine.unbound_rules() {
+        tracing::warn!(
+            rule = name,
+            "alert rule matches no point; check its `points` glob"
+        );
+    }
+    let transitions = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("adit_alert_transitions_total", "Alerts fired or resolved."),
+        &["transition"],
+    )?;
+    let deliveries = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "adit_alert_deliveries_total",
+            "Alert deliveries by receiver kind and outcome.",
+        ),
+        &["receiver", "outcome"],
+    )?;
+    metrics.registry.register(Box::new(transitions.clone()))?;
+    metrics.registry.register(Box::new(deliveries.clone()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(config.pipeline.channel_capacity);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(adit_watchdog::deliver::run_watchdog(
+        engine,
+        rx,
+        adit_watchdog::deliver::Receivers {
+            alertmanagers: a.alertmanagers.clone(),
+            webhooks: a.webhooks.clone(),
+        },
+        adit_watchdog::deliver::DeliveryOptions {
+            resend_interval: a.resend_interval,
+            heartbeat: a.heartbeat,
+            site: config.site.clone(),
+        },
+        adit_watchdog::deliver::WatchdogMetrics {
+            transitions,
+            deliveries,
+        },
+        stop.clone(),
+    ));
+    Ok((Some(tx), Some((stop, task))))
+}
+
 fn spool_config(s: &adit_config::SpoolSettings) -> SpoolConfig {
     SpoolConfig {
         dir: s.dir.clone(),
@@ -84,6 +177,7 @@ fn spool_config(s: &adit_config::SpoolSettings) -> SpoolConfig {
 /// A running adit.
 pub struct App {
     pipeline: Pipeline,
+    watchdog: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     pub audit: Audit,
     pub metrics: Metrics,
     pub health: Arc<Health>,
@@ -225,6 +319,7 @@ impl App {
             },
             drain_timeout: Duration::from_secs(10),
         };
+        let (watchdog_tx, watchdog) = start_watchdog(config, registry.clone(), &audit, &metrics)?;
         let pipeline = Pipeline::start(
             registry,
             sources,
@@ -235,6 +330,7 @@ impl App {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 audit: audit.clone(),
+                watchdog: watchdog_tx,
             },
         );
         audit.record(
@@ -270,6 +366,7 @@ impl App {
         };
         Ok(Self {
             pipeline,
+            watchdog,
             audit,
             metrics,
             health,
@@ -294,6 +391,10 @@ impl App {
     /// Stops sources, drains everything accepted into the sink, stops HTTP.
     pub async fn shutdown(self) -> bool {
         let report = self.pipeline.shutdown().await;
+        if let Some((stop, task)) = self.watchdog {
+            stop.cancel();
+            let _ = task.await;
+        }
         self.audit.record(
             "adit_stop",
             serde_json::json!({ "drained": report.drained, "left_in_spool": report.left_in_spool }),

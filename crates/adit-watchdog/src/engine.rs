@@ -1,0 +1,409 @@
+//! The rule engine: binds rules to points once (glob on point ids), keeps
+//! each alert's state, and turns readings and the passing of time into alert
+//! transitions. Every decision is written to the audit log with its inputs.
+//!
+//! Invariants:
+//! - per reading, only the rules bound to its point are evaluated (no scan);
+//! - an alert is identified by (rule, point) or, for `device_down`, (rule,
+//!   device); a transition is reported once;
+//! - the engine does no I/O but the audit record (which never blocks).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adit_audit::Audit;
+use adit_core::{PointId, PointRegistry, Reading, Timestamp};
+
+use crate::glob;
+use crate::rules::{judge, step, Condition, Memory, Sample, Status, Transition};
+
+/// A configured rule.
+#[derive(Clone, Debug)]
+pub struct RuleSpec {
+    pub name: String,
+    /// Glob on point ids.
+    pub points: String,
+    pub condition: Condition,
+    /// How long the condition must hold before the alert fires.
+    pub hold: Duration,
+    pub severity: String,
+    pub check_first: String,
+    pub runbook: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Point(PointId),
+    Device(u32),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    status: Status,
+    memory: Memory,
+    last: Option<Sample>,
+    fired_at: Option<Timestamp>,
+}
+
+/// An alert as receivers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertView {
+    pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub transition: Transition,
+    pub alert: AlertView,
+}
+
+pub struct Engine {
+    site: String,
+    rules: Vec<RuleSpec>,
+    by_point: Vec<Vec<usize>>,
+    device_of: Vec<u32>,
+    devices: Vec<Arc<str>>,
+    states: HashMap<(usize, Key), State>,
+    registry: Arc<PointRegistry>,
+    audit: Audit,
+}
+
+impl Engine {
+    pub fn new(
+        site: &str,
+        rules: Vec<RuleSpec>,
+        registry: Arc<PointRegistry>,
+        audit: Audit,
+    ) -> Self {
+        let mut devices: Vec<Arc<str>> = Vec::new();
+        let mut device_of = Vec::with_capacity(registry.len());
+        let mut by_point = Vec::with_capacity(registry.len());
+        for (_, meta) in registry.iter() {
+            let d = devices
+                .iter()
+                .position(|d| *d == meta.device)
+                .unwrap_or_else(|| {
+                    devices.push(meta.device.clone());
+                    devices.len() - 1
+                });
+            device_of.push(d as u32);
+            by_point.push(
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| glob::matches(&r.points, &meta.name))
+                    .map(|(i, _)| i)
+                    .collect(),
+            );
+        }
+        Self {
+            site: site.to_string(),
+            rules,
+            by_point,
+            device_of,
+            devices,
+            states: HashMap::new(),
+            registry,
+            audit,
+        }
+    }
+
+    /// Rules bound to no point at all (probably a mistyped glob).
+    pub fn unbound_rules(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.by_point.iter().any(|r| r.contains(i)))
+            .map(|(_, r)| r.name.as_str())
+            .collect()
+    }
+
+    /// Evaluates the rules of every reading's point.
+    pub fn observe(&mut self, batch: &[Reading], now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        for r in batch {
+            let bound = self.by_point.get(r.point.index()).map_or(0, Vec::len);
+            if bound == 0 {
+                continue;
+            }
+            let sample = Sample {
+                value: r.value.as_ref().and_then(adit_core::Value::as_f64),
+                quality: r.quality,
+                source_ts: r.source_ts,
+                received_ts: r.received_ts,
+                at: now,
+            };
+            for k in 0..bound {
+                let rule = self.by_point[r.point.index()][k];
+                let key = match self.rules[rule].condition {
+                    Condition::DeviceDown => Key::Device(self.device_of[r.point.index()]),
+                    _ => Key::Point(r.point),
+                };
+                let hold = self.rules[rule].hold;
+                let state = self.states.entry((rule, key)).or_default();
+                let verdict = judge(&self.rules[rule].condition, &mut state.memory, &sample);
+                state.last = Some(sample);
+                let (status, transition) = step(state.status, verdict, hold, now);
+                state.status = status;
+                if let Some(t) = transition {
+                    events.push(self.transition(rule, key, t));
+                }
+            }
+        }
+        events
+    }
+
+    /// Lets time pass: pending alerts whose `for` has elapsed fire.
+    pub fn tick(&mut self, now: Instant) -> Vec<Event> {
+        let due: Vec<(usize, Key)> = self
+            .states
+            .iter()
+            .filter(|((rule, _), s)| matches!(s.status, Status::Pending { since } if now.saturating_duration_since(since) >= self.rules[*rule].hold))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut events = Vec::new();
+        for (rule, key) in due {
+            if let Some(state) = self.states.get_mut(&(rule, key)) {
+                let (status, t) = step(state.status, None, self.rules[rule].hold, now);
+                state.status = status;
+                if let Some(t) = t {
+                    events.push(self.transition(rule, key, t));
+                }
+            }
+        }
+        events
+    }
+
+    fn transition(&mut self, rule: usize, key: Key, t: Transition) -> Event {
+        let now_wall = Timestamp::now();
+        if let Some(state) = self.states.get_mut(&(rule, key)) {
+            if t == Transition::Fired {
+                state.fired_at = Some(now_wall);
+            }
+        }
+        let mut alert = self.view(rule, key);
+        if t == Transition::Resolved {
+            alert.ends_at = Some(now_wall);
+        }
+        let spec = &self.rules[rule];
+        let last = self.states.get(&(rule, key)).and_then(|s| s.last);
+        self.audit.record(
+            "alert_decision",
+            serde_json::json!({
+                "rule": spec.name,
+                "condition": spec.condition.kind(),
+                "thresholds": spec.condition.describe(),
+                "for_ms": spec.hold.as_millis() as u64,
+                "subject": alert.labels.iter().find(|(k, _)| k == "point" || k == "device").map(|(_, v)| v.clone()),
+                "outcome": match t { Transition::Fired => "fired", Transition::Resolved => "resolved" },
+                "inputs": last.map(|s| serde_json::json!({
+                    "value": s.value,
+                    "quality": s.quality.to_string(),
+                    "source_ts": s.source_ts.to_rfc3339(),
+                })),
+            }),
+        );
+        Event {
+            transition: t,
+            alert,
+        }
+    }
+
+    fn view(&self, rule: usize, key: Key) -> AlertView {
+        let spec = &self.rules[rule];
+        let state = self.states.get(&(rule, key));
+        let mut labels = vec![
+            ("alertname".to_string(), spec.name.clone()),
+            ("site".to_string(), self.site.clone()),
+            ("rule".to_string(), spec.condition.kind().to_string()),
+            ("severity".to_string(), spec.severity.clone()),
+        ];
+        let what = match key {
+            Key::Point(id) => {
+                let meta = self.registry.get(id);
+                let point = meta.map_or_else(String::new, |m| m.name.to_string());
+                let device = meta.map_or_else(String::new, |m| m.device.to_string());
+                labels.push(("device".to_string(), device));
+                labels.push(("point".to_string(), point.clone()));
+                point
+            }
+            Key::Device(d) => {
+                let device = self
+                    .devices
+                    .get(d as usize)
+                    .map_or_else(String::new, std::string::ToString::to_string);
+                labels.push(("device".to_string(), device.clone()));
+                device
+            }
+        };
+        let last = state.and_then(|s| s.last);
+        let unit = match key {
+            Key::Point(id) => self
+                .registry
+                .get(id)
+                .map_or_else(String::new, |m| m.unit.to_string()),
+            Key::Device(_) => String::new(),
+        };
+        let value = last.and_then(|s| s.value).map_or_else(
+            || "none".to_string(),
+            |v| format!("{v} {unit}").trim().to_string(),
+        );
+        let mut annotations = vec![
+            (
+                "summary".to_string(),
+                format!(
+                    "{what}: {} {}",
+                    spec.condition.kind(),
+                    spec.condition.describe()
+                ),
+            ),
+            ("value".to_string(), value),
+            (
+                "quality".to_string(),
+                last.map_or_else(|| "unknown".to_string(), |s| s.quality.to_string()),
+            ),
+            (
+                "source_time".to_string(),
+                last.map_or_else(String::new, |s| s.source_ts.to_rfc3339()),
+            ),
+            ("check_first".to_string(), spec.check_first.clone()),
+        ];
+        if let Some(url) = &spec.runbook {
+            annotations.push(("runbook_url".to_string(), url.clone()));
+        }
+        AlertView {
+            labels,
+            annotations,
+            starts_at: state
+                .and_then(|s| s.fired_at)
+                .unwrap_or_else(Timestamp::now),
+            ends_at: None,
+        }
+    }
+
+    /// Every alert firing now.
+    pub fn firing(&self) -> Vec<AlertView> {
+        self.states
+            .iter()
+            .filter(|(_, s)| matches!(s.status, Status::Firing { .. }))
+            .map(|((rule, key), _)| self.view(*rule, *key))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adit_core::{PointMeta, Quality, Reason, Value};
+
+    fn engine(rules: Vec<RuleSpec>) -> Engine {
+        let mut r = PointRegistry::new();
+        for (name, device) in [
+            ("bore_a.co_1", "plc_a"),
+            ("bore_a.co_2", "plc_a"),
+            ("bore_b.co_1", "plc_b"),
+        ] {
+            let mut m = PointMeta::plain(name, device, 1000);
+            m.unit = "ppm".into();
+            r.insert(m).unwrap();
+        }
+        Engine::new("test-site", rules, Arc::new(r), Audit::disabled())
+    }
+
+    fn rule(name: &str, points: &str, condition: Condition, hold: Duration) -> RuleSpec {
+        RuleSpec {
+            name: name.into(),
+            points: points.into(),
+            condition,
+            hold,
+            severity: "warning".into(),
+            check_first: "look".into(),
+            runbook: None,
+        }
+    }
+
+    fn reading(point: u32, value: Option<f64>, quality: Quality) -> Reading {
+        Reading {
+            point: PointId(point),
+            value: value.map(Value::F64),
+            quality,
+            source_ts: Timestamp::now(),
+            received_ts: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn rules_bind_by_glob_and_alerts_carry_labels_and_annotations() {
+        let mut e = engine(vec![
+            rule(
+                "CoHigh",
+                "*.co_*",
+                Condition::Above {
+                    raise: 70.0,
+                    clear: 60.0,
+                },
+                Duration::ZERO,
+            ),
+            rule("Typo", "bore_c.*", Condition::Stale, Duration::ZERO),
+        ]);
+        assert_eq!(e.unbound_rules(), vec!["Typo"]);
+        let events = e.observe(&[reading(2, Some(120.0), Quality::Good)], Instant::now());
+        assert_eq!(events.len(), 1);
+        let labels: HashMap<_, _> = events[0].alert.labels.iter().cloned().collect();
+        assert_eq!(labels["alertname"], "CoHigh");
+        assert_eq!(labels["point"], "bore_b.co_1");
+        assert_eq!(labels["device"], "plc_b");
+        assert_eq!(labels["site"], "test-site");
+        let ann: HashMap<_, _> = events[0].alert.annotations.iter().cloned().collect();
+        assert_eq!(ann["value"], "120 ppm");
+        assert!(ann["summary"].contains("above 70"));
+        assert_eq!(e.firing().len(), 1);
+    }
+
+    #[test]
+    fn device_down_fires_once_per_device_not_once_per_point() {
+        let mut e = engine(vec![rule(
+            "DeviceDown",
+            "*",
+            Condition::DeviceDown,
+            Duration::ZERO,
+        )]);
+        let comm = Quality::Bad(Reason::CommFailure);
+        let events = e.observe(
+            &[reading(0, None, comm), reading(1, None, comm)],
+            Instant::now(),
+        );
+        assert_eq!(events.len(), 1);
+        assert!(events[0]
+            .alert
+            .labels
+            .iter()
+            .any(|(k, v)| k == "device" && v == "plc_a"));
+        assert!(!events[0].alert.labels.iter().any(|(k, _)| k == "point"));
+        let resolved = e.observe(&[reading(0, Some(1.0), Quality::Good)], Instant::now());
+        assert_eq!(resolved[0].transition, Transition::Resolved);
+        assert!(resolved[0].alert.ends_at.is_some());
+    }
+
+    #[test]
+    fn tick_fires_pending_alerts_when_their_time_comes() {
+        let t0 = Instant::now();
+        let mut e = engine(vec![rule(
+            "Stale",
+            "*",
+            Condition::Stale,
+            Duration::from_secs(5),
+        )]);
+        assert!(e
+            .observe(&[reading(0, None, Quality::Bad(Reason::Stale))], t0)
+            .is_empty());
+        assert!(e.tick(t0 + Duration::from_secs(4)).is_empty());
+        let fired = e.tick(t0 + Duration::from_secs(5));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].transition, Transition::Fired);
+    }
+}
