@@ -1,6 +1,18 @@
 //! Liveness and readiness flags shared by the pipeline and the HTTP endpoint.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A process-wide monotonic epoch for the millisecond stamps below.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
 
 #[derive(Debug, Default)]
 pub struct Health {
@@ -33,6 +45,17 @@ impl Health {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+    }
+    /// Records a sink failure now (keeps the first of a streak).
+    pub fn mark_sink_failed(&self) {
+        self.sink_failed(now_ms());
+    }
+    /// How long the sinks have been failing, if they are.
+    pub fn sink_failing_for(&self) -> Option<Duration> {
+        match self.sink_failing_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
     }
     pub fn sink_succeeded(&self) {
         self.sink_failing_since_ms.store(0, Ordering::Relaxed);

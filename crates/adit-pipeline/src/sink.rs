@@ -97,7 +97,6 @@ pub fn run_sink(stage: SinkStage) {
     let quarantined = metrics
         .sink_dropped
         .with_label_values(&[name, "quarantined"]);
-    let started = Instant::now();
     let mut reader = spool.reader(name, &registry);
     let mut acked = spool.cursors().get(name).copied().unwrap_or(0);
     let mut pending: Vec<Reading> = Vec::with_capacity(options.batch_max_rows);
@@ -176,7 +175,7 @@ pub fn run_sink(stage: SinkStage) {
             }
             Err(SinkError::Retryable(reason)) => {
                 retryable.inc();
-                health.sink_failed(started.elapsed().as_millis() as u64);
+                health.mark_sink_failed();
                 tracing::warn!(sink = name, rows = pending.len(), %reason, retry_in_ms = backoff.as_millis() as u64, "sink write failed; retrying");
                 let until = Instant::now() + jitter(backoff);
                 while Instant::now() < until && stop.get().is_none_or(|(_, d)| Instant::now() < d) {

@@ -19,8 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{AlertView, Engine};
+use crate::engine::{AlertView, Engine, Event};
 use crate::rules::Transition;
+use crate::selfhealth::{SelfHealthProbe, SelfHealthRules, CHECKS};
 
 /// Where alerts go.
 #[derive(Clone, Debug, Default)]
@@ -53,6 +54,24 @@ pub fn alertmanager_json(alerts: &[AlertView]) -> String {
         })
         .collect();
     serde_json::Value::Array(list).to_string()
+}
+
+fn self_alert(site: &str, check: usize, since: Timestamp, ends_at: Option<Timestamp>) -> AlertView {
+    let (name, summary, check_first) = CHECKS[check.min(CHECKS.len() - 1)];
+    AlertView {
+        labels: vec![
+            ("alertname".into(), name.into()),
+            ("site".into(), site.into()),
+            ("rule".into(), "self_health".into()),
+            ("severity".into(), "critical".into()),
+        ],
+        annotations: vec![
+            ("summary".into(), format!("adit: {summary}")),
+            ("check_first".into(), check_first.into()),
+        ],
+        starts_at: since,
+        ends_at,
+    }
 }
 
 fn heartbeat(site: &str, since: Timestamp) -> AlertView {
@@ -117,8 +136,11 @@ pub async fn run_watchdog(
     receivers: Receivers,
     options: DeliveryOptions,
     metrics: WatchdogMetrics,
+    probe: Option<Box<dyn SelfHealthProbe>>,
     shutdown: CancellationToken,
 ) {
+    let mut self_rules = SelfHealthRules::default();
+    let mut self_firing = [None::<Timestamp>; 4];
     let started = Timestamp::now();
     let mut resolved: VecDeque<(AlertView, u32)> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -130,7 +152,28 @@ pub async fn run_watchdog(
                 Some(batch) => engine.observe(&batch, tokio::time::Instant::now().into_std()),
                 None => return,
             },
-            _ = tick.tick() => engine.tick(tokio::time::Instant::now().into_std()),
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now().into_std();
+                let mut events = engine.tick(now);
+                if let Some(probe) = &probe {
+                    let raised = self_rules.evaluate(&probe.sample(), now);
+                    for (i, up) in raised.into_iter().enumerate() {
+                        match (up, self_firing[i]) {
+                            (true, None) => {
+                                let at = Timestamp::now();
+                                self_firing[i] = Some(at);
+                                events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, i, at, None) });
+                            }
+                            (false, Some(since)) => {
+                                self_firing[i] = None;
+                                events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, i, since, Some(Timestamp::now())) });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                events
+            }
             () = shutdown.cancelled() => return,
         };
         for e in &events {
@@ -172,6 +215,12 @@ pub async fn run_watchdog(
             continue;
         }
         let mut alerts = engine.firing();
+        alerts.extend(
+            self_firing
+                .iter()
+                .enumerate()
+                .filter_map(|(i, since)| since.map(|at| self_alert(&options.site, i, at, None))),
+        );
         if options.heartbeat {
             alerts.push(heartbeat(&options.site, started));
         }

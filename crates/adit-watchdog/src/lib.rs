@@ -7,5 +7,6 @@ pub mod deliver;
 pub mod engine;
 pub mod glob;
 pub mod rules;
+pub mod selfhealth;
 
 pub use engine::{AlertView, Engine, Event, RuleSpec};

@@ -68,12 +68,45 @@ type WatchdogParts = (
     Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 );
 
+/// adit's own health, as the watchdog's self-health rules see it.
+struct Probe {
+    metrics: Metrics,
+    health: Arc<Health>,
+    audit: Audit,
+}
+
+impl adit_watchdog::selfhealth::SelfHealthProbe for Probe {
+    fn sample(&self) -> adit_watchdog::selfhealth::SelfHealth {
+        let sum = |name: &str| -> u64 {
+            self.metrics
+                .registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == name)
+                .flat_map(|f| f.get_metric().iter())
+                .map(|m| m.get_counter().get_value() as u64)
+                .sum()
+        };
+        adit_watchdog::selfhealth::SelfHealth {
+            spool_dropped_total: sum("adit_spool_dropped_readings_total"),
+            sink_failing_for: self.health.sink_failing_for(),
+            task_restarts_total: sum("adit_task_restarts_total"),
+            audit_failing: self
+                .audit
+                .stats()
+                .failing
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// Starts the watchdog if the config has rules or alert receivers.
 fn start_watchdog(
     config: &Config,
     registry: Arc<PointRegistry>,
     audit: &Audit,
     metrics: &Metrics,
+    health: &Arc<Health>,
 ) -> Result<WatchdogParts, AppError> {
     use adit_config::RuleKind;
     use adit_watchdog::rules::Condition;
@@ -151,6 +184,11 @@ fn start_watchdog(
             transitions,
             deliveries,
         },
+        Some(Box::new(Probe {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            audit: audit.clone(),
+        })),
         stop.clone(),
     ));
     Ok((Some(tx), Some((stop, task))))
@@ -319,7 +357,8 @@ impl App {
             },
             drain_timeout: Duration::from_secs(10),
         };
-        let (watchdog_tx, watchdog) = start_watchdog(config, registry.clone(), &audit, &metrics)?;
+        let (watchdog_tx, watchdog) =
+            start_watchdog(config, registry.clone(), &audit, &metrics, &health)?;
         let pipeline = Pipeline::start(
             registry,
             sources,

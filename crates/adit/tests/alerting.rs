@@ -93,7 +93,51 @@ async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -
     start.elapsed()
 }
 
-fn config(dir: &std::path::Path, sim: SocketAddr, am_port: u16) -> String {
+/// A webhook receiver: answers 200 and keeps every request body.
+async fn webhook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 65536];
+                // Read the head, then as much body as Content-Length says.
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            keep.lock().unwrap().push(body.to_string());
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+fn config(dir: &std::path::Path, sim: SocketAddr, am_port: u16, hook_port: u16) -> String {
     let mut text = format!(
         r#"site = "alert-test"
 data_dir = "{}"
@@ -101,6 +145,7 @@ data_dir = "{}"
 listen = "off"
 [alerting]
 alertmanager = ["http://127.0.0.1:{am_port}"]
+webhook = ["http://127.0.0.1:{hook_port}/adit-alerts"]
 resend_interval = "1s"
 
 [[rule]]
@@ -156,8 +201,9 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
     let sim = Simulator::start_tcp(SocketAddr::from(([127, 0, 0, 1], 0)), Framing::Tcp, &units)
         .await
         .unwrap();
-    let cfg =
-        adit_config::load_str(&config(dir.path(), sim.addr(), am.port), "alert.toml").unwrap();
+    let (hook_port, hook_bodies) = webhook().await;
+    let text = config(dir.path(), sim.addr(), am.port, hook_port);
+    let cfg = adit_config::load_str(&text, "alert.toml").unwrap();
     let app = App::start(&cfg, HttpBind::Required).await.unwrap();
 
     // Unit 2's value moves (unfrozen) so that only the injected fault makes it stuck.
@@ -239,6 +285,13 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
         am.find("AditWatchdogHeartbeat", "site", "alert-test")
             .is_some(),
         "the heartbeat keeps firing"
+    );
+    let bodies = hook_bodies.lock().unwrap().clone();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\"alertname\":\"CoHigh\"") && b.contains("\"endsAt\"")),
+        "the webhook got CoHigh and its resolution"
     );
     assert!(app.shutdown().await);
 
