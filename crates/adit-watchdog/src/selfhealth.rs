@@ -78,31 +78,30 @@ mod tests {
             spool_dropped_total: 10,
             ..SelfHealth::default()
         };
-        assert_eq!(r.evaluate(&dropped, at(1))[0], true);
-        assert_eq!(r.evaluate(&dropped, at(60))[0], true);
-        assert_eq!(r.evaluate(&dropped, at(61))[0], false);
+        assert!(r.evaluate(&dropped, at(1))[0]);
+        assert!(r.evaluate(&dropped, at(60))[0]);
+        assert!(!r.evaluate(&dropped, at(61))[0]);
         // A sink failing for 59 s is not yet an alert, for 60 s it is.
         let failing = |s| SelfHealth {
             spool_dropped_total: 10,
             sink_failing_for: Some(Duration::from_secs(s)),
             ..SelfHealth::default()
         };
-        assert_eq!(r.evaluate(&failing(59), at(62))[1], false);
-        assert_eq!(r.evaluate(&failing(60), at(63))[1], true);
+        assert!(!r.evaluate(&failing(59), at(62))[1]);
+        assert!(r.evaluate(&failing(60), at(63))[1]);
         // Three restarts within five minutes.
         let restarts = |n| SelfHealth {
             spool_dropped_total: 10,
             task_restarts_total: n,
             ..SelfHealth::default()
         };
-        assert_eq!(r.evaluate(&restarts(2), at(100))[2], false);
-        assert_eq!(r.evaluate(&restarts(3), at(120))[2], true);
-        assert_eq!(
-            r.evaluate(&restarts(3), at(500))[2],
-            false,
+        assert!(!r.evaluate(&restarts(2), at(100))[2]);
+        assert!(r.evaluate(&restarts(3), at(120))[2]);
+        assert!(
+            !r.evaluate(&restarts(3), at(500))[2],
             "no restart for five minutes clears it"
         );
-        assert_eq!(
+        assert!(
             r.evaluate(
                 &SelfHealth {
                     audit_failing: true,
@@ -111,8 +110,7 @@ mod tests {
                     ..SelfHealth::default()
                 },
                 at(501)
-            )[3],
-            true
+            )[3]
         );
     }
 }
