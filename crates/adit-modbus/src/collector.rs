@@ -186,6 +186,17 @@ enum Outcome {
     LinkFailed(&'static str),
 }
 
+impl Outcome {
+    /// The answer's data, if the device answered with data.
+    fn data(&self) -> Option<ReadData<'_>> {
+        match self {
+            Outcome::Data(words) => Some(ReadData::Words(words)),
+            Outcome::Bits(bits) => Some(ReadData::Bits(bits)),
+            _ => None,
+        }
+    }
+}
+
 async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Outcome {
     let call = async {
         match read.table {
@@ -434,29 +445,15 @@ async fn poll_group(
         let outcome = read_once(c, read, cfg.timeout).await;
         m.request_seconds.observe(started.elapsed().as_secs_f64());
         let ts = Timestamp::now();
+        if let Some(data) = outcome.data() {
+            m.ok.inc();
+            decode_read(read, data, &cfg.points, &device.ids, ts, batch);
+            retries_left = cfg.retries;
+            next += 1;
+            continue;
+        }
         match outcome {
-            Outcome::Data(words) => {
-                m.ok.inc();
-                decode_read(
-                    read,
-                    ReadData::Words(&words),
-                    &cfg.points,
-                    &device.ids,
-                    ts,
-                    batch,
-                );
-            }
-            Outcome::Bits(bits) => {
-                m.ok.inc();
-                decode_read(
-                    read,
-                    ReadData::Bits(&bits),
-                    &cfg.points,
-                    &device.ids,
-                    ts,
-                    batch,
-                );
-            }
+            Outcome::Data(_) | Outcome::Bits(_) => {}
             Outcome::Exception(code) => {
                 m.exception.inc();
                 tracing::debug!(device = %cfg.id, table = read.table.name(), start = read.start, count = read.count, code, "exception response");

@@ -248,6 +248,25 @@ impl Metrics {
         })
     }
 
+    /// The sum of a counter over every series whose labels include all of
+    /// `labels` (for self-health checks, tests and tools; not a hot path).
+    pub fn counter_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
     /// Metrics in a private registry, for tests and tools.
     pub fn for_tests() -> Self {
         match Self::new(Registry::new()) {

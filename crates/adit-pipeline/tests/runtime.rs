@@ -213,21 +213,7 @@ fn start_with(
 }
 
 fn counter(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metrics
-        .registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    metrics.counter_sum(name, labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,12 +471,5 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
 }
 
 fn counter_plain(metrics: &Metrics, name: &str) -> f64 {
-    metrics
-        .registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    metrics.counter_sum(name, &[])
 }

@@ -340,12 +340,7 @@ impl Spool {
                         continue;
                     }
                     WhenFull::Block => {
-                        shared.stats.block_waits.fetch_add(1, Ordering::Relaxed);
-                        st = shared
-                            .space
-                            .wait_timeout(st, Duration::from_millis(100))
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
+                        st = self.wait_for_space(st);
                         continue;
                     }
                 }
@@ -377,12 +372,7 @@ impl Spool {
                     match shared.cfg.when_full {
                         WhenFull::DropOldest if self.drop_oldest(&mut st) => continue,
                         WhenFull::Block => {
-                            shared.stats.block_waits.fetch_add(1, Ordering::Relaxed);
-                            st = shared
-                                .space
-                                .wait_timeout(st, Duration::from_millis(100))
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0;
+                            st = self.wait_for_space(st);
                             continue;
                         }
                         _ => {
@@ -419,6 +409,19 @@ impl Spool {
             shared.appended.notify_all();
             return Ok(seq);
         }
+    }
+
+    /// Waits (at most 100 ms) for an acknowledgement to free space; counted.
+    fn wait_for_space<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.shared
+            .stats
+            .block_waits
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .space
+            .wait_timeout(st, Duration::from_millis(100))
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
     }
 
     fn fail(st: &mut State, e: &std::io::Error) -> AppendError {

@@ -91,21 +91,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn counter(app: &App, name: &str, label: Option<(&str, &str)>) -> f64 {
-    app.metrics
-        .registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            label.is_none_or(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == k && l.value() == v)
-            })
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    app.metrics.counter_sum(name, label.as_slice())
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -77,16 +77,7 @@ struct Probe {
 
 impl adit_watchdog::selfhealth::SelfHealthProbe for Probe {
     fn sample(&self) -> adit_watchdog::selfhealth::SelfHealth {
-        let sum = |name: &str| -> u64 {
-            self.metrics
-                .registry
-                .gather()
-                .iter()
-                .filter(|f| f.name() == name)
-                .flat_map(|f| f.get_metric().iter())
-                .map(|m| m.get_counter().get_value() as u64)
-                .sum()
-        };
+        let sum = |name: &str| self.metrics.counter_sum(name, &[]) as u64;
         adit_watchdog::selfhealth::SelfHealth {
             spool_dropped_total: sum("adit_spool_dropped_readings_total"),
             sink_failing_for: self.health.sink_failing_for(),

@@ -97,22 +97,7 @@ impl Running {
     }
     /// Sum of a counter over every series whose labels include all `labels`.
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.app
-            .metrics
-            .registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().iter())
-            .filter(|m| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-            })
-            .map(|m| m.get_counter().get_value())
-            .sum()
+        self.app.metrics.counter_sum(name, labels)
     }
     /// (observations, observations ≤ `le`) of a histogram for the given devices.
     fn histogram(&self, name: &str, devices: &[String], le: f64) -> (u64, u64) {
