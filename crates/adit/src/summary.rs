@@ -4,10 +4,13 @@ use std::time::Instant;
 
 use adit_pipeline::{LiveState, Metrics, QualitySummary};
 
-/// Rates computed between two calls.
+/// How far back the readings rate looks: long enough to span several polls,
+/// so that a summary tick landing on a poll does not alias the rate.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rates over a trailing window of samples taken at each call.
 pub struct SummaryClock {
-    last_at: Instant,
-    last_readings: u64,
+    samples: std::collections::VecDeque<(Instant, u64)>,
 }
 
 fn total_readings(metrics: &Metrics) -> u64 {
@@ -20,8 +23,7 @@ fn total_readings(metrics: &Metrics) -> u64 {
 impl SummaryClock {
     pub fn new(metrics: &Metrics) -> Self {
         Self {
-            last_at: Instant::now(),
-            last_readings: total_readings(metrics),
+            samples: std::iter::once((Instant::now(), total_readings(metrics))).collect(),
         }
     }
 
@@ -29,10 +31,19 @@ impl SummaryClock {
     pub fn line(&mut self, metrics: &Metrics, live: &LiveState) -> (String, QualitySummary) {
         let now = Instant::now();
         let readings = total_readings(metrics);
-        let elapsed = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
-        let rate = (readings - self.last_readings) as f64 / elapsed;
-        self.last_at = now;
-        self.last_readings = readings;
+        self.samples.push_back((now, readings));
+        // Keep the newest sample that is at least RATE_WINDOW old, and all after it.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let (then, before) = self.samples.front().copied().unwrap_or((now, readings));
+        let rate = readings.saturating_sub(before) as f64
+            / now.duration_since(then).as_secs_f64().max(1e-3);
         let s = live.summary(now);
         for (state, n) in [
             ("good", s.good),
