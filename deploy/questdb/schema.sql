@@ -42,6 +42,19 @@ CREATE TABLE IF NOT EXISTS readings (
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
 DEDUP UPSERT KEYS(ts, point);
 
+-- Alert history: every transition the watchdog decides (state firing or
+-- resolved), written through the spool like the readings.
+CREATE TABLE IF NOT EXISTS alerts (
+    ts        TIMESTAMP,
+    rule      SYMBOL CAPACITY 256 CACHE,
+    subject   SYMBOL CAPACITY 65536 CACHE,
+    state     SYMBOL CAPACITY 4 CACHE,
+    severity  SYMBOL CAPACITY 4 CACHE,
+    summary   VARCHAR,
+    labels    VARCHAR
+) TIMESTAMP(ts) PARTITION BY MONTH WAL
+DEDUP UPSERT KEYS(ts, rule, subject, state);
+
 -- "The last hour of point X":
 --   SELECT ts, value, quality, reason FROM readings
 --   WHERE point = 'bore_a.co_1' AND ts > dateadd('h', -1, now());

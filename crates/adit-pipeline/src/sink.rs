@@ -35,6 +35,12 @@ pub trait Sink: Send + 'static {
     fn name(&self) -> &'static str;
     /// Writes and commits the readings, all or nothing.
     fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError>;
+    /// Writes and commits alert transitions (the alert history). Sinks
+    /// without an alert table accept and ignore them.
+    fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+        let _ = alerts;
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +106,7 @@ pub fn run_sink(stage: SinkStage) {
     let mut reader = spool.reader(name, &registry);
     let mut acked = spool.cursors().get(name).copied().unwrap_or(0);
     let mut pending: Vec<Reading> = Vec::with_capacity(options.batch_max_rows);
+    let mut pending_alerts: Vec<adit_spool::AlertRecord> = Vec::new();
     let mut pending_last_seq = acked;
     let mut first_at: Option<Instant> = None;
     let mut backoff = options.retry_min;
@@ -128,6 +135,7 @@ pub fn run_sink(stage: SinkStage) {
         match reader.next(room, wait) {
             Ok(d) if d.records > 0 => {
                 pending.extend(d.readings);
+                pending_alerts.extend(d.alerts);
                 pending_last_seq = d.last_seq;
                 first_at.get_or_insert_with(Instant::now);
             }
@@ -137,6 +145,7 @@ pub fn run_sink(stage: SinkStage) {
                 std::thread::sleep(Duration::from_secs(1));
                 reader = spool.reader(name, &registry);
                 pending.clear();
+                pending_alerts.clear();
                 first_at = None;
                 continue;
             }
@@ -150,10 +159,15 @@ pub fn run_sink(stage: SinkStage) {
             continue;
         }
         let timer = metrics.sink_write_seconds.start_timer();
-        let result = if pending.is_empty() {
+        let alerts_result = if pending_alerts.is_empty() {
             Ok(())
         } else {
-            sink.write(&pending)
+            sink.write_alerts(&pending_alerts)
+        };
+        let result = match alerts_result {
+            Err(e) => Err(e),
+            Ok(()) if pending.is_empty() => Ok(()),
+            Ok(()) => sink.write(&pending),
         };
         timer.observe_duration();
         match result {
@@ -193,6 +207,7 @@ pub fn run_sink(stage: SinkStage) {
         }
         acked = pending_last_seq;
         pending.clear();
+        pending_alerts.clear();
         first_at = None;
         metrics.sink_queue_rows.set(0);
     }

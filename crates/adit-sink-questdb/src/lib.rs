@@ -117,6 +117,25 @@ pub fn encode_rows(
     Ok(())
 }
 
+/// Appends one ILP row per alert transition to table `alerts`.
+pub fn encode_alerts(
+    buffer: &mut Buffer,
+    alerts: &[adit_spool::AlertRecord],
+) -> Result<(), questdb::Error> {
+    for a in alerts {
+        buffer
+            .table("alerts")?
+            .symbol("rule", a.rule.as_str())?
+            .symbol("subject", a.subject.as_str())?
+            .symbol("state", if a.fired { "firing" } else { "resolved" })?
+            .symbol("severity", a.severity.as_str())?
+            .column_str("summary", a.summary.as_str())?
+            .column_str("labels", a.labels_json.as_str())?
+            .at(TimestampMicros::new(a.ts.as_micros()))?;
+    }
+    Ok(())
+}
+
 fn is_connection_problem(code: ErrorCode) -> bool {
     matches!(
         code,
@@ -132,12 +151,12 @@ fn is_connection_problem(code: ErrorCode) -> bool {
     )
 }
 
-impl Sink for QuestDbSink {
-    fn name(&self) -> &'static str {
-        "questdb"
-    }
-
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+impl QuestDbSink {
+    /// Sends one buffer built by `fill`, classifying errors (see the crate docs).
+    fn send(
+        &mut self,
+        fill: impl FnOnce(&mut Buffer) -> Result<(), questdb::Error>,
+    ) -> Result<(), SinkError> {
         if self.sender.is_none() {
             let sender = Sender::from_conf(&self.conf.0)
                 .map_err(|e| SinkError::Retryable(format!("connect: {}", e.msg())))?;
@@ -147,7 +166,7 @@ impl Sink for QuestDbSink {
             return Err(SinkError::Retryable("no connection".into()));
         };
         let mut buffer = sender.new_buffer();
-        if let Err(e) = encode_rows(&mut buffer, &self.table, &self.registry, readings) {
+        if let Err(e) = fill(&mut buffer) {
             return Err(SinkError::Permanent(format!("encode: {}", e.msg())));
         }
         if buffer.row_count() == 0 {
@@ -173,6 +192,21 @@ impl Sink for QuestDbSink {
                 }
             }
         }
+    }
+}
+
+impl Sink for QuestDbSink {
+    fn name(&self) -> &'static str {
+        "questdb"
+    }
+
+    fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+        self.send(|buffer| encode_alerts(buffer, alerts))
+    }
+
+    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+        let (table, registry) = (self.table.clone(), self.registry.clone());
+        self.send(|buffer| encode_rows(buffer, &table, &registry, readings))
     }
 }
 

@@ -13,6 +13,9 @@
 //!   no value (link down, exception). `quality` is 0 good, 1 uncertain, 2 bad.
 //! - `readings_view`: the same with point names, units and ISO times, for
 //!   people at a `sqlite3` prompt.
+//! - `alerts(ts, rule, subject, state, severity, summary, labels)`: every
+//!   alert transition (`state` is `firing` or `resolved`), from the watchdog
+//!   through the spool; `labels` is a JSON object.
 //!
 //! Invariants: one transaction per batch (all or nothing); WAL mode with
 //! `synchronous = NORMAL` (a committed batch survives a process crash; a power
@@ -43,6 +46,16 @@ CREATE TABLE IF NOT EXISTS readings (
     source_ts   INTEGER NOT NULL,
     received_ts INTEGER NOT NULL,
     PRIMARY KEY (point_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    ts          INTEGER NOT NULL,
+    rule        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    summary     TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    PRIMARY KEY (ts, rule, subject, state)
 ) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS readings_view AS
 SELECT p.name AS point,
@@ -174,6 +187,30 @@ impl Sink for SqliteSink {
         "sqlite"
     }
 
+    fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO alerts (ts, rule, subject, state, severity, summary, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for a in alerts {
+                    insert.execute(params![
+                        a.ts.as_micros(),
+                        a.rule,
+                        a.subject,
+                        if a.fired { "firing" } else { "resolved" },
+                        a.severity,
+                        a.summary,
+                        a.labels_json
+                    ])?;
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| classify(&e))
+    }
+
     fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
         self.write_tx(readings).map_err(|e| classify(&e))
     }
@@ -261,6 +298,37 @@ mod tests {
         );
         assert_eq!(rows[2].2, Some(-32768.0));
         assert_eq!(rows[3].2, Some(1.0));
+    }
+
+    #[test]
+    fn alert_transitions_are_stored_and_replays_do_not_duplicate_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SqliteSink::open(&dir.path().join("r.db"), &registry()).unwrap();
+        let fired = adit_spool::AlertRecord {
+            ts: Timestamp(1_000),
+            fired: true,
+            rule: "CoHigh".into(),
+            severity: "warning".into(),
+            subject: "co".into(),
+            summary: "co above 70".into(),
+            labels_json: "{}".into(),
+        };
+        let resolved = adit_spool::AlertRecord {
+            ts: Timestamp(2_000),
+            fired: false,
+            ..fired.clone()
+        };
+        sink.write_alerts(&[fired.clone(), resolved]).unwrap();
+        sink.write_alerts(&[fired]).unwrap();
+        let states: Vec<String> = sink
+            .conn
+            .prepare("SELECT state FROM alerts ORDER BY ts")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(states, vec!["firing", "resolved"]);
     }
 
     #[test]

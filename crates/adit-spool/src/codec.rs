@@ -5,12 +5,95 @@
 //! source_ts i64 | received_ts i64`, with value `tag u8` then 8 bytes (f64,
 //! i64), 1 byte (bool), or `len u32` + UTF-8 (text); tag 0 is "no value".
 //! The fingerprint names the point table the ids refer to (see `points`).
+//!
+//! Version 2 payloads carry alert transitions instead of readings:
+//! `2 | fingerprint | count u32 | alerts…`, each `ts i64 | fired u8 | rule |
+//! severity | subject | summary | labels` (strings as `len u32` + UTF-8;
+//! `labels` is a JSON object).
 
 use std::sync::Arc;
 
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp, Value};
 
 const VERSION: u8 = 1;
+const VERSION_ALERTS: u8 = 2;
+
+/// An alert transition as it is stored: the history of what fired and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub ts: Timestamp,
+    /// True when the alert fired, false when it resolved.
+    pub fired: bool,
+    pub rule: String,
+    pub severity: String,
+    /// The point or device the alert is about.
+    pub subject: String,
+    pub summary: String,
+    /// All labels, as a JSON object.
+    pub labels_json: String,
+}
+
+/// What a record holds.
+#[derive(Debug, PartialEq)]
+pub enum Payload {
+    Readings(u64, Vec<Reading>),
+    Alerts(Vec<AlertRecord>),
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends the payload for alert transitions to `out`.
+pub fn encode_alerts(alerts: &[AlertRecord], out: &mut Vec<u8>) {
+    out.push(VERSION_ALERTS);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&(alerts.len() as u32).to_le_bytes());
+    for a in alerts {
+        out.extend_from_slice(&a.ts.0.to_le_bytes());
+        out.push(u8::from(a.fired));
+        for s in [&a.rule, &a.severity, &a.subject, &a.summary, &a.labels_json] {
+            put_str(out, s);
+        }
+    }
+}
+
+/// Decodes any payload.
+pub fn decode_payload(bytes: &[u8]) -> Result<Payload, CodecError> {
+    match bytes.first() {
+        Some(&VERSION_ALERTS) => decode_alerts(bytes).map(Payload::Alerts),
+        _ => decode_batch(bytes).map(|(fp, r)| Payload::Readings(fp, r)),
+    }
+}
+
+fn decode_alerts(bytes: &[u8]) -> Result<Vec<AlertRecord>, CodecError> {
+    let mut c = Cursor { bytes, at: 0 };
+    let _version = c.u8()?;
+    let _fingerprint: [u8; 8] = c.array()?;
+    let count = u32::from_le_bytes(c.array()?) as usize;
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 29));
+    let text = |c: &mut Cursor<'_>| -> Result<String, CodecError> {
+        let len = u32::from_le_bytes(c.array()?) as usize;
+        std::str::from_utf8(c.take(len)?)
+            .map(str::to_string)
+            .map_err(|_| CodecError::Utf8)
+    };
+    for _ in 0..count {
+        let ts = Timestamp(i64::from_le_bytes(c.array()?));
+        let fired = c.u8()? != 0;
+        out.push(AlertRecord {
+            ts,
+            fired,
+            rule: text(&mut c)?,
+            severity: text(&mut c)?,
+            subject: text(&mut c)?,
+            summary: text(&mut c)?,
+            labels_json: text(&mut c)?,
+        });
+    }
+    Ok(out)
+}
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -206,6 +289,26 @@ mod tests {
             && a.quality == b.quality
             && a.source_ts == b.source_ts
             && a.received_ts == b.received_ts
+    }
+
+    #[test]
+    fn alert_records_round_trip_and_are_told_apart_from_readings() {
+        let alerts = vec![AlertRecord {
+            ts: Timestamp(1_800_000_000_000_000),
+            fired: true,
+            rule: "CoHigh".into(),
+            severity: "warning".into(),
+            subject: "bore_a.co_1".into(),
+            summary: "CO above 70 ppm".into(),
+            labels_json: "{\"site\":\"x\"}".into(),
+        }];
+        let mut bytes = Vec::new();
+        encode_alerts(&alerts, &mut bytes);
+        assert_eq!(decode_payload(&bytes), Ok(Payload::Alerts(alerts)));
+        let mut readings = Vec::new();
+        encode_batch(7, &[], &mut readings);
+        assert_eq!(decode_payload(&readings), Ok(Payload::Readings(7, vec![])));
+        assert!(decode_payload(&bytes[..bytes.len() - 1]).is_err());
     }
 
     proptest! {

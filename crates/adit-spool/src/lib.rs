@@ -34,6 +34,7 @@ pub mod frame;
 pub mod points;
 mod spool;
 
+pub use codec::AlertRecord;
 pub use spool::{
     AppendError, Delivered, FsyncPolicy, Reader, RecoveryReport, Spool, SpoolConfig, SpoolError,
     SpoolStats, WhenFull,

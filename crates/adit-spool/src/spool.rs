@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use adit_core::{PointRegistry, Reading};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{decode_batch, encode_batch};
+use crate::codec::{decode_payload, encode_alerts, encode_batch, AlertRecord, Payload};
 use crate::frame::{encode_record, parse_record, resync, Parsed, HEADER_LEN, MAX_PAYLOAD};
 use crate::points::{fingerprint, registry_names, save_table, IdMapper};
 
@@ -297,6 +297,16 @@ impl Spool {
 
     /// Appends a batch; returns its sequence number.
     pub fn append(&self, readings: &[Reading]) -> Result<u64, AppendError> {
+        let fp = self.shared.fingerprint;
+        self.append_with(readings.len(), |buf| encode_batch(fp, readings, buf))
+    }
+
+    /// Appends alert transitions (stored in every sink's `alerts` table).
+    pub fn append_alerts(&self, alerts: &[AlertRecord]) -> Result<u64, AppendError> {
+        self.append_with(alerts.len(), |buf| encode_alerts(alerts, buf))
+    }
+
+    fn append_with(&self, items: usize, encode: impl Fn(&mut Vec<u8>)) -> Result<u64, AppendError> {
         let shared = &self.shared;
         let mut st = self.lock();
         loop {
@@ -308,10 +318,10 @@ impl Spool {
             }
             let mut payload = std::mem::take(&mut st.payload);
             payload.clear();
-            encode_batch(shared.fingerprint, readings, &mut payload);
+            encode(&mut payload);
             if payload.len() as u64 > u64::from(MAX_PAYLOAD) {
                 st.payload = payload;
-                return Err(AppendError::Dropped(readings.len()));
+                return Err(AppendError::Dropped(items));
             }
             let record_len = (HEADER_LEN + payload.len()) as u64;
             st.payload = payload;
@@ -322,8 +332,8 @@ impl Spool {
                         shared
                             .stats
                             .dropped_newest_readings
-                            .fetch_add(readings.len() as u64, Ordering::Relaxed);
-                        return Err(AppendError::Dropped(readings.len()));
+                            .fetch_add(items as u64, Ordering::Relaxed);
+                        return Err(AppendError::Dropped(items));
                     }
                     WhenFull::DropOldest => {
                         if !self.drop_oldest(&mut st) {
@@ -333,8 +343,8 @@ impl Spool {
                                 shared
                                     .stats
                                     .dropped_newest_readings
-                                    .fetch_add(readings.len() as u64, Ordering::Relaxed);
-                                return Err(AppendError::Dropped(readings.len()));
+                                    .fetch_add(items as u64, Ordering::Relaxed);
+                                return Err(AppendError::Dropped(items));
                             }
                         }
                         continue;
@@ -379,8 +389,8 @@ impl Spool {
                             shared
                                 .stats
                                 .dropped_newest_readings
-                                .fetch_add(readings.len() as u64, Ordering::Relaxed);
-                            return Err(AppendError::Dropped(readings.len()));
+                                .fetch_add(items as u64, Ordering::Relaxed);
+                            return Err(AppendError::Dropped(items));
                         }
                     }
                 }
@@ -391,7 +401,7 @@ impl Spool {
             if let Some(seg) = st.segments.back_mut() {
                 seg.last_seq = seq;
                 seg.bytes += record_len;
-                seg.readings += readings.len() as u64;
+                seg.readings += items as u64;
             }
             if shared.cfg.fsync == FsyncPolicy::Always {
                 self.sync_active(&mut st)
@@ -402,7 +412,7 @@ impl Spool {
             let s = &shared.stats;
             s.appended_records.fetch_add(1, Ordering::Relaxed);
             s.appended_readings
-                .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                .fetch_add(items as u64, Ordering::Relaxed);
             s.appended_bytes.fetch_add(record_len, Ordering::Relaxed);
             s.bytes.store(st.total_bytes, Ordering::Relaxed);
             drop(st);
@@ -722,6 +732,7 @@ pub struct Delivered {
     pub last_seq: u64,
     pub records: u64,
     pub readings: Vec<Reading>,
+    pub alerts: Vec<AlertRecord>,
     /// Readings whose point is no longer configured (counted, not delivered).
     pub unknown_points: u64,
 }
@@ -766,8 +777,9 @@ impl Reader {
             let Some((seq, payload)) = self.read_record()? else {
                 break;
             };
-            match decode_batch(&payload) {
-                Ok((fp, readings)) => {
+            match decode_payload(&payload) {
+                Ok(Payload::Alerts(alerts)) => out.alerts.extend(alerts),
+                Ok(Payload::Readings(fp, readings)) => {
                     for mut r in readings {
                         match self.mapper.map(&self.spool.shared.cfg.dir, fp, r.point) {
                             Some(id) => {

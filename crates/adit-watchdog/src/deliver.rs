@@ -121,6 +121,18 @@ pub async fn post_json(url: &str, body: &str, limit: Duration) -> Result<(), Str
         .unwrap_or_else(|_| Err(format!("{url}: no answer within {limit:?}")))
 }
 
+/// Keeps alert transitions (the App stores them through the spool).
+pub trait AlertRecorder: Send + 'static {
+    fn record(&self, events: &[Event]);
+}
+
+/// Optional hooks of the watchdog.
+#[derive(Default)]
+pub struct Hooks {
+    pub probe: Option<Box<dyn SelfHealthProbe>>,
+    pub recorder: Option<Box<dyn AlertRecorder>>,
+}
+
 /// Counters of the watchdog.
 #[derive(Clone)]
 pub struct WatchdogMetrics {
@@ -136,9 +148,10 @@ pub async fn run_watchdog(
     receivers: Receivers,
     options: DeliveryOptions,
     metrics: WatchdogMetrics,
-    probe: Option<Box<dyn SelfHealthProbe>>,
+    hooks: Hooks,
     shutdown: CancellationToken,
 ) {
+    let Hooks { probe, recorder } = hooks;
     let mut self_rules = SelfHealthRules::default();
     let mut self_firing = [None::<Timestamp>; 4];
     let started = Timestamp::now();
@@ -176,6 +189,9 @@ pub async fn run_watchdog(
             }
             () = shutdown.cancelled() => return,
         };
+        if let (Some(recorder), false) = (&recorder, events.is_empty()) {
+            recorder.record(&events);
+        }
         for e in &events {
             let name = e
                 .alert

@@ -68,6 +68,58 @@ type WatchdogParts = (
     Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 );
 
+/// Stores alert transitions in every sink's `alerts` table, through the spool.
+struct SpoolRecorder {
+    spool: Spool,
+}
+
+impl adit_watchdog::deliver::AlertRecorder for SpoolRecorder {
+    fn record(&self, events: &[adit_watchdog::Event]) {
+        let records: Vec<adit_spool::AlertRecord> = events
+            .iter()
+            .map(|e| {
+                let label = |k: &str| {
+                    e.alert
+                        .labels
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                };
+                let labels: serde_json::Map<String, serde_json::Value> = e
+                    .alert
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                adit_spool::AlertRecord {
+                    ts: adit_core::Timestamp::now(),
+                    fired: e.transition == adit_watchdog::rules::Transition::Fired,
+                    rule: label("alertname").unwrap_or_default(),
+                    severity: label("severity").unwrap_or_default(),
+                    subject: label("point")
+                        .or_else(|| label("device"))
+                        .unwrap_or_default(),
+                    summary: e
+                        .alert
+                        .annotations
+                        .iter()
+                        .find(|(k, _)| k == "summary")
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default(),
+                    labels_json: serde_json::Value::Object(labels).to_string(),
+                }
+            })
+            .collect();
+        let spool = self.spool.clone();
+        // Off the watchdog's task: a full spool under `block` must not stall alerting.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = spool.append_alerts(&records) {
+                tracing::error!(error = %e, alerts = records.len(), "alert transitions not stored");
+            }
+        });
+    }
+}
+
 /// adit's own health, as the watchdog's self-health rules see it.
 struct Probe {
     metrics: Metrics,
@@ -98,6 +150,7 @@ fn start_watchdog(
     audit: &Audit,
     metrics: &Metrics,
     health: &Arc<Health>,
+    spool: Option<Spool>,
 ) -> Result<WatchdogParts, AppError> {
     use adit_config::RuleKind;
     use adit_watchdog::rules::Condition;
@@ -175,11 +228,16 @@ fn start_watchdog(
             transitions,
             deliveries,
         },
-        Some(Box::new(Probe {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            audit: audit.clone(),
-        })),
+        adit_watchdog::deliver::Hooks {
+            probe: Some(Box::new(Probe {
+                metrics: metrics.clone(),
+                health: health.clone(),
+                audit: audit.clone(),
+            })),
+            recorder: spool.map(|spool| {
+                Box::new(SpoolRecorder { spool }) as Box<dyn adit_watchdog::deliver::AlertRecorder>
+            }),
+        },
         stop.clone(),
     ));
     Ok((Some(tx), Some((stop, task))))
@@ -348,8 +406,14 @@ impl App {
             },
             drain_timeout: Duration::from_secs(10),
         };
-        let (watchdog_tx, watchdog) =
-            start_watchdog(config, registry.clone(), &audit, &metrics, &health)?;
+        let (watchdog_tx, watchdog) = start_watchdog(
+            config,
+            registry.clone(),
+            &audit,
+            &metrics,
+            &health,
+            Some(spool.clone()),
+        )?;
         let pipeline = Pipeline::start(
             registry,
             sources,

@@ -308,4 +308,28 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
         && d["data"]["outcome"] == "fired"
         && d["data"]["inputs"]["value"] == 120.0));
     adit_audit::verify(&dir.path().join("audit")).unwrap();
+
+    // The alert history is in the database too, through the spool.
+    let conn = rusqlite::Connection::open(dir.path().join("readings.db")).unwrap();
+    let history: Vec<(String, String, String)> = conn
+        .prepare("SELECT rule, subject, state FROM alerts ORDER BY ts")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for state in ["firing", "resolved"] {
+        assert!(
+            history
+                .iter()
+                .any(|(rule, subject, s)| rule == "CoHigh" && subject == "u1.co" && s == state),
+            "CoHigh {state} missing from the alerts table: {history:?}"
+        );
+    }
+    assert!(
+        history
+            .iter()
+            .any(|(rule, subject, s)| rule == "DeviceDown" && subject == "plc3" && s == "firing"),
+        "{history:?}"
+    );
 }
