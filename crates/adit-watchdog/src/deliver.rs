@@ -153,7 +153,7 @@ pub async fn run_watchdog(
 ) {
     let Hooks { probe, recorder } = hooks;
     let mut self_rules = SelfHealthRules::default();
-    let mut self_firing = [None::<Timestamp>; 4];
+    let mut self_firing = [None::<Timestamp>; CHECKS.len()];
     let started = Timestamp::now();
     let mut resolved: VecDeque<(AlertView, u32)> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -5,10 +5,12 @@
 use std::time::{Duration, Instant};
 
 /// A snapshot of adit's own health, taken once a second.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SelfHealth {
     /// Readings the spool dropped since start (any reason).
     pub spool_dropped_total: u64,
+    /// How full the spool is, 0.0 to 1.0 of its size bound.
+    pub spool_fill: f64,
     /// How long the sinks have been failing, if they are.
     pub sink_failing_for: Option<Duration>,
     /// Supervised task restarts since start.
@@ -23,11 +25,12 @@ pub trait SelfHealthProbe: Send + 'static {
 }
 
 /// One self-health alert's name, what it means and what to check first.
-pub const CHECKS: [(&str, &str, &str); 4] = [
+pub const CHECKS: [(&str, &str, &str); 5] = [
     ("AditSpoolDropping", "the spool dropped readings in the last minute", "A sink is down or slow and the spool is full: check the databases, adit_sink_errors_total and spool.max_size."),
     ("AditSinkFailing", "a sink has been failing for more than a minute", "Is the database up and reachable? adit's log has the last error; readings wait in the spool meanwhile."),
     ("AditCollectorRestartLoop", "collectors restarted 3 or more times in 5 minutes", "adit's log around the restarts; a panic is a bug to report with the log."),
     ("AditAuditUnwritable", "audit entries cannot be written", "The disk under the audit directory: space, permissions, I/O errors."),
+    ("AditSpoolFilling", "the spool is over 80 % of its size bound", "A sink is down or too slow; at 100 % spool.when_full applies (drops or stalls). Check the databases and adit_sink_errors_total."),
 ];
 
 /// Decides which self-health alerts are raised, from successive snapshots.
@@ -40,7 +43,7 @@ pub struct SelfHealthRules {
 
 impl SelfHealthRules {
     /// Whether each alert of [`CHECKS`] is raised now.
-    pub fn evaluate(&mut self, s: &SelfHealth, now: Instant) -> [bool; 4] {
+    pub fn evaluate(&mut self, s: &SelfHealth, now: Instant) -> [bool; 5] {
         if s.spool_dropped_total > self.last_dropped {
             self.last_dropped = s.spool_dropped_total;
             self.last_drop_at = Some(now);
@@ -59,7 +62,13 @@ impl SelfHealthRules {
             .first()
             .map_or(s.task_restarts_total, |(_, n)| *n);
         let restart_loop = s.task_restarts_total.saturating_sub(oldest) >= 3;
-        [dropping, sink_failing, restart_loop, s.audit_failing]
+        [
+            dropping,
+            sink_failing,
+            restart_loop,
+            s.audit_failing,
+            s.spool_fill > 0.8,
+        ]
     }
 }
 
@@ -72,7 +81,16 @@ mod tests {
         let t0 = Instant::now();
         let mut r = SelfHealthRules::default();
         let at = |s| t0 + Duration::from_secs(s);
-        assert_eq!(r.evaluate(&SelfHealth::default(), at(0)), [false; 4]);
+        assert_eq!(r.evaluate(&SelfHealth::default(), at(0)), [false; 5]);
+        assert!(
+            r.evaluate(
+                &SelfHealth {
+                    spool_fill: 0.85,
+                    ..SelfHealth::default()
+                },
+                at(0)
+            )[4]
+        );
         // Drops: raised for a minute after the last drop.
         let dropped = SelfHealth {
             spool_dropped_total: 10,

@@ -125,6 +125,7 @@ struct Probe {
     metrics: Metrics,
     health: Arc<Health>,
     audit: Audit,
+    spool_max_bytes: u64,
 }
 
 impl adit_watchdog::selfhealth::SelfHealthProbe for Probe {
@@ -132,6 +133,7 @@ impl adit_watchdog::selfhealth::SelfHealthProbe for Probe {
         let sum = |name: &str| self.metrics.counter_sum(name, &[]) as u64;
         adit_watchdog::selfhealth::SelfHealth {
             spool_dropped_total: sum("adit_spool_dropped_readings_total"),
+            spool_fill: self.metrics.spool.bytes.get() as f64 / self.spool_max_bytes.max(1) as f64,
             sink_failing_for: self.health.sink_failing_for(),
             task_restarts_total: sum("adit_task_restarts_total"),
             audit_failing: self
@@ -233,6 +235,7 @@ fn start_watchdog(
                 metrics: metrics.clone(),
                 health: health.clone(),
                 audit: audit.clone(),
+                spool_max_bytes: config.spool.max_size,
             })),
             recorder: spool.map(|spool| {
                 Box::new(SpoolRecorder { spool }) as Box<dyn adit_watchdog::deliver::AlertRecorder>
