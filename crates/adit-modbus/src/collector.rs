@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adit_audit::Audit;
-use adit_config::{DeviceConfig, Table};
+use adit_config::DeviceConfig;
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 use adit_pipeline::{Source, SourceContext, SourceError, SourceFuture};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
-use tokio_modbus::client::{Context, Reader};
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_modbus::client::Context;
 use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::Slave;
 
@@ -40,7 +40,8 @@ use crate::breaker::{Admission, Breaker};
 use crate::endpoint::{open, Endpoint};
 use crate::metrics::DeviceMetrics;
 use crate::plan::{plan_reads, PlanError, PlannedRead, PointSpan};
-use crate::poll::{decode_read, mark_read, ReadData};
+use crate::poll::{decode_read, mark_read};
+use crate::read::{read_once, Outcome};
 
 /// Points of one device polled on one interval, and the reads that cover them.
 #[derive(Debug)]
@@ -176,53 +177,6 @@ impl Source for ModbusCollector {
 
     fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
         Box::pin(bus_loop(self.bus.clone(), ctx))
-    }
-}
-
-enum Outcome {
-    Data(Vec<u16>),
-    Bits(Vec<bool>),
-    Exception(u8),
-    LinkFailed(&'static str),
-}
-
-impl Outcome {
-    /// The answer's data, if the device answered with data.
-    fn data(&self) -> Option<ReadData<'_>> {
-        match self {
-            Outcome::Data(words) => Some(ReadData::Words(words)),
-            Outcome::Bits(bits) => Some(ReadData::Bits(bits)),
-            _ => None,
-        }
-    }
-}
-
-async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Outcome {
-    let call = async {
-        match read.table {
-            Table::Coil => ctx
-                .read_coils(read.start, read.count)
-                .await
-                .map(|r| r.map(Outcome::Bits)),
-            Table::DiscreteInput => ctx
-                .read_discrete_inputs(read.start, read.count)
-                .await
-                .map(|r| r.map(Outcome::Bits)),
-            Table::HoldingRegister => ctx
-                .read_holding_registers(read.start, read.count)
-                .await
-                .map(|r| r.map(Outcome::Data)),
-            Table::InputRegister => ctx
-                .read_input_registers(read.start, read.count)
-                .await
-                .map(|r| r.map(Outcome::Data)),
-        }
-    };
-    match timeout(limit, call).await {
-        Ok(Ok(Ok(outcome))) => outcome,
-        Ok(Ok(Err(exception))) => Outcome::Exception(u8::from(exception)),
-        Ok(Err(_)) => Outcome::LinkFailed("link_error"),
-        Err(_) => Outcome::LinkFailed("timeout"),
     }
 }
 

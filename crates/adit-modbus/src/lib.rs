@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plan;
 pub mod poll;
 pub mod probe;
+pub mod read;
 
 pub use collector::{ModbusBus, ModbusCollector, ModbusDevice};
 pub use metrics::{DeviceMetrics, ModbusMetrics};

@@ -8,6 +8,8 @@ use adit_config::{DataType, Table, WordOrder};
 
 use crate::codec::{decode_registers, RawValue};
 use crate::endpoint::{open, Endpoint};
+use crate::plan::PlannedRead;
+use crate::read::{read_once, Outcome};
 
 /// What to read: a table and a half-open address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,45 +187,26 @@ pub async fn probe(
     range: &ProbeRange,
     limit: std::time::Duration,
 ) -> Result<String, String> {
-    use tokio_modbus::client::Reader;
     let mut ctx = open(endpoint, unit, limit).await?;
-    let ProbeRange {
-        table,
-        start,
-        count,
-    } = *range;
-    let call = async {
-        match table {
-            Table::Coil => ctx
-                .read_coils(start, count)
-                .await
-                .map(|r| r.map(|b| format_bits(range, &b))),
-            Table::DiscreteInput => ctx
-                .read_discrete_inputs(start, count)
-                .await
-                .map(|r| r.map(|b| format_bits(range, &b))),
-            Table::HoldingRegister => ctx
-                .read_holding_registers(start, count)
-                .await
-                .map(|r| r.map(|w| format_registers(range, &w))),
-            Table::InputRegister => ctx
-                .read_input_registers(start, count)
-                .await
-                .map(|r| r.map(|w| format_registers(range, &w))),
-        }
+    let read = PlannedRead {
+        table: range.table,
+        start: range.start,
+        count: range.count,
+        points: Vec::new(),
     };
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(Ok(text))) => Ok(text),
-        Ok(Ok(Err(exception))) => Err(format!(
-            "{} answered with exception {} ({exception:?})",
+    match read_once(&mut ctx, &read, limit).await {
+        Outcome::Data(words) => Ok(format_registers(range, &words)),
+        Outcome::Bits(bits) => Ok(format_bits(range, &bits)),
+        Outcome::Exception(code) => Err(format!(
+            "{} answered with exception {code} ({:?})",
             endpoint.describe(),
-            u8::from(exception)
+            tokio_modbus::ExceptionCode::new(code)
         )),
-        Ok(Err(e)) => Err(format!("{}: {e}", endpoint.describe())),
-        Err(_) => Err(format!(
+        Outcome::LinkFailed("timeout") => Err(format!(
             "{}: no answer within {limit:?}",
             endpoint.describe()
         )),
+        Outcome::LinkFailed(kind) => Err(format!("{}: {kind}", endpoint.describe())),
     }
 }
 

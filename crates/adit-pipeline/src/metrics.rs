@@ -131,6 +131,7 @@ pub struct Metrics {
     pub deadband_suppressed: IntCounter,
     pub stale_transitions: IntCounter,
     pub watchdog_dropped: IntCounter,
+    pub audit_lost: IntCounter,
 }
 
 fn counter(
@@ -187,6 +188,11 @@ impl Metrics {
             "Readings the watchdog could not take (its queue was full); stored anyway, but not checked by rules.",
         )?;
         registry.register(Box::new(watchdog_dropped.clone()))?;
+        let audit_lost = IntCounter::new(
+            "adit_audit_entries_lost_total",
+            "Audit entries not written (queue full or file unwritable).",
+        )?;
+        registry.register(Box::new(audit_lost.clone()))?;
         Ok(Self {
             spool: SpoolMetrics::new(&registry)?,
             source_readings: counter(
@@ -244,6 +250,7 @@ impl Metrics {
             deadband_suppressed,
             stale_transitions,
             watchdog_dropped,
+            audit_lost,
             registry,
         })
     }

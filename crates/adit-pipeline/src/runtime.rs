@@ -169,6 +169,7 @@ impl Pipeline {
             let m = metrics.spool.clone();
             let stop = shutdown.clone();
             let audit = audit.clone();
+            let audit_lost = metrics.audit_lost.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut audited = [0u64; 3];
@@ -176,6 +177,7 @@ impl Pipeline {
                     tokio::select! {
                         _ = tick.tick() => {
                             m.update(&spool);
+                            audit_lost.inc_by(audit.stats().lost.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(audit_lost.get()));
                             audit_spool_drops(&spool, &audit, &mut audited);
                         }
                         () = stop.cancelled() => return,
@@ -321,6 +323,9 @@ fn run_spool_writer(
     let failed = metrics
         .sink_dropped
         .with_label_values(&["spool", "spool_failed"]);
+    let closed = metrics
+        .sink_dropped
+        .with_label_values(&["spool", "spool_closed"]);
     let mut reported = false;
     while let Some(batch) = rx.blocking_recv() {
         match spool.append(&batch) {
@@ -335,7 +340,7 @@ fn run_spool_writer(
                 }
             }
             Err(AppendError::Closed) => {
-                failed.inc_by(batch.len() as u64);
+                closed.inc_by(batch.len() as u64);
             }
         }
     }
