@@ -50,7 +50,10 @@ echo "== cargo clippy (pedantic, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked
+# A hung test must fail the run with its output, not eat the CI time limit:
+# compile first, then give the tests themselves a hard limit.
+cargo test --workspace --locked --no-run
+timeout --kill-after=30s 40m cargo test --workspace --locked
 
 echo "== adit check config/*.toml"
 cargo run --locked --quiet -p adit -- check -c config/*.toml

@@ -56,6 +56,23 @@ pub struct Pipeline {
     health: Arc<Health>,
     metrics: Metrics,
     drain_timeout: Duration,
+    _stop_on_drop: StopOnDrop,
+}
+
+/// Stops every stage when a pipeline is dropped without [`Pipeline::shutdown`]
+/// (a caller that panicked or returned early): sink threads would otherwise
+/// run forever and the runtime would wait for them on its own shutdown.
+/// After a proper shutdown it finds the stop already set and does nothing.
+struct StopOnDrop {
+    shutdown: CancellationToken,
+    stop_sinks: Arc<StopSignal>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.stop_sinks.stop_now_unless_stopping();
+    }
 }
 
 /// What shutdown achieved.
@@ -188,6 +205,10 @@ impl Pipeline {
         drop(spool_metrics);
 
         Self {
+            _stop_on_drop: StopOnDrop {
+                shutdown: shutdown.clone(),
+                stop_sinks: stop_sinks.clone(),
+            },
             shutdown,
             sources,
             normalize,

@@ -62,6 +62,14 @@ impl StopSignal {
     pub fn stop(&self, final_seq: u64, deadline: Instant) {
         *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = Some((final_seq, deadline));
     }
+    /// Stops at once unless a stop is already under way (used when a
+    /// pipeline is dropped without `shutdown`, e.g. a panicking caller).
+    pub fn stop_now_unless_stopping(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.is_none() {
+            *inner = Some((0, Instant::now()));
+        }
+    }
     fn get(&self) -> Option<(u64, Instant)> {
         *self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

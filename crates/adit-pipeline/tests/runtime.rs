@@ -232,6 +232,32 @@ async fn shutdown_drains_every_accepted_reading_into_the_sink() {
     );
 }
 
+/// A caller that panics (or returns early) drops its pipeline without
+/// `shutdown`; the sink threads must stop then, or the runtime's own drop
+/// would wait for them forever (this once hung a whole CI run).
+#[test]
+fn a_pipeline_dropped_without_shutdown_lets_its_runtime_stop() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = start(false, 0, 0, 10);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(h);
+        });
+        drop(rt);
+        done_tx.send(()).unwrap();
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the runtime did not stop: a sink thread outlived its dropped pipeline"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_panics_is_restarted_and_the_restart_counted() {
     let h = start(true, 0, 0, 10);
@@ -390,7 +416,7 @@ impl Sink for Recording {
 async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
     let mut r = PointRegistry::new();
     let mut meta = PointMeta::plain("p", "d", 20);
-    meta.stale_after = Duration::from_millis(200);
+    meta.stale_after = Duration::from_millis(300);
     r.insert(meta).unwrap();
     let registry = Arc::new(r);
     let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -427,15 +453,14 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
     );
     let live = pipeline.live();
     let state = || live.lock().unwrap().get(PointId(0)).cloned().unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(state().quality, Quality::Good);
+    wait_until("the first reading", || state().quality == Quality::Good).await;
 
     silent.store(true, Ordering::SeqCst);
     let went_silent = std::time::Instant::now();
     let last_value = state().value.clone();
     while !live.lock().unwrap().is_stale(PointId(0)) {
         assert!(
-            went_silent.elapsed() < Duration::from_secs(2),
+            went_silent.elapsed() < Duration::from_secs(10),
             "never went stale"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -447,15 +472,17 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
         s.value, last_value,
         "the last value stays visible while stale"
     );
-    println!("silent point stale after {stale_after:?} (stale_after 200 ms, sampled every 20 ms)");
-    assert!(
-        stale_after >= Duration::from_millis(150) && stale_after < Duration::from_millis(450),
-        "{stale_after:?}"
-    );
+    println!("silent point stale after {stale_after:?} (stale_after 300 ms, sampled every 20 ms)");
+    // Never early: the last sample came at most one period before silence.
+    // (Lateness depends on how busy the machine is; stale.rs tests the
+    // deadline arithmetic exactly.)
+    assert!(stale_after >= Duration::from_millis(270), "{stale_after:?}");
 
     silent.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(state().quality, Quality::Good);
+    wait_until("a fresh reading after silence", || {
+        state().quality == Quality::Good
+    })
+    .await;
     assert!(!live.lock().unwrap().is_stale(PointId(0)));
     assert!(pipeline.shutdown().await.drained);
     let stored_qualities = qualities.lock().unwrap();
@@ -463,11 +490,27 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
         .iter()
         .filter(|q| **q == Quality::Bad(adit_core::Reason::Stale))
         .count();
+    // One marker per fresh → stale transition. A machine stalled for longer
+    // than stale_after before the silence adds a real transition of its own,
+    // so the count is checked against the counter, not assumed to be 1.
+    assert!(markers >= 1, "the stale transition was stored");
     assert_eq!(
-        markers, 1,
-        "one stored marker for one fresh → stale transition"
+        counter_plain(&metrics, "adit_stale_transitions_total"),
+        markers as f64,
+        "one stored marker for each fresh → stale transition"
     );
-    assert_eq!(counter_plain(&metrics, "adit_stale_transitions_total"), 1.0);
+}
+
+/// Polls `done` every 5 ms for up to 10 s (generous for a busy CI machine).
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn counter_plain(metrics: &Metrics, name: &str) -> f64 {
