@@ -242,7 +242,23 @@ pub struct DeviceConfig {
     /// Address ranges (inclusive) that reads must never touch.
     pub no_read_ranges: Vec<(u16, u16)>,
     pub description: String,
+    /// Registers with the device's own clock; when set, the readings of each
+    /// poll carry it as their source timestamp (so a device whose RTC reset
+    /// to 1970 is seen, flagged and alerted on).
+    pub clock: Option<DeviceClock>,
     pub points: Vec<PointConfig>,
+}
+
+/// Where and how a device exposes its clock: Unix time as an integer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceClock {
+    pub table: Table,
+    pub address: u16,
+    /// u32, i32, u64 or i64.
+    pub data_type: DataType,
+    pub order: WordOrder,
+    /// Microseconds per count: a million for seconds, a thousand for milliseconds.
+    pub micros_per_count: i64,
 }
 
 /// The four Modbus register tables.

@@ -119,8 +119,20 @@ pub struct RawDevice {
     pub stop_bits: Option<i64>,
     pub no_read_ranges: Option<Vec<Vec<i64>>>,
     pub description: Option<String>,
+    pub clock: Option<RawDeviceClock>,
     #[serde(default)]
     pub point: Vec<RawPoint>,
+}
+
+/// `[device.clock]`: registers holding the device's own clock.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawDeviceClock {
+    pub table: Option<String>,
+    pub address: Option<i64>,
+    #[serde(rename = "type")]
+    pub data_type: Option<String>,
+    pub order: Option<String>,
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use crate::human::parse_duration;
 use crate::model::{
-    AlertingConfig, AuditConfig, Config, ConfigOrigin, DataType, DeviceConfig, FsyncSetting,
-    HttpConfig, Parity, PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig, RuleConfig,
-    RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings, SqliteSinkConfig, Table,
-    WhenFullPolicy, WordOrder,
+    AlertingConfig, AuditConfig, Config, ConfigOrigin, DataType, DeviceClock, DeviceConfig,
+    FsyncSetting, HttpConfig, Parity, PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig,
+    RuleConfig, RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings, SqliteSinkConfig,
+    Table, WhenFullPolicy, WordOrder,
 };
-use crate::raw::{RawConfig, RawDevice, RawPoint};
+use crate::raw::{RawConfig, RawDevice, RawDeviceClock, RawPoint};
 
 /// One problem found by validation: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -723,7 +723,69 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
         no_read_ranges,
         serial,
         description: rd.description.clone().unwrap_or_default(),
+        clock: rd
+            .clock
+            .as_ref()
+            .map(|rc| validate_clock(p, &format!("{path}.clock"), rc, order)),
         points,
+    }
+}
+
+fn validate_clock(
+    p: &mut Problems,
+    path: &str,
+    rc: &RawDeviceClock,
+    device_order: WordOrder,
+) -> DeviceClock {
+    let table = match rc.table.as_deref() {
+        Some("holding") | None => Table::HoldingRegister,
+        Some("input") => Table::InputRegister,
+        Some(other) => {
+            p.push(
+                format!("{path}.table"),
+                format!("unknown table {other:?}; a clock is in holding or input registers"),
+            );
+            Table::HoldingRegister
+        }
+    };
+    let address = p.int_in(&format!("{path}.address"), rc.address, 0, 0, 65_532) as u16;
+    if rc.address.is_none() {
+        p.push(
+            format!("{path}.address"),
+            "missing; the first register of the clock",
+        );
+    }
+    let data_type = match rc.data_type.as_deref().unwrap_or("u32") {
+        "u32" => DataType::U32,
+        "i32" => DataType::I32,
+        "u64" => DataType::U64,
+        "i64" => DataType::I64,
+        other => {
+            p.push(
+                format!("{path}.type"),
+                format!("unknown clock type {other:?}; expected u32, i32, u64 or i64"),
+            );
+            DataType::U32
+        }
+    };
+    let micros_per_count = match rc.unit.as_deref().unwrap_or("s") {
+        "s" => 1_000_000,
+        "ms" => 1_000,
+        other => {
+            p.push(
+                format!("{path}.unit"),
+                format!("unknown clock unit {other:?}; expected \"s\" (Unix seconds) or \"ms\""),
+            );
+            1_000_000
+        }
+    };
+    DeviceClock {
+        table,
+        address,
+        data_type,
+        order: parse_order(p, &format!("{path}.order"), rc.order.as_deref())
+            .unwrap_or(device_order),
+        micros_per_count,
     }
 }
 

@@ -40,7 +40,7 @@ use crate::breaker::{Admission, Breaker};
 use crate::endpoint::{open, Endpoint};
 use crate::metrics::DeviceMetrics;
 use crate::plan::{plan_reads, PlanError, PlannedRead, PointSpan};
-use crate::poll::{decode_read, mark_read};
+use crate::poll::{decode_clock, decode_read, mark_read, stamp_with_device_clock};
 use crate::read::{read_once, Outcome};
 
 /// Points of one device polled on one interval, and the reads that cover them.
@@ -57,6 +57,9 @@ pub struct ModbusDevice {
     pub config: DeviceConfig,
     pub ids: Vec<PointId>,
     pub groups: Vec<PollGroup>,
+    /// The read of the device's clock registers, issued after each group's
+    /// reads when the device has `[device.clock]`.
+    pub clock_read: Option<PlannedRead>,
     pub metrics: DeviceMetrics,
 }
 
@@ -103,10 +106,17 @@ impl ModbusDevice {
                 points: members.len(),
             });
         }
+        let clock_read = config.clock.map(|c| PlannedRead {
+            table: c.table,
+            start: c.address,
+            count: c.data_type.register_count(),
+            points: Vec::new(),
+        });
         Ok(Self {
             config,
             ids,
             groups,
+            clock_read,
             metrics,
         })
     }
@@ -350,6 +360,7 @@ async fn poll_group(
     let endpoint = &bus.endpoint;
     let cfg = &device.config;
     let m = &device.metrics;
+    let first_reading = batch.len();
     let mut next = 0;
     let mut retries_left = cfg.retries;
     while next < group.reads.len() {
@@ -447,7 +458,57 @@ async fn poll_group(
         retries_left = cfg.retries;
         next += 1;
     }
+    if let (Some(read), Some(clock), Some(c)) = (&device.clock_read, &cfg.clock, link.ctx.as_mut())
+    {
+        let poisoned =
+            !read_device_clock(c, read, clock, device, &mut batch[first_reading..]).await;
+        if poisoned {
+            // As after any failed read: a late reply may still come. Rebuild.
+            link.ctx = None;
+        }
+    }
     PollResult::Answered
+}
+
+/// Reads the device's clock right after its values and stamps them with it.
+/// If the clock cannot be read, the readings keep adit's receive time (the
+/// failed request is counted like any other). Returns false when the link
+/// failed and the connection must be dropped.
+async fn read_device_clock(
+    c: &mut tokio_modbus::client::Context,
+    read: &PlannedRead,
+    clock: &adit_config::DeviceClock,
+    device: &ModbusDevice,
+    readings: &mut [Reading],
+) -> bool {
+    let m = &device.metrics;
+    let outcome = read_once(c, read, device.config.timeout).await;
+    match &outcome {
+        Outcome::Data(words) => {
+            m.ok.inc();
+            match decode_clock(words, clock) {
+                Some(ts) => stamp_with_device_clock(readings, ts),
+                None => {
+                    tracing::debug!(device = %device.config.id, "device clock unreadable; receive time kept");
+                }
+            }
+        }
+        Outcome::Bits(_) => {}
+        Outcome::Exception(code) => {
+            m.exception.inc();
+            tracing::debug!(device = %device.config.id, code, "device clock read refused; receive time kept");
+        }
+        Outcome::LinkFailed(kind) => {
+            if *kind == "timeout" {
+                m.timeout.inc();
+            } else {
+                m.link_error.inc();
+            }
+            tracing::debug!(device = %device.config.id, cause = kind, "device clock read failed; receive time kept");
+            return false;
+        }
+    }
+    true
 }
 
 /// The first slot of the fixed-rate schedule (`planned + k × interval`, k ≥ 1)

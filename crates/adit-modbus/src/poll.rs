@@ -1,10 +1,10 @@
 //! Turning one read's answer into readings. Pure: the collector calls it with
 //! what the device said (data, an exception code, or nothing).
 
-use adit_config::{DataType, PointConfig};
+use adit_config::{DataType, DeviceClock, PointConfig};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 
-use crate::codec::{decode_bit, decode_registers, decode_string};
+use crate::codec::{decode_bit, decode_registers, decode_string, RawValue};
 use crate::convert::to_engineering;
 use crate::plan::PlannedRead;
 
@@ -55,6 +55,27 @@ pub fn decode_read(
             // The device answered with fewer registers than asked for.
             None => Reading::without_value(id, Quality::Bad(Reason::Conversion), ts),
         });
+    }
+}
+
+/// The device's clock from its registers, as a timestamp. `None` when the
+/// answer is too short or the count does not fit a timestamp; a clock that
+/// reads 1970 is returned as such, for normalization to flag.
+pub fn decode_clock(words: &[u16], clock: &DeviceClock) -> Option<Timestamp> {
+    let width = usize::from(clock.data_type.register_count());
+    let raw = decode_registers(words.get(..width)?, clock.data_type, clock.order).ok()?;
+    let count = match raw {
+        RawValue::Unsigned(u) => i64::try_from(u).ok()?,
+        RawValue::Signed(i) => i,
+        RawValue::Float(_) | RawValue::Bool(_) => return None,
+    };
+    count.checked_mul(clock.micros_per_count).map(Timestamp)
+}
+
+/// Gives every reading of `readings` the device's clock as source time.
+pub fn stamp_with_device_clock(readings: &mut [Reading], device_ts: Timestamp) {
+    for r in readings {
+        r.source_ts = device_ts;
     }
 }
 
@@ -191,5 +212,46 @@ mod tests {
         );
         assert_eq!(out[0].quality, Quality::Bad(Reason::Conversion));
         assert_eq!(out[0].value, None);
+    }
+
+    #[test]
+    fn device_clocks_decode_in_their_type_order_and_unit() {
+        let clock = |data_type, order, micros_per_count| DeviceClock {
+            table: Table::HoldingRegister,
+            address: 900,
+            data_type,
+            order,
+            micros_per_count,
+        };
+        let secs = clock(DataType::U32, WordOrder::Abcd, 1_000_000);
+        let ms = clock(DataType::U64, WordOrder::Abcd, 1_000);
+        let swapped = clock(DataType::U32, WordOrder::Cdab, 1_000_000);
+        let signed = clock(DataType::I32, WordOrder::Abcd, 1_000_000);
+        // 2026-11-29T00:00:00Z = 1_795_910_400 s = 0x6B0B_6B00
+        let table: [(&[u16], &DeviceClock, Option<i64>); 7] = [
+            (&[0x6B0B, 0x6B00], &secs, Some(1_795_910_400_000_000)),
+            (&[0x6B00, 0x6B0B], &swapped, Some(1_795_910_400_000_000)),
+            // RTC reset: seconds since power-up, i.e. 1970
+            (&[0x0000, 0x0E10], &secs, Some(3_600_000_000)),
+            (
+                &[0x0000, 0x01A2, 0x2499, 0xF800],
+                &ms,
+                Some(1_795_910_400_000 * 1_000),
+            ),
+            (&[0xFFFF, 0xFFFF], &signed, Some(-1_000_000)),
+            // too short
+            (&[0x6B0B], &secs, None),
+            // u64 milliseconds that overflow microseconds
+            (&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], &ms, None),
+        ];
+        for (words, clock, expected) in table {
+            assert_eq!(
+                decode_clock(words, clock),
+                expected.map(Timestamp),
+                "{words:04X?} as {:?} {:?}",
+                clock.data_type,
+                clock.order
+            );
+        }
     }
 }

@@ -133,7 +133,8 @@ enum ProbeCommand {
 enum SimCommand {
     /// Serve the tunnel scenario over Modbus TCP (or RTU over TCP).
     #[command(
-        after_help = "Faults (repeatable --fault UNIT:SPEC): no_answer, delay=3s, exception=4,\nmax_registers=32, stuck, nan, out_of_range, disconnect_every=30s. Example:\n  adit sim modbus --units 1,2,3 --fault 2:no_answer --fault 3:delay=3s"
+        after_help = "Faults (repeatable --fault UNIT:SPEC): no_answer, delay=3s, exception=4,\nmax_registers=32, stuck, nan, out_of_range, disconnect_every=30s, clock_reset
+(the clock at holding 900..901, u32 Unix seconds, restarts from 1970). Example:\n  adit sim modbus --units 1,2,3 --fault 2:no_answer --fault 3:delay=3s"
     )]
     Modbus {
         #[arg(long, default_value = "127.0.0.1:5020")]

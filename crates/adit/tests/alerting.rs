@@ -177,13 +177,24 @@ name = "BadQuality"
 points = "u4.*"
 kind = "bad_quality"
 check_first = "4-20 mA loop: broken wire or short; the PLC sends a sentinel."
+
+[[rule]]
+name = "DeviceClock"
+points = "u5.*"
+kind = "clock"
+max_skew = "5m"
+check_first = "PLC real-time clock: RTC battery, NTP settings."
 "#,
         dir.display()
     );
-    for unit in 1..=4u8 {
+    for unit in 1..=5u8 {
         text.push_str(&format!(
             "[[device]]\nid = \"plc{unit}\"\nprotocol = \"modbus_tcp\"\naddress = \"{sim}\"\nunit_id = {unit}\npoll_interval = \"200ms\"\ntimeout = \"300ms\"\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\nbreaker_failures = 100\n[[device.point]]\nid = \"u{unit}.co\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\nrange = [0, 300]\nunit = \"ppm\"\n"
         ));
+        if unit == 5 {
+            // This PLC stamps its values with its own clock (u32 Unix seconds).
+            text.push_str("[device.clock]\ntable = \"holding\"\naddress = 900\ntype = \"u32\"\nunit = \"s\"\n");
+        }
     }
     text
 }
@@ -192,7 +203,7 @@ check_first = "4-20 mA loop: broken wire or short; the PLC sends a sentinel."
 async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let am = Alertmanager::start(dir.path());
-    let units: Vec<UnitSpec> = (1..=4)
+    let units: Vec<UnitSpec> = (1..=5)
         .map(|id| UnitSpec {
             frozen: vec![("co_1".into(), 40.0)],
             ..UnitSpec::healthy(id)
@@ -262,14 +273,43 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
         am.find("BadQuality", "point", "u4.co").is_some()
     })
     .await;
+    // The device clock is right: no clock alert, and its readings carry it.
+    assert!(am.find("DeviceClock", "point", "u5.co").is_none());
+    sim.set_faults(
+        5,
+        Faults {
+            clock_reset: true,
+            ..Faults::default()
+        },
+    );
+    let clock_after = wait_for(Duration::from_secs(10), "DeviceClock", || {
+        am.find("DeviceClock", "point", "u5.co").is_some()
+    })
+    .await;
+    let clock_alert = am.find("DeviceClock", "point", "u5.co").unwrap();
+    assert_eq!(clock_alert["labels"]["rule"], "clock");
     println!(
-        "fault → alert in alertmanager: CoHigh {co_high:?}, SensorStuck {stuck_after:?} (5 samples at 200 ms), DeviceDown {down_after:?} (for 300 ms, timeout 300 ms), BadQuality {bad_after:?}; setup {:?}",
+        "fault → alert in alertmanager: CoHigh {co_high:?}, SensorStuck {stuck_after:?} (5 samples at 200 ms), DeviceDown {down_after:?} (for 300 ms, timeout 300 ms), BadQuality {bad_after:?}, DeviceClock (RTC reset to 1970) {clock_after:?}; setup {:?}",
         t2.duration_since(t)
     );
+    // The 1970 reading is kept, flagged, stored at its receive time with the
+    // device's timestamp in its own column.
+    let u5 = app.registry().id_of("u5.co").unwrap();
+    let state = app.live().lock().unwrap().get(u5).cloned().unwrap();
+    assert_eq!(
+        state.quality,
+        adit_core::Quality::Bad(adit_core::Reason::ClockInvalid)
+    );
+    assert!(
+        state.source_ts.0 < 86_400_000_000,
+        "the device's own 1970 time is kept: {:?}",
+        state.source_ts
+    );
+    assert!(state.value.is_some(), "the value itself is kept");
 
     // Clear every fault: every alert resolves.
     sim.set(1, "co_1", 40.0);
-    for unit in 2..=4 {
+    for unit in 2..=5 {
         sim.set_faults(unit, Faults::default());
     }
     sim.unfreeze(2, "co_1");
@@ -278,6 +318,7 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
             && am.find("SensorStuck", "point", "u2.co").is_none()
             && am.find("DeviceDown", "device", "plc3").is_none()
             && am.find("BadQuality", "point", "u4.co").is_none()
+            && am.find("DeviceClock", "point", "u5.co").is_none()
     })
     .await;
     println!("faults cleared → every alert resolved in alertmanager after {resolved:?}");

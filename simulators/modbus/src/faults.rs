@@ -27,6 +27,9 @@ pub struct Faults {
     /// to every unit of the server; the shortest period given when the
     /// server starts wins.
     pub disconnect_every: Option<Duration>,
+    /// The unit's real-time clock lost its time (RTC battery dead): the clock
+    /// registers count from 1970 again.
+    pub clock_reset: bool,
 }
 
 impl Faults {
@@ -50,10 +53,11 @@ impl Faults {
             "stuck" => self.stuck = true,
             "nan" => self.nan = true,
             "out_of_range" => self.out_of_range = true,
+            "clock_reset" => self.clock_reset = true,
             "disconnect_every" => self.disconnect_every = Some(adit_config::parse_duration(need("DURATION")?)?),
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; expected no_answer, delay=DURATION, exception=CODE, max_registers=N, stuck, nan, out_of_range, disconnect_every=DURATION"
+                    "unknown fault {other:?}; expected no_answer, delay=DURATION, exception=CODE, max_registers=N, stuck, nan, out_of_range, disconnect_every=DURATION, clock_reset"
                 ))
             }
         }
@@ -77,6 +81,7 @@ mod tests {
             "nan",
             "out_of_range",
             "disconnect_every=30s",
+            "clock_reset",
         ] {
             f.apply(spec).unwrap();
         }
@@ -91,6 +96,7 @@ mod tests {
                 nan: true,
                 out_of_range: true,
                 disconnect_every: Some(Duration::from_secs(30)),
+                clock_reset: true,
             }
         );
         assert!(Faults::default()

@@ -56,6 +56,10 @@ pub struct UnitSpec {
 /// First address of the bulk block.
 pub const BULK_START: u16 = 1000;
 
+/// Holding registers 900..=901: the unit's real-time clock as Unix seconds,
+/// u32 in ABCD order (as many PLCs expose it for time-stamping).
+pub const CLOCK_ADDRESS: u16 = 900;
+
 impl UnitSpec {
     pub fn healthy(id: u8) -> Self {
         Self {
@@ -70,6 +74,7 @@ struct Unit {
     model: TunnelModel,
     bulk: u16,
     ticks: u16,
+    started: std::time::Instant,
     faults: Faults,
     frozen: HashMap<&'static str, f64>,
     /// Engineering value of each signal as currently served (after quantization).
@@ -88,6 +93,8 @@ struct State {
 impl State {
     fn refresh(&mut self, dt: f64) {
         for unit in self.units.values_mut() {
+            // The clock runs on even when the sensor values are stuck.
+            write_clock(unit);
             if unit.faults.stuck {
                 continue;
             }
@@ -276,6 +283,7 @@ fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
         model: TunnelModel::new(index as f64 * 1.7),
         bulk,
         ticks: 0,
+        started: std::time::Instant::now(),
         faults: spec.faults.clone(),
         frozen: HashMap::new(),
         served: HashMap::new(),
@@ -290,6 +298,24 @@ fn fill_bulk(unit: &mut Unit) {
     for i in 0..unit.bulk {
         unit.holding.insert(BULK_START + i, i);
     }
+    write_clock(unit);
+}
+
+/// Serves the unit's clock: wall time, or, after an RTC reset (the
+/// `clock_reset` fault), seconds since the simulator started, i.e. 1970.
+fn write_clock(unit: &mut Unit) {
+    let seconds = if unit.faults.clock_reset {
+        unit.started.elapsed().as_secs()
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let [a, b, c, d] = u32::try_from(seconds).unwrap_or(u32::MAX).to_be_bytes();
+    unit.holding
+        .insert(CLOCK_ADDRESS, u16::from_be_bytes([a, b]));
+    unit.holding
+        .insert(CLOCK_ADDRESS + 1, u16::from_be_bytes([c, d]));
 }
 
 fn new_state(units: &[UnitSpec]) -> Arc<Mutex<State>> {
