@@ -5,8 +5,8 @@
 # pymodbus and victoria-metrics (installed below; the tests start and stop
 # their own instances on free loopback ports), a pseudo terminal for RTU, a
 # small tmpfs for the disk-full test (root); SQLite is embedded. When a test
-# needs another real service (Mosquitto, Alertmanager), install it in the
-# "services" section below.
+# needs another real service, install it in the "services" section below
+# (today: pymodbus, prometheus-alertmanager, mosquitto, victoria-metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,15 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
 fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus-alertmanager >/dev/null 2>&1 || true; fi
+
+# mosquitto: the MQTT broker of the MQTT alert test (the test runs its own
+# instance on a free loopback port; the Debian service is stopped).
+if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ]; then
+  echo "== installing mosquitto (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+export PATH="$PATH:/usr/sbin"
 
 # victoria-metrics: the line-protocol database of the spool/sink tests (Debian
 # package; the tests start and stop it themselves on loopback ports).

@@ -57,6 +57,8 @@ pub struct RuleConfig {
 pub struct AlertingConfig {
     pub alertmanagers: Vec<String>,
     pub webhooks: Vec<String>,
+    /// Brokers that get the alert state as retained messages.
+    pub mqtt: Vec<MqttTarget>,
     pub resend_interval: Duration,
     pub heartbeat: bool,
 }
@@ -414,6 +416,76 @@ impl PointConfig {
             1
         } else {
             self.data_type.register_count()
+        }
+    }
+}
+
+/// Where to publish: `mqtt://host:port/topic/prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttTarget {
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+}
+
+impl MqttTarget {
+    /// Parses `mqtt://host[:port]/prefix` (port 1883 by default).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+            format!("{url:?} must be an mqtt:// URL (TLS brokers are not supported yet)")
+        })?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            return Err(format!(
+                "{url:?} needs a topic prefix without wildcards, e.g. mqtt://broker:1883/adit/alerts"
+            ));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{url:?}: port {p:?} is not a number"))?,
+            ),
+            None => (authority, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_default_port_and_bad_ones_say_why() {
+        assert_eq!(
+            MqttTarget::parse("mqtt://broker/adit/alerts").unwrap(),
+            MqttTarget {
+                host: "broker".into(),
+                port: 1883,
+                prefix: "adit/alerts".into()
+            }
+        );
+        assert_eq!(
+            MqttTarget::parse("mqtt://10.0.0.2:1884/a/").unwrap().port,
+            1884
+        );
+        for bad in [
+            "http://x/a",
+            "mqtt://x",
+            "mqtt://x/a/#",
+            "mqtt://:1883/a",
+            "mqtt://x:99999/a",
+        ] {
+            assert!(MqttTarget::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct RawRule {
 pub struct RawAlerting {
     pub alertmanager: Option<Vec<String>>,
     pub webhook: Option<Vec<String>>,
+    pub mqtt: Option<Vec<String>>,
     pub resend_interval: Option<String>,
     pub heartbeat: Option<bool>,
 }

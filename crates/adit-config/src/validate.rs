@@ -13,9 +13,9 @@ use std::time::Duration;
 use crate::human::parse_duration;
 use crate::model::{
     AlertingConfig, AuditConfig, Config, ConfigOrigin, DataType, DeviceClock, DeviceConfig,
-    FsyncSetting, HttpConfig, Parity, PipelineConfig, PointConfig, Protocol, QuestDbSinkConfig,
-    RuleConfig, RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings, SqliteSinkConfig,
-    Table, WhenFullPolicy, WordOrder,
+    FsyncSetting, HttpConfig, MqttTarget, Parity, PipelineConfig, PointConfig, Protocol,
+    QuestDbSinkConfig, RuleConfig, RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings,
+    SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
 };
 use crate::raw::{RawConfig, RawDevice, RawDeviceClock, RawPoint};
 
@@ -273,6 +273,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             ral.and_then(|a| a.alertmanager.as_ref()),
         ),
         webhooks: urls(&mut p, "webhook", ral.and_then(|a| a.webhook.as_ref())),
+        mqtt: ral
+            .and_then(|a| a.mqtt.as_ref())
+            .map(|list| {
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, u)| {
+                        MqttTarget::parse(u)
+                            .map_err(|e| p.push(format!("alerting.mqtt[{i}]"), e))
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         resend_interval: p.duration(
             "alerting.resend_interval",
             ral.and_then(|a| a.resend_interval.as_deref()),

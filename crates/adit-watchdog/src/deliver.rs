@@ -1,13 +1,18 @@
 //! Delivery of alerts, apart from the sink path: to Prometheus Alertmanager
-//! (API v2), to generic JSON webhooks, and to the log.
+//! (API v2), to generic JSON webhooks, to MQTT (see `mqtt.rs`) and to the log.
 //!
-//! Delivery is by state, not by message: on every change and every
-//! `resend_interval`, each receiver gets every firing alert (which keeps them
-//! alive in Alertmanager, as it expects), the recently resolved ones with
-//! their `endsAt`, and the heartbeat alert that fires for as long as the
-//! watchdog runs (a dead man's switch: when it stops arriving, adit is gone).
-//! A receiver that fails is retried at the next round; nothing queues up
-//! without bound (resolved alerts are kept for a few rounds, at most 1000).
+//! Delivery is by state, not by message: the watchdog publishes the whole
+//! alert state (every firing alert, the recently resolved ones with their
+//! `endsAt`, and the heartbeat alert that fires for as long as the watchdog
+//! runs: a dead man's switch) on a `watch` channel, and each receiver has its
+//! own task that delivers the latest state on every change, re-sends it every
+//! `resend_interval` (which keeps alerts alive in Alertmanager, as it
+//! expects) and retries with backoff after a failure.
+//!
+//! Invariants: a slow or dead receiver never delays rule evaluation or
+//! another receiver; each receiver's queue is one state (bounded by
+//! construction; resolved alerts stay for three resend intervals, at most
+//! 1000). The complete history is in the audit log and the alerts table.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use std::time::Duration;
 use adit_core::{Batch, Timestamp};
 use prometheus::IntCounterVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{AlertView, Engine, Event};
@@ -30,6 +35,8 @@ pub struct Receivers {
     pub alertmanagers: Vec<String>,
     /// URLs that get the same JSON array by POST.
     pub webhooks: Vec<String>,
+    /// MQTT brokers and topic prefixes (retained alert state).
+    pub mqtt: Vec<crate::mqtt::MqttTarget>,
 }
 
 #[derive(Clone, Debug)]
@@ -39,21 +46,48 @@ pub struct DeliveryOptions {
     pub site: String,
 }
 
+/// One alert in Alertmanager v2 form (also what webhooks and MQTT carry).
+pub fn alert_json(a: &AlertView) -> serde_json::Value {
+    let map = |pairs: &[(String, String)]| -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect()
+    };
+    let mut alert = serde_json::json!({
+        "labels": map(&a.labels),
+        "annotations": map(&a.annotations),
+        "startsAt": a.starts_at.to_rfc3339(),
+    });
+    if let Some(end) = a.ends_at {
+        alert["endsAt"] = serde_json::Value::String(end.to_rfc3339());
+    }
+    alert
+}
+
 /// Alertmanager v2 JSON for a list of alerts.
 pub fn alertmanager_json(alerts: &[AlertView]) -> String {
-    let list: Vec<serde_json::Value> = alerts
-        .iter()
-        .map(|a| {
-            let labels: serde_json::Map<String, serde_json::Value> = a.labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-            let annotations: serde_json::Map<String, serde_json::Value> = a.annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-            let mut alert = serde_json::json!({ "labels": labels, "annotations": annotations, "startsAt": a.starts_at.to_rfc3339() });
-            if let Some(end) = a.ends_at {
-                alert["endsAt"] = serde_json::Value::String(end.to_rfc3339());
-            }
-            alert
-        })
-        .collect();
-    serde_json::Value::Array(list).to_string()
+    serde_json::Value::Array(alerts.iter().map(alert_json).collect()).to_string()
+}
+
+/// The whole alert state at one moment, as every receiver delivers it:
+/// firing alerts (rules, self-health, heartbeat), then the recently resolved
+/// ones with their `endsAt`.
+#[derive(Debug, Default)]
+pub struct AlertState {
+    pub alerts: Vec<AlertView>,
+    /// `alerts` as an Alertmanager v2 body (webhooks get the same).
+    pub alertmanager_body: String,
+}
+
+impl AlertState {
+    pub fn new(alerts: Vec<AlertView>) -> Self {
+        let alertmanager_body = alertmanager_json(&alerts);
+        Self {
+            alerts,
+            alertmanager_body,
+        }
+    }
 }
 
 fn self_alert(site: &str, check: usize, since: Timestamp, ends_at: Option<Timestamp>) -> AlertView {
@@ -141,7 +175,7 @@ pub struct WatchdogMetrics {
 }
 
 /// Runs the watchdog until shutdown: evaluates batches, ticks every second,
-/// and delivers.
+/// and publishes the alert state to one delivery task per receiver.
 pub async fn run_watchdog(
     mut engine: Engine,
     mut rx: mpsc::Receiver<Batch>,
@@ -155,15 +189,64 @@ pub async fn run_watchdog(
     let mut self_rules = SelfHealthRules::default();
     let mut self_firing = [None::<Timestamp>; CHECKS.len()];
     let started = Timestamp::now();
-    let mut resolved: VecDeque<(AlertView, u32)> = VecDeque::new();
+    // Resolutions stay in the state for three resend rounds, at most 1000.
+    let keep_resolved = options.resend_interval * 3;
+    let mut resolved: VecDeque<(AlertView, tokio::time::Instant)> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_send = tokio::time::Instant::now() - options.resend_interval;
-    let receivers = Arc::new(receivers);
+    let current = |engine: &Engine,
+                   self_firing: &[Option<Timestamp>],
+                   resolved: &VecDeque<(AlertView, tokio::time::Instant)>| {
+        let mut alerts = engine.firing();
+        alerts.extend(
+            self_firing
+                .iter()
+                .enumerate()
+                .filter_map(|(i, since)| since.map(|at| self_alert(&options.site, i, at, None))),
+        );
+        if options.heartbeat {
+            alerts.push(heartbeat(&options.site, started));
+        }
+        alerts.extend(resolved.iter().map(|(a, _)| a.clone()));
+        Arc::new(AlertState::new(alerts))
+    };
+    let (state_tx, _) = watch::channel(current(&engine, &self_firing, &resolved));
+    let stop_receivers = shutdown.child_token();
+    let mut tasks = Vec::new();
+    for base in &receivers.alertmanagers {
+        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+        tasks.push(tokio::spawn(run_http_receiver(
+            "alertmanager",
+            url,
+            state_tx.subscribe(),
+            options.resend_interval,
+            metrics.clone(),
+            stop_receivers.clone(),
+        )));
+    }
+    for url in &receivers.webhooks {
+        tasks.push(tokio::spawn(run_http_receiver(
+            "webhook",
+            url.clone(),
+            state_tx.subscribe(),
+            options.resend_interval,
+            metrics.clone(),
+            stop_receivers.clone(),
+        )));
+    }
+    for target in &receivers.mqtt {
+        tasks.push(tokio::spawn(crate::mqtt::run_mqtt_receiver(
+            target.clone(),
+            options.site.clone(),
+            state_tx.subscribe(),
+            metrics.clone(),
+            stop_receivers.clone(),
+        )));
+    }
     loop {
         let events = tokio::select! {
             batch = rx.recv() => match batch {
                 Some(batch) => engine.observe(&batch, tokio::time::Instant::now().into_std()),
-                None => return,
+                None => break,
             },
             _ = tick.tick() => {
                 let now = tokio::time::Instant::now().into_std();
@@ -187,77 +270,87 @@ pub async fn run_watchdog(
                 }
                 events
             }
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
         };
         if let (Some(recorder), false) = (&recorder, events.is_empty()) {
             recorder.record(&events);
         }
         for e in &events {
-            let name = e
-                .alert
-                .labels
-                .iter()
-                .find(|(k, _)| k == "alertname")
-                .map_or("", |(_, v)| v.as_str());
-            let subject = e
-                .alert
-                .labels
-                .iter()
-                .find(|(k, _)| k == "point" || k == "device")
-                .map_or("", |(_, v)| v.as_str());
-            let summary = e
-                .alert
-                .annotations
-                .iter()
-                .find(|(k, _)| k == "summary")
-                .map_or("", |(_, v)| v.as_str());
-            match e.transition {
-                Transition::Fired => {
-                    metrics.transitions.with_label_values(&["fired"]).inc();
-                    tracing::warn!(alert = name, subject, summary, "ALERT firing");
-                }
-                Transition::Resolved => {
-                    metrics.transitions.with_label_values(&["resolved"]).inc();
-                    tracing::info!(alert = name, subject, "alert resolved");
-                    resolved.push_back((e.alert.clone(), 0));
-                    while resolved.len() > 1000 {
-                        resolved.pop_front();
-                    }
+            log_transition(e, &metrics);
+            if e.transition == Transition::Resolved {
+                resolved.push_back((e.alert.clone(), tokio::time::Instant::now()));
+                while resolved.len() > 1000 {
+                    resolved.pop_front();
                 }
             }
         }
-        let due = last_send.elapsed() >= options.resend_interval;
-        if events.is_empty() && !due {
-            continue;
+        let before = resolved.len();
+        resolved.retain(|(_, at)| at.elapsed() < keep_resolved);
+        if !events.is_empty() || resolved.len() != before {
+            state_tx.send_replace(current(&engine, &self_firing, &resolved));
         }
-        let mut alerts = engine.firing();
-        alerts.extend(
-            self_firing
-                .iter()
-                .enumerate()
-                .filter_map(|(i, since)| since.map(|at| self_alert(&options.site, i, at, None))),
-        );
-        if options.heartbeat {
-            alerts.push(heartbeat(&options.site, started));
+    }
+    stop_receivers.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn log_transition(e: &Event, metrics: &WatchdogMetrics) {
+    let find = |pairs: &[(String, String)], keys: &[&str]| {
+        pairs
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .map_or(String::new(), |(_, v)| v.clone())
+    };
+    let name = find(&e.alert.labels, &["alertname"]);
+    let subject = find(&e.alert.labels, &["point", "device"]);
+    match e.transition {
+        Transition::Fired => {
+            metrics.transitions.with_label_values(&["fired"]).inc();
+            let summary = find(&e.alert.annotations, &["summary"]);
+            tracing::warn!(alert = name, subject, summary, "ALERT firing");
         }
-        alerts.extend(resolved.iter().map(|(a, _)| a.clone()));
-        let body = alertmanager_json(&alerts);
-        let mut all_ok = true;
-        for base in &receivers.alertmanagers {
-            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-            all_ok &= deliver(&url, &body, &metrics, "alertmanager").await;
+        Transition::Resolved => {
+            metrics.transitions.with_label_values(&["resolved"]).inc();
+            tracing::info!(alert = name, subject, "alert resolved");
         }
-        for url in &receivers.webhooks {
-            all_ok &= deliver(url, &body, &metrics, "webhook").await;
+    }
+}
+
+/// Delivers the alert state to one HTTP receiver (Alertmanager or webhook):
+/// at once on every change, again every `resend_interval` (Alertmanager
+/// expects firing alerts to be re-sent), and after a failure with backoff
+/// from 1 s up to the resend interval. Its queue is the latest state only,
+/// so a dead receiver holds no memory and costs the others nothing.
+async fn run_http_receiver(
+    kind: &'static str,
+    url: String,
+    mut rx: watch::Receiver<Arc<AlertState>>,
+    resend_interval: Duration,
+    metrics: WatchdogMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let state = rx.borrow_and_update().clone();
+        let delivered = tokio::select! {
+            ok = deliver(&url, &state.alertmanager_body, &metrics, kind) => ok,
+            () = shutdown.cancelled() => return,
+        };
+        let wait = if delivered {
+            backoff = Duration::from_secs(1);
+            resend_interval
+        } else {
+            let wait = backoff.min(resend_interval);
+            backoff = (backoff * 2).min(resend_interval);
+            wait
+        };
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
         }
-        last_send = tokio::time::Instant::now();
-        // Resolutions are repeated for three rounds after everyone got them.
-        for (_, rounds) in &mut resolved {
-            if all_ok {
-                *rounds += 1;
-            }
-        }
-        resolved.retain(|(_, rounds)| *rounds < 3);
     }
 }
 
@@ -272,7 +365,7 @@ async fn deliver(url: &str, body: &str, metrics: &WatchdogMetrics, kind: &str) -
                 .deliveries
                 .with_label_values(&[kind, "failed"])
                 .inc();
-            tracing::warn!(receiver = kind, error = %e, "alert delivery failed; retrying at the next round");
+            tracing::warn!(receiver = kind, error = %e, "alert delivery failed; retrying");
             false
         }
     }

@@ -157,7 +157,11 @@ fn start_watchdog(
     use adit_config::RuleKind;
     use adit_watchdog::rules::Condition;
     let a = &config.alerting;
-    if config.rules.is_empty() && a.alertmanagers.is_empty() && a.webhooks.is_empty() {
+    if config.rules.is_empty()
+        && a.alertmanagers.is_empty()
+        && a.webhooks.is_empty()
+        && a.mqtt.is_empty()
+    {
         return Ok((None, None));
     }
     let rules: Vec<adit_watchdog::RuleSpec> = config
@@ -220,6 +224,7 @@ fn start_watchdog(
         adit_watchdog::deliver::Receivers {
             alertmanagers: a.alertmanagers.clone(),
             webhooks: a.webhooks.clone(),
+            mqtt: a.mqtt.clone(),
         },
         adit_watchdog::deliver::DeliveryOptions {
             resend_interval: a.resend_interval,
