@@ -61,6 +61,17 @@ pub struct AlertingConfig {
     pub mqtt: Vec<MqttTarget>,
     pub resend_interval: Duration,
     pub heartbeat: bool,
+    pub self_health: SelfHealthConfig,
+}
+
+/// Thresholds of the self-health alerts (see the watchdog's `selfhealth`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SelfHealthConfig {
+    pub spool_fill: f64,
+    pub sink_failing_for: Duration,
+    pub restarts: u64,
+    pub restart_window: Duration,
+    pub dropping_hold: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

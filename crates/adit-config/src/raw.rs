@@ -45,6 +45,17 @@ pub struct RawAlerting {
     pub mqtt: Option<Vec<String>>,
     pub resend_interval: Option<String>,
     pub heartbeat: Option<bool>,
+    pub self_health: Option<RawSelfHealth>,
+}
+
+/// `[alerting.self_health]`: thresholds of adit's alerts about itself.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawSelfHealth {
+    pub spool_fill: Option<f64>,
+    pub sink_failing_for: Option<String>,
+    pub restarts: Option<i64>,
+    pub restart_window: Option<String>,
+    pub dropping_hold: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -14,10 +14,10 @@ use crate::human::parse_duration;
 use crate::model::{
     AlertingConfig, AuditConfig, Config, ConfigOrigin, DataType, DeviceClock, DeviceConfig,
     FsyncSetting, HttpConfig, MqttTarget, Parity, PipelineConfig, PointConfig, Protocol,
-    QuestDbSinkConfig, RuleConfig, RuleKind, Secret, SerialConfig, SinksConfig, SpoolSettings,
-    SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
+    QuestDbSinkConfig, RuleConfig, RuleKind, Secret, SelfHealthConfig, SerialConfig, SinksConfig,
+    SpoolSettings, SqliteSinkConfig, Table, WhenFullPolicy, WordOrder,
 };
-use crate::raw::{RawConfig, RawDevice, RawDeviceClock, RawPoint};
+use crate::raw::{RawConfig, RawDevice, RawDeviceClock, RawPoint, RawSelfHealth};
 
 /// One problem found by validation: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +293,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             true,
         ),
         heartbeat: ral.and_then(|a| a.heartbeat).unwrap_or(true),
+        self_health: validate_self_health(
+            &mut p,
+            ral.and_then(|a| a.self_health.as_ref())
+                .unwrap_or(&RawSelfHealth::default()),
+        ),
     };
 
     if p.0.is_empty() {
@@ -741,6 +746,32 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
             .as_ref()
             .map(|rc| validate_clock(p, &format!("{path}.clock"), rc, order)),
         points,
+    }
+}
+
+fn validate_self_health(p: &mut Problems, r: &RawSelfHealth) -> SelfHealthConfig {
+    let path = "alerting.self_health";
+    let spool_fill = r.spool_fill.unwrap_or(0.8);
+    if !(spool_fill > 0.0 && spool_fill <= 1.0) {
+        p.push(
+            format!("{path}.spool_fill"),
+            format!("{spool_fill} must be a fraction of the spool bound, above 0 and at most 1 (e.g. 0.8)"),
+        );
+    }
+    let dur = |p: &mut Problems, key: &str, raw: Option<&String>, default: &str| {
+        p.duration(
+            &format!("{path}.{key}"),
+            raw.map(String::as_str),
+            default,
+            true,
+        )
+    };
+    SelfHealthConfig {
+        spool_fill,
+        sink_failing_for: dur(p, "sink_failing_for", r.sink_failing_for.as_ref(), "1m"),
+        restarts: p.int_in(&format!("{path}.restarts"), r.restarts, 3, 1, 1000) as u64,
+        restart_window: dur(p, "restart_window", r.restart_window.as_ref(), "5m"),
+        dropping_hold: dur(p, "dropping_hold", r.dropping_hold.as_ref(), "1m"),
     }
 }
 

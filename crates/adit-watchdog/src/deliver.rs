@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{AlertView, Engine, Event};
 use crate::rules::Transition;
-use crate::selfhealth::{SelfHealthProbe, SelfHealthRules, CHECKS};
+use crate::selfhealth::{
+    describe, SelfHealthProbe, SelfHealthRules, SelfHealthThresholds, CHECK_COUNT,
+};
 
 /// Where alerts go.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +46,7 @@ pub struct DeliveryOptions {
     pub resend_interval: Duration,
     pub heartbeat: bool,
     pub site: String,
+    pub self_health: SelfHealthThresholds,
 }
 
 /// One alert in Alertmanager v2 form (also what webhooks and MQTT carry).
@@ -90,8 +93,14 @@ impl AlertState {
     }
 }
 
-fn self_alert(site: &str, check: usize, since: Timestamp, ends_at: Option<Timestamp>) -> AlertView {
-    let (name, summary, check_first) = CHECKS[check.min(CHECKS.len() - 1)];
+fn self_alert(
+    site: &str,
+    thresholds: &SelfHealthThresholds,
+    check: usize,
+    since: Timestamp,
+    ends_at: Option<Timestamp>,
+) -> AlertView {
+    let (name, summary, check_first) = describe(check, thresholds);
     AlertView {
         labels: vec![
             ("alertname".into(), name.into()),
@@ -186,8 +195,9 @@ pub async fn run_watchdog(
     shutdown: CancellationToken,
 ) {
     let Hooks { probe, recorder } = hooks;
-    let mut self_rules = SelfHealthRules::default();
-    let mut self_firing = [None::<Timestamp>; CHECKS.len()];
+    let mut self_rules = SelfHealthRules::new(options.self_health);
+    let thresholds = options.self_health;
+    let mut self_firing = [None::<Timestamp>; CHECK_COUNT];
     let started = Timestamp::now();
     // Resolutions stay in the state for three resend rounds, at most 1000.
     let keep_resolved = options.resend_interval * 3;
@@ -197,12 +207,9 @@ pub async fn run_watchdog(
                    self_firing: &[Option<Timestamp>],
                    resolved: &VecDeque<(AlertView, tokio::time::Instant)>| {
         let mut alerts = engine.firing();
-        alerts.extend(
-            self_firing
-                .iter()
-                .enumerate()
-                .filter_map(|(i, since)| since.map(|at| self_alert(&options.site, i, at, None))),
-        );
+        alerts.extend(self_firing.iter().enumerate().filter_map(|(i, since)| {
+            since.map(|at| self_alert(&options.site, &thresholds, i, at, None))
+        }));
         if options.heartbeat {
             alerts.push(heartbeat(&options.site, started));
         }
@@ -258,11 +265,11 @@ pub async fn run_watchdog(
                             (true, None) => {
                                 let at = Timestamp::now();
                                 self_firing[i] = Some(at);
-                                events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, i, at, None) });
+                                events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, i, at, None) });
                             }
                             (false, Some(since)) => {
                                 self_firing[i] = None;
-                                events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, i, since, Some(Timestamp::now())) });
+                                events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, &thresholds, i, since, Some(Timestamp::now())) });
                             }
                             _ => {}
                         }

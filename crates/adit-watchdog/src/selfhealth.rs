@@ -24,50 +24,98 @@ pub trait SelfHealthProbe: Send + 'static {
     fn sample(&self) -> SelfHealth;
 }
 
-/// One self-health alert's name, what it means and what to check first.
-pub const CHECKS: [(&str, &str, &str); 5] = [
-    ("AditSpoolDropping", "the spool dropped readings in the last minute", "A sink is down or slow and the spool is full: check the databases, adit_sink_errors_total and spool.max_size."),
-    ("AditSinkFailing", "a sink has been failing for more than a minute", "Is the database up and reachable? adit's log has the last error; readings wait in the spool meanwhile."),
-    ("AditCollectorRestartLoop", "collectors restarted 3 or more times in 5 minutes", "adit's log around the restarts; a panic is a bug to report with the log."),
-    ("AditAuditUnwritable", "audit entries cannot be written", "The disk under the audit directory: space, permissions, I/O errors."),
-    ("AditSpoolFilling", "the spool is over 80 % of its size bound", "A sink is down or too slow; at 100 % spool.when_full applies (drops or stalls). Check the databases and adit_sink_errors_total."),
-];
+/// When self-health alerts fire; `[alerting.self_health]` in the config.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfHealthThresholds {
+    /// `AditSpoolFilling` above this fraction of the spool's size bound.
+    pub spool_fill: f64,
+    /// `AditSinkFailing` once a sink has failed for this long.
+    pub sink_failing_for: Duration,
+    /// `AditCollectorRestartLoop` at this many restarts within `restart_window`.
+    pub restarts: u64,
+    pub restart_window: Duration,
+    /// `AditSpoolDropping` stays raised this long after the last drop.
+    pub dropping_hold: Duration,
+}
+
+impl Default for SelfHealthThresholds {
+    fn default() -> Self {
+        Self {
+            spool_fill: 0.8,
+            sink_failing_for: Duration::from_secs(60),
+            restarts: 3,
+            restart_window: Duration::from_secs(300),
+            dropping_hold: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Number of self-health checks.
+pub const CHECK_COUNT: usize = 5;
+
+/// One self-health alert's name, what it means (with the thresholds in
+/// force) and what to check first.
+pub fn describe(check: usize, t: &SelfHealthThresholds) -> (&'static str, String, &'static str) {
+    match check {
+        0 => ("AditSpoolDropping", format!("the spool dropped readings in the last {:?}", t.dropping_hold), "A sink is down or slow and the spool is full: check the databases, adit_sink_errors_total and spool.max_size."),
+        1 => ("AditSinkFailing", format!("a sink has been failing for more than {:?}", t.sink_failing_for), "Is the database up and reachable? adit's log has the last error; readings wait in the spool meanwhile."),
+        2 => ("AditCollectorRestartLoop", format!("collectors restarted {} or more times in {:?}", t.restarts, t.restart_window), "adit's log around the restarts; a panic is a bug to report with the log."),
+        3 => ("AditAuditUnwritable", "audit entries cannot be written".to_string(), "The disk under the audit directory: space, permissions, I/O errors."),
+        _ => ("AditSpoolFilling", format!("the spool is over {:.0} % of its size bound", t.spool_fill * 100.0), "A sink is down or too slow; at 100 % spool.when_full applies (drops or stalls). Check the databases and adit_sink_errors_total."),
+    }
+}
 
 /// Decides which self-health alerts are raised, from successive snapshots.
 #[derive(Debug, Default)]
 pub struct SelfHealthRules {
+    thresholds: SelfHealthThresholds,
     last_dropped: u64,
     last_drop_at: Option<Instant>,
-    restarts: Vec<(Instant, u64)>,
+    restarts: std::collections::VecDeque<(Instant, u64)>,
 }
 
 impl SelfHealthRules {
-    /// Whether each alert of [`CHECKS`] is raised now.
-    pub fn evaluate(&mut self, s: &SelfHealth, now: Instant) -> [bool; 5] {
+    pub fn new(thresholds: SelfHealthThresholds) -> Self {
+        Self {
+            thresholds,
+            ..Self::default()
+        }
+    }
+
+    pub fn thresholds(&self) -> &SelfHealthThresholds {
+        &self.thresholds
+    }
+
+    /// Whether each alert of [`describe`] is raised now.
+    pub fn evaluate(&mut self, s: &SelfHealth, now: Instant) -> [bool; CHECK_COUNT] {
+        let t = self.thresholds;
         if s.spool_dropped_total > self.last_dropped {
             self.last_dropped = s.spool_dropped_total;
             self.last_drop_at = Some(now);
         }
         let dropping = self
             .last_drop_at
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60));
-        let sink_failing = s
-            .sink_failing_for
-            .is_some_and(|d| d >= Duration::from_secs(60));
-        self.restarts.push((now, s.task_restarts_total));
-        self.restarts
-            .retain(|(t, _)| now.saturating_duration_since(*t) <= Duration::from_secs(300));
+            .is_some_and(|at| now.saturating_duration_since(at) <= t.dropping_hold);
+        let sink_failing = s.sink_failing_for.is_some_and(|d| d >= t.sink_failing_for);
+        self.restarts.push_back((now, s.task_restarts_total));
+        while self
+            .restarts
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > t.restart_window)
+        {
+            self.restarts.pop_front();
+        }
         let oldest = self
             .restarts
-            .first()
+            .front()
             .map_or(s.task_restarts_total, |(_, n)| *n);
-        let restart_loop = s.task_restarts_total.saturating_sub(oldest) >= 3;
+        let restart_loop = s.task_restarts_total.saturating_sub(oldest) >= t.restarts;
         [
             dropping,
             sink_failing,
             restart_loop,
             s.audit_failing,
-            s.spool_fill > 0.8,
+            s.spool_fill > t.spool_fill,
         ]
     }
 }
@@ -98,7 +146,7 @@ mod tests {
         };
         assert!(r.evaluate(&dropped, at(1))[0]);
         assert!(r.evaluate(&dropped, at(60))[0]);
-        assert!(!r.evaluate(&dropped, at(61))[0]);
+        assert!(!r.evaluate(&dropped, at(62))[0]);
         // A sink failing for 59 s is not yet an alert, for 60 s it is.
         let failing = |s| SelfHealth {
             spool_dropped_total: 10,
@@ -129,6 +177,45 @@ mod tests {
                 },
                 at(501)
             )[3]
+        );
+    }
+
+    #[test]
+    fn thresholds_from_config_change_the_decisions_and_the_summaries() {
+        let t = SelfHealthThresholds {
+            spool_fill: 0.5,
+            sink_failing_for: Duration::from_secs(10),
+            restarts: 1,
+            restart_window: Duration::from_secs(30),
+            dropping_hold: Duration::from_secs(5),
+        };
+        let mut r = SelfHealthRules::new(t);
+        let t0 = Instant::now();
+        let raised = r.evaluate(
+            &SelfHealth {
+                spool_fill: 0.6,
+                sink_failing_for: Some(Duration::from_secs(10)),
+                ..SelfHealth::default()
+            },
+            t0,
+        );
+        assert!(raised[4] && raised[1]);
+        assert!(
+            r.evaluate(
+                &SelfHealth {
+                    task_restarts_total: 1,
+                    ..SelfHealth::default()
+                },
+                t0 + Duration::from_secs(1)
+            )[2]
+        );
+        assert_eq!(
+            describe(4, &t).1,
+            "the spool is over 50 % of its size bound"
+        );
+        assert_eq!(
+            describe(2, &t).1,
+            "collectors restarted 1 or more times in 30s"
         );
     }
 }
