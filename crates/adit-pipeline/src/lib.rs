@@ -14,6 +14,7 @@
 
 pub mod deadband;
 pub mod health;
+pub mod latency;
 pub mod live;
 pub mod metrics;
 pub mod normalize;

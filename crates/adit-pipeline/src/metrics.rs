@@ -132,6 +132,7 @@ pub struct Metrics {
     pub stale_transitions: IntCounter,
     pub watchdog_dropped: IntCounter,
     pub audit_lost: IntCounter,
+    pub ack_latency: crate::latency::AckLatency,
 }
 
 fn counter(
@@ -193,6 +194,8 @@ impl Metrics {
             "Audit entries not written (queue full or file unwritable).",
         )?;
         registry.register(Box::new(audit_lost.clone()))?;
+        let ack_latency = crate::latency::AckLatency::new()?;
+        registry.register(Box::new(ack_latency.clone()))?;
         Ok(Self {
             spool: SpoolMetrics::new(&registry)?,
             source_readings: counter(
@@ -251,6 +254,7 @@ impl Metrics {
             stale_transitions,
             watchdog_dropped,
             audit_lost,
+            ack_latency,
             registry,
         })
     }

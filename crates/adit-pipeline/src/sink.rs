@@ -118,6 +118,7 @@ pub fn run_sink(stage: SinkStage) {
     let mut pending_last_seq = acked;
     let mut first_at: Option<Instant> = None;
     let mut backoff = options.retry_min;
+    let mut latency = crate::latency::new_histogram();
     health.set_sink_ready(true);
 
     loop {
@@ -180,6 +181,12 @@ pub fn run_sink(stage: SinkStage) {
         timer.observe_duration();
         match result {
             Ok(()) => {
+                let sum = crate::latency::record_batch(
+                    &mut latency,
+                    &pending,
+                    adit_core::Timestamp::now(),
+                );
+                metrics.ack_latency.merge(name, &mut latency, sum);
                 rows_written.inc_by(pending.len() as u64);
                 metrics.sink_batches.inc();
                 health.sink_succeeded();

@@ -389,7 +389,9 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down: delivering spooled readings until the drain deadline");
+    let metrics = app.metrics.clone();
     let drained = app.shutdown().await;
+    log_final_accounting(&metrics);
     if fatal {
         return Err("stopped after a fatal spool failure; restart to recover".into());
     }
@@ -401,6 +403,38 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// One line that accounts for every reading of this run (load tools and
+/// operators check that nothing went missing): accepted = stored per sink +
+/// suppressed by deadband + dropped with a reason + left in the spool.
+fn log_final_accounting(m: &adit_pipeline::Metrics) {
+    let sum = |name: &str| m.counter_sum(name, &[]) as u64;
+    let stored: Vec<String> = m
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "adit_sink_rows_written_total")
+        .flat_map(|f| f.get_metric().iter())
+        .map(|metric| {
+            let sink = metric
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "sink")
+                .map_or("?", |l| l.value());
+            format!("{sink}={}", metric.get_counter().get_value() as u64)
+        })
+        .collect();
+    tracing::info!(
+        accepted = sum("adit_readings_total"),
+        from_sources = sum("adit_source_readings_total"),
+        stored = %stored.join(","),
+        deadband_suppressed = sum("adit_deadband_suppressed_total"),
+        spool_dropped = sum("adit_spool_dropped_readings_total"),
+        sink_dropped = sum("adit_sink_readings_dropped_total"),
+        left_in_spool_records = m.spool.pending_records.get(),
+        "final accounting"
+    );
 }
 
 async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {

@@ -100,10 +100,6 @@ impl State {
             }
             unit.model.step(dt);
             unit.ticks = unit.ticks.wrapping_add(1);
-            for i in 0..unit.bulk {
-                unit.holding
-                    .insert(BULK_START + i, unit.ticks.wrapping_add(i));
-            }
             for s in &self.signals {
                 let value = unit
                     .frozen
@@ -177,6 +173,28 @@ fn write_signal(unit: &mut Unit, s: &Signal, value: f64) -> f64 {
     }
 }
 
+/// Holding registers: the bulk block is computed on read (register
+/// `BULK_START + i` holds `ticks + i`), so a load simulator with thousands of
+/// registers per unit costs nothing between reads.
+fn read_holding(unit: &Unit, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+    let bulk = BULK_START..BULK_START.saturating_add(unit.bulk);
+    (0..count)
+        .map(|i| {
+            let a = start
+                .checked_add(i)
+                .ok_or(ExceptionCode::IllegalDataAddress)?;
+            if bulk.contains(&a) {
+                Ok(unit.ticks.wrapping_add(a - BULK_START))
+            } else {
+                unit.holding
+                    .get(&a)
+                    .copied()
+                    .ok_or(ExceptionCode::IllegalDataAddress)
+            }
+        })
+        .collect()
+}
+
 /// The values at `start..start + count`, or exception 2 if any is not mapped.
 fn read_range<T: Copy>(
     map: &HashMap<u16, T>,
@@ -244,7 +262,7 @@ impl SimService {
         } else {
             match req.request {
                 Request::ReadHoldingRegisters(a, n) => {
-                    read_range(&unit.holding, a, n).map(Response::ReadHoldingRegisters)
+                    read_holding(unit, a, n).map(Response::ReadHoldingRegisters)
                 }
                 Request::ReadInputRegisters(a, n) => {
                     read_range(&unit.input, a, n).map(Response::ReadInputRegisters)
@@ -294,13 +312,6 @@ fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
     }
 }
 
-fn fill_bulk(unit: &mut Unit) {
-    for i in 0..unit.bulk {
-        unit.holding.insert(BULK_START + i, i);
-    }
-    write_clock(unit);
-}
-
 /// Serves the unit's clock: wall time, or, after an RTC reset (the
 /// `clock_reset` fault), seconds since the simulator started, i.e. 1970.
 fn write_clock(unit: &mut Unit) {
@@ -323,7 +334,7 @@ fn new_state(units: &[UnitSpec]) -> Arc<Mutex<State>> {
     let mut map = BTreeMap::new();
     for (i, spec) in units.iter().enumerate() {
         let mut unit = new_unit(spec, i);
-        fill_bulk(&mut unit);
+        write_clock(&mut unit);
         for (name, value) in &spec.frozen {
             if let Some(s) = signals.iter().find(|s| s.name == name) {
                 unit.frozen.insert(s.name, *value);

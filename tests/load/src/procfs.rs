@@ -1,0 +1,33 @@
+//! A process's own accounting from `/proc`: CPU time and memory. Linux only.
+
+/// User + system CPU seconds of process `pid` (`USER_HZ` = 100).
+pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces; fields resume after the last ')'.
+    let after_name = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .ok_or("unexpected /proc/PID/stat format")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("/proc/{pid}/stat: field {i} missing"))
+    };
+    // utime and stime are fields 14 and 15 of the whole line (11, 12 here).
+    Ok((field(11)? + field(12)?) as f64 / 100.0)
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+pub fn status_bytes(pid: u32, key: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
+}
