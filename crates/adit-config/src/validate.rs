@@ -141,7 +141,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         batch_max_delay: p.duration(
             "sink.sqlite.batch_max_delay",
             rs.and_then(|s| s.batch_max_delay.as_deref()),
-            "500ms",
+            "100ms",
             true,
         ),
     };
@@ -165,7 +165,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             batch_max_delay: p.duration(
                 "sink.questdb.batch_max_delay",
                 q.batch_max_delay.as_deref(),
-                "500ms",
+                "100ms",
                 true,
             ),
         });

@@ -1,10 +1,17 @@
-//! Staleness: a deadline per point, kept in an ordered set, so that finding
-//! the points that just went stale costs O(log n) per point that changed, and
-//! never a scan of every point.
+//! Staleness: a deadline per point, with an ordered set of wake-up times, so
+//! that finding the points that just went stale never scans every point.
+//!
+//! The set is updated lazily: a sample only moves the point's deadline in a
+//! plain array (O(1), the hot path); the set keeps the point's older, earlier
+//! entry. When that entry comes due, `expire` finds the point's real deadline
+//! later and re-queues it there. So a point costs at most one set operation
+//! per `stale_after` period, however often it is sampled.
 //!
 //! Invariants:
 //! - deadlines are monotonic (`Instant`) and only a real sample (not a stale
 //!   marker) moves a point's deadline;
+//! - every fresh point has exactly one entry in the set, at or before its
+//!   deadline; a stale point has none (its next sample queues one);
 //! - each fresh → stale transition is reported once; the next sample makes
 //!   the point fresh again (reported by `seen`).
 
@@ -44,37 +51,49 @@ impl StaleTracker {
     /// if the point was stale and is fresh again.
     pub fn seen(&mut self, id: PointId, now: Instant) -> bool {
         let i = id.index();
-        let (Some(old), Some(after)) = (
-            self.deadline.get(i).copied(),
+        let (Some(deadline), Some(after), Some(stale)) = (
+            self.deadline.get_mut(i),
             self.stale_after.get(i).copied(),
+            self.stale.get_mut(i),
         ) else {
             return false;
         };
-        self.by_deadline.remove(&(old, id));
-        let new = now + after;
-        self.deadline[i] = new;
-        self.by_deadline.insert((new, id));
-        std::mem::replace(&mut self.stale[i], false)
+        *deadline = now + after;
+        if std::mem::replace(stale, false) {
+            // A stale point has no entry in the set: queue it again.
+            self.by_deadline.insert((*deadline, id));
+            true
+        } else {
+            false
+        }
     }
 
     /// Points whose deadline passed at or before `now` and that were not yet
     /// reported stale; each is reported once.
     pub fn expire(&mut self, now: Instant) -> Vec<PointId> {
         let mut out = Vec::new();
-        while let Some(&(deadline, id)) = self.by_deadline.first() {
-            if deadline > now {
+        while let Some(&(queued, id)) = self.by_deadline.first() {
+            if queued > now {
                 break;
             }
             self.by_deadline.pop_first();
-            if !self.stale[id.index()] {
-                self.stale[id.index()] = true;
-                out.push(id);
+            let i = id.index();
+            let deadline = self.deadline.get(i).copied().unwrap_or(queued);
+            if deadline > now {
+                // Sampled since it was queued: wake up at its real deadline.
+                self.by_deadline.insert((deadline, id));
+            } else if let Some(stale) = self.stale.get_mut(i) {
+                if !*stale {
+                    *stale = true;
+                    out.push(id);
+                }
             }
         }
         out
     }
 
-    /// When the next point goes stale, if ever.
+    /// The next time a point may go stale (possibly earlier: a point sampled
+    /// since is then re-queued without being reported).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.by_deadline.first().map(|(d, _)| *d)
     }
@@ -132,5 +151,27 @@ mod tests {
                 .iter()
                 .all(|id| *id != PointId(0)));
         }
+    }
+
+    #[test]
+    fn a_busy_point_costs_one_requeue_per_period_and_still_goes_stale_on_time() {
+        let t0 = Instant::now();
+        let mut t = StaleTracker::new(&registry(), t0);
+        // Sampled every 10 ms for 10 s: the set never holds more than one
+        // entry per point, and the point never goes stale.
+        for ms in (10..10_000).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            assert!(!t.seen(PointId(0), now));
+            assert!(!t.expire(now).contains(&PointId(0)));
+            assert!(t.by_deadline.len() <= 2);
+        }
+        // Silence: stale exactly 3 s after the last sample, not before.
+        let last = t0 + Duration::from_millis(9_990);
+        assert!(!t
+            .expire(last + Duration::from_millis(2_999))
+            .contains(&PointId(0)));
+        assert!(t
+            .expire(last + Duration::from_secs(3))
+            .contains(&PointId(0)));
     }
 }

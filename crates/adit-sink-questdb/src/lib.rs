@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use adit_core::{PointRegistry, Reading, Reason, Value};
 use adit_pipeline::{Sink, SinkError};
-use questdb::ingress::{Buffer, Sender, TimestampMicros};
+use questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampMicros};
 use questdb::ErrorCode;
 
 /// Server rejections of one batch before it is treated as permanent.
@@ -65,13 +65,22 @@ impl QuestDbSink {
     }
 }
 
-/// Appends one ILP row per reading to `buffer`.
+/// Appends one ILP row per reading to `buffer`. The table name is checked
+/// once per call; column names are constants of this file, valid by
+/// construction, so they skip questdb-rs's per-row name validation.
 pub fn encode_rows(
     buffer: &mut Buffer,
     table: &str,
     registry: &PointRegistry,
     readings: &[Reading],
 ) -> Result<(), questdb::Error> {
+    let table = TableName::new(table)?;
+    let col = ColumnName::new_unchecked;
+    let (point, device, quality, reason_col) =
+        (col("point"), col("device"), col("quality"), col("reason"));
+    let (value, value_int, value_text) = (col("value"), col("value_int"), col("value_text"));
+    let (reason_code, source_us, received_us) =
+        (col("reason_code"), col("source_us"), col("received_us"));
     for r in readings {
         let Some(meta) = registry.get(r.point) else {
             continue;
@@ -84,34 +93,31 @@ pub fn encode_rows(
         };
         buffer
             .table(table)?
-            .symbol("point", meta.name.as_ref())?
-            .symbol("device", meta.device.as_ref())?
-            .symbol("quality", r.quality.class().name())?
-            .symbol_opt("reason", reason.map(Reason::name))?;
+            .symbol(point, meta.name.as_ref())?
+            .symbol(device, meta.device.as_ref())?
+            .symbol(quality, r.quality.class().name())?
+            .symbol_opt(reason_col, reason.map(Reason::name))?;
         match &r.value {
             Some(Value::F64(v)) => {
-                buffer.column_f64("value", *v)?;
+                buffer.column_f64(value, *v)?;
             }
             Some(Value::I64(v)) => {
                 buffer
-                    .column_f64("value", *v as f64)?
-                    .column_i64("value_int", *v)?;
+                    .column_f64(value, *v as f64)?
+                    .column_i64(value_int, *v)?;
             }
             Some(Value::Bool(v)) => {
-                buffer.column_f64("value", f64::from(u8::from(*v)))?;
+                buffer.column_f64(value, f64::from(u8::from(*v)))?;
             }
             Some(Value::Text(t)) => {
-                buffer.column_str("value_text", t.as_ref())?;
+                buffer.column_str(value_text, t.as_ref())?;
             }
             None => {}
         }
         buffer
-            .column_i64_opt(
-                "reason_code",
-                reason.and_then(Reason::detail).map(i64::from),
-            )?
-            .column_i64("source_us", r.source_ts.as_micros())?
-            .column_i64("received_us", r.received_ts.as_micros())?
+            .column_i64_opt(reason_code, reason.and_then(Reason::detail).map(i64::from))?
+            .column_i64(source_us, r.source_ts.as_micros())?
+            .column_i64(received_us, r.received_ts.as_micros())?
             .at(TimestampMicros::new(designated.as_micros()))?;
     }
     Ok(())

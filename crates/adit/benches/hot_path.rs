@@ -1,0 +1,264 @@
+//! Micro-benchmarks of every step a reading takes, each reported per reading
+//! (criterion's "elements"), and the chained core the issue's first goal is
+//! about: normalize → live state → spool append (no fsync) → ILP encode.
+//!
+//! ```text
+//! cargo bench -p adit --bench hot_path            # all
+//! cargo bench -p adit --bench hot_path -- chained # one
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adit_config::{DataType, PointConfig, Table, WordOrder};
+use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
+use adit_modbus::plan::{plan_reads, PlannedRead, PointSpan};
+use adit_modbus::poll::{decode_read, ReadData};
+use adit_pipeline::{normalize_batch, ClockRules, LiveState, Sink};
+use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+/// Readings per batch in every benchmark (a collector's poll of a big device
+/// or the pipeline's batching under load).
+const BATCH: usize = 1000;
+const POINTS: u32 = 10_000;
+
+fn registry() -> Arc<PointRegistry> {
+    let mut r = PointRegistry::new();
+    for i in 0..POINTS {
+        let mut meta = PointMeta::plain(
+            &format!("bore_{}.co.km{i}", i % 2),
+            &format!("plc{}", i / 100),
+            1000,
+        );
+        meta.range = Some((0.0, 300.0));
+        meta.unit = "ppm".into();
+        r.insert(meta).unwrap();
+    }
+    Arc::new(r)
+}
+
+fn batch(offset: u32, now: Timestamp) -> Vec<Reading> {
+    (0..BATCH as u32)
+        .map(|i| Reading {
+            point: PointId((offset + i) % POINTS),
+            value: Some(Value::F64(20.0 + f64::from(i % 50))),
+            quality: Quality::Good,
+            source_ts: now,
+            received_ts: now,
+        })
+        .collect()
+}
+
+fn clock() -> ClockRules {
+    ClockRules {
+        max_future_skew: Duration::from_secs(300),
+        max_age: Duration::from_secs(86_400),
+    }
+}
+
+fn spool(dir: &std::path::Path, registry: &PointRegistry) -> Spool {
+    let cfg = SpoolConfig {
+        dir: dir.join("spool"),
+        segment_bytes: 16 << 20,
+        max_bytes: 256 << 20,
+        when_full: WhenFull::DropOldest,
+        fsync: FsyncPolicy::Never,
+    };
+    Spool::open(cfg, registry, &["bench"]).unwrap().0
+}
+
+fn modbus_points(n: u16) -> Vec<PointConfig> {
+    (0..n)
+        .map(|i| PointConfig {
+            id: format!("p{i}"),
+            table: Table::HoldingRegister,
+            address: i * 2,
+            data_type: DataType::F32,
+            order: WordOrder::Cdab,
+            bit: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: String::new(),
+            range: None,
+            interval: Duration::from_secs(1),
+            deadband: None,
+            deadband_heartbeat: Duration::from_secs(60),
+            stale_after: Duration::from_secs(3),
+            description: String::new(),
+        })
+        .collect()
+}
+
+fn steps(c: &mut Criterion) {
+    let registry = registry();
+    let now = Timestamp::now();
+
+    let mut g = c.benchmark_group("per_reading");
+    g.throughput(Throughput::Elements(BATCH as u64));
+
+    // Modbus: 62 f32 points in one 124-register answer, decoded.
+    let points = modbus_points(62);
+    let read = PlannedRead {
+        table: Table::HoldingRegister,
+        start: 0,
+        count: 124,
+        points: (0..62).map(|i| (usize::from(i), i * 2)).collect(),
+    };
+    let ids: Vec<PointId> = (0..62).map(PointId).collect();
+    let words: Vec<u16> = (0..124).map(|i| 0x4120 + i).collect();
+    let mut out = Vec::with_capacity(62);
+    g.throughput(Throughput::Elements(62));
+    g.bench_function("modbus_decode", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_read(&read, ReadData::Words(&words), &points, &ids, now, &mut out);
+            black_box(out.len())
+        });
+    });
+
+    // Request planning for a device of 1000 scattered points.
+    let spans: Vec<PointSpan> = (0..1000u16)
+        .map(|i| PointSpan {
+            table: if i % 3 == 0 {
+                Table::InputRegister
+            } else {
+                Table::HoldingRegister
+            },
+            address: i * 3,
+            width: 1 + (i % 2),
+        })
+        .collect();
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("plan_reads", |b| {
+        b.iter(|| {
+            black_box(
+                plan_reads(&spans, 125, 2, &[(60_000, 60_100)])
+                    .unwrap()
+                    .len(),
+            )
+        });
+    });
+
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("normalize", |b| {
+        b.iter_batched_ref(
+            || batch(0, now),
+            |bt| black_box(normalize_batch(bt, &registry, clock(), now)),
+            BatchSize::SmallInput,
+        );
+    });
+
+    let mut live = LiveState::new(&registry);
+    let input = batch(0, now);
+    let start = Instant::now();
+    g.bench_function("live_state_update", |b| {
+        b.iter(|| live.apply(black_box(&input), start));
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spool(dir.path(), &registry);
+    g.bench_function("spool_append_no_fsync", |b| {
+        b.iter(|| sp.append(black_box(&input)).unwrap());
+    });
+    drop(sp);
+
+    let mut buffer = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V2);
+    g.bench_function("ilp_encode", |b| {
+        b.iter(|| {
+            buffer.clear();
+            adit_sink_questdb::encode_rows(&mut buffer, "readings", &registry, black_box(&input))
+                .unwrap();
+            black_box(buffer.len())
+        });
+    });
+
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut sqlite =
+        adit_sink_sqlite::SqliteSink::open(&db_dir.path().join("bench.db"), &registry).unwrap();
+    let mut tick = 0i64;
+    g.bench_function("sqlite_write", |b| {
+        b.iter_batched(
+            || {
+                tick += 1;
+                batch(0, Timestamp(now.0 + tick))
+            },
+            |bt| sqlite.write(&bt).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+
+    let rules = ["CoHigh", "CoSpike", "CoStuck"];
+    let conditions = [
+        adit_watchdog::rules::Condition::Above {
+            raise: 70.0,
+            clear: 60.0,
+        },
+        adit_watchdog::rules::Condition::Rate {
+            max_per_second: 50.0,
+        },
+        adit_watchdog::rules::Condition::Flatline { samples: 30 },
+    ];
+    let specs = rules
+        .iter()
+        .zip(conditions)
+        .map(|(name, condition)| adit_watchdog::RuleSpec {
+            name: (*name).into(),
+            points: "*.co.*".into(),
+            condition,
+            hold: Duration::ZERO,
+            severity: "warning".into(),
+            check_first: String::new(),
+            runbook: None,
+        })
+        .collect();
+    let mut engine = adit_watchdog::Engine::new(
+        "bench",
+        specs,
+        registry.clone(),
+        adit_audit::Audit::disabled(),
+    );
+    g.bench_function("rule_eval_3_rules", |b| {
+        b.iter(|| black_box(engine.observe(black_box(&input), start).len()));
+    });
+    g.finish();
+}
+
+/// normalize → live state → spool append (no fsync) → ILP encode, on one
+/// core: the issue's goal is ≥ 2,000,000 readings/s (≤ 500 ns per reading).
+fn chained(c: &mut Criterion) {
+    let registry = registry();
+    let now = Timestamp::now();
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spool(dir.path(), &registry);
+    let mut live = LiveState::new(&registry);
+    let mut buffer = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V2);
+    let start = Instant::now();
+    let mut g = c.benchmark_group("chained");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("normalize_live_spool_ilp", |b| {
+        b.iter_batched_ref(
+            || batch(0, now),
+            |bt| {
+                normalize_batch(bt, &registry, clock(), now);
+                live.apply(bt, start);
+                sp.append(bt).unwrap();
+                buffer.clear();
+                adit_sink_questdb::encode_rows(&mut buffer, "readings", &registry, bt).unwrap();
+                black_box(buffer.len())
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = steps, chained
+}
+criterion_main!(benches);
