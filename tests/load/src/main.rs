@@ -12,6 +12,7 @@
 //! target/release/adit-load memory
 //! ```
 
+mod discard;
 mod measure;
 mod processes;
 mod procfs;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{Scenario, Sinks};
+use crate::scenario::{Receiver, Scenario, Sinks};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,9 @@ struct Load {
     interval: Duration,
     #[arg(long, value_enum, default_value_t = Sinks::Sqlite)]
     sinks: Sinks,
+    /// The QuestDB sink's receiver.
+    #[arg(long, value_enum, default_value_t = Receiver::VictoriaMetrics)]
+    receiver: Receiver,
     /// Spool fsync policy: always, interval, never.
     #[arg(long, default_value = "interval")]
     fsync: String,
@@ -106,6 +110,7 @@ fn scenario(l: &Load) -> Scenario {
         registers: l.registers,
         interval: l.interval,
         sinks: l.sinks,
+        receiver: l.receiver,
         fsync: l.fsync.clone(),
         warmup: l.warmup,
         measure: l.measure,
@@ -178,6 +183,7 @@ fn run(mode: Mode) -> Result<(), String> {
                     registers,
                     interval,
                     sinks,
+                    receiver: Receiver::VictoriaMetrics,
                     fsync: "interval".into(),
                     warmup: (interval * 3).max(Duration::from_secs(5)),
                     measure: (interval * 2).max(Duration::from_secs(10)),

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::discard::DiscardReceiver;
 use crate::processes::{AditProcess, SimulatorProcess};
 use crate::prom::{quantile_between, Scrape};
-use crate::scenario::Scenario;
+use crate::scenario::{Receiver, Scenario};
 use crate::{procfs, support_vm};
 
 /// Latency quantiles of one sink over the window, in seconds.
@@ -41,6 +42,9 @@ pub struct Outcome {
     pub dropped: u64,
     pub sqlite_rows: Option<u64>,
     pub sqlite_stored: Option<u64>,
+    /// Lines the discard receiver counted (one per reading).
+    pub received_lines: Option<u64>,
+    pub questdb_stored: u64,
     pub drained: bool,
 }
 
@@ -76,18 +80,24 @@ fn free_port() -> Result<u16, String> {
 
 pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let vm = s
-        .sinks
-        .questdb()
-        .then(|| support_vm::VictoriaMetrics::start(&dir.path().join("vm")));
+    let (vm, discard) = match (s.sinks.questdb(), s.receiver) {
+        (false, _) => (None, None),
+        (true, Receiver::VictoriaMetrics) => (
+            Some(support_vm::VictoriaMetrics::start(&dir.path().join("vm"))),
+            None,
+        ),
+        (true, Receiver::Discard) => (None, Some(DiscardReceiver::start()?)),
+    };
+    let questdb_conf = vm
+        .as_ref()
+        .map(support_vm::VictoriaMetrics::conf)
+        .or_else(|| discard.as_ref().map(DiscardReceiver::conf));
     let sim = SimulatorProcess::start(adit, s.devices, s.registers)?;
     let http_port = free_port()?;
     let config = s.config(
         &dir.path().display().to_string(),
         http_port,
-        vm.as_ref()
-            .map(support_vm::VictoriaMetrics::conf)
-            .as_deref(),
+        questdb_conf.as_deref(),
         &sim.addresses,
     );
     let config_path = dir.path().join("load.toml");
@@ -165,7 +175,11 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
         None
     };
     drop(vm);
+    let received_lines = discard
+        .as_ref()
+        .map(|d| d.lines.load(std::sync::atomic::Ordering::Relaxed));
     Ok(Outcome {
+        received_lines,
         offered: s.offered_rate(),
         accepted_rate: accepted / seconds,
         cpu_fraction: cpu / seconds,
@@ -178,6 +192,7 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
         dropped,
         sqlite_rows,
         sqlite_stored: s.sinks.sqlite().then(|| stored_of("sqlite")),
+        questdb_stored: stored_of("questdb"),
         drained: field("left_in_spool_records") == 0,
     })
 }
@@ -186,13 +201,18 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
 pub fn print(s: &Scenario, o: &Outcome) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "load: {} devices × {} registers every {:?} = {:.0} readings/s offered, {} points; sinks {:?}; fsync {}; {:?} measured after {:?}",
+        "load: {} devices × {} registers every {:?} = {:.0} readings/s offered, {} points; sinks {:?}{}; fsync {}; {:?} measured after {:?}",
         s.devices,
         s.registers,
         s.interval,
         o.offered,
         s.points(),
         s.sinks.names(),
+        if s.sinks.questdb() {
+            format!(" (QuestDB sink → {:?})", s.receiver)
+        } else {
+            String::new()
+        },
         s.fsync,
         s.measure,
         s.warmup
@@ -233,6 +253,12 @@ pub fn print(s: &Scenario, o: &Outcome) {
     println!("  readings dropped (counted, with a reason) {}", o.dropped);
     if let (Some(rows), Some(stored)) = (o.sqlite_rows, o.sqlite_stored) {
         println!("  SQLite rows {rows} (adit acknowledged {stored})");
+    }
+    if let Some(lines) = o.received_lines {
+        println!(
+            "  receiver (discard) lines {lines} (adit acknowledged {})",
+            o.questdb_stored
+        );
     }
     println!("  drained at stop          {:>12}", o.drained);
     println!("  kept up                  {:>12}", o.kept_up());

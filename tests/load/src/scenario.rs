@@ -31,12 +31,23 @@ impl Sinks {
     }
 }
 
+/// What receives the QuestDB sink's ILP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Receiver {
+    /// VictoriaMetrics from Debian's packages (ILP v1 over HTTP).
+    VictoriaMetrics,
+    /// A receiver in this harness that answers 204 and counts lines: adit's
+    /// own ceiling, when VictoriaMetrics saturates the machine first.
+    Discard,
+}
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub devices: usize,
     pub registers: u16,
     pub interval: Duration,
     pub sinks: Sinks,
+    pub receiver: Receiver,
     pub fsync: String,
     pub warmup: Duration,
     pub measure: Duration,
