@@ -53,6 +53,8 @@ pub struct Deadband {
     /// (band, heartbeat) per point; `None` for points without a deadband.
     rules: Vec<Option<(f64, Duration)>>,
     last: Vec<Option<Stored>>,
+    /// Any point has a deadband; decided once (asked once per batch).
+    active: bool,
 }
 
 impl Deadband {
@@ -62,12 +64,18 @@ impl Deadband {
             .map(|(_, m)| m.deadband.map(|band| (band, m.deadband_heartbeat)))
             .collect();
         let last = vec![None; rules.len()];
-        Self { rules, last }
+        let active = rules.iter().any(Option::is_some);
+        Self {
+            rules,
+            last,
+            active,
+        }
     }
 
     /// Whether any point has a deadband (if not, `filter` is a no-op).
+    /// O(1): it is asked for every batch.
     pub fn is_active(&self) -> bool {
-        self.rules.iter().any(Option::is_some)
+        self.active
     }
 
     /// Removes readings the deadband suppresses; returns how many.

@@ -614,13 +614,39 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
                 return;
             };
             let spool = Spool { shared };
-            let mut st = spool.lock();
-            if st.closed {
-                return;
-            }
-            if st.dirty && st.failed.is_none() {
-                if let Err(e) = spool.sync_active(&mut st) {
-                    Spool::fail(&mut st, &e);
+            // fsync outside the lock, on a duplicate of the active segment's
+            // descriptor (same file): appends and readers never wait for the
+            // disk, which once made the slowest fsync everyone's latency.
+            let file = {
+                let mut st = spool.lock();
+                if st.closed {
+                    return;
+                }
+                if !st.dirty || st.failed.is_some() {
+                    continue;
+                }
+                match st.active.as_ref().map(File::try_clone) {
+                    None => None,
+                    Some(Ok(f)) => {
+                        st.dirty = false;
+                        Some(f)
+                    }
+                    Some(Err(_)) => {
+                        // Cannot duplicate the descriptor: sync under the lock.
+                        if let Err(e) = spool.sync_active(&mut st) {
+                            Spool::fail(&mut st, &e);
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(f) = file {
+                let stats = &spool.shared.stats;
+                if let Err(e) = f.sync_data() {
+                    stats.fsync_failures.fetch_add(1, Ordering::Relaxed);
+                    Spool::fail(&mut spool.lock(), &e);
+                } else {
+                    stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
