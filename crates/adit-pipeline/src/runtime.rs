@@ -367,6 +367,9 @@ fn run_spool_writer(
     }
 }
 
+/// Most readings the normalize stage merges into one batch.
+const COALESCE_MAX_READINGS: usize = 8192;
+
 async fn run_normalize(
     watchdog: Option<mpsc::Sender<Batch>>,
     mut rx: mpsc::Receiver<Batch>,
@@ -390,6 +393,15 @@ async fn run_normalize(
         .with_label_values(&["spool", "writer_stopped"]);
     let mut deadband = Deadband::new(&registry);
     while let Some(mut batch) = rx.recv().await {
+        // Batch across the hop: take what else is already waiting, so that
+        // under load the later stages wake (and the spool frames) once per
+        // many polls instead of once per poll.
+        while batch.len() < COALESCE_MAX_READINGS {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
         let flagged = normalize_batch(&mut batch, &registry, rules, Timestamp::now());
         flagged_conversion.inc_by(flagged.conversion);
         flagged_range.inc_by(flagged.out_of_range);
