@@ -64,10 +64,13 @@ pub struct Event {
 pub struct Engine {
     site: String,
     rules: Vec<RuleSpec>,
-    by_point: Vec<Vec<usize>>,
-    device_of: Vec<u32>,
+    /// Per point: the (rule, state slot) pairs bound to it.
+    by_point: Vec<Vec<(usize, usize)>>,
     devices: Vec<Arc<str>>,
-    states: HashMap<(usize, Key), State>,
+    /// One state per (rule, subject), indexed by slot (no hashing per
+    /// reading); `slots[i]` says whose state `states[i]` is.
+    states: Vec<State>,
+    slots: Vec<(usize, Key)>,
     registry: Arc<PointRegistry>,
     audit: Audit,
 }
@@ -80,9 +83,10 @@ impl Engine {
         audit: Audit,
     ) -> Self {
         let mut devices: Vec<Arc<str>> = Vec::new();
-        let mut device_of = Vec::with_capacity(registry.len());
         let mut by_point = Vec::with_capacity(registry.len());
-        for (_, meta) in registry.iter() {
+        let mut slot_of: HashMap<(usize, Key), usize> = HashMap::new();
+        let mut slots: Vec<(usize, Key)> = Vec::new();
+        for (id, meta) in registry.iter() {
             let d = devices
                 .iter()
                 .position(|d| *d == meta.device)
@@ -90,23 +94,34 @@ impl Engine {
                     devices.push(meta.device.clone());
                     devices.len() - 1
                 });
-            device_of.push(d as u32);
-            by_point.push(
-                rules
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| glob::matches(&r.points, &meta.name))
-                    .map(|(i, _)| i)
-                    .collect(),
-            );
+            let bound = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| glob::matches(&r.points, &meta.name))
+                .map(|(rule, r)| {
+                    let key = match r.condition {
+                        Condition::DeviceDown => Key::Device(d as u32),
+                        _ => Key::Point(id),
+                    };
+                    let slot = *slot_of.entry((rule, key)).or_insert_with(|| {
+                        slots.push((rule, key));
+                        slots.len() - 1
+                    });
+                    (rule, slot)
+                })
+                .collect();
+            by_point.push(bound);
         }
+        let states = std::iter::repeat_with(State::default)
+            .take(slots.len())
+            .collect();
         Self {
             site: site.to_string(),
             rules,
             by_point,
-            device_of,
             devices,
-            states: HashMap::new(),
+            states,
+            slots,
             registry,
             audit,
         }
@@ -117,7 +132,7 @@ impl Engine {
         self.rules
             .iter()
             .enumerate()
-            .filter(|(i, _)| !self.by_point.iter().any(|r| r.contains(i)))
+            .filter(|(i, _)| !self.slots.iter().any(|(rule, _)| rule == i))
             .map(|(_, r)| r.name.as_str())
             .collect()
     }
@@ -126,8 +141,10 @@ impl Engine {
     pub fn observe(&mut self, batch: &[Reading], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for r in batch {
-            let bound = self.by_point.get(r.point.index()).map_or(0, Vec::len);
-            if bound == 0 {
+            let Some(bound) = self.by_point.get(r.point.index()) else {
+                continue;
+            };
+            if bound.is_empty() {
                 continue;
             }
             let sample = Sample {
@@ -137,20 +154,18 @@ impl Engine {
                 received_ts: r.received_ts,
                 at: now,
             };
-            for k in 0..bound {
-                let rule = self.by_point[r.point.index()][k];
-                let key = match self.rules[rule].condition {
-                    Condition::DeviceDown => Key::Device(self.device_of[r.point.index()]),
-                    _ => Key::Point(r.point),
+            for k in 0..bound.len() {
+                let (rule, slot) = self.by_point[r.point.index()][k];
+                let (Some(spec), Some(state)) = (self.rules.get(rule), self.states.get_mut(slot))
+                else {
+                    continue;
                 };
-                let hold = self.rules[rule].hold;
-                let state = self.states.entry((rule, key)).or_default();
-                let verdict = judge(&self.rules[rule].condition, &mut state.memory, &sample);
+                let verdict = judge(&spec.condition, &mut state.memory, &sample);
                 state.last = Some(sample);
-                let (status, transition) = step(state.status, verdict, hold, now);
+                let (status, transition) = step(state.status, verdict, spec.hold, now);
                 state.status = status;
                 if let Some(t) = transition {
-                    events.push(self.transition(rule, key, t));
+                    events.push(self.transition(slot, t));
                 }
             }
         }
@@ -159,38 +174,44 @@ impl Engine {
 
     /// Lets time pass: pending alerts whose `for` has elapsed fire.
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
-        let due: Vec<(usize, Key)> = self
+        let due: Vec<usize> = self
             .states
             .iter()
-            .filter(|((rule, _), s)| matches!(s.status, Status::Pending { since } if now.saturating_duration_since(since) >= self.rules[*rule].hold))
-            .map(|(k, _)| *k)
+            .zip(&self.slots)
+            .enumerate()
+            .filter(|(_, (s, (rule, _)))| matches!(s.status, Status::Pending { since } if now.saturating_duration_since(since) >= self.rules[*rule].hold))
+            .map(|(slot, _)| slot)
             .collect();
         let mut events = Vec::new();
-        for (rule, key) in due {
-            if let Some(state) = self.states.get_mut(&(rule, key)) {
+        for slot in due {
+            let Some(&(rule, _)) = self.slots.get(slot) else {
+                continue;
+            };
+            if let Some(state) = self.states.get_mut(slot) {
                 let (status, t) = step(state.status, None, self.rules[rule].hold, now);
                 state.status = status;
                 if let Some(t) = t {
-                    events.push(self.transition(rule, key, t));
+                    events.push(self.transition(slot, t));
                 }
             }
         }
         events
     }
 
-    fn transition(&mut self, rule: usize, key: Key, t: Transition) -> Event {
+    fn transition(&mut self, slot: usize, t: Transition) -> Event {
         let now_wall = Timestamp::now();
-        if let Some(state) = self.states.get_mut(&(rule, key)) {
+        if let Some(state) = self.states.get_mut(slot) {
             if t == Transition::Fired {
                 state.fired_at = Some(now_wall);
             }
         }
-        let mut alert = self.view(rule, key);
+        let rule = self.slots.get(slot).map_or(0, |(rule, _)| *rule);
+        let mut alert = self.view(slot);
         if t == Transition::Resolved {
             alert.ends_at = Some(now_wall);
         }
         let spec = &self.rules[rule];
-        let last = self.states.get(&(rule, key)).and_then(|s| s.last);
+        let last = self.states.get(slot).and_then(|s| s.last);
         self.audit.record(
             "alert_decision",
             serde_json::json!({
@@ -213,9 +234,10 @@ impl Engine {
         }
     }
 
-    fn view(&self, rule: usize, key: Key) -> AlertView {
+    fn view(&self, slot: usize) -> AlertView {
+        let (rule, key) = self.slots.get(slot).copied().unwrap_or((0, Key::Device(0)));
         let spec = &self.rules[rule];
-        let state = self.states.get(&(rule, key));
+        let state = self.states.get(slot);
         let mut labels = vec![
             ("alertname".to_string(), spec.name.clone()),
             ("site".to_string(), self.site.clone()),
@@ -289,8 +311,9 @@ impl Engine {
     pub fn firing(&self) -> Vec<AlertView> {
         self.states
             .iter()
+            .enumerate()
             .filter(|(_, s)| matches!(s.status, Status::Firing { .. }))
-            .map(|((rule, key), _)| self.view(*rule, *key))
+            .map(|(slot, _)| self.view(slot))
             .collect()
     }
 }
