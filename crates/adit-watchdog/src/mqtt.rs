@@ -41,6 +41,10 @@ use crate::engine::AlertView;
 
 pub use adit_config::MqttTarget;
 
+/// Marks a retained topic whose state on the broker is unknown (a publish
+/// could not be queued); never equal to a JSON payload.
+const UNKNOWN: &[u8] = b"?";
+
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
@@ -165,21 +169,31 @@ pub async fn run_mqtt_receiver(
     let mut published: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut connected = false;
     let mut backoff = Duration::from_millis(250);
+    // Returns false when some message could not be queued; those topics
+    // are then marked unknown so that the retry sends them again.
     let publish_state = |published: &mut BTreeMap<String, Vec<u8>>, state: &AlertState| {
         let mut all = true;
         for p in plan(&target.prefix, &site, state, published) {
-            all &= client
-                .try_publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
+            let queued = client
+                .try_publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload)
                 .is_ok();
+            if !queued && p.retain {
+                // Unknown on the broker: a firing alert is re-sent (the
+                // marker never equals a payload), a clear is repeated.
+                published.insert(p.topic, UNKNOWN.to_vec());
+            }
+            all &= queued;
         }
         if all {
             ok.inc();
         } else {
-            // The request queue was full: publish everything again next time.
             failed.inc();
-            published.clear();
         }
+        all
     };
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry_pending = false;
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
@@ -193,7 +207,7 @@ pub async fn run_mqtt_receiver(
                         failed.inc();
                     }
                     let state = rx.borrow_and_update().clone();
-                    publish_state(&mut published, &state);
+                    retry_pending = !publish_state(&mut published, &state);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -215,8 +229,12 @@ pub async fn run_mqtt_receiver(
                 }
                 if connected {
                     let state = rx.borrow_and_update().clone();
-                    publish_state(&mut published, &state);
+                    retry_pending = !publish_state(&mut published, &state);
                 }
+            }
+            _ = retry.tick(), if retry_pending && connected => {
+                let state = rx.borrow().clone();
+                retry_pending = !publish_state(&mut published, &state);
             }
             () = shutdown.cancelled() => {
                 if connected {
@@ -329,5 +347,25 @@ mod tests {
         plan("a", "s", &s, &mut published);
         published.clear(); // what the receiver does on ConnAck
         assert_eq!(plan("a", "s", &s, &mut published).len(), 2);
+    }
+
+    #[test]
+    fn topics_whose_publish_failed_are_sent_again_or_cleared_again() {
+        let mut published = BTreeMap::new();
+        published.insert("a/s/X/p".to_string(), UNKNOWN.to_vec());
+        published.insert("a/s/Y/q".to_string(), UNKNOWN.to_vec());
+        let p = plan(
+            "a",
+            "s",
+            &state(vec![alert("X", "p", None)]),
+            &mut published,
+        );
+        assert_eq!(
+            summary(&p),
+            vec![
+                ("a/s/X/p".into(), true, false),
+                ("a/s/Y/q".into(), true, true),
+            ]
+        );
     }
 }
