@@ -42,6 +42,12 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
 export PATH="$PATH:/usr/sbin"
 
+# openssl: makes the site CA and server certificate of the https alert test.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "== installing openssl (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
+
 # victoria-metrics: the line-protocol database of the spool/sink tests (Debian
 # package; the tests start and stop it themselves on loopback ports).
 if ! command -v victoria-metrics >/dev/null 2>&1; then

@@ -59,6 +59,8 @@ pub struct AlertingConfig {
     pub webhooks: Vec<String>,
     /// Brokers that get the alert state as retained messages.
     pub mqtt: Vec<MqttTarget>,
+    /// PEM file of extra CAs to trust for https receivers (a site CA).
+    pub ca_file: Option<PathBuf>,
     pub resend_interval: Duration,
     pub heartbeat: bool,
     pub self_health: SelfHealthConfig,

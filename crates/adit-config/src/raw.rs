@@ -43,6 +43,7 @@ pub struct RawAlerting {
     pub alertmanager: Option<Vec<String>>,
     pub webhook: Option<Vec<String>>,
     pub mqtt: Option<Vec<String>>,
+    pub ca_file: Option<String>,
     pub resend_interval: Option<String>,
     pub heartbeat: Option<bool>,
     pub self_health: Option<RawSelfHealth>,

@@ -257,10 +257,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let urls = |p: &mut Problems, key: &str, list: Option<&Vec<String>>| -> Vec<String> {
         let list = list.cloned().unwrap_or_default();
         for (i, u) in list.iter().enumerate() {
-            if !u.starts_with("http://") {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
                 p.push(
                     format!("alerting.{key}[{i}]"),
-                    format!("{u:?} must be an http:// URL (TLS receivers are not supported yet)"),
+                    format!("{u:?} must be an http:// or https:// URL"),
                 );
             }
         }
@@ -286,6 +286,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                     .collect()
             })
             .unwrap_or_default(),
+        ca_file: ral.and_then(|a| a.ca_file.as_deref()).map(|f| {
+            let path = resolve_in(&data_dir, f);
+            if !path.is_file() {
+                p.push(
+                    "alerting.ca_file",
+                    format!(
+                        "{} is not a readable file (PEM certificates of the CAs to trust)",
+                        path.display()
+                    ),
+                );
+            }
+            path
+        }),
         resend_interval: p.duration(
             "alerting.resend_interval",
             ral.and_then(|a| a.resend_interval.as_deref()),

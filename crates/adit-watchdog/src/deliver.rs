@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use adit_core::{Batch, Timestamp};
 use prometheus::IntCounterVec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{AlertView, Engine, Event};
+use crate::http::HttpClient;
 use crate::rules::Transition;
 use crate::selfhealth::{
     describe, SelfHealthProbe, SelfHealthRules, SelfHealthThresholds, CHECK_COUNT,
@@ -39,6 +39,8 @@ pub struct Receivers {
     pub webhooks: Vec<String>,
     /// MQTT brokers and topic prefixes (retained alert state).
     pub mqtt: Vec<crate::mqtt::MqttTarget>,
+    /// The client for http(s) receivers; `None`: public roots only.
+    pub http: Option<HttpClient>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,41 +131,6 @@ fn heartbeat(site: &str, since: Timestamp) -> AlertView {
     }
 }
 
-/// POSTs `body` to an `http://host:port/path` URL; Ok on a 2xx answer.
-pub async fn post_json(url: &str, body: &str, limit: Duration) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// receivers are supported"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("{host}: {e}"))?;
-        let request = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = vec![0u8; 64];
-        let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-        let status = String::from_utf8_lossy(&head[..n])
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("{url}: HTTP {status}"))
-        }
-    };
-    tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("{url}: no answer within {limit:?}")))
-}
-
 /// Keeps alert transitions (the App stores them through the spool).
 pub trait AlertRecorder: Send + 'static {
     fn record(&self, events: &[Event]);
@@ -219,9 +186,16 @@ pub async fn run_watchdog(
     let (state_tx, _) = watch::channel(current(&engine, &self_firing, &resolved));
     let stop_receivers = shutdown.child_token();
     let mut tasks = Vec::new();
+    let client = match receivers.http.clone() {
+        Some(c) => Some(c),
+        None => HttpClient::new(None)
+            .map_err(|e| tracing::error!(error = %e, "no TLS client; https receivers will fail"))
+            .ok(),
+    };
     for base in &receivers.alertmanagers {
         let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
         tasks.push(tokio::spawn(run_http_receiver(
+            client.clone(),
             "alertmanager",
             url,
             state_tx.subscribe(),
@@ -232,6 +206,7 @@ pub async fn run_watchdog(
     }
     for url in &receivers.webhooks {
         tasks.push(tokio::spawn(run_http_receiver(
+            client.clone(),
             "webhook",
             url.clone(),
             state_tx.subscribe(),
@@ -331,6 +306,7 @@ fn log_transition(e: &Event, metrics: &WatchdogMetrics) {
 /// from 1 s up to the resend interval. Its queue is the latest state only,
 /// so a dead receiver holds no memory and costs the others nothing.
 async fn run_http_receiver(
+    client: Option<HttpClient>,
     kind: &'static str,
     url: String,
     mut rx: watch::Receiver<Arc<AlertState>>,
@@ -342,7 +318,7 @@ async fn run_http_receiver(
     loop {
         let state = rx.borrow_and_update().clone();
         let delivered = tokio::select! {
-            ok = deliver(&url, &state.alertmanager_body, &metrics, kind) => ok,
+            ok = deliver(client.as_ref(), &url, &state.alertmanager_body, &metrics, kind) => ok,
             () = shutdown.cancelled() => return,
         };
         let wait = if delivered {
@@ -361,8 +337,18 @@ async fn run_http_receiver(
     }
 }
 
-async fn deliver(url: &str, body: &str, metrics: &WatchdogMetrics, kind: &str) -> bool {
-    match post_json(url, body, Duration::from_secs(5)).await {
+async fn deliver(
+    client: Option<&HttpClient>,
+    url: &str,
+    body: &str,
+    metrics: &WatchdogMetrics,
+    kind: &str,
+) -> bool {
+    let result = match client {
+        Some(c) => c.post_json(url, body, Duration::from_secs(5)).await,
+        None => Err("no HTTP client".to_string()),
+    };
+    match result {
         Ok(()) => {
             metrics.deliveries.with_label_values(&[kind, "ok"]).inc();
             true

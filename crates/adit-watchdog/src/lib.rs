@@ -6,6 +6,7 @@
 pub mod deliver;
 pub mod engine;
 pub mod glob;
+pub mod http;
 pub mod mqtt;
 pub mod rules;
 pub mod selfhealth;

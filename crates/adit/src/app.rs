@@ -25,6 +25,8 @@ pub enum AppError {
     Sink(String),
     #[error("device {device}: {reason}")]
     Device { device: String, reason: String },
+    #[error("alerting: {0}")]
+    Alerting(String),
     #[error("http endpoint on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -225,6 +227,10 @@ fn start_watchdog(
             alertmanagers: a.alertmanagers.clone(),
             webhooks: a.webhooks.clone(),
             mqtt: a.mqtt.clone(),
+            http: Some(
+                adit_watchdog::http::HttpClient::new(a.ca_file.as_deref())
+                    .map_err(|e| AppError::Alerting(format!("ca_file: {e}")))?,
+            ),
         },
         adit_watchdog::deliver::DeliveryOptions {
             resend_interval: a.resend_interval,
