@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/adit`, next to this harness.
+/// `$ADIT_BIN`, or `target/<profile>/adit` next to this harness.
 pub fn adit_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("ADIT_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe
         .parent()

@@ -1,0 +1,51 @@
+//! The harness itself works end to end (a tiny load, no timing asserted):
+//! it finds adit's metrics and final accounting, and counts nothing lost.
+//! Figures come from release builds; see the README's Performance section.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn a_small_load_runs_end_to_end_and_loses_nothing() {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_adit-load"));
+    // `cargo test --workspace` builds the adit binary next to this one.
+    let adit = harness.parent().unwrap().join("adit");
+    if !adit.exists() {
+        eprintln!(
+            "skipped: {} not built (run with --workspace)",
+            adit.display()
+        );
+        return;
+    }
+    let out = Command::new(&harness)
+        .args([
+            "run",
+            "--devices",
+            "3",
+            "--registers",
+            "10",
+            "--interval",
+            "200ms",
+        ])
+        .args(["--warmup", "2s", "--measure", "3s", "--sinks", "sqlite"])
+        .env("ADIT_BIN", &adit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let field = |name: &str| {
+        report
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no {name:?} line"))
+            .to_string()
+    };
+    assert_eq!(field("readings lost sqlite"), "0");
+    assert_eq!(field("drained at stop"), "true");
+    let accepted: f64 = field("readings/s accepted").parse().unwrap();
+    assert!(accepted > 0.0, "readings flowed");
+}
