@@ -11,6 +11,7 @@
 )]
 
 mod support_vm;
+mod support_wait;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use adit::app::{App, HttpBind};
 use adit_sim_modbus::{Faults, Framing, Simulator, UnitSpec};
 use support_vm::{free_port, http};
+use support_wait::wait_for;
 
 struct Alertmanager {
     port: u16,
@@ -79,18 +81,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    start.elapsed()
 }
 
 /// A webhook receiver: answers 200 and keeps every request body.

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support_vm;
+mod support_wait;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,7 @@ use adit::app::{App, HttpBind};
 use adit_sim_modbus::{Framing, Simulator, UnitSpec};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support_vm::free_port;
+use support_wait::wait_for;
 
 struct Mosquitto {
     child: Child,
@@ -76,15 +78,6 @@ async fn subscribe(port: u16, filter: &str) -> (Messages, tokio::task::JoinHandl
         }
     });
     (messages, task)
-}
-
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
 }
 
 fn has(messages: &Messages, topic: &str, pred: impl Fn(bool, &str) -> bool) -> bool {
