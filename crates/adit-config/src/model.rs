@@ -66,14 +66,31 @@ pub struct AlertingConfig {
     pub self_health: SelfHealthConfig,
 }
 
-/// Thresholds of the self-health alerts (see the watchdog's `selfhealth`).
+/// Thresholds of the self-health alerts (`[alerting.self_health]`; the
+/// watchdog's `selfhealth` evaluates them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelfHealthConfig {
+    /// `AditSpoolFilling` above this fraction of the spool's size bound.
     pub spool_fill: f64,
+    /// `AditSinkFailing` once a sink has failed for this long.
     pub sink_failing_for: Duration,
+    /// `AditCollectorRestartLoop` at this many restarts within `restart_window`.
     pub restarts: u64,
     pub restart_window: Duration,
+    /// `AditSpoolDropping` stays raised this long after the last drop.
     pub dropping_hold: Duration,
+}
+
+impl Default for SelfHealthConfig {
+    fn default() -> Self {
+        Self {
+            spool_fill: 0.8,
+            sink_failing_for: Duration::from_secs(60),
+            restarts: 3,
+            restart_window: Duration::from_secs(300),
+            dropping_hold: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -764,27 +764,47 @@ fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig
 
 fn validate_self_health(p: &mut Problems, r: &RawSelfHealth) -> SelfHealthConfig {
     let path = "alerting.self_health";
-    let spool_fill = r.spool_fill.unwrap_or(0.8);
+    let defaults = SelfHealthConfig::default();
+    let spool_fill = r.spool_fill.unwrap_or(defaults.spool_fill);
     if !(spool_fill > 0.0 && spool_fill <= 1.0) {
         p.push(
             format!("{path}.spool_fill"),
             format!("{spool_fill} must be a fraction of the spool bound, above 0 and at most 1 (e.g. 0.8)"),
         );
     }
-    let dur = |p: &mut Problems, key: &str, raw: Option<&String>, default: &str| {
-        p.duration(
-            &format!("{path}.{key}"),
-            raw.map(String::as_str),
-            default,
-            true,
-        )
+    // Durations given are checked; absent ones take the model's defaults.
+    let dur = |p: &mut Problems, key: &str, raw: Option<&String>, default: Duration| {
+        raw.map_or(default, |raw| {
+            p.duration(&format!("{path}.{key}"), Some(raw), "1s", true)
+        })
     };
     SelfHealthConfig {
         spool_fill,
-        sink_failing_for: dur(p, "sink_failing_for", r.sink_failing_for.as_ref(), "1m"),
-        restarts: p.int_in(&format!("{path}.restarts"), r.restarts, 3, 1, 1000) as u64,
-        restart_window: dur(p, "restart_window", r.restart_window.as_ref(), "5m"),
-        dropping_hold: dur(p, "dropping_hold", r.dropping_hold.as_ref(), "1m"),
+        sink_failing_for: dur(
+            p,
+            "sink_failing_for",
+            r.sink_failing_for.as_ref(),
+            defaults.sink_failing_for,
+        ),
+        restarts: p.int_in(
+            &format!("{path}.restarts"),
+            r.restarts,
+            i64::try_from(defaults.restarts).unwrap_or(3),
+            1,
+            1000,
+        ) as u64,
+        restart_window: dur(
+            p,
+            "restart_window",
+            r.restart_window.as_ref(),
+            defaults.restart_window,
+        ),
+        dropping_hold: dur(
+            p,
+            "dropping_hold",
+            r.dropping_hold.as_ref(),
+            defaults.dropping_hold,
+        ),
     }
 }
 

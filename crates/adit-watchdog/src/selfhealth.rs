@@ -24,31 +24,8 @@ pub trait SelfHealthProbe: Send + 'static {
     fn sample(&self) -> SelfHealth;
 }
 
-/// When self-health alerts fire; `[alerting.self_health]` in the config.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SelfHealthThresholds {
-    /// `AditSpoolFilling` above this fraction of the spool's size bound.
-    pub spool_fill: f64,
-    /// `AditSinkFailing` once a sink has failed for this long.
-    pub sink_failing_for: Duration,
-    /// `AditCollectorRestartLoop` at this many restarts within `restart_window`.
-    pub restarts: u64,
-    pub restart_window: Duration,
-    /// `AditSpoolDropping` stays raised this long after the last drop.
-    pub dropping_hold: Duration,
-}
-
-impl Default for SelfHealthThresholds {
-    fn default() -> Self {
-        Self {
-            spool_fill: 0.8,
-            sink_failing_for: Duration::from_secs(60),
-            restarts: 3,
-            restart_window: Duration::from_secs(300),
-            dropping_hold: Duration::from_secs(60),
-        }
-    }
-}
+/// When self-health alerts fire: `[alerting.self_health]` from the config.
+pub use adit_config::SelfHealthConfig as SelfHealthThresholds;
 
 /// Number of self-health checks.
 pub const CHECK_COUNT: usize = 5;

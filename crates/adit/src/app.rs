@@ -236,13 +236,7 @@ fn start_watchdog(
             resend_interval: a.resend_interval,
             heartbeat: a.heartbeat,
             site: config.site.clone(),
-            self_health: adit_watchdog::selfhealth::SelfHealthThresholds {
-                spool_fill: a.self_health.spool_fill,
-                sink_failing_for: a.self_health.sink_failing_for,
-                restarts: a.self_health.restarts,
-                restart_window: a.self_health.restart_window,
-                dropping_hold: a.self_health.dropping_hold,
-            },
+            self_health: a.self_health,
         },
         adit_watchdog::deliver::WatchdogMetrics {
             transitions,
