@@ -187,6 +187,7 @@ fn start_with(
         max_bytes: 1 << 30,
         when_full: WhenFull::Block,
         fsync: FsyncPolicy::Never,
+        faults: None,
     };
     let (spool, _) = Spool::open(spool_cfg, &registry, &["recording"]).unwrap();
     let pipeline = Pipeline::start(
@@ -432,6 +433,7 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
         max_bytes: 1 << 30,
         when_full: WhenFull::Block,
         fsync: FsyncPolicy::Never,
+        faults: None,
     };
     let (spool, _) = Spool::open(cfg, &registry, &["recording"]).unwrap();
     let metrics = Metrics::for_tests();

@@ -33,6 +33,7 @@ fn cfg(dir: &std::path::Path, fsync: FsyncPolicy, max: u64) -> SpoolConfig {
         max_bytes: max,
         when_full: WhenFull::Block,
         fsync,
+        faults: None,
     }
 }
 

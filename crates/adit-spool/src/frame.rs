@@ -9,6 +9,12 @@
 //! The CRC32C covers `len`, `seq` and the payload, so a flipped bit anywhere
 //! but in the magic is detected, and a flipped magic is detected by the scan.
 //! The magic lets recovery find the next record after a corrupt one.
+//!
+//! Sequence number 0 is never appended: a record with `seq == 0` is a
+//! *tombstone* that recovery wrote over a corrupt region, in place, so that
+//! the region is skipped from then on without rewriting the segment (which
+//! would need free space). Its payload is whatever garbage was there; its CRC
+//! makes it a valid record like any other.
 
 /// Marks the start of every record.
 pub const MAGIC: u32 = 0xAD17_5B01;
@@ -30,6 +36,22 @@ pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&crc(len, seq, payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// The header that turns `region` (at least [`HEADER_LEN`] bytes of a
+/// corrupt region) into a tombstone: written over the region's first bytes,
+/// the rest stays as its payload.
+pub fn tombstone_header(region: &[u8]) -> Option<[u8; HEADER_LEN]> {
+    let payload = region.get(HEADER_LEN..)?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l <= MAX_PAYLOAD)?;
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8..16].copy_from_slice(&0u64.to_le_bytes());
+    h[16..20].copy_from_slice(&crc(len, 0, payload).to_le_bytes());
+    Some(h)
 }
 
 /// What is at the start of a byte slice.
@@ -143,6 +165,26 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_tombstone_makes_a_corrupt_region_one_valid_record_of_sequence_zero() {
+        let mut region = vec![0xABu8; 64];
+        let header = tombstone_header(&region).unwrap();
+        region[..HEADER_LEN].copy_from_slice(&header);
+        assert!(matches!(
+            parse_record(&region),
+            Parsed::Record {
+                seq: 0,
+                total: 64,
+                ..
+            }
+        ));
+        assert_eq!(
+            tombstone_header(&[0u8; 19]),
+            None,
+            "too short to hold a header"
+        );
     }
 
     #[test]

@@ -7,7 +7,15 @@
 //! - `ledger.json`: per sink cursor, the highest acknowledged sequence number,
 //!   and a floor for the next sequence number;
 //! - `points-<fingerprint>.txt`: point tables (see [`points`]);
-//! - `quarantine/`: bytes recovery could not read, kept for forensics.
+//! - `lock`: held by the one process that has the spool open (see [`lock`]);
+//! - `quarantine/`: bytes recovery could not read, kept for forensics, and
+//!   batches a sink refused for good (`sink-<name>-<seq>.bin`, payloads
+//!   that `adit spool quarantine retry` appends again).
+//!
+//! Modules: [`frame`] (record framing, pure), [`codec`] (payloads, pure),
+//! [`points`] (point tables), `spool` (the state machine: append, read, ack,
+//! size bound), [`recovery`] (scan and in-place repair at open), [`lock`],
+//! [`faults`] (fault injection for tests), [`quarantine`] (list and retry).
 //!
 //! Invariants:
 //! 1. `append` returns only after the record is in the file (and, with
@@ -20,24 +28,35 @@
 //! 3. A segment is deleted only when every cursor has acknowledged all of it,
 //!    or when `when_full = drop_oldest` drops it; every reading dropped is
 //!    counted by reason.
-//! 4. Recovery never refuses to start: a torn tail is cut back to the last
-//!    whole record; a corrupt region in the middle is moved to `quarantine/`
-//!    and counted, and the segment rewritten without it.
+//! 4. Recovery never refuses to start and needs no free space: a torn tail
+//!    is cut in place; a corrupt region in the middle is copied to
+//!    `quarantine/` (best effort) and tombstoned in place; unreadable or
+//!    missing segments and lost records are counted (see [`recovery`]).
 //! 5. After a failed fsync the writer refuses every append (the page cache can
 //!    no longer be trusted); the process must restart and recover.
 //! 6. The size bound (`max_bytes`) covers all segments; a full spool (or a
-//!    full disk) applies `when_full`: `block` waits for acknowledgements,
-//!    `drop_oldest` deletes the oldest segment, `drop_newest` refuses the batch.
+//!    full disk) applies `when_full`: `block` waits for acknowledgements
+//!    (until `close`, which makes every waiting append return `Closed`),
+//!    `drop_oldest` deletes the oldest segment, `drop_newest` refuses the
+//!    batch. A batch larger than the bound is refused at once, counted.
+//! 7. One process per directory (an exclusive lock; the second names the
+//!    holder's PID). A record that passes its CRC but does not decode is
+//!    skipped and counted (`undecodable_*`), never silently.
 
 pub mod codec;
+pub mod faults;
 pub mod frame;
+pub mod lock;
 pub mod points;
+pub mod quarantine;
+pub mod recovery;
 mod spool;
 
 pub use codec::AlertRecord;
+pub use recovery::RecoveryReport;
 pub use spool::{
-    AppendError, Delivered, FsyncPolicy, Reader, RecoveryReport, Spool, SpoolConfig, SpoolError,
-    SpoolStats, WhenFull,
+    AppendError, Delivered, FsyncPolicy, Reader, Spool, SpoolConfig, SpoolError, SpoolStats,
+    WhenFull,
 };
 
 /// fsyncs a directory so that a rename or create in it is durable.

@@ -13,8 +13,11 @@ use adit_core::{PointRegistry, Reading};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_payload, encode_alerts, encode_batch, AlertRecord, Payload};
-use crate::frame::{encode_record, parse_record, resync, Parsed, HEADER_LEN, MAX_PAYLOAD};
+use crate::faults::{self, Faults, FileOp};
+use crate::frame::{encode_record, parse_record, Parsed, HEADER_LEN, MAX_PAYLOAD};
+use crate::lock::{lock_dir, DirLock, LockError};
 use crate::points::{fingerprint, registry_names, save_table, IdMapper};
+use crate::recovery::{items_in, recover_segments, seg_path, RecoveryReport, Segment};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -37,6 +40,8 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     pub when_full: WhenFull,
     pub fsync: FsyncPolicy,
+    /// Faults to inject into file operations (tests); `None` in production.
+    pub faults: Option<Arc<Faults>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,9 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another process holds the spool directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,22 +69,6 @@ pub enum AppendError {
     Closed,
 }
 
-/// What recovery found at start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    pub segments: usize,
-    pub records: u64,
-    pub readings: u64,
-    /// Bytes cut from torn tails.
-    pub torn_bytes: u64,
-    /// Corrupt regions moved to quarantine.
-    pub corrupt_regions: u64,
-    pub quarantined_bytes: u64,
-    /// Records not yet acknowledged by the slowest cursor.
-    pub pending_records: u64,
-    pub ledger_missing: bool,
-}
-
 /// Counters since the spool was opened (monotonic).
 #[derive(Debug, Default)]
 pub struct SpoolStats {
@@ -86,20 +78,17 @@ pub struct SpoolStats {
     pub dropped_oldest_readings: AtomicU64,
     pub dropped_newest_readings: AtomicU64,
     pub dropped_unknown_point_readings: AtomicU64,
+    /// Readings refused because their batch alone exceeds the size bound.
+    pub dropped_too_large_readings: AtomicU64,
+    /// Records that passed their CRC but did not decode (skipped, counted).
+    pub undecodable_records: AtomicU64,
+    /// Items (readings or alerts) in those records, from their header.
+    pub undecodable_readings: AtomicU64,
     pub block_waits: AtomicU64,
     pub disk_full_events: AtomicU64,
     pub fsyncs: AtomicU64,
     pub fsync_failures: AtomicU64,
     pub bytes: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Segment {
-    first_seq: u64,
-    last_seq: u64,
-    bytes: u64,
-    readings: u64,
-    path: PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -123,6 +112,8 @@ struct State {
 
 struct Shared {
     cfg: SpoolConfig,
+    /// Held while any clone of the spool lives: one process per directory.
+    _lock: DirLock,
     fingerprint: u64,
     state: Mutex<State>,
     appended: Condvar,
@@ -136,22 +127,11 @@ pub struct Spool {
     shared: Arc<Shared>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn seg_path(dir: &Path, first_seq: u64) -> PathBuf {
-    dir.join(format!("seg-{first_seq:020}.log"))
-}
-
-/// Number of readings in a payload, from its header only.
-fn readings_in(payload: &[u8]) -> u64 {
-    payload.get(9..13).map_or(0, |b| {
-        u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    })
 }
 
 impl Spool {
@@ -165,6 +145,7 @@ impl Spool {
     ) -> Result<(Spool, RecoveryReport), SpoolError> {
         let dir = cfg.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock = lock_dir(&dir)?;
         let names = registry_names(registry);
         let fp = fingerprint(&names);
         if let Err(e) = save_table(&dir, fp, &names) {
@@ -173,7 +154,8 @@ impl Spool {
         }
 
         let mut report = RecoveryReport::default();
-        let mut segments = recover_segments(&dir, &mut report)?;
+        let (mut segments, min_next_seq) =
+            recover_segments(&dir, cfg.faults.as_ref(), &mut report)?;
         let ledger_path = dir.join("ledger.json");
         let ledger: Ledger = if let Ok(bytes) = std::fs::read(&ledger_path) {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -201,9 +183,26 @@ impl Spool {
             tracing::warn!(cursor = %forgotten, "spool cursor no longer configured; forgetting it");
         }
         let last_seq = segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
+        if !report.ledger_missing {
+            // Records after the acknowledged position and before the first
+            // survivor are gone (a deleted or lost first segment).
+            let min_acked = ledger.cursors.values().copied().min().unwrap_or(0);
+            let first = segments
+                .iter()
+                .find(|s| s.last_seq >= s.first_seq)
+                .map(|s| s.first_seq);
+            if let Some(first) = first.filter(|&f| f > min_acked + 1 && !ledger.cursors.is_empty())
+            {
+                let lost = first - min_acked - 1;
+                report.lost_records += lost;
+                report.missing_segments += 1;
+                tracing::error!(from = min_acked + 1, to = first - 1, records = lost, "spool: records after the acknowledged position are missing (a deleted segment, or acknowledged while the ledger could not be written)");
+            }
+        }
         let next_seq = ledger
             .next_seq
             .max(last_seq + 1)
+            .max(min_next_seq)
             .max(state_cursors.values().copied().max().unwrap_or(0) + 1)
             .max(1);
         let min_acked = state_cursors.values().copied().min().unwrap_or(last_seq);
@@ -215,26 +214,30 @@ impl Spool {
             })
             .sum();
 
-        // Delete what every cursor has acknowledged.
+        // Delete what every cursor has acknowledged (best effort: a file
+        // that cannot be deleted now is deleted with its successors later).
         while segments.len() > 1 && segments.front().is_some_and(|s| s.last_seq <= min_acked) {
             if let Some(s) = segments.pop_front() {
-                std::fs::remove_file(&s.path).map_err(io(&s.path))?;
+                if let Err(e) = std::fs::remove_file(&s.path) {
+                    tracing::warn!(segment = %s.path.display(), error = %e, "cannot delete acknowledged segment");
+                }
             }
         }
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
-        let active = match segments.back() {
-            Some(s) => Some(
-                OpenOptions::new()
-                    .append(true)
-                    .open(&s.path)
-                    .map_err(io(&s.path))?,
-            ),
-            None => None,
-        };
+        // Append to the last segment unless it is sealed or will not open:
+        // then the first append starts a new one.
+        let active = segments.back().filter(|s| !s.sealed).and_then(|s| {
+            OpenOptions::new()
+                .append(true)
+                .open(&s.path)
+                .map_err(|e| tracing::error!(segment = %s.path.display(), error = %e, "cannot reopen the last segment; starting a new one"))
+                .ok()
+        });
         let stats = SpoolStats::default();
         stats.bytes.store(total_bytes, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             cfg,
+            _lock: lock,
             fingerprint: fp,
             state: Mutex::new(State {
                 segments,
@@ -306,6 +309,44 @@ impl Spool {
         self.append_with(alerts.len(), |buf| encode_alerts(alerts, buf))
     }
 
+    /// Appends an already encoded payload of `items` items (a quarantined
+    /// batch being re-delivered).
+    pub fn append_payload(&self, items: usize, payload: &[u8]) -> Result<u64, AppendError> {
+        self.append_with(items, |buf| buf.extend_from_slice(payload))
+    }
+
+    /// Keeps a batch of readings a sink refused for good in `quarantine/`
+    /// (fsynced) for `adit spool quarantine retry`. Returns the file.
+    pub fn quarantine_readings(
+        &self,
+        sink: &str,
+        seq: u64,
+        readings: &[Reading],
+    ) -> std::io::Result<PathBuf> {
+        let mut payload = Vec::new();
+        encode_batch(self.shared.fingerprint, readings, &mut payload);
+        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.bin"), &payload)
+    }
+
+    /// Keeps alert transitions a sink refused for good in `quarantine/`.
+    pub fn quarantine_alerts(
+        &self,
+        sink: &str,
+        seq: u64,
+        alerts: &[AlertRecord],
+    ) -> std::io::Result<PathBuf> {
+        let mut payload = Vec::new();
+        encode_alerts(alerts, &mut payload);
+        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.alerts.bin"), &payload)
+    }
+
+    fn quarantine_payload(&self, name: &str, payload: &[u8]) -> std::io::Result<PathBuf> {
+        let qdir = crate::quarantine::dir_of(&self.shared.cfg.dir);
+        let path = qdir.join(name);
+        crate::recovery::write_durably(&qdir, &path, payload, self.shared.cfg.faults.as_ref())?;
+        Ok(path)
+    }
+
     fn append_with(&self, items: usize, encode: impl Fn(&mut Vec<u8>)) -> Result<u64, AppendError> {
         let shared = &self.shared;
         let mut st = self.lock();
@@ -319,12 +360,22 @@ impl Spool {
             let mut payload = std::mem::take(&mut st.payload);
             payload.clear();
             encode(&mut payload);
-            if payload.len() as u64 > u64::from(MAX_PAYLOAD) {
-                st.payload = payload;
-                return Err(AppendError::Dropped(items));
-            }
             let record_len = (HEADER_LEN + payload.len()) as u64;
             st.payload = payload;
+            if record_len > u64::from(MAX_PAYLOAD) || record_len > shared.cfg.max_bytes {
+                // No policy can make room for it: refuse it, counted, at once.
+                shared
+                    .stats
+                    .dropped_too_large_readings
+                    .fetch_add(items as u64, Ordering::Relaxed);
+                tracing::error!(
+                    items,
+                    bytes = record_len,
+                    max_bytes = shared.cfg.max_bytes,
+                    "batch larger than the spool's size bound refused"
+                );
+                return Err(AppendError::Dropped(items));
+            }
 
             if st.total_bytes + record_len > shared.cfg.max_bytes && !st.segments.is_empty() {
                 match shared.cfg.when_full {
@@ -366,8 +417,9 @@ impl Spool {
             let mut buf = std::mem::take(&mut st.buf);
             buf.clear();
             encode_record(seq, &st.payload, &mut buf);
+            let faults = shared.cfg.faults.as_ref();
             let written = match st.active.as_mut() {
-                Some(f) => write_or_undo(f, &buf),
+                Some(f) => write_or_undo(f, &buf, faults),
                 None => Err(std::io::Error::other("no active segment")),
             };
             st.buf = buf;
@@ -443,7 +495,9 @@ impl Spool {
 
     fn sync_active(&self, st: &mut State) -> std::io::Result<()> {
         if let Some(f) = st.active.as_ref() {
-            if let Err(e) = f.sync_data() {
+            let synced = faults::check(self.shared.cfg.faults.as_ref(), FileOp::Sync)
+                .and_then(|()| f.sync_data());
+            if let Err(e) = synced {
                 self.shared
                     .stats
                     .fsync_failures
@@ -461,15 +515,10 @@ impl Spool {
             self.sync_active(st)?;
         }
         let path = seg_path(&self.shared.cfg.dir, st.next_seq);
+        faults::check(self.shared.cfg.faults.as_ref(), FileOp::Create)?;
         let f = OpenOptions::new().create(true).append(true).open(&path)?;
         crate::sync_dir(&self.shared.cfg.dir)?;
-        st.segments.push_back(Segment {
-            first_seq: st.next_seq,
-            last_seq: st.next_seq - 1,
-            bytes: 0,
-            readings: 0,
-            path,
-        });
+        st.segments.push_back(Segment::new(st.next_seq, path));
         st.active = Some(f);
         Ok(())
     }
@@ -503,6 +552,11 @@ impl Spool {
         for acked in st.cursors.values_mut() {
             *acked = (*acked).max(seg.last_seq);
         }
+        // Persist the moved cursors, so that the next start does not take
+        // the dropped range for records lost to damage.
+        if let Err(e) = self.write_ledger(st) {
+            tracing::warn!(error = %e, "cannot write the spool ledger after dropping a segment");
+        }
         self.shared
             .stats
             .bytes
@@ -522,6 +576,7 @@ impl Spool {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
+        faults::check(self.shared.cfg.faults.as_ref(), FileOp::Ledger).map_err(io(&tmp))?;
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
@@ -595,9 +650,18 @@ impl Spool {
     }
 }
 
-fn write_or_undo(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+/// The cursors named in the ledger of the spool in `dir` (empty if none).
+pub(crate) fn ledger_cursors(dir: &Path) -> Vec<String> {
+    std::fs::read(dir.join("ledger.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Ledger>(&b).ok())
+        .map(|l| l.cursors.into_keys().collect())
+        .unwrap_or_default()
+}
+
+fn write_or_undo(f: &mut File, buf: &[u8], faults: Option<&Arc<Faults>>) -> std::io::Result<()> {
     let before = f.seek(SeekFrom::End(0))?;
-    if let Err(e) = f.write_all(buf) {
+    if let Err(e) = faults::write_all(faults, FileOp::Write, f, buf) {
         // Never leave half a record behind: the next append would follow it.
         let _ = f.set_len(before);
         return Err(e);
@@ -642,7 +706,9 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
             };
             if let Some(f) = file {
                 let stats = &spool.shared.stats;
-                if let Err(e) = f.sync_data() {
+                let synced = faults::check(spool.shared.cfg.faults.as_ref(), FileOp::Sync)
+                    .and_then(|()| f.sync_data());
+                if let Err(e) = synced {
                     stats.fsync_failures.fetch_add(1, Ordering::Relaxed);
                     Spool::fail(&mut spool.lock(), &e);
                 } else {
@@ -653,102 +719,6 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the spool fsync thread; data is synced at rotation and close only");
     }
-}
-
-/// Scans every segment, cutting torn tails and quarantining corrupt regions.
-fn recover_segments(
-    dir: &Path,
-    report: &mut RecoveryReport,
-) -> Result<VecDeque<Segment>, SpoolError> {
-    let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let first = name
-                .strip_prefix("seg-")?
-                .strip_suffix(".log")?
-                .parse::<u64>()
-                .ok()?;
-            Some((first, e.path()))
-        })
-        .collect();
-    paths.sort();
-    let mut segments = VecDeque::new();
-    let mut last_seq_seen = 0u64;
-    for (first_seq, path) in paths {
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io(&path))?;
-        let mut kept: Vec<u8> = Vec::with_capacity(bytes.len());
-        let mut seg = Segment {
-            first_seq,
-            last_seq: first_seq.saturating_sub(1),
-            bytes: 0,
-            readings: 0,
-            path: path.clone(),
-        };
-        let mut pos = 0usize;
-        let mut rewrite = false;
-        while pos < bytes.len() {
-            match parse_record(&bytes[pos..]) {
-                Parsed::Record {
-                    seq,
-                    payload,
-                    total,
-                } if seq > last_seq_seen => {
-                    kept.extend_from_slice(&bytes[pos..pos + total]);
-                    seg.last_seq = seq;
-                    seg.readings += readings_in(payload);
-                    last_seq_seen = seq;
-                    report.records += 1;
-                    report.readings += readings_in(payload);
-                    pos += total;
-                }
-                Parsed::Incomplete => {
-                    let torn = (bytes.len() - pos) as u64;
-                    tracing::warn!(segment = %path.display(), bytes = torn, "spool: torn tail cut back to the last whole record");
-                    report.torn_bytes += torn;
-                    rewrite = true;
-                    break;
-                }
-                _ => {
-                    let skip = resync(&bytes[pos..]).unwrap_or(bytes.len() - pos);
-                    quarantine(dir, &path, pos, &bytes[pos..pos + skip])?;
-                    report.corrupt_regions += 1;
-                    report.quarantined_bytes += skip as u64;
-                    rewrite = true;
-                    pos += skip;
-                }
-            }
-        }
-        if rewrite {
-            let tmp = path.with_extension("rewrite");
-            std::fs::write(&tmp, &kept).map_err(io(&tmp))?;
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
-            crate::sync_dir(dir).map_err(io(dir))?;
-        }
-        seg.bytes = kept.len() as u64;
-        report.segments += 1;
-        segments.push_back(seg);
-    }
-    Ok(segments)
-}
-
-fn quarantine(dir: &Path, segment: &Path, offset: usize, bytes: &[u8]) -> Result<(), SpoolError> {
-    let qdir = dir.join("quarantine");
-    std::fs::create_dir_all(&qdir).map_err(io(&qdir))?;
-    let name = segment
-        .file_name()
-        .map_or_else(|| "segment".into(), |n| n.to_string_lossy().to_string());
-    let path = qdir.join(format!("{name}.{offset}.bin"));
-    std::fs::write(&path, bytes).map_err(io(&path))?;
-    tracing::error!(segment = %segment.display(), offset, bytes = bytes.len(), quarantine = %path.display(), "spool: corrupt region moved to quarantine");
-    Ok(())
 }
 
 /// A batch of records delivered to a cursor: acknowledge `last_seq` once the
@@ -817,7 +787,12 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(seq, error = %e, "spool record passed its CRC but does not decode; skipped");
+                    let stats = &self.spool.shared.stats;
+                    stats.undecodable_records.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .undecodable_readings
+                        .fetch_add(items_in(&payload), Ordering::Relaxed);
+                    tracing::error!(seq, error = %e, "spool record passed its CRC but does not decode; skipped and counted");
                 }
             }
             out.last_seq = seq;
@@ -848,10 +823,10 @@ impl Reader {
                     .segments
                     .iter()
                     .find(|s| s.last_seq >= self.next_seq)
-                    .map(|s| (s.first_seq, s.path.clone(), s.last_seq));
+                    .map(|s| (s.first_seq, s.path.clone(), s.last_seq, s.holes.clone()));
                 (last, seg)
             };
-            let Some((first_seq, path, segment_last)) = segment else {
+            let Some((first_seq, path, segment_last, holes)) = segment else {
                 return Ok(None);
             };
             if self.open.as_ref().is_none_or(|(f, _, _)| *f != first_seq) {
@@ -862,6 +837,10 @@ impl Reader {
             let Some((_, file, offset)) = self.open.as_mut() else {
                 return Ok(None);
             };
+            if let Some(&(_, len)) = holes.iter().find(|(at, _)| *at == *offset) {
+                *offset += len; // damage recovery could not mark on disk
+                continue;
+            }
             let mut header = [0u8; HEADER_LEN];
             file.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
             if file.read_exact(&mut header).is_err() {

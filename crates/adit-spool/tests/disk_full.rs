@@ -73,6 +73,7 @@ fn a_full_disk_applies_when_full_and_every_reading_is_accounted_for() {
             max_bytes: 1 << 30,
             when_full: policy,
             fsync: FsyncPolicy::Always,
+            faults: None,
         };
         let (spool, _) = Spool::open(cfg, &registry, &["db"]).unwrap();
         let mut refused = 0u64;
@@ -103,14 +104,15 @@ fn a_full_disk_applies_when_full_and_every_reading_is_accounted_for() {
             "{policy:?}: every reading kept, refused or dropped, and counted"
         );
         assert!(stored > 0);
-        drop(spool);
-        // The spool recovers from the full disk at the next start.
+        drop((reader, spool)); // every handle: the directory lock goes with the last
+                               // The spool recovers from the full disk at the next start.
         let cfg = SpoolConfig {
             dir: dir.path().join("spool"),
             segment_bytes: 64 * 1024,
             max_bytes: 1 << 30,
             when_full: policy,
             fsync: FsyncPolicy::Always,
+            faults: None,
         };
         let (_, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
         assert_eq!(report.corrupt_regions, 0, "{policy:?}: {report:?}");

@@ -67,6 +67,7 @@ fn spool(dir: &std::path::Path, registry: &PointRegistry) -> Spool {
         max_bytes: 256 << 20,
         when_full: WhenFull::DropOldest,
         fsync: FsyncPolicy::Never,
+        faults: None,
     };
     Spool::open(cfg, registry, &["bench"]).unwrap().0
 }

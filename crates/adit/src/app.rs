@@ -273,6 +273,7 @@ fn spool_config(s: &adit_config::SpoolSettings) -> SpoolConfig {
             adit_config::FsyncSetting::Interval(d) => FsyncPolicy::Interval(d),
             adit_config::FsyncSetting::Never => FsyncPolicy::Never,
         },
+        faults: None,
     }
 }
 
@@ -404,10 +405,15 @@ impl App {
                 "torn_bytes": report.torn_bytes,
                 "corrupt_regions": report.corrupt_regions,
                 "quarantined_bytes": report.quarantined_bytes,
+                "quarantine_failures": report.quarantine_failures,
+                "repair_failures": report.repair_failures,
+                "lost_records": report.lost_records,
+                "missing_segments": report.missing_segments,
+                "unreadable_segments": report.unreadable_segments,
                 "ledger_missing": report.ledger_missing,
             }),
         );
-        if report.corrupt_regions > 0 || report.torn_bytes > 0 || report.ledger_missing {
+        if report.found_damage() {
             tracing::warn!(?report, dir = %config.spool.dir.display(), "spool recovered from damage");
         } else {
             tracing::info!(records = report.records, pending = report.pending_records, dir = %config.spool.dir.display(), "spool open");

@@ -94,6 +94,7 @@ fn spooled(config: &adit_config::Config) -> HashSet<(String, i64)> {
         max_bytes: config.spool.max_size,
         when_full: adit_spool::WhenFull::Block,
         fsync: adit_spool::FsyncPolicy::Never,
+        faults: None,
     };
     let (spool, _) =
         adit_spool::Spool::open(cfg, &registry, &["sqlite", "questdb", "kill9-test"]).unwrap();
