@@ -13,12 +13,22 @@
 --   source_us     the device's own timestamp (µs since the epoch), kept even
 --                 when it was invalid; received_us when adit received it
 --
--- Replays are idempotent: adit delivers every spooled record at least once
--- (after kill -9 or a database outage a batch can arrive twice), and a WAL
--- table with DEDUP UPSERT KEYS(ts, point) keeps one row per point and time.
--- Two adit instances polling the same devices also collapse here only if
--- their sample timestamps coincide; they usually do not, so give each
--- instance its own table or accept both samples.
+-- Replays are idempotent and distinct samples never collapse: adit delivers
+-- every spooled record at least once (after kill -9 or a database outage a
+-- batch can arrive twice), and the WAL table's
+-- DEDUP UPSERT KEYS(ts, point, received_us) keeps one row per sample.
+-- received_us is what makes a sample unique and stable across replays:
+-- adit assigns it once, when it takes the sample, and the spool keeps it.
+-- Keying on (ts, point) alone would collapse distinct samples that share a
+-- device time (a PLC clock with one-second resolution polled every 200 ms
+-- gives five samples per second with one ts; a stopped RTC gives one ts for
+-- a whole outage) into one row.
+-- Two adit instances polling the same devices take their samples at
+-- different receive times, so both are kept: give each instance its own
+-- table, or query with LATEST ON / SAMPLE BY.
+--
+-- Upgrading a table created with the old DEDUP UPSERT KEYS(ts, point):
+--   ALTER TABLE readings DEDUP ENABLE UPSERT KEYS(ts, point, received_us);
 --
 -- Durability: QuestDB's default cairo.commit.mode=nosync survives a QuestDB
 -- crash but not a power cut of the database host; set
@@ -40,7 +50,7 @@ CREATE TABLE IF NOT EXISTS readings (
     source_us    LONG,
     received_us  LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, point);
+DEDUP UPSERT KEYS(ts, point, received_us);
 
 -- Alert history: every transition the watchdog decides (state firing or
 -- resolved), written through the spool like the readings.

@@ -16,6 +16,9 @@
 //! - entries are written by one thread, in order, each fsynced before the
 //!   next; `record` never blocks the caller (a bounded queue; when it is full
 //!   the entry is counted as lost, which is itself a self-health alert);
+//! - [`Audit::flush`] returns once every entry recorded before it is on disk
+//!   (or its time limit passed): adit calls it last at exit, so `adit_stop`
+//!   is never lost to a process that ends before its writer thread;
 //! - at start, a torn last line (a crash mid-write) is cut off, and the cut is
 //!   the first entry written after it;
 //! - nothing here ever rewrites or deletes an entry.
@@ -50,7 +53,7 @@ pub struct AuditStats {
 /// Handle to record audit entries; cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    tx: Option<SyncSender<(String, serde_json::Value)>>,
+    tx: Option<SyncSender<Message>>,
     stats: Arc<AuditStats>,
 }
 
@@ -217,7 +220,7 @@ impl Audit {
     /// Opens the audit log in `dir` and starts its writer thread.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, AuditError> {
         let (mut writer, repaired) = Writer::open(dir, max_file_bytes)?;
-        let (tx, rx) = sync_channel::<(String, serde_json::Value)>(4096);
+        let (tx, rx) = sync_channel::<Message>(4096);
         let stats = Arc::new(AuditStats::default());
         if let Some(torn) = repaired {
             let data = serde_json::json!({ "cut_bytes": torn.len(), "reason": "partial last line after a crash" });
@@ -252,7 +255,7 @@ impl Audit {
         let Some(tx) = &self.tx else {
             return;
         };
-        match tx.try_send((kind.to_string(), data)) {
+        match tx.try_send(Message::Entry(kind.to_string(), data)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -263,10 +266,52 @@ impl Audit {
     pub fn stats(&self) -> &AuditStats {
         &self.stats
     }
+
+    /// Waits until every entry recorded before this call is written (or
+    /// `limit` passed); returns whether it was. Blocking.
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        let (done_tx, done_rx) = sync_channel(1);
+        let deadline = std::time::Instant::now() + limit;
+        let mut msg = Message::Flush(done_tx);
+        // The queue may be full: retry until there is room or time is up.
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
+    }
 }
 
-fn run_writer(writer: &mut Writer, rx: &Receiver<(String, serde_json::Value)>, stats: &AuditStats) {
-    while let Ok((kind, data)) = rx.recv() {
+/// What the writer thread receives.
+enum Message {
+    Entry(String, serde_json::Value),
+    /// Answered once everything before it is written.
+    Flush(SyncSender<()>),
+}
+
+fn run_writer(writer: &mut Writer, rx: &Receiver<Message>, stats: &AuditStats) {
+    while let Ok(msg) = rx.recv() {
+        let (kind, data) = match msg {
+            Message::Entry(kind, data) => (kind, data),
+            Message::Flush(done) => {
+                let _ = done.try_send(());
+                continue;
+            }
+        };
         match writer.append(&kind, &data) {
             Ok(()) => {
                 stats.written.fetch_add(1, Ordering::Relaxed);

@@ -12,11 +12,13 @@
 //! - [`PointId`]s are dense indexes into the [`PointRegistry`] built from config,
 //!   so they can index plain vectors on the hot path.
 
+pub mod backoff;
 mod point;
 mod quality;
 mod reading;
 mod time;
 
+pub use backoff::{jitter, Backoff};
 pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
 pub use quality::{Quality, QualityClass, Reason};
 pub use reading::{Batch, Reading, Value};

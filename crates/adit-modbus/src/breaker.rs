@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use adit_core::Backoff;
+
 use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +37,7 @@ pub struct Breaker {
     state: State,
     failures: u32,
     threshold: u32,
-    backoff: Duration,
-    min: Duration,
-    max: Duration,
+    backoff: Backoff,
 }
 
 impl Breaker {
@@ -46,9 +46,7 @@ impl Breaker {
             state: State::Closed,
             failures: 0,
             threshold: threshold.max(1),
-            backoff: min,
-            min,
-            max: max.max(min),
+            backoff: Backoff::new(min, max),
         }
     }
 
@@ -67,7 +65,7 @@ impl Breaker {
     pub fn success(&mut self) {
         self.state = State::Closed;
         self.failures = 0;
-        self.backoff = self.min;
+        self.backoff.reset();
     }
 
     /// Records a failed poll; `jitter01` in `[0, 1)` spreads the open period
@@ -80,9 +78,8 @@ impl Breaker {
         }
         let was_open = !matches!(self.state, State::Closed);
         self.state = State::Open {
-            until: now + self.backoff.mul_f64(0.5 + 0.5 * jitter01.clamp(0.0, 1.0)),
+            until: now + self.backoff.next_delay_with(jitter01),
         };
-        self.backoff = (self.backoff * 2).min(self.max);
         !was_open
     }
 

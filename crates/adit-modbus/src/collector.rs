@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use adit_audit::Audit;
 use adit_config::DeviceConfig;
-use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
+use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
 use adit_pipeline::{Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_modbus::client::Context;
@@ -196,19 +196,18 @@ struct Link {
     /// What the audit log last heard: `Some(true)` up, `Some(false)` down.
     audited_up: Option<bool>,
     not_before: Instant,
-    backoff: Duration,
-    min: Duration,
-    max: Duration,
+    backoff: Backoff,
 }
 
 impl Link {
-    fn connect_failed(&mut self) {
-        self.not_before = Instant::now() + adit_pipeline::sink::jitter(self.backoff);
-        self.backoff = (self.backoff * 2).min(self.max);
+    fn connect_failed(&mut self) -> Duration {
+        let wait = self.backoff.next_delay();
+        self.not_before = Instant::now() + wait;
+        wait
     }
     fn connected(&mut self, ctx: Context) {
         self.ctx = Some(ctx);
-        self.backoff = self.min;
+        self.backoff.reset();
     }
 }
 
@@ -254,9 +253,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
         ctx: None,
         audited_up: None,
         not_before: start,
-        backoff: first.config.reconnect_min,
-        min: first.config.reconnect_min,
-        max: first.config.reconnect_max,
+        backoff: Backoff::new(first.config.reconnect_min, first.config.reconnect_max),
     };
     for d in &bus.devices {
         d.metrics.up.set(0);
@@ -389,9 +386,9 @@ async fn poll_group(
                 }
                 Err(error) => {
                     m.connect_failed.inc();
-                    link.connect_failed();
+                    let wait = link.connect_failed();
                     audit_link(bus, link, false, "connect_failed");
-                    tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), %error, retry_in_ms = link.backoff.as_millis() as u64 / 2, "connect failed");
+                    tracing::warn!(device = %cfg.id, endpoint = %endpoint.describe(), %error, retry_in_ms = wait.as_millis() as u64, "connect failed");
                     mark_group(
                         device,
                         group,

@@ -1,7 +1,9 @@
-//! Liveness and readiness flags shared by the pipeline and the HTTP endpoint.
+//! Liveness and readiness shared by the pipeline and the HTTP endpoint, with
+//! one health record **per sink**: a sink that fails while another succeeds
+//! is still seen failing (readiness, self-health alerts and `/readyz` name it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A process-wide monotonic epoch for the millisecond stamps below.
@@ -14,12 +16,73 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
+/// One sink's health.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    ready: AtomicBool,
+    /// Monotonic ms of the first failure of the current streak; 0 = healthy.
+    failing_since_ms: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl SinkHealth {
+    pub fn set_ready(&self, v: bool) {
+        self.ready.store(v, Ordering::Relaxed);
+    }
+    /// Records a failure at `now_ms` (monotonic ms); keeps the first of a streak.
+    pub fn failed_at(&self, now_ms: u64, error: &str) {
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            now_ms.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.clear();
+        last.push_str(&error[..error.len().min(300)]);
+    }
+    /// Records a failure now.
+    pub fn failed(&self, error: &str) {
+        self.failed_at(now_ms(), error);
+    }
+    pub fn succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+    /// How long this sink has been failing, if it is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.failing_for().is_none()
+    }
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Health {
     pipeline_running: AtomicBool,
     fatal: AtomicBool,
-    sink_ready: AtomicBool,
-    sink_failing_since_ms: AtomicU64,
+    sinks: Mutex<Vec<(&'static str, Arc<SinkHealth>)>>,
+}
+
+/// One sink's state as `/readyz` and the self-health probe see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkStatus {
+    pub sink: &'static str,
+    pub ready: bool,
+    pub failing_for: Option<Duration>,
+    pub last_error: String,
 }
 
 impl Health {
@@ -34,40 +97,65 @@ impl Health {
     pub fn is_fatal(&self) -> bool {
         self.fatal.load(Ordering::Relaxed)
     }
-    pub fn set_sink_ready(&self, v: bool) {
-        self.sink_ready.store(v, Ordering::Relaxed);
-    }
-    /// Records a sink failure at `now_ms` (monotonic ms); keeps the first one.
-    pub fn sink_failed(&self, now_ms: u64) {
-        let _ = self.sink_failing_since_ms.compare_exchange(
-            0,
-            now_ms.max(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-    /// Records a sink failure now (keeps the first of a streak).
-    pub fn mark_sink_failed(&self) {
-        self.sink_failed(now_ms());
-    }
-    /// How long the sinks have been failing, if they are.
-    pub fn sink_failing_for(&self) -> Option<Duration> {
-        match self.sink_failing_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+    /// The health record of sink `name` (created on first use).
+    pub fn sink(&self, name: &'static str) -> Arc<SinkHealth> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, h)) = sinks.iter().find(|(n, _)| *n == name) {
+            return h.clone();
         }
+        let h = Arc::new(SinkHealth::default());
+        sinks.push((name, h.clone()));
+        h
     }
-    pub fn sink_succeeded(&self) {
-        self.sink_failing_since_ms.store(0, Ordering::Relaxed);
+    /// Every sink's status, in registration order.
+    pub fn sinks(&self) -> Vec<SinkStatus> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(sink, h)| SinkStatus {
+                sink,
+                ready: h.ready.load(Ordering::Relaxed),
+                failing_for: h.failing_for(),
+                last_error: h.last_error(),
+            })
+            .collect()
     }
     /// Alive: the pipeline's stages are running.
     pub fn is_live(&self) -> bool {
         self.pipeline_running.load(Ordering::Relaxed) && !self.is_fatal()
     }
-    /// Ready: alive, the sink is open, and its last write did not fail.
+    /// Ready: alive, at least one sink, and every sink open and not failing.
     pub fn is_ready(&self) -> bool {
-        self.is_live()
-            && self.sink_ready.load(Ordering::Relaxed)
-            && self.sink_failing_since_ms.load(Ordering::Relaxed) == 0
+        let sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        self.is_live() && !sinks.is_empty() && sinks.iter().all(|(_, h)| h.is_ready())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_failing_sink_makes_adit_unready_while_another_is_healthy() {
+        let h = Health::default();
+        h.set_pipeline_running(true);
+        let (sqlite, questdb) = (h.sink("sqlite"), h.sink("questdb"));
+        sqlite.set_ready(true);
+        questdb.set_ready(true);
+        assert!(h.is_ready());
+        questdb.failed("connection refused");
+        sqlite.succeeded(); // a healthy sink's success does not hide the other
+        assert!(!h.is_ready());
+        let failing: Vec<&str> = h
+            .sinks()
+            .iter()
+            .filter(|s| s.failing_for.is_some())
+            .map(|s| s.sink)
+            .collect();
+        assert_eq!(failing, vec!["questdb"]);
+        assert_eq!(h.sinks()[1].last_error, "connection refused");
+        questdb.succeeded();
+        assert!(h.is_ready());
     }
 }

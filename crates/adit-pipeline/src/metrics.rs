@@ -4,7 +4,7 @@
 //! protocol, sink, reason, quality class); never point ids or raw error text.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Spool counters, mirrored from the spool's own atomics once a second.
@@ -18,7 +18,7 @@ pub struct SpoolMetrics {
     pub disk_full: IntCounter,
     pub fsyncs: IntCounter,
     pub fsync_failures: IntCounter,
-    seen: std::sync::Arc<std::sync::Mutex<[u64; 8]>>,
+    seen: std::sync::Arc<std::sync::Mutex<[u64; 10]>>,
 }
 
 impl SpoolMetrics {
@@ -46,7 +46,7 @@ impl SpoolMetrics {
             dropped: counter(
                 registry,
                 "adit_spool_dropped_readings_total",
-                "Readings the spool dropped, by reason (full_oldest, full_newest, unknown_point).",
+                "Readings the spool dropped, by reason (full_oldest, full_newest, too_large, unknown_point, undecodable).",
                 &["reason"],
             )?,
             block_waits: plain(
@@ -79,6 +79,8 @@ impl SpoolMetrics {
             s.disk_full_events.load(Relaxed),
             s.fsyncs.load(Relaxed),
             s.fsync_failures.load(Relaxed),
+            s.dropped_too_large_readings.load(Relaxed),
+            s.undecodable_readings.load(Relaxed),
         ];
         let mut seen = self
             .seen
@@ -105,6 +107,12 @@ impl SpoolMetrics {
         self.disk_full.inc_by(delta[5]);
         self.fsyncs.inc_by(delta[6]);
         self.fsync_failures.inc_by(delta[7]);
+        self.dropped
+            .with_label_values(&["too_large"])
+            .inc_by(delta[8]);
+        self.dropped
+            .with_label_values(&["undecodable"])
+            .inc_by(delta[9]);
         self.bytes
             .set(i64::try_from(s.bytes.load(Relaxed)).unwrap_or(i64::MAX));
         self.pending_records
@@ -122,12 +130,14 @@ pub struct Metrics {
     pub backpressure: IntCounterVec,
     pub task_restarts: IntCounterVec,
     pub sink_rows_written: IntCounterVec,
+    pub sink_rows_stored: IntCounterVec,
     pub sink_errors: IntCounterVec,
     pub sink_dropped: IntCounterVec,
-    pub sink_write_seconds: Histogram,
+    pub sink_alerts_quarantined: IntCounterVec,
+    pub sink_write_seconds: HistogramVec,
     pub points: IntGaugeVec,
-    pub sink_queue_rows: IntGauge,
-    pub sink_batches: IntCounter,
+    pub sink_queue_rows: IntGaugeVec,
+    pub sink_batches: IntCounterVec,
     pub deadband_suppressed: IntCounter,
     pub stale_transitions: IntCounter,
     pub watchdog_dropped: IntCounter,
@@ -148,7 +158,7 @@ fn counter(
 
 impl Metrics {
     pub fn new(registry: Registry) -> prometheus::Result<Self> {
-        let sink_write_seconds = Histogram::with_opts(
+        let sink_write_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "adit_sink_write_seconds",
                 "Time to write and commit one batch to a sink.",
@@ -156,6 +166,7 @@ impl Metrics {
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
+            &["sink"],
         )?;
         registry.register(Box::new(sink_write_seconds.clone()))?;
         let points = IntGaugeVec::new(
@@ -166,14 +177,14 @@ impl Metrics {
             &["state"],
         )?;
         registry.register(Box::new(points.clone()))?;
-        let sink_queue_rows = IntGauge::new(
-            "adit_sink_queue_rows",
-            "Readings held by the sink stage, not yet committed.",
+        let sink_queue_rows = IntGaugeVec::new(
+            Opts::new(
+                "adit_sink_queue_rows",
+                "Readings held by a sink stage, not yet committed.",
+            ),
+            &["sink"],
         )?;
         registry.register(Box::new(sink_queue_rows.clone()))?;
-        let sink_batches =
-            IntCounter::new("adit_sink_batches_total", "Batches committed to the sink.")?;
-        registry.register(Box::new(sink_batches.clone()))?;
         let deadband_suppressed = IntCounter::new(
             "adit_deadband_suppressed_total",
             "Readings not stored because they moved less than their point's deadband (the live state still saw them).",
@@ -231,7 +242,25 @@ impl Metrics {
             sink_rows_written: counter(
                 &registry,
                 "adit_sink_rows_written_total",
-                "Readings committed to a sink.",
+                "Readings committed to a sink (replays of already stored readings included).",
+                &["sink"],
+            )?,
+            sink_rows_stored: counter(
+                &registry,
+                "adit_sink_rows_stored_total",
+                "Rows the database reports it now holds that it did not before (SQLite: inserted rows; line protocol: rows the server accepted, it gives no count).",
+                &["sink"],
+            )?,
+            sink_batches: counter(
+                &registry,
+                "adit_sink_batches_total",
+                "Batches committed to a sink.",
+                &["sink"],
+            )?,
+            sink_alerts_quarantined: counter(
+                &registry,
+                "adit_sink_alerts_quarantined_total",
+                "Alert transitions a sink refused for good, kept in the spool's quarantine/.",
                 &["sink"],
             )?,
             sink_errors: counter(
@@ -249,7 +278,6 @@ impl Metrics {
             sink_write_seconds,
             points,
             sink_queue_rows,
-            sink_batches,
             deadband_suppressed,
             stale_transitions,
             watchdog_dropped,

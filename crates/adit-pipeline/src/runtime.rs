@@ -113,6 +113,8 @@ impl Pipeline {
         let sinks = sinks
             .into_iter()
             .map(|(sink, sink_options)| {
+                // Known to readiness from the start, ready once its stage runs.
+                health.sink(sink.name()).set_ready(false);
                 let stage = SinkStage {
                     sink,
                     spool: spool.clone(),
@@ -189,7 +191,7 @@ impl Pipeline {
             let audit_lost = metrics.audit_lost.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut audited = [0u64; 3];
+                let mut audited = [0u64; 5];
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
@@ -237,14 +239,26 @@ impl Pipeline {
     }
 
     /// Stops the sources, spools what is in flight, then lets the sinks
-    /// deliver until the drain timeout.
-    pub async fn shutdown(self) -> ShutdownReport {
+    /// deliver until the drain timeout. A spool writer waiting for space
+    /// (`when_full = block`) gets the drain timeout too; then the spool is
+    /// closed, and what still waits is counted as not accepted
+    /// (`adit_sink_readings_dropped_total{sink="spool",reason="spool_closed"}`).
+    pub async fn shutdown(mut self) -> ShutdownReport {
         self.shutdown.cancel();
         for s in self.sources {
             let _ = s.await;
         }
-        let _ = self.normalize.await;
-        let _ = self.writer.await;
+        let spooled = tokio::time::timeout(self.drain_timeout, async {
+            let _ = (&mut self.normalize).await;
+            let _ = (&mut self.writer).await;
+        })
+        .await;
+        if spooled.is_err() {
+            tracing::warn!("the spool writer is still waiting for space at the drain deadline; closing the spool (what waits is counted as not accepted)");
+            self.spool.close();
+            let _ = self.normalize.await;
+            let _ = self.writer.await;
+        }
         self.spool.close();
         let final_seq = self.spool.last_seq();
         self.stop_sinks
@@ -310,15 +324,23 @@ async fn run_stale_checker(
 }
 
 /// Writes one audit entry per second in which the spool dropped readings.
-fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u64; 3]) {
+fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u64; 5]) {
     use std::sync::atomic::Ordering::Relaxed;
     let s = spool.stats();
     let now = [
         s.dropped_oldest_readings.load(Relaxed),
         s.dropped_newest_readings.load(Relaxed),
         s.dropped_unknown_point_readings.load(Relaxed),
+        s.dropped_too_large_readings.load(Relaxed),
+        s.undecodable_readings.load(Relaxed),
     ];
-    for ((reason, n), seen) in ["full_oldest", "full_newest", "unknown_point"]
+    for ((reason, n), seen) in [
+        "full_oldest",
+        "full_newest",
+        "unknown_point",
+        "too_large",
+        "undecodable",
+    ]
         .iter()
         .zip(now)
         .zip(audited.iter_mut())

@@ -4,27 +4,39 @@
 //!
 //! Invariants:
 //! - a reading leaves the spool for a sink only through `ack`, after `write`
-//!   returned `Ok` (or after a permanent error put the batch in quarantine);
-//! - retryable errors are retried with exponential backoff and jitter, for as
+//!   returned `Ok` (or after a permanent error put the batch, fsynced, in
+//!   the spool's `quarantine/`; if even that cannot be written, the batch
+//!   stays in the spool and is retried);
+//! - only what the sink calls *permanent* (certainly about the data: an HTTP
+//!   4xx from the database, a row that cannot be encoded) is quarantined;
+//!   everything else is retried with the shared jittered [`Backoff`], for as
 //!   long as it takes; at shutdown, what is not yet stored stays in the spool
 //!   for the next start (nothing is dropped to finish faster);
-//! - a permanent error quarantines that batch (a file under the spool's
-//!   `quarantine/`, counted) and the stage moves on: it never wedges.
+//! - what a stage holds is bounded: it reads from the spool only while it
+//!   holds fewer than `batch_max_rows` readings (so at most that plus one
+//!   record), and never while it retries a failed write;
+//! - readings and alert transitions travel together but fail apart: each
+//!   part is written (or quarantined) once, and the batch is acknowledged
+//!   when both are done;
+//! - every failure is this sink's own: its `SinkHealth` (failing since,
+//!   last error) and every metric carry the sink's name.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use adit_core::{PointRegistry, Reading};
-use adit_spool::Spool;
+use adit_core::{Backoff, PointRegistry, Reading};
+use adit_spool::{AlertRecord, Spool};
 
 use crate::{Health, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Worth trying again later (database busy, disk I/O error, connection refused).
+    /// Worth trying again later (database busy or down, disk I/O error,
+    /// timeouts, 5xx, proxies, buffer limits).
     #[error("retryable: {0}")]
     Retryable(String),
-    /// Will fail again (schema mismatch, rejected data).
+    /// Certainly about the data: will fail again (rejected rows, a schema
+    /// mismatch the database reports as a client error).
     #[error("permanent: {0}")]
     Permanent(String),
 }
@@ -33,11 +45,14 @@ pub enum SinkError {
 pub trait Sink: Send + 'static {
     /// Label for metrics, logs and the spool cursor (`sqlite`, `questdb`).
     fn name(&self) -> &'static str;
-    /// Writes and commits the readings, all or nothing.
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError>;
+    /// Writes and commits the readings, all or nothing. Returns the rows the
+    /// database now holds that it did not before, as far as it can tell (a
+    /// replay of stored readings adds none); a database that gives no count
+    /// returns the number of rows it accepted.
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError>;
     /// Writes and commits alert transitions (the alert history). Sinks
     /// without an alert table accept and ignore them.
-    fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+    fn write_alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), SinkError> {
         let _ = alerts;
         Ok(())
     }
@@ -75,11 +90,6 @@ impl StopSignal {
     }
 }
 
-/// Full jitter between 50 % and 100 % of `d`.
-pub fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
 /// Everything a sink stage needs.
 pub struct SinkStage {
     pub sink: Box<dyn Sink>,
@@ -90,6 +100,28 @@ pub struct SinkStage {
     pub health: Arc<Health>,
     pub stop: Arc<StopSignal>,
     pub audit: adit_audit::Audit,
+}
+
+/// What a stage holds between reading it from the spool and acknowledging it.
+#[derive(Default)]
+struct Held {
+    readings: Vec<Reading>,
+    alerts: Vec<AlertRecord>,
+    last_seq: u64,
+    first_at: Option<Instant>,
+    /// Each part is written (or quarantined) once, independently.
+    readings_done: bool,
+    alerts_done: bool,
+}
+
+impl Held {
+    fn clear(&mut self) {
+        self.readings.clear();
+        self.alerts.clear();
+        self.first_at = None;
+        self.readings_done = false;
+        self.alerts_done = false;
+    }
 }
 
 /// Runs a sink stage until told to stop. Blocking.
@@ -105,21 +137,19 @@ pub fn run_sink(stage: SinkStage) {
         audit,
     } = stage;
     let name = sink.name();
-    let rows_written = metrics.sink_rows_written.with_label_values(&[name]);
-    let retryable = metrics.sink_errors.with_label_values(&[name, "retryable"]);
-    let permanent = metrics.sink_errors.with_label_values(&[name, "permanent"]);
-    let quarantined = metrics
-        .sink_dropped
-        .with_label_values(&[name, "quarantined"]);
+    let health = health.sink(name);
+    let m = StageMetrics::new(&metrics, name);
     let mut reader = spool.reader(name, &registry);
     let mut acked = spool.cursors().get(name).copied().unwrap_or(0);
-    let mut pending: Vec<Reading> = Vec::with_capacity(options.batch_max_rows);
-    let mut pending_alerts: Vec<adit_spool::AlertRecord> = Vec::new();
-    let mut pending_last_seq = acked;
-    let mut first_at: Option<Instant> = None;
-    let mut backoff = options.retry_min;
+    let mut held = Held {
+        readings: Vec::with_capacity(options.batch_max_rows),
+        last_seq: acked,
+        ..Held::default()
+    };
+    let mut backoff = Backoff::new(options.retry_min, options.retry_max);
+    let mut retrying = false;
     let mut latency = crate::latency::new_histogram();
-    health.set_sink_ready(true);
+    health.set_ready(true);
 
     loop {
         let stopping = stop.get();
@@ -136,108 +166,211 @@ pub fn run_sink(stage: SinkStage) {
                 break;
             }
         }
-        let room = options.batch_max_rows.saturating_sub(pending.len()).max(1);
-        let wait = match first_at {
-            Some(t) => options.batch_max_delay.saturating_sub(t.elapsed()),
-            None => Duration::from_millis(200),
-        };
-        match reader.next(room, wait) {
-            Ok(d) if d.records > 0 => {
-                pending.extend(d.readings);
-                pending_alerts.extend(d.alerts);
-                pending_last_seq = d.last_seq;
-                first_at.get_or_insert_with(Instant::now);
+        // Read only while there is room and no failed write waits for a retry.
+        if !retrying && held.readings.len() < options.batch_max_rows {
+            let room = options.batch_max_rows - held.readings.len();
+            let wait = match held.first_at {
+                Some(t) => options.batch_max_delay.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(200),
+            };
+            match reader.next(room, wait) {
+                Ok(d) if d.records > 0 => {
+                    held.readings.extend(d.readings);
+                    held.alerts.extend(d.alerts);
+                    held.last_seq = d.last_seq;
+                    held.first_at.get_or_insert_with(Instant::now);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(sink = name, error = %e, "spool read failed; reopening the cursor");
+                    std::thread::sleep(Duration::from_secs(1));
+                    reader = spool.reader(name, &registry);
+                    held.clear();
+                    held.last_seq = acked;
+                    continue;
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(sink = name, error = %e, "spool read failed; reopening the cursor");
-                std::thread::sleep(Duration::from_secs(1));
-                reader = spool.reader(name, &registry);
-                pending.clear();
-                pending_alerts.clear();
-                first_at = None;
-                continue;
-            }
+            m.queue_rows.set(held.readings.len() as i64);
         }
-        metrics.sink_queue_rows.set(pending.len() as i64);
-        let due = pending_last_seq > acked
-            && (pending.len() >= options.batch_max_rows
-                || first_at.is_some_and(|t| t.elapsed() >= options.batch_max_delay)
+        let due = held.last_seq > acked
+            && (retrying
+                || held.readings.len() >= options.batch_max_rows
+                || held
+                    .first_at
+                    .is_some_and(|t| t.elapsed() >= options.batch_max_delay)
                 || stopping.is_some());
         if !due {
             continue;
         }
-        let timer = metrics.sink_write_seconds.start_timer();
-        let alerts_result = if pending_alerts.is_empty() {
-            Ok(())
-        } else {
-            sink.write_alerts(&pending_alerts)
-        };
-        let result = match alerts_result {
-            Err(e) => Err(e),
-            Ok(()) if pending.is_empty() => Ok(()),
-            Ok(()) => sink.write(&pending),
-        };
+        let timer = m.write_seconds.start_timer();
+        let failure = write_held(&mut *sink, &mut held, &spool, &m, &audit, &mut latency);
         timer.observe_duration();
-        match result {
-            Ok(()) => {
-                let sum = crate::latency::record_batch(
-                    &mut latency,
-                    &pending,
-                    adit_core::Timestamp::now(),
-                );
-                metrics.ack_latency.merge(name, &mut latency, sum);
-                rows_written.inc_by(pending.len() as u64);
-                metrics.sink_batches.inc();
-                health.sink_succeeded();
-                backoff = options.retry_min;
-            }
-            Err(SinkError::Permanent(reason)) => {
-                permanent.inc();
-                quarantined.inc_by(pending.len() as u64);
-                let file = quarantine_batch(&spool, name, pending_last_seq, &pending);
-                tracing::error!(sink = name, rows = pending.len(), %reason, quarantine = %file, "permanent sink error; batch quarantined");
-                audit.record(
-                    "sink_quarantine",
-                    serde_json::json!({ "sink": name, "readings": pending.len(), "spool_seq": pending_last_seq, "file": file, "reason": reason }),
+        if let Some(reason) = failure {
+            m.retryable.inc();
+            health.failed(&reason);
+            let wait = backoff.next_delay();
+            tracing::warn!(sink = name, rows = held.readings.len(), alerts = held.alerts.len(), %reason, retry_in_ms = wait.as_millis() as u64, "sink write failed; retrying");
+            let until = Instant::now() + wait;
+            while Instant::now() < until && stop.get().is_none_or(|(_, d)| Instant::now() < d) {
+                std::thread::sleep(
+                    Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
                 );
             }
-            Err(SinkError::Retryable(reason)) => {
-                retryable.inc();
-                health.mark_sink_failed();
-                tracing::warn!(sink = name, rows = pending.len(), %reason, retry_in_ms = backoff.as_millis() as u64, "sink write failed; retrying");
-                let until = Instant::now() + jitter(backoff);
-                while Instant::now() < until && stop.get().is_none_or(|(_, d)| Instant::now() < d) {
-                    std::thread::sleep(
-                        Duration::from_millis(20)
-                            .min(until.saturating_duration_since(Instant::now())),
-                    );
-                }
-                backoff = (backoff * 2).min(options.retry_max);
-                continue;
-            }
+            retrying = true;
+            continue;
         }
-        if let Err(e) = spool.ack(name, pending_last_seq) {
+        retrying = false;
+        backoff.reset();
+        health.succeeded();
+        m.batches.inc();
+        if let Err(e) = spool.ack(name, held.last_seq) {
             tracing::error!(sink = name, error = %e, "cannot record the acknowledgement; these readings will be sent again after a restart");
         }
-        acked = pending_last_seq;
-        pending.clear();
-        pending_alerts.clear();
-        first_at = None;
-        metrics.sink_queue_rows.set(0);
+        acked = held.last_seq;
+        held.clear();
+        m.queue_rows.set(0);
     }
     tracing::debug!(sink = name, acked, "sink stage stopped");
 }
 
-/// Writes a batch a sink refused for good next to the spool, for inspection
-/// and manual replay. Returns the file written (or why not).
-fn quarantine_batch(spool: &Spool, sink: &str, seq: u64, readings: &[Reading]) -> String {
-    let dir = spool.dir().join("quarantine");
-    let path = dir.join(format!("sink-{sink}-{seq:020}.bin"));
-    let mut payload = Vec::new();
-    adit_spool::codec::encode_batch(spool.fingerprint(), readings, &mut payload);
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &payload)) {
-        Ok(()) => path.display().to_string(),
-        Err(e) => format!("(not written: {e})"),
+/// The metric children of one sink, resolved once.
+struct StageMetrics {
+    name: &'static str,
+    written: prometheus::IntCounter,
+    stored: prometheus::IntCounter,
+    retryable: prometheus::IntCounter,
+    permanent: prometheus::IntCounter,
+    quarantined: prometheus::IntCounter,
+    alerts_quarantined: prometheus::IntCounter,
+    batches: prometheus::IntCounter,
+    queue_rows: prometheus::IntGauge,
+    write_seconds: prometheus::Histogram,
+    ack_latency: crate::latency::AckLatency,
+}
+
+impl StageMetrics {
+    fn new(metrics: &Metrics, name: &'static str) -> Self {
+        Self {
+            name,
+            written: metrics.sink_rows_written.with_label_values(&[name]),
+            stored: metrics.sink_rows_stored.with_label_values(&[name]),
+            retryable: metrics.sink_errors.with_label_values(&[name, "retryable"]),
+            permanent: metrics.sink_errors.with_label_values(&[name, "permanent"]),
+            quarantined: metrics
+                .sink_dropped
+                .with_label_values(&[name, "quarantined"]),
+            alerts_quarantined: metrics.sink_alerts_quarantined.with_label_values(&[name]),
+            batches: metrics.sink_batches.with_label_values(&[name]),
+            queue_rows: metrics.sink_queue_rows.with_label_values(&[name]),
+            write_seconds: metrics.sink_write_seconds.with_label_values(&[name]),
+            ack_latency: metrics.ack_latency.clone(),
+        }
     }
+}
+
+/// Writes what is not yet done of `held`: alerts and readings each on their
+/// own; a permanent error quarantines that part only. Returns the reason of
+/// a failure worth retrying, if any.
+fn write_held(
+    sink: &mut dyn Sink,
+    held: &mut Held,
+    spool: &Spool,
+    m: &StageMetrics,
+    audit: &adit_audit::Audit,
+    latency: &mut hdrhistogram::Histogram<u64>,
+) -> Option<String> {
+    let mut failure = None;
+    if !held.alerts_done {
+        let result = if held.alerts.is_empty() {
+            Ok(())
+        } else {
+            sink.write_alerts(&held.alerts)
+        };
+        match result {
+            Ok(()) => held.alerts_done = true,
+            Err(SinkError::Retryable(reason)) => failure = Some(reason),
+            Err(SinkError::Permanent(reason)) => {
+                m.permanent.inc();
+                match spool.quarantine_alerts(m.name, held.last_seq, &held.alerts) {
+                    Ok(file) => {
+                        m.alerts_quarantined.inc_by(held.alerts.len() as u64);
+                        report_quarantine(
+                            m.name,
+                            "alerts",
+                            held.alerts.len(),
+                            held.last_seq,
+                            &file,
+                            &reason,
+                            audit,
+                        );
+                        held.alerts_done = true;
+                    }
+                    Err(e) => {
+                        failure = Some(format!("{reason}; and the quarantine copy failed: {e}"))
+                    }
+                }
+            }
+        }
+    }
+    if !held.readings_done {
+        let result = if held.readings.is_empty() {
+            Ok(0)
+        } else {
+            sink.write(&held.readings)
+        };
+        match result {
+            Ok(new_rows) => {
+                let sum = crate::latency::record_batch(
+                    latency,
+                    &held.readings,
+                    adit_core::Timestamp::now(),
+                );
+                m.ack_latency.merge(m.name, latency, sum);
+                m.written.inc_by(held.readings.len() as u64);
+                m.stored.inc_by(new_rows);
+                held.readings_done = true;
+            }
+            Err(SinkError::Retryable(reason)) => failure = failure.or(Some(reason)),
+            Err(SinkError::Permanent(reason)) => {
+                m.permanent.inc();
+                match spool.quarantine_readings(m.name, held.last_seq, &held.readings) {
+                    Ok(file) => {
+                        m.quarantined.inc_by(held.readings.len() as u64);
+                        report_quarantine(
+                            m.name,
+                            "readings",
+                            held.readings.len(),
+                            held.last_seq,
+                            &file,
+                            &reason,
+                            audit,
+                        );
+                        held.readings_done = true;
+                    }
+                    Err(e) => {
+                        failure = failure.or(Some(format!(
+                            "{reason}; and the quarantine copy failed: {e}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    failure
+}
+
+fn report_quarantine(
+    sink: &str,
+    what: &str,
+    items: usize,
+    seq: u64,
+    file: &std::path::Path,
+    reason: &str,
+    audit: &adit_audit::Audit,
+) {
+    tracing::error!(sink, what, items, %reason, quarantine = %file.display(), "permanent sink error; batch quarantined (adit spool quarantine retry re-delivers it)");
+    audit.record(
+        "sink_quarantine",
+        serde_json::json!({ "sink": sink, "what": what, "items": items, "spool_seq": seq, "file": file.display().to_string(), "reason": reason }),
+    );
 }

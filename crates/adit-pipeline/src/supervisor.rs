@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::sink::jitter;
+use adit_core::Backoff;
+
 use crate::source::{SourceContext, SourceError};
 use crate::{Metrics, SourceFactory};
 
@@ -14,7 +15,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 pub async fn supervise(factory: SourceFactory, ctx: SourceContext, metrics: Metrics) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         if ctx.shutdown.is_cancelled() {
             return;
@@ -44,12 +45,11 @@ pub async fn supervise(factory: SourceFactory, ctx: SourceContext, metrics: Metr
             .with_label_values(&["source", cause])
             .inc();
         if started.elapsed() > HEALTHY_RUN {
-            backoff = BACKOFF_MIN;
+            backoff.reset();
         }
         tokio::select! {
-            () = tokio::time::sleep(jitter(backoff)) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
             () = ctx.shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }

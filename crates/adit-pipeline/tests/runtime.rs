@@ -113,7 +113,7 @@ impl Sink for RecordingSink {
     fn name(&self) -> &'static str {
         "recording"
     }
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
         if self.fail_retryable > 0 {
             self.fail_retryable -= 1;
             return Err(SinkError::Retryable("database busy".into()));
@@ -127,7 +127,7 @@ impl Sink for RecordingSink {
             Some(Value::I64(i)) => i,
             _ => -1,
         }));
-        Ok(())
+        Ok(readings.len() as u64)
     }
 }
 
@@ -401,7 +401,7 @@ impl Sink for Recording {
     fn name(&self) -> &'static str {
         "recording"
     }
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
         for r in readings {
             self.0.lock().unwrap().push(match r.value {
                 Some(Value::I64(v)) => v,
@@ -409,7 +409,7 @@ impl Sink for Recording {
             });
             self.1.lock().unwrap().push(r.quality);
         }
-        Ok(())
+        Ok(readings.len() as u64)
     }
 }
 

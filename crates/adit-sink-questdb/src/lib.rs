@@ -14,14 +14,22 @@
 //!
 //! Timestamp columns are written as plain longs (`source_us`, `received_us`):
 //! in ILP v1 a timestamp column is `<micros>t`, which other line-protocol
-//! servers reject. See `deploy/questdb/schema.sql` for the table with DEDUP
-//! keys that make replays idempotent.
+//! servers reject. See `deploy/questdb/schema.sql` for the table with
+//! `DEDUP UPSERT KEYS(ts, point, received_us)`: `received_us` is assigned once
+//! when adit takes the sample and kept in the spool, so two distinct samples
+//! with the same device time (a one-second PLC clock polled at 200 ms) are
+//! two rows, and the same spool record replayed is one.
 //!
-//! Errors: connection and server-availability problems are retryable; a
-//! server rejection (`ServerFlushError`) is retried twice, then treated as
-//! permanent (the batch is quarantined by the sink stage), because
-//! questdb-rs does not expose whether it was a 4xx or a 5xx after its own
-//! retries; a row that cannot be encoded is permanent at once.
+//! Errors: only a rejection that is certainly about the data is permanent
+//! (the batch is quarantined by the sink stage): a row that cannot be
+//! encoded, or QuestDB's answer to a bad row (HTTP 400 with a JSON body that
+//! names the line; questdb-rs reports it as `ServerFlushError` with
+//! `[… code: …, line: N]`). Everything else is retried for as long as the
+//! spool holds the data: connection refused, timeouts, 5xx from QuestDB or
+//! a proxy (after questdb-rs's own `retry_timeout`), authentication, and
+//! buffer limits. A batch is flushed in requests of at most
+//! [`FLUSH_BYTES`], far below questdb-rs's default `max_buf_size`
+//! (100 MiB), so a backlog never makes a request too large to send.
 
 use std::sync::Arc;
 
@@ -30,8 +38,8 @@ use adit_pipeline::{Sink, SinkError};
 use questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampMicros};
 use questdb::ErrorCode;
 
-/// Server rejections of one batch before it is treated as permanent.
-const REJECTIONS_BEFORE_PERMANENT: u32 = 3;
+/// Largest ILP request body adit builds (several requests per batch above it).
+pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The connection string, kept out of logs.
 #[derive(Clone)]
@@ -48,7 +56,6 @@ pub struct QuestDbSink {
     table: String,
     registry: Arc<PointRegistry>,
     sender: Option<Sender>,
-    rejections: u32,
 }
 
 impl QuestDbSink {
@@ -60,7 +67,6 @@ impl QuestDbSink {
             table,
             registry,
             sender: None,
-            rejections: 0,
         }
     }
 }
@@ -74,6 +80,18 @@ pub fn encode_rows(
     registry: &PointRegistry,
     readings: &[Reading],
 ) -> Result<(), questdb::Error> {
+    encode_rows_up_to(buffer, table, registry, readings, usize::MAX).map(|_| ())
+}
+
+/// Like [`encode_rows`], but stops after the row that brings the buffer to
+/// `max_bytes` or more; returns how many readings it consumed.
+pub fn encode_rows_up_to(
+    buffer: &mut Buffer,
+    table: &str,
+    registry: &PointRegistry,
+    readings: &[Reading],
+    max_bytes: usize,
+) -> Result<usize, questdb::Error> {
     let table = TableName::new(table)?;
     let col = ColumnName::new_unchecked;
     let (point, device, quality, reason_col) =
@@ -81,7 +99,10 @@ pub fn encode_rows(
     let (value, value_int, value_text) = (col("value"), col("value_int"), col("value_text"));
     let (reason_code, source_us, received_us) =
         (col("reason_code"), col("source_us"), col("received_us"));
-    for r in readings {
+    for (i, r) in readings.iter().enumerate() {
+        if buffer.len() >= max_bytes {
+            return Ok(i);
+        }
         let Some(meta) = registry.get(r.point) else {
             continue;
         };
@@ -120,7 +141,7 @@ pub fn encode_rows(
             .column_i64(received_us, r.received_ts.as_micros())?
             .at(TimestampMicros::new(designated.as_micros()))?;
     }
-    Ok(())
+    Ok(readings.len())
 }
 
 /// Appends one ILP row per alert transition to table `alerts`.
@@ -142,62 +163,42 @@ pub fn encode_alerts(
     Ok(())
 }
 
-fn is_connection_problem(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::CouldNotResolveAddr
-            | ErrorCode::SocketError
-            | ErrorCode::ConnectTimeout
-            | ErrorCode::TlsError
-            | ErrorCode::AuthError
-            | ErrorCode::ConfigError
-            | ErrorCode::HttpNotSupported
-            | ErrorCode::ProtocolVersionError
-            | ErrorCode::FailoverRetry
-    )
+/// Whether a failed flush is certainly about the data (see the crate docs).
+pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
+    code == ErrorCode::ServerFlushError && msg.contains("code: ") && msg.contains("line: ")
+}
+
+fn classify(e: &questdb::Error) -> SinkError {
+    if is_data_rejection(e.code(), e.msg()) {
+        SinkError::Permanent(e.msg().to_string())
+    } else {
+        SinkError::Retryable(e.msg().to_string())
+    }
 }
 
 impl QuestDbSink {
-    /// Sends one buffer built by `fill`, classifying errors (see the crate docs).
-    fn send(
-        &mut self,
-        fill: impl FnOnce(&mut Buffer) -> Result<(), questdb::Error>,
-    ) -> Result<(), SinkError> {
+    fn sender(&mut self) -> Result<&mut Sender, SinkError> {
         if self.sender.is_none() {
             let sender = Sender::from_conf(&self.conf.0)
                 .map_err(|e| SinkError::Retryable(format!("connect: {}", e.msg())))?;
             self.sender = Some(sender);
         }
-        let Some(sender) = self.sender.as_mut() else {
-            return Err(SinkError::Retryable("no connection".into()));
-        };
-        let mut buffer = sender.new_buffer();
-        if let Err(e) = fill(&mut buffer) {
-            return Err(SinkError::Permanent(format!("encode: {}", e.msg())));
-        }
+        self.sender
+            .as_mut()
+            .ok_or_else(|| SinkError::Retryable("no connection".into()))
+    }
+
+    /// Flushes `buffer`; after any failure the next attempt starts on a fresh
+    /// connection.
+    fn flush(&mut self, buffer: &mut Buffer) -> Result<(), SinkError> {
         if buffer.row_count() == 0 {
             return Ok(());
         }
-        match sender.flush(&mut buffer) {
-            Ok(()) => {
-                self.rejections = 0;
-                Ok(())
-            }
-            Err(e) => {
-                // Whatever happened, start the next attempt on a fresh connection.
-                self.sender = None;
-                if is_connection_problem(e.code()) {
-                    return Err(SinkError::Retryable(e.msg().to_string()));
-                }
-                self.rejections += 1;
-                if self.rejections >= REJECTIONS_BEFORE_PERMANENT {
-                    self.rejections = 0;
-                    Err(SinkError::Permanent(e.msg().to_string()))
-                } else {
-                    Err(SinkError::Retryable(e.msg().to_string()))
-                }
-            }
-        }
+        let sender = self.sender()?;
+        sender.flush(buffer).map_err(|e| {
+            self.sender = None;
+            classify(&e)
+        })
     }
 }
 
@@ -207,12 +208,31 @@ impl Sink for QuestDbSink {
     }
 
     fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
-        self.send(|buffer| encode_alerts(buffer, alerts))
+        let mut buffer = self.sender()?.new_buffer();
+        encode_alerts(&mut buffer, alerts)
+            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+        self.flush(&mut buffer)
     }
 
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
-        let (table, registry) = (self.table.clone(), self.registry.clone());
-        self.send(|buffer| encode_rows(buffer, &table, &registry, readings))
+    /// One or more requests of at most [`FLUSH_BYTES`]; a failure after a
+    /// partial flush resends the whole batch, which the DEDUP keys absorb.
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
+        let registry = self.registry.clone();
+        let mut buffer = self.sender()?.new_buffer();
+        let mut done = 0;
+        while done < readings.len() {
+            buffer.clear();
+            done += encode_rows_up_to(
+                &mut buffer,
+                &self.table,
+                &registry,
+                &readings[done..],
+                FLUSH_BYTES,
+            )
+            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+            self.flush(&mut buffer)?;
+        }
+        Ok(readings.len() as u64)
     }
 }
 
@@ -336,6 +356,76 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("value_text=\"OPEN \\\"A\\\"\""), "{text}");
+    }
+
+    #[test]
+    fn only_a_rejection_that_names_a_row_is_permanent() {
+        let permanent = "Could not flush buffer: cast error for line protocol float [id: 5c2d, code: invalid, line: 3]";
+        assert!(is_data_rejection(ErrorCode::ServerFlushError, permanent));
+        for (code, msg) in [
+            (ErrorCode::ServerFlushError, "Could not flush buffer: <html>503 Service Unavailable</html>"),
+            (ErrorCode::ServerFlushError, "Could not flush buffer: internal error [id: 1, code: internal error]"),
+            (ErrorCode::SocketError, "Could not flush buffer: timed out"),
+            (ErrorCode::InvalidApiCall, "Could not flush buffer: Buffer size of 200 exceeds maximum configured allowed size of 100 bytes."),
+            (ErrorCode::AuthError, "Could not flush buffer: HTTP endpoint authentication error [code: 401]"),
+        ] {
+            assert!(!is_data_rejection(code, msg), "retryable: {msg}");
+        }
+    }
+
+    #[test]
+    fn every_dedup_key_of_the_schema_is_on_every_row_and_tells_distinct_samples_apart() {
+        let schema = include_str!("../../../deploy/questdb/schema.sql");
+        let keys: Vec<&str> = schema
+            .split("DEDUP UPSERT KEYS(")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert_eq!(keys, vec!["ts", "point", "received_us"]);
+        // A one-second device clock polled twice within its second.
+        let mut second = reading(Some(Value::F64(1.0)), Quality::Good, 1_700_000_000_000_000);
+        second.received_ts = Timestamp(second.received_ts.0 + 200_000);
+        let text = wire(
+            ProtocolVersion::V1,
+            &[
+                reading(Some(Value::F64(1.0)), Quality::Good, 1_700_000_000_000_000),
+                second,
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines {
+            for key in &keys[1..] {
+                assert!(line.contains(&format!("{key}=")), "{key} missing in {line}");
+            }
+        }
+        assert_ne!(lines[0], lines[1], "distinct samples, distinct keys");
+    }
+
+    #[test]
+    fn a_large_batch_is_split_into_requests_of_bounded_size() {
+        let readings: Vec<Reading> = (0..1000)
+            .map(|i| {
+                reading(
+                    Some(Value::F64(f64::from(i))),
+                    Quality::Good,
+                    1_700_000_000_000_000 + i64::from(i),
+                )
+            })
+            .collect();
+        let mut b = Buffer::new(ProtocolVersion::V1);
+        let mut done = 0;
+        let mut requests = 0;
+        while done < readings.len() {
+            b.clear();
+            done += encode_rows_up_to(&mut b, "readings", &registry(), &readings[done..], 10_000)
+                .unwrap();
+            assert!(b.len() < 10_000 + 400, "bounded: {}", b.len());
+            requests += 1;
+        }
+        assert!(requests > 5, "{requests} requests");
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! - `points(id, name, device, unit)`: one row per configured point name;
 //!   stable across restarts and config changes (matched by name).
 //! - `readings(point_id, ts, value, quality, reason, reason_code, source_ts,
-//!   received_ts)`, primary key `(point_id, ts)` in a `WITHOUT ROWID` table, so
-//!   "the last hour of point X" is one range scan of the primary key.
+//!   received_ts)`, primary key `(point_id, ts, received_ts)` in a `WITHOUT
+//!   ROWID` table, so "the last hour of point X" is one range scan of the
+//!   primary key. `received_ts` is in the key because it is what makes a
+//!   sample unique and stable across replays: adit assigns it once, when it
+//!   takes the sample, and the spool keeps it. Two polls within one second
+//!   of a device clock with one-second resolution share `ts` but are two
+//!   rows; the same spool record replayed is the same row.
 //!   `ts` is the source timestamp in µs since the epoch, except when the
 //!   source clock was judged invalid: then it is the receive time, and the
 //!   device's own time stays in `source_ts`. `value` has no declared type and
@@ -17,10 +22,18 @@
 //!   alert transition (`state` is `firing` or `resolved`), from the watchdog
 //!   through the spool; `labels` is a JSON object.
 //!
-//! Invariants: one transaction per batch (all or nothing); WAL mode with
-//! `synchronous = NORMAL` (a committed batch survives a process crash; a power
-//! cut can lose the last commits); a replayed reading (same point and `ts`)
-//! replaces the earlier row, so replays are idempotent.
+//! Invariants: one transaction per batch (all or nothing); WAL mode; the
+//! durability of a commit follows the spool's fsync policy ([`Durability`]):
+//! with `spool.fsync = always` it is `synchronous = FULL`, so a batch the
+//! spool forgets after its acknowledgement survives a power cut; a replayed
+//! reading (same point, `ts` and `received_ts`) is ignored (`ON CONFLICT DO
+//! NOTHING`), so replays are idempotent and [`Sink::write`] returns the rows
+//! that are really new.
+//!
+//! A database made by an earlier adit, with the old key `(point_id, ts)` that
+//! collapsed distinct samples, is migrated in place at open (one transaction;
+//! it needs free space of about the table's size). If that fails, open fails
+//! with the error and the SQL that migrates it by hand.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,7 +58,7 @@ CREATE TABLE IF NOT EXISTS readings (
     reason_code INTEGER,
     source_ts   INTEGER NOT NULL,
     received_ts INTEGER NOT NULL,
-    PRIMARY KEY (point_id, ts)
+    PRIMARY KEY (point_id, ts, received_ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
     ts          INTEGER NOT NULL,
@@ -69,9 +82,43 @@ SELECT p.name AS point,
 FROM readings r JOIN points p ON p.id = r.point_id;
 ";
 
-const INSERT: &str = "INSERT OR REPLACE INTO readings
+const INSERT: &str = "INSERT INTO readings
     (point_id, ts, value, quality, reason, reason_code, source_ts, received_ts)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING";
+
+/// The key of readings tables made before distinct samples had their own rows.
+const OLD_KEY: &str = "PRIMARY KEY (point_id, ts)\n";
+
+/// Moves rows from the old key `(point_id, ts)` to the new one, in place.
+pub const MIGRATE_V1: &str = "
+BEGIN IMMEDIATE;
+DROP VIEW IF EXISTS readings_view;
+ALTER TABLE readings RENAME TO readings_v1;
+CREATE TABLE readings (
+    point_id    INTEGER NOT NULL REFERENCES points(id),
+    ts          INTEGER NOT NULL,
+    value,
+    quality     INTEGER NOT NULL,
+    reason      TEXT,
+    reason_code INTEGER,
+    source_ts   INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL,
+    PRIMARY KEY (point_id, ts, received_ts)
+) WITHOUT ROWID;
+INSERT INTO readings SELECT point_id, ts, value, quality, reason, reason_code, source_ts, received_ts FROM readings_v1;
+DROP TABLE readings_v1;
+COMMIT;
+";
+
+/// How durable a commit is; follows the spool's fsync policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: a commit survives a power cut (`spool.fsync = always`).
+    PowerLoss,
+    /// `synchronous = NORMAL` in WAL mode: a commit survives a process
+    /// crash; a power cut can lose the last commits (`interval`, `never`).
+    ProcessCrash,
+}
 
 pub struct SqliteSink {
     conn: Connection,
@@ -81,8 +128,13 @@ pub struct SqliteSink {
 }
 
 impl SqliteSink {
-    /// Opens (creating if needed) the database and registers the points.
-    pub fn open(path: &Path, registry: &PointRegistry) -> Result<Self, String> {
+    /// Opens (creating if needed, migrating if old) the database and
+    /// registers the points.
+    pub fn open(
+        path: &Path,
+        registry: &PointRegistry,
+        durability: Durability,
+    ) -> Result<Self, String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -93,8 +145,13 @@ impl SqliteSink {
             .map_err(|e| e.to_string())?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| e.to_string())?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        let synchronous = match durability {
+            Durability::PowerLoss => "FULL",
+            Durability::ProcessCrash => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(|e| e.to_string())?;
+        migrate_if_old(&conn, path)?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot create schema in {}: {e}", path.display()))?;
         let mut db_ids = Vec::with_capacity(registry.len());
@@ -127,8 +184,10 @@ impl SqliteSink {
         &self.path
     }
 
-    fn write_tx(&mut self, readings: &[Reading]) -> rusqlite::Result<()> {
+    /// Writes one transaction; returns the rows that were new.
+    fn write_tx(&mut self, readings: &[Reading]) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
+        let mut inserted = 0u64;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
             for r in readings {
@@ -147,7 +206,7 @@ impl SqliteSink {
                     Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
                     Value::Text(t) => rusqlite::types::Value::Text(t.to_string()),
                 });
-                insert.execute(params![
+                inserted += insert.execute(params![
                     point_id,
                     ts.as_micros(),
                     value,
@@ -156,11 +215,43 @@ impl SqliteSink {
                     reason.and_then(Reason::detail),
                     r.source_ts.as_micros(),
                     r.received_ts.as_micros(),
-                ])?;
+                ])? as u64;
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(inserted)
     }
+}
+
+/// Migrates a readings table with the old key (see [`MIGRATE_V1`]).
+fn migrate_if_old(conn: &Connection, path: &Path) -> Result<(), String> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    if !sql.is_some_and(|s| s.contains(OLD_KEY)) {
+        return Ok(());
+    }
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap_or(0);
+    tracing::warn!(path = %path.display(), rows, "sqlite: migrating readings to the key (point_id, ts, received_ts), so that distinct samples keep their own rows");
+    if let Err(e) = conn.execute_batch(MIGRATE_V1) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(format!(
+            "cannot migrate the readings table of {} to the key (point_id, ts, received_ts): {e}. \
+             Free some space and start again, or migrate by hand with adit stopped: \
+             sqlite3 {} \"{}\"",
+            path.display(),
+            path.display(),
+            MIGRATE_V1.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    tracing::info!(path = %path.display(), rows, "sqlite: readings migrated");
+    Ok(())
 }
 
 fn classify(e: &rusqlite::Error) -> SinkError {
@@ -211,7 +302,7 @@ impl Sink for SqliteSink {
         result.map_err(|e| classify(&e))
     }
 
-    fn write(&mut self, readings: &[Reading]) -> Result<(), SinkError> {
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
         self.write_tx(readings).map_err(|e| classify(&e))
     }
 }
@@ -262,7 +353,7 @@ mod tests {
     fn values_qualities_and_reasons_are_stored_as_given() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/r.db");
-        let mut sink = SqliteSink::open(&path, &registry()).unwrap();
+        let mut sink = SqliteSink::open(&path, &registry(), Durability::ProcessCrash).unwrap();
         sink.write(&[
             reading(0, Some(Value::F64(12.5)), Quality::Good, 1_000),
             reading(1, Some(Value::Bool(true)), Quality::Good, 1_000),
@@ -303,7 +394,12 @@ mod tests {
     #[test]
     fn alert_transitions_are_stored_and_replays_do_not_duplicate_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SqliteSink::open(&dir.path().join("r.db"), &registry()).unwrap();
+        let mut sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
         let fired = adit_spool::AlertRecord {
             ts: Timestamp(1_000),
             fired: true,
@@ -334,7 +430,12 @@ mod tests {
     #[test]
     fn replaying_a_batch_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SqliteSink::open(&dir.path().join("r.db"), &registry()).unwrap();
+        let mut sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
         let batch = [reading(0, Some(Value::F64(1.0)), Quality::Good, 1_000)];
         sink.write(&batch).unwrap();
         sink.write(&batch).unwrap();
@@ -346,9 +447,102 @@ mod tests {
     }
 
     #[test]
+    fn a_second_resolution_clock_keeps_every_poll() {
+        // Five polls 200 ms apart of a device whose clock says the same second.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
+        let polls: Vec<Reading> = (0..5)
+            .map(|i| Reading {
+                point: PointId(0),
+                value: Some(Value::F64(f64::from(i))),
+                quality: Quality::Good,
+                source_ts: Timestamp(1_700_000_000_000_000),
+                received_ts: Timestamp(1_700_000_000_000_000 + i64::from(i) * 200_000),
+            })
+            .collect();
+        assert_eq!(sink.write(&polls).unwrap(), 5, "five new rows");
+        assert_eq!(sink.write(&polls).unwrap(), 0, "a replay adds nothing");
+        let n: i64 = sink
+            .conn
+            .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn a_database_with_the_old_key_is_migrated_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let old_schema = SCHEMA.replace(
+                "PRIMARY KEY (point_id, ts, received_ts)",
+                "PRIMARY KEY (point_id, ts)",
+            );
+            conn.execute_batch(&old_schema).unwrap();
+            conn.execute_batch(
+                "INSERT INTO points (name, device, unit) VALUES ('co', 'plc', 'ppm');
+                 INSERT INTO readings VALUES (1, 1000, 1.5, 0, NULL, NULL, 1000, 1005);
+                 INSERT INTO readings VALUES (1, 2000, 2.5, 0, NULL, NULL, 2000, 2005);",
+            )
+            .unwrap();
+        }
+        let mut sink = SqliteSink::open(&path, &registry(), Durability::ProcessCrash).unwrap();
+        let sql: String = sink
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'readings'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            sql.contains("PRIMARY KEY (point_id, ts, received_ts)"),
+            "{sql}"
+        );
+        // The same ts with another receive time is now a row of its own.
+        let again = Reading {
+            point: PointId(0),
+            value: Some(Value::F64(9.0)),
+            quality: Quality::Good,
+            source_ts: Timestamp(1000),
+            received_ts: Timestamp(1205),
+        };
+        assert_eq!(sink.write(&[again]).unwrap(), 1);
+        let n: i64 = sink
+            .conn
+            .query_row("SELECT count(*) FROM readings_view", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3, "two old rows kept, one new");
+    }
+
+    #[test]
+    fn durability_follows_the_spool_fsync_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::PowerLoss, 2), (Durability::ProcessCrash, 1)] {
+            let sink = SqliteSink::open(&dir.path().join("d.db"), &registry(), durability).unwrap();
+            let level: i64 = sink
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+        }
+    }
+
+    #[test]
     fn invalid_source_clock_is_stored_at_receive_time_with_the_original_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SqliteSink::open(&dir.path().join("r.db"), &registry()).unwrap();
+        let mut sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
         sink.write(&[reading(
             0,
             Some(Value::F64(1.0)),
@@ -369,7 +563,7 @@ mod tests {
     fn point_ids_survive_a_reopen_with_a_different_config_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let first = SqliteSink::open(&path, &registry()).unwrap();
+        let first = SqliteSink::open(&path, &registry(), Durability::ProcessCrash).unwrap();
         let co_id = first.db_ids[0];
         drop(first);
         let mut reordered = PointRegistry::new();
@@ -387,14 +581,19 @@ mod tests {
                 })
                 .unwrap();
         }
-        let second = SqliteSink::open(&path, &reordered).unwrap();
+        let second = SqliteSink::open(&path, &reordered, Durability::ProcessCrash).unwrap();
         assert_eq!(second.db_ids[1], co_id);
     }
 
     #[test]
     fn last_hour_of_a_point_uses_the_primary_key() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = SqliteSink::open(&dir.path().join("r.db"), &registry()).unwrap();
+        let sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
         let plan: String = sink
             .conn
             .query_row(

@@ -26,9 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{AlertView, Engine, Event};
 use crate::http::HttpClient;
 use crate::rules::Transition;
-use crate::selfhealth::{
-    describe, SelfHealthProbe, SelfHealthRules, SelfHealthThresholds, CHECK_COUNT,
-};
+use crate::selfhealth::{describe, Raised, SelfHealthProbe, SelfHealthRules, SelfHealthThresholds};
 
 /// Where alerts go.
 #[derive(Clone, Debug, Default)]
@@ -98,20 +96,27 @@ impl AlertState {
 fn self_alert(
     site: &str,
     thresholds: &SelfHealthThresholds,
-    check: usize,
+    (check, subject): &Raised,
     since: Timestamp,
     ends_at: Option<Timestamp>,
 ) -> AlertView {
-    let (name, summary, check_first) = describe(check, thresholds);
+    let (name, summary, check_first) = describe(*check, thresholds);
+    let mut labels = vec![
+        ("alertname".into(), name.into()),
+        ("site".into(), site.into()),
+        ("rule".into(), "self_health".into()),
+        ("severity".into(), "critical".into()),
+    ];
+    let summary = if subject.is_empty() {
+        format!("adit: {summary}")
+    } else {
+        labels.push(("sink".into(), subject.clone()));
+        format!("adit: sink {subject}: {summary}")
+    };
     AlertView {
-        labels: vec![
-            ("alertname".into(), name.into()),
-            ("site".into(), site.into()),
-            ("rule".into(), "self_health".into()),
-            ("severity".into(), "critical".into()),
-        ],
+        labels,
         annotations: vec![
-            ("summary".into(), format!("adit: {summary}")),
+            ("summary".into(), summary),
             ("check_first".into(), check_first.into()),
         ],
         starts_at: since,
@@ -164,19 +169,22 @@ pub async fn run_watchdog(
     let Hooks { probe, recorder } = hooks;
     let mut self_rules = SelfHealthRules::new(options.self_health);
     let thresholds = options.self_health;
-    let mut self_firing = [None::<Timestamp>; CHECK_COUNT];
+    let mut self_firing: std::collections::BTreeMap<Raised, Timestamp> =
+        std::collections::BTreeMap::new();
     let started = Timestamp::now();
     // Resolutions stay in the state for three resend rounds, at most 1000.
     let keep_resolved = options.resend_interval * 3;
     let mut resolved: VecDeque<(AlertView, tokio::time::Instant)> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let current = |engine: &Engine,
-                   self_firing: &[Option<Timestamp>],
+                   self_firing: &std::collections::BTreeMap<Raised, Timestamp>,
                    resolved: &VecDeque<(AlertView, tokio::time::Instant)>| {
         let mut alerts = engine.firing();
-        alerts.extend(self_firing.iter().enumerate().filter_map(|(i, since)| {
-            since.map(|at| self_alert(&options.site, &thresholds, i, at, None))
-        }));
+        alerts.extend(
+            self_firing
+                .iter()
+                .map(|(key, at)| self_alert(&options.site, &thresholds, key, *at, None)),
+        );
         if options.heartbeat {
             alerts.push(heartbeat(&options.site, started));
         }
@@ -235,18 +243,17 @@ pub async fn run_watchdog(
                 let mut events = engine.tick(now);
                 if let Some(probe) = &probe {
                     let raised = self_rules.evaluate(&probe.sample(), now);
-                    for (i, up) in raised.into_iter().enumerate() {
-                        match (up, self_firing[i]) {
-                            (true, None) => {
-                                let at = Timestamp::now();
-                                self_firing[i] = Some(at);
-                                events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, i, at, None) });
-                            }
-                            (false, Some(since)) => {
-                                self_firing[i] = None;
-                                events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, &thresholds, i, since, Some(Timestamp::now())) });
-                            }
-                            _ => {}
+                    let gone: Vec<Raised> = self_firing.keys().filter(|k| !raised.contains(*k)).cloned().collect();
+                    for key in gone {
+                        if let Some(since) = self_firing.remove(&key) {
+                            events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, &thresholds, &key, since, Some(Timestamp::now())) });
+                        }
+                    }
+                    for key in raised {
+                        if !self_firing.contains_key(&key) {
+                            let at = Timestamp::now();
+                            events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, &key, at, None) });
+                            self_firing.insert(key, at);
                         }
                     }
                 }
@@ -314,7 +321,7 @@ async fn run_http_receiver(
     metrics: WatchdogMetrics,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = adit_core::Backoff::new(Duration::from_secs(1), resend_interval);
     loop {
         let state = rx.borrow_and_update().clone();
         let delivered = tokio::select! {
@@ -322,12 +329,10 @@ async fn run_http_receiver(
             () = shutdown.cancelled() => return,
         };
         let wait = if delivered {
-            backoff = Duration::from_secs(1);
+            backoff.reset();
             resend_interval
         } else {
-            let wait = backoff.min(resend_interval);
-            backoff = (backoff * 2).min(resend_interval);
-            wait
+            backoff.next_delay()
         };
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },

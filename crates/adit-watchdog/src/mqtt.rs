@@ -168,7 +168,7 @@ pub async fn run_mqtt_receiver(
     let failed = metrics.deliveries.with_label_values(&["mqtt", "failed"]);
     let mut published: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut connected = false;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = adit_core::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     // Returns false when some message could not be queued; those topics
     // are then marked unknown so that the retry sends them again.
     let publish_state = |published: &mut BTreeMap<String, Vec<u8>>, state: &AlertState| {
@@ -199,7 +199,7 @@ pub async fn run_mqtt_receiver(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                     tracing::info!(broker = %target.host, port = target.port, "alert MQTT receiver connected");
                     published.clear();
                     let online = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, status("online", "watchdog running"));
@@ -217,10 +217,9 @@ pub async fn run_mqtt_receiver(
                     connected = false;
                     failed.inc();
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                         () = shutdown.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             },
             changed = rx.changed() => {

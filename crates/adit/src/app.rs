@@ -13,7 +13,7 @@ use adit_pipeline::{
     SinkOptions, SourceFactory,
 };
 use adit_sink_questdb::{Conf, QuestDbSink};
-use adit_sink_sqlite::SqliteSink;
+use adit_sink_sqlite::{Durability, SqliteSink};
 use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,8 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error("sqlite sink: {0}")]
     Sink(String),
+    #[error("{0}")]
+    Spool(String),
     #[error("device {device}: {reason}")]
     Device { device: String, reason: String },
     #[error("alerting: {0}")]
@@ -136,7 +138,12 @@ impl adit_watchdog::selfhealth::SelfHealthProbe for Probe {
         adit_watchdog::selfhealth::SelfHealth {
             spool_dropped_total: sum("adit_spool_dropped_readings_total"),
             spool_fill: self.metrics.spool.bytes.get() as f64 / self.spool_max_bytes.max(1) as f64,
-            sink_failing_for: self.health.sink_failing_for(),
+            sinks_failing: self
+                .health
+                .sinks()
+                .into_iter()
+                .filter_map(|s| s.failing_for.map(|d| (s.sink.to_string(), d)))
+                .collect(),
             task_restarts_total: sum("adit_task_restarts_total"),
             audit_failing: self
                 .audit
@@ -367,7 +374,13 @@ impl App {
             if let Some(sqlite) = &config.sinks.sqlite {
                 let path = sqlite.path.clone();
                 let reg = registry.clone();
-                let opened = tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg))
+                // A commit is as durable as the spool's promise it replaces.
+                let durability = match config.spool.fsync {
+                    adit_config::FsyncSetting::Always => Durability::PowerLoss,
+                    _ => Durability::ProcessCrash,
+                };
+                let opened =
+                    tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg, durability))
                     .await
                     .map_err(|e| AppError::Sink(e.to_string()))?
                     .map_err(AppError::Sink)?;
@@ -394,8 +407,8 @@ impl App {
         let (spool, report) =
             tokio::task::spawn_blocking(move || Spool::open(spool_cfg, &reg, &cursors))
                 .await
-                .map_err(|e| AppError::Sink(e.to_string()))?
-                .map_err(|e| AppError::Sink(e.to_string()))?;
+                .map_err(|e| AppError::Spool(e.to_string()))?
+                .map_err(|e| AppError::Spool(e.to_string()))?;
         audit.record(
             "spool_open",
             serde_json::json!({
@@ -514,6 +527,14 @@ impl App {
             "adit_stop",
             serde_json::json!({ "drained": report.drained, "left_in_spool": report.left_in_spool }),
         );
+        // The process may end right after this: every entry on disk first.
+        let audit = self.audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::error!("the audit log did not confirm its last entries before exit");
+        }
         if report.left_in_spool > 0 {
             tracing::warn!(
                 records = report.left_in_spool,

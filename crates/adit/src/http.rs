@@ -1,6 +1,7 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text format), `/healthz`
-//! (the pipeline is running), `/readyz` (running, sink open, last sink write
-//! succeeded), and the live state as JSON:
+//! (the pipeline is running), `/readyz` (running, and every sink open with
+//! its last write succeeded; the JSON body names each sink and the failing
+//! ones), and the live state as JSON:
 //! - `GET /api/points[?device=ID][&quality=good|uncertain|bad|stale]`
 //! - `GET /api/points/{id}` (404 for an unknown point)
 //!
@@ -162,13 +163,38 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
+/// 200 when every sink is ready, else 503; the JSON body names each sink,
+/// whether it is ready, how long it has been failing and its last error.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let sinks: Vec<serde_json::Value> = state
+        .health
+        .sinks()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "sink": s.sink,
+                "ready": s.ready && s.failing_for.is_none(),
+                "failing_for_s": s.failing_for.map(|d| d.as_secs_f64()),
+                "last_error": s.failing_for.map(|_| s.last_error),
+            })
+        })
+        .collect();
+    let ready = state.health.is_ready();
+    let failing: Vec<&str> = sinks
+        .iter()
+        .filter(|s| s["ready"] == false)
+        .filter_map(|s| s["sink"].as_str())
+        .collect();
+    let body = serde_json::json!({
+        "ready": ready,
+        "live": state.health.is_live(),
+        "failing": failing,
+        "sinks": sinks,
+    });
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: pipeline stopped, sink not open, or sink failing\n",
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }

@@ -408,27 +408,51 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
 /// One line that accounts for every reading of this run (load tools and
 /// operators check that nothing went missing): accepted = stored per sink +
 /// suppressed by deadband + dropped with a reason + left in the spool.
+/// `stored` is what each database reports it now holds that it did not
+/// before (SQLite counts the rows its inserts added, so distinct samples
+/// that collapsed onto one key would show up as missing here; a
+/// line-protocol server gives no count, so there it is the rows it
+/// accepted); `written` adds the replays the database already had, and
+/// `duplicates` is the difference.
 fn log_final_accounting(m: &adit_pipeline::Metrics) {
     let sum = |name: &str| m.counter_sum(name, &[]) as u64;
-    let stored: Vec<String> = m
-        .registry
-        .gather()
+    let per_sink = |name: &str| -> Vec<(String, u64)> {
+        m.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|metric| {
+                let sink = metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "sink")
+                    .map_or("?", |l| l.value());
+                (sink.to_string(), metric.get_counter().get_value() as u64)
+            })
+            .collect()
+    };
+    let join = |v: &[(String, u64)]| {
+        v.iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let stored = per_sink("adit_sink_rows_stored_total");
+    let written = per_sink("adit_sink_rows_written_total");
+    let duplicates: Vec<(String, u64)> = written
         .iter()
-        .filter(|f| f.name() == "adit_sink_rows_written_total")
-        .flat_map(|f| f.get_metric().iter())
-        .map(|metric| {
-            let sink = metric
-                .get_label()
-                .iter()
-                .find(|l| l.name() == "sink")
-                .map_or("?", |l| l.value());
-            format!("{sink}={}", metric.get_counter().get_value() as u64)
+        .map(|(sink, w)| {
+            let s = stored.iter().find(|(n, _)| n == sink).map_or(0, |(_, s)| *s);
+            (sink.clone(), w.saturating_sub(s))
         })
         .collect();
     tracing::info!(
         accepted = sum("adit_readings_total"),
         from_sources = sum("adit_source_readings_total"),
-        stored = %stored.join(","),
+        stored = %join(&stored),
+        written = %join(&written),
+        duplicates = %join(&duplicates),
         deadband_suppressed = sum("adit_deadband_suppressed_total"),
         spool_dropped = sum("adit_spool_dropped_readings_total"),
         sink_dropped = sum("adit_sink_readings_dropped_total"),
