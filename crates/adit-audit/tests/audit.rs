@@ -140,3 +140,18 @@ fn a_torn_last_line_is_cut_and_the_cut_is_audited() {
         .collect();
     assert_eq!(kinds[5], "audit_recovered");
 }
+
+#[test]
+fn flush_returns_once_every_entry_recorded_before_it_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = adit_audit::Audit::open(dir.path(), 1 << 20).unwrap();
+    for i in 0..200 {
+        audit.record("test", serde_json::json!({ "i": i }));
+    }
+    audit.record("adit_stop", serde_json::json!({}));
+    assert!(audit.flush(std::time::Duration::from_secs(10)));
+    let entries = adit_audit::read_entries(dir.path()).unwrap();
+    assert_eq!(entries.len(), 201);
+    assert_eq!(entries[200]["kind"], "adit_stop");
+    assert!(adit_audit::Audit::disabled().flush(std::time::Duration::ZERO));
+}

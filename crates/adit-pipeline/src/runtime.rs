@@ -49,6 +49,7 @@ pub struct Pipeline {
     normalize: JoinHandle<()>,
     writer: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
+    spool_metrics: JoinHandle<()>,
     stop_sinks: Arc<StopSignal>,
     spool: Spool,
     live: Arc<Mutex<LiveState>>,
@@ -204,7 +205,6 @@ impl Pipeline {
                 }
             })
         };
-        drop(spool_metrics);
 
         Self {
             _stop_on_drop: StopOnDrop {
@@ -216,6 +216,7 @@ impl Pipeline {
             normalize,
             writer,
             sinks,
+            spool_metrics,
             stop_sinks,
             spool,
             live,
@@ -248,16 +249,23 @@ impl Pipeline {
         for s in self.sources {
             let _ = s.await;
         }
+        let (mut normalized, mut written) = (false, false);
         let spooled = tokio::time::timeout(self.drain_timeout, async {
             let _ = (&mut self.normalize).await;
+            normalized = true;
             let _ = (&mut self.writer).await;
+            written = true;
         })
         .await;
         if spooled.is_err() {
             tracing::warn!("the spool writer is still waiting for space at the drain deadline; closing the spool (what waits is counted as not accepted)");
             self.spool.close();
-            let _ = self.normalize.await;
-            let _ = self.writer.await;
+            if !normalized {
+                let _ = self.normalize.await;
+            }
+            if !written {
+                let _ = self.writer.await;
+            }
         }
         self.spool.close();
         let final_seq = self.spool.last_seq();
@@ -266,6 +274,9 @@ impl Pipeline {
         for s in self.sinks {
             let _ = s.await;
         }
+        // Every handle of the spool is gone after this (its directory lock
+        // with it): a restart in the same process, or `adit spool`, can open it.
+        let _ = self.spool_metrics.await;
         self.health.set_pipeline_running(false);
         let left_in_spool = self.spool.pending_records();
         self.metrics.spool.update(&self.spool);
@@ -341,9 +352,9 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
         "too_large",
         "undecodable",
     ]
-        .iter()
-        .zip(now)
-        .zip(audited.iter_mut())
+    .iter()
+    .zip(now)
+    .zip(audited.iter_mut())
     {
         if n > *seen {
             audit.record(

@@ -306,7 +306,7 @@ fn write_held(
                         held.alerts_done = true;
                     }
                     Err(e) => {
-                        failure = Some(format!("{reason}; and the quarantine copy failed: {e}"))
+                        failure = Some(format!("{reason}; and the quarantine copy failed: {e}"));
                     }
                 }
             }

@@ -250,10 +250,10 @@ pub async fn run_watchdog(
                         }
                     }
                     for key in raised {
-                        if !self_firing.contains_key(&key) {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = self_firing.entry(key) {
                             let at = Timestamp::now();
-                            events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, &key, at, None) });
-                            self_firing.insert(key, at);
+                            events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, slot.key(), at, None) });
+                            slot.insert(at);
                         }
                     }
                 }

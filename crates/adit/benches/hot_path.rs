@@ -178,13 +178,12 @@ fn steps(c: &mut Criterion) {
     });
 
     let db_dir = tempfile::tempdir().unwrap();
-    let mut sqlite =
-        adit_sink_sqlite::SqliteSink::open(
-            &db_dir.path().join("bench.db"),
-            &registry,
-            adit_sink_sqlite::Durability::ProcessCrash,
-        )
-        .unwrap();
+    let mut sqlite = adit_sink_sqlite::SqliteSink::open(
+        &db_dir.path().join("bench.db"),
+        &registry,
+        adit_sink_sqlite::Durability::ProcessCrash,
+    )
+    .unwrap();
     let mut tick = 0i64;
     g.bench_function("sqlite_write", |b| {
         b.iter_batched(

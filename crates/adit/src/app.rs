@@ -381,9 +381,9 @@ impl App {
                 };
                 let opened =
                     tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg, durability))
-                    .await
-                    .map_err(|e| AppError::Sink(e.to_string()))?
-                    .map_err(AppError::Sink)?;
+                        .await
+                        .map_err(|e| AppError::Sink(e.to_string()))?
+                        .map_err(AppError::Sink)?;
                 tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
                 sinks.push((
                     Box::new(opened),

@@ -6,4 +6,5 @@
 pub mod app;
 pub mod http;
 pub mod logging;
+pub mod spool_cmd;
 pub mod summary;

@@ -4,7 +4,8 @@
 //! - `demo`             simulator + ingestor + `SQLite`, nothing to install;
 //! - `sim modbus …`     run the tunnel Modbus simulator on its own;
 //! - `probe modbus …`   read a block once and show it decoded every way;
-//! - `audit verify|tail` check or read the hash-chained audit log.
+//! - `audit verify|tail` check or read the hash-chained audit log;
+//! - `spool quarantine list|retry DIR` show or re-deliver quarantined batches.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,26 @@ enum Command {
     /// Check or read the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The spool's quarantine: list it, or re-deliver refused batches.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// What `quarantine/` holds and what can be retried.
+    List {
+        /// The spool directory (e.g. ./adit-data/spool).
+        dir: PathBuf,
+    },
+    /// Append every batch a sink refused to the spool again (adit stopped).
+    Retry { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +197,22 @@ fn main() -> ExitCode {
     if let Command::Audit(cmd) = &cli.command {
         return audit(cmd);
     }
+    if let Command::Spool(SpoolCommand::Quarantine(cmd)) = &cli.command {
+        let result = match cmd {
+            QuarantineCommand::List { dir } => adit::spool_cmd::list(dir),
+            QuarantineCommand::Retry { dir } => adit::spool_cmd::retry(dir),
+        };
+        return match result {
+            Ok(text) => {
+                say!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("adit: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -243,7 +280,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Check { .. } | Command::Audit(_) => Ok(()),
+            Command::Check { .. } | Command::Audit(_) | Command::Spool(_) => Ok(()),
         }
     });
     match result {
@@ -443,7 +480,10 @@ fn log_final_accounting(m: &adit_pipeline::Metrics) {
     let duplicates: Vec<(String, u64)> = written
         .iter()
         .map(|(sink, w)| {
-            let s = stored.iter().find(|(n, _)| n == sink).map_or(0, |(_, s)| *s);
+            let s = stored
+                .iter()
+                .find(|(n, _)| n == sink)
+                .map_or(0, |(_, s)| *s);
             (sink.clone(), w.saturating_sub(s))
         })
         .collect();

@@ -10,6 +10,7 @@
     clippy::format_push_string
 )]
 
+mod support_http;
 mod support_vm;
 mod support_wait;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use adit::app::{App, HttpBind};
 use adit_sim_modbus::{Faults, Framing, Simulator, UnitSpec};
+use support_http::webhook;
 use support_vm::{free_port, http};
 use support_wait::wait_for;
 
@@ -81,50 +83,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A webhook receiver: answers 200 and keeps every request body.
-async fn webhook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = bodies.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 65536];
-                // Read the head, then as much body as Content-Length says.
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            keep.lock().unwrap().push(body.to_string());
-                            let _ = s
-                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (port, bodies)
 }
 
 fn config(dir: &std::path::Path, sim: SocketAddr, am_port: u16, hook_port: u16) -> String {

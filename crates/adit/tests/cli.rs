@@ -102,6 +102,14 @@ fn demo_writes_readings_into_sqlite_and_stops_cleanly() {
         stdout.contains(&format!("holds {rows} readings")),
         "{stdout}"
     );
+    // The process ends right after its last audit entry: it must be on disk.
+    let entries = adit_audit::read_entries(&data.join("audit")).unwrap();
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.last().copied(),
+        Some("adit_stop"),
+        "the audit log ends with adit_stop: {kinds:?}"
+    );
 }
 
 /// A child process killed when dropped.

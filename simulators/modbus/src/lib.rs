@@ -23,4 +23,7 @@ mod server;
 pub use faults::Faults;
 pub use scenario::{tunnel_signals, Signal, SignalKind};
 pub use scenario_file::{load_scenario, parse_scenario};
-pub use server::{Framing, SimHandle, Simulator, SimulatorError, UnitSpec, BULK_START};
+pub use server::{
+    Framing, SimHandle, Simulator, SimulatorError, UnitSpec, BULK_START, CLOCK_ADDRESS,
+    SEQUENCE_ADDRESS,
+};

@@ -60,6 +60,12 @@ pub const BULK_START: u16 = 1000;
 /// u32 in ABCD order (as many PLCs expose it for time-stamping).
 pub const CLOCK_ADDRESS: u16 = 900;
 
+/// Holding registers 950..=951: a poll sequence number (u32, ABCD). Every
+/// read that covers register 950 first counts up, then serves the count, so
+/// the n-th read answers n: ground truth from outside adit for tests that
+/// count what was served against what was stored (`SimHandle::sequence`).
+pub const SEQUENCE_ADDRESS: u16 = 950;
+
 impl UnitSpec {
     pub fn healthy(id: u8) -> Self {
         Self {
@@ -79,6 +85,8 @@ struct Unit {
     frozen: HashMap<&'static str, f64>,
     /// Engineering value of each signal as currently served (after quantization).
     served: HashMap<&'static str, f64>,
+    /// Reads of [`SEQUENCE_ADDRESS`] so far (the last value served).
+    sequence: u32,
     holding: HashMap<u16, u16>,
     input: HashMap<u16, u16>,
     coils: HashMap<u16, bool>,
@@ -176,8 +184,14 @@ fn write_signal(unit: &mut Unit, s: &Signal, value: f64) -> f64 {
 /// Holding registers: the bulk block is computed on read (register
 /// `BULK_START + i` holds `ticks + i`), so a load simulator with thousands of
 /// registers per unit costs nothing between reads.
-fn read_holding(unit: &Unit, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+fn read_holding(unit: &mut Unit, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
     let bulk = BULK_START..BULK_START.saturating_add(unit.bulk);
+    if (start..start.saturating_add(count)).contains(&SEQUENCE_ADDRESS) {
+        unit.sequence = unit.sequence.wrapping_add(1);
+        let [hi, lo] = [(unit.sequence >> 16) as u16, unit.sequence as u16];
+        unit.holding.insert(SEQUENCE_ADDRESS, hi);
+        unit.holding.insert(SEQUENCE_ADDRESS + 1, lo);
+    }
     (0..count)
         .map(|i| {
             let a = start
@@ -236,15 +250,15 @@ impl SimService {
         &self,
         req: &SlaveRequest<'static>,
     ) -> (Result<Option<Response>, ExceptionCode>, Option<Duration>) {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(unit) = state.units.get(&req.slave) else {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(unit) = state.units.get_mut(&req.slave) else {
             return if self.silent_unknown_units {
                 (Ok(None), None)
             } else {
                 (Err(ExceptionCode::GatewayTargetDevice), None)
             };
         };
-        let f = &unit.faults;
+        let f = unit.faults.clone();
         if f.no_answer {
             return (Ok(None), None);
         }
@@ -305,6 +319,7 @@ fn new_unit(spec: &UnitSpec, index: usize) -> Unit {
         faults: spec.faults.clone(),
         frozen: HashMap::new(),
         served: HashMap::new(),
+        sequence: 0,
         holding: HashMap::new(),
         input: HashMap::new(),
         coils: HashMap::new(),
@@ -637,6 +652,13 @@ impl SimHandle {
             }
             None => false,
         }
+    }
+
+    /// How many reads of the poll sequence register (see
+    /// [`SEQUENCE_ADDRESS`]) a unit has answered: the last value served.
+    pub fn sequence(&self, unit: u8) -> Option<u32> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(state.units.get(&unit)?.sequence)
     }
 
     /// The value a signal is currently served with (engineering units).
