@@ -518,3 +518,106 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 fn counter_plain(metrics: &Metrics, name: &str) -> f64 {
     metrics.counter_sum(name, &[])
 }
+
+/// Stores readings; refuses every alert transition for good.
+struct RefusesAlerts(Arc<Mutex<Vec<i64>>>);
+impl Sink for RefusesAlerts {
+    fn name(&self) -> &'static str {
+        "refuses-alerts"
+    }
+    fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(readings.iter().map(|r| match r.value {
+                Some(Value::I64(v)) => v,
+                _ => -1,
+            }));
+        Ok(readings.len() as u64)
+    }
+    fn write_alerts(&mut self, _: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+        Err(SinkError::Permanent("no alerts table".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_alert_error_quarantines_the_alerts_alone_and_the_readings_are_stored() {
+    let registry = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: dir.path().join("spool"),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        when_full: WhenFull::Block,
+        fsync: FsyncPolicy::Never,
+        faults: None,
+    };
+    let (spool, _) = Spool::open(cfg, &registry, &["refuses-alerts"]).unwrap();
+    // Readings and alert transitions in the same stretch of the spool: they
+    // reach the sink in one batch.
+    let reading = |v: i64| Reading {
+        point: PointId(0),
+        value: Some(Value::I64(v)),
+        quality: Quality::Good,
+        source_ts: Timestamp(1_000 + v),
+        received_ts: Timestamp(1_000 + v),
+    };
+    spool.append(&[reading(1), reading(2)]).unwrap();
+    spool
+        .append_alerts(&[adit_spool::AlertRecord {
+            ts: Timestamp(5),
+            fired: true,
+            rule: "CoHigh".into(),
+            severity: "warning".into(),
+            subject: "p".into(),
+            summary: "p above 70".into(),
+            labels_json: "{}".into(),
+        }])
+        .unwrap();
+    spool.append(&[reading(3)]).unwrap();
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let metrics = Metrics::for_tests();
+    let pipeline = Pipeline::start(
+        registry,
+        vec![],
+        vec![(Box::new(RefusesAlerts(values.clone())), sink_options())],
+        spool,
+        options(),
+        Observers {
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            audit: adit_audit::Audit::disabled(),
+            watchdog: None,
+        },
+    );
+    wait_until("the readings stored", || values.lock().unwrap().len() == 3).await;
+    assert!(
+        pipeline.shutdown().await.drained,
+        "acknowledged: nothing left"
+    );
+    assert_eq!(
+        *values.lock().unwrap(),
+        vec![1, 2, 3],
+        "the readings are not quarantined with the alerts"
+    );
+    assert_eq!(
+        counter(&metrics, "adit_sink_alerts_quarantined_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "adit_sink_readings_dropped_total",
+            &[("reason", "quarantined")]
+        ),
+        0.0
+    );
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("spool/quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with(".alerts.bin")),
+        "{files:?}"
+    );
+}

@@ -29,7 +29,9 @@
 //! a proxy (after questdb-rs's own `retry_timeout`), authentication, and
 //! buffer limits. A batch is flushed in requests of at most
 //! [`FLUSH_BYTES`], far below questdb-rs's default `max_buf_size`
-//! (100 MiB), so a backlog never makes a request too large to send.
+//! (100 MiB), so a backlog never makes a request too large to send; with a
+//! smaller `max_buf_size` in the connection string the request size is
+//! quartered at each refusal until it fits.
 
 use std::sync::Arc;
 
@@ -56,6 +58,9 @@ pub struct QuestDbSink {
     table: String,
     registry: Arc<PointRegistry>,
     sender: Option<Sender>,
+    /// Request size in force: [`FLUSH_BYTES`], quartered after questdb-rs
+    /// refused a request as larger than its `max_buf_size`.
+    flush_bytes: usize,
 }
 
 impl QuestDbSink {
@@ -67,6 +72,7 @@ impl QuestDbSink {
             table,
             registry,
             sender: None,
+            flush_bytes: FLUSH_BYTES,
         }
     }
 }
@@ -168,6 +174,11 @@ pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
     code == ErrorCode::ServerFlushError && msg.contains("code: ") && msg.contains("line: ")
 }
 
+/// questdb-rs refused a request as larger than its `max_buf_size`.
+fn is_buffer_limit(code: ErrorCode, msg: &str) -> bool {
+    code == ErrorCode::InvalidApiCall && msg.contains("exceeds maximum")
+}
+
 fn classify(e: &questdb::Error) -> SinkError {
     if is_data_rejection(e.code(), e.msg()) {
         SinkError::Permanent(e.msg().to_string())
@@ -197,6 +208,10 @@ impl QuestDbSink {
         let sender = self.sender()?;
         sender.flush(buffer).map_err(|e| {
             self.sender = None;
+            if is_buffer_limit(e.code(), e.msg()) {
+                // A `max_buf_size` below our request size: send smaller ones.
+                self.flush_bytes = (self.flush_bytes / 4).max(4096);
+            }
             classify(&e)
         })
     }
@@ -227,7 +242,7 @@ impl Sink for QuestDbSink {
                 &self.table,
                 &registry,
                 &readings[done..],
-                FLUSH_BYTES,
+                self.flush_bytes,
             )
             .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
             self.flush(&mut buffer)?;
