@@ -20,7 +20,7 @@ mod time;
 
 pub use backoff::{jitter, Backoff};
 pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
-pub use quality::{Quality, QualityClass, Reason};
+pub use quality::{intern_status_name, DeviceStatus, Quality, QualityClass, Reason};
 pub use reading::{Batch, Reading, Value};
 pub use time::Timestamp;
 

@@ -374,6 +374,24 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_status_is_written_under_its_name_with_its_32_bit_code() {
+        let status = adit_core::DeviceStatus {
+            code: 0x808A_0000,
+            name: "BadSensorFailure",
+        };
+        let text = wire(
+            ProtocolVersion::V1,
+            &[reading(
+                None,
+                Quality::Bad(Reason::Status(status)),
+                1_700_000_000_000_000,
+            )],
+        );
+        assert!(text.contains(",reason=BadSensorFailure "), "{text}");
+        assert!(text.contains("reason_code=2156527616i"), "{text}");
+    }
+
+    #[test]
     fn only_a_rejection_that_names_a_row_is_permanent() {
         let permanent = "Could not flush buffer: cast error for line protocol float [id: 5c2d, code: invalid, line: 3]";
         assert!(is_data_rejection(ErrorCode::ServerFlushError, permanent));

@@ -447,6 +447,35 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_status_is_stored_under_its_name_with_its_32_bit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SqliteSink::open(
+            &dir.path().join("r.db"),
+            &registry(),
+            Durability::ProcessCrash,
+        )
+        .unwrap();
+        let status = adit_core::DeviceStatus {
+            code: 0x808A_0000,
+            name: "BadSensorFailure",
+        };
+        sink.write(&[reading(
+            0,
+            None,
+            Quality::Bad(Reason::Status(status)),
+            1_000,
+        )])
+        .unwrap();
+        let (reason, code): (String, i64) = sink
+            .conn
+            .query_row("SELECT reason, reason_code FROM readings", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((reason.as_str(), code), ("BadSensorFailure", 0x808A_0000));
+    }
+
+    #[test]
     fn a_second_resolution_clock_keeps_every_poll() {
         // Five polls 200 ms apart of a device whose clock says the same second.
         let dir = tempfile::tempdir().unwrap();

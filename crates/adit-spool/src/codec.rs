@@ -1,10 +1,14 @@
 //! Batches of readings ↔ record payloads. Pure, little-endian, versioned.
 //!
 //! Payload: `version u8 | fingerprint u64 | count u32 | readings…`, each
-//! reading `point u32 | value | quality u8 | reason u8 | detail u8 |
-//! source_ts i64 | received_ts i64`, with value `tag u8` then 8 bytes (f64,
-//! i64), 1 byte (bool), or `len u32` + UTF-8 (text); tag 0 is "no value".
+//! reading `point u32 | value | quality u8 | reason u8 | detail u32 |
+//! [name] | source_ts i64 | received_ts i64`, with value `tag u8` then 8
+//! bytes (f64, i64), 1 byte (bool), or `len u32` + UTF-8 (text); tag 0 is
+//! "no value". `detail` is the Modbus exception or protocol status code;
+//! `name` (`len u8` + ASCII) follows only for reason 9, a protocol status.
 //! The fingerprint names the point table the ids refer to (see `points`).
+//! This is version 3; version 1 (the same with `detail u8` and no status
+//! reason) is still read, so segments written by an older adit replay.
 //!
 //! Version 2 payloads carry alert transitions instead of readings:
 //! `2 | fingerprint | count u32 | alerts…`, each `ts i64 | fired u8 | rule |
@@ -13,10 +17,16 @@
 
 use std::sync::Arc;
 
-use adit_core::{PointId, Quality, Reading, Reason, Timestamp, Value};
+use adit_core::{
+    intern_status_name, DeviceStatus, PointId, Quality, Reading, Reason, Timestamp, Value,
+};
 
-const VERSION: u8 = 1;
+/// Readings written by adit before protocol statuses (`detail u8`).
+const VERSION_READINGS_V1: u8 = 1;
 const VERSION_ALERTS: u8 = 2;
+const VERSION: u8 = 3;
+/// The reason tag of a protocol status (`Reason::Status`).
+const REASON_STATUS: u8 = 9;
 
 /// An alert transition as it is stored: the history of what fired and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,25 +117,34 @@ pub enum CodecError {
     Utf8,
 }
 
-fn reason_code(r: Option<Reason>) -> (u8, u8) {
+fn reason_code(r: Option<Reason>) -> (u8, u32) {
     match r {
         None => (0, 0),
         Some(Reason::CommFailure) => (1, 0),
-        Some(Reason::DeviceException(c)) => (2, c),
+        Some(Reason::DeviceException(c)) => (2, u32::from(c)),
         Some(Reason::OutOfRange) => (3, 0),
         Some(Reason::Conversion) => (4, 0),
         Some(Reason::Stale) => (5, 0),
         Some(Reason::LastKnownValue) => (6, 0),
         Some(Reason::ClockInvalid) => (7, 0),
         Some(Reason::SensorFailure) => (8, 0),
+        Some(Reason::Status(s)) => (REASON_STATUS, s.code),
     }
 }
 
-fn reason_from(code: u8, detail: u8) -> Result<Option<Reason>, CodecError> {
+fn reason_from(code: u8, detail: u32, c: &mut Cursor<'_>) -> Result<Option<Reason>, CodecError> {
     Ok(Some(match code {
         0 => return Ok(None),
         1 => Reason::CommFailure,
-        2 => Reason::DeviceException(detail),
+        2 => Reason::DeviceException(detail as u8),
+        REASON_STATUS => {
+            let len = usize::from(c.u8()?);
+            let name = std::str::from_utf8(c.take(len)?).map_err(|_| CodecError::Utf8)?;
+            Reason::Status(DeviceStatus {
+                code: detail,
+                name: intern_status_name(name),
+            })
+        }
         3 => Reason::OutOfRange,
         4 => Reason::Conversion,
         5 => Reason::Stale,
@@ -167,7 +186,12 @@ pub fn encode_batch(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
         let (code, detail) = reason_code(r.quality.reason());
         out.push(r.quality.class() as u8);
         out.push(code);
-        out.push(detail);
+        out.extend_from_slice(&detail.to_le_bytes());
+        if let Some(Reason::Status(s)) = r.quality.reason() {
+            let name = &s.name.as_bytes()[..s.name.len().min(255)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
         out.extend_from_slice(&r.source_ts.0.to_le_bytes());
         out.extend_from_slice(&r.received_ts.0.to_le_bytes());
     }
@@ -199,7 +223,7 @@ impl<'a> Cursor<'a> {
 pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Reading>), CodecError> {
     let mut c = Cursor { bytes, at: 0 };
     let version = c.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_READINGS_V1 {
         return Err(CodecError::Version(version));
     }
     let fingerprint = u64::from_le_bytes(c.array()?);
@@ -220,7 +244,13 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Reading>), CodecError> {
             other => return Err(CodecError::Tag("value", other)),
         };
         let class = c.u8()?;
-        let reason = reason_from(c.u8()?, c.u8()?)?;
+        let code = c.u8()?;
+        let detail = if version == VERSION_READINGS_V1 {
+            u32::from(c.u8()?)
+        } else {
+            u32::from_le_bytes(c.array()?)
+        };
+        let reason = reason_from(code, detail, &mut c)?;
         let quality = match (class, reason) {
             (0, _) => Quality::Good,
             (1, Some(r)) => Quality::Uncertain(r),
@@ -262,6 +292,12 @@ mod tests {
             Just(Reason::LastKnownValue),
             Just(Reason::ClockInvalid),
             Just(Reason::SensorFailure),
+            (any::<u32>(), "[A-Za-z]{1,30}").prop_map(|(code, name)| Reason::Status(
+                DeviceStatus {
+                    code,
+                    name: intern_status_name(&name),
+                }
+            )),
         ];
         let quality = prop_oneof![
             Just(Quality::Good),
@@ -309,6 +345,111 @@ mod tests {
         encode_batch(7, &[], &mut readings);
         assert_eq!(decode_payload(&readings), Ok(Payload::Readings(7, vec![])));
         assert!(decode_payload(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A version 1 payload as adit wrote it before protocol statuses, laid
+    /// out byte by byte from the old format (not by today's encoder).
+    pub(crate) fn v1_payload(fingerprint: u64) -> Vec<u8> {
+        let mut b = vec![1u8];
+        b.extend_from_slice(&fingerprint.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes()); // count
+                                                  // point 0: f64 12.5, good
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(1);
+        b.extend_from_slice(&12.5f64.to_le_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        b.extend_from_slice(&1_000i64.to_le_bytes());
+        b.extend_from_slice(&1_005i64.to_le_bytes());
+        // point 1: no value, bad(device_exception(2))
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.push(0);
+        b.extend_from_slice(&[2, 2, 2]);
+        b.extend_from_slice(&2_000i64.to_le_bytes());
+        b.extend_from_slice(&2_005i64.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_version_1_payload_still_decodes() {
+        let (fp, readings) = decode_batch(&v1_payload(7)).unwrap();
+        assert_eq!(fp, 7);
+        assert_eq!(
+            readings,
+            vec![
+                Reading {
+                    point: PointId(0),
+                    value: Some(Value::F64(12.5)),
+                    quality: Quality::Good,
+                    source_ts: Timestamp(1_000),
+                    received_ts: Timestamp(1_005),
+                },
+                Reading {
+                    point: PointId(1),
+                    value: None,
+                    quality: Quality::Bad(Reason::DeviceException(2)),
+                    source_ts: Timestamp(2_000),
+                    received_ts: Timestamp(2_005),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_segment_written_by_an_older_adit_still_replays() {
+        use crate::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
+        let mut registry = adit_core::PointRegistry::new();
+        for name in ["co", "fan"] {
+            registry
+                .insert(adit_core::PointMeta::plain(name, "plc", 1000))
+                .unwrap();
+        }
+        let fp = crate::points::fingerprint(&crate::points::registry_names(&registry));
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Vec::new();
+        crate::frame::encode_record(1, &v1_payload(fp), &mut segment);
+        std::fs::write(dir.path().join(format!("seg-{:020}.log", 1)), &segment).unwrap();
+        let cfg = SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Never,
+            faults: None,
+        };
+        let (spool, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
+        assert!(
+            !report.found_damage() || report.ledger_missing,
+            "{report:?}"
+        );
+        let d = spool
+            .reader("db", &registry)
+            .next(100, std::time::Duration::ZERO)
+            .unwrap();
+        assert_eq!(d.readings.len(), 2);
+        assert_eq!(
+            d.readings[1].quality,
+            Quality::Bad(Reason::DeviceException(2))
+        );
+        // And new records after it are version 3.
+        spool.append(&d.readings).unwrap();
+    }
+
+    #[test]
+    fn a_protocol_status_round_trips_with_its_name_and_code() {
+        let r = Reading {
+            point: PointId(3),
+            value: Some(Value::F64(1.0)),
+            quality: Quality::Uncertain(Reason::Status(DeviceStatus {
+                code: 0x4090_0000,
+                name: "UncertainLastUsableValue",
+            })),
+            source_ts: Timestamp(1),
+            received_ts: Timestamp(2),
+        };
+        let mut bytes = Vec::new();
+        encode_batch(1, std::slice::from_ref(&r), &mut bytes);
+        assert_eq!(bytes[0], 3, "written as version 3");
+        assert_eq!(decode_batch(&bytes).unwrap().1, vec![r]);
     }
 
     proptest! {
