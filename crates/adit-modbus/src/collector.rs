@@ -30,7 +30,7 @@ use std::time::Duration;
 use adit_audit::Audit;
 use adit_config::DeviceConfig;
 use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
-use adit_pipeline::{Source, SourceContext, SourceError, SourceFuture};
+use adit_source::{Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_modbus::client::Context;
 use tokio_modbus::slave::SlaveContext;

@@ -20,14 +20,18 @@ pub mod metrics;
 pub mod normalize;
 pub mod runtime;
 pub mod sink;
-pub mod source;
 pub mod stale;
 mod supervisor;
 
+/// The source contract lives in `adit-source` (collectors depend on it
+/// alone); re-exported here for the assembly and tests.
+pub use adit_source::{
+    Ack, DropReason, Envelope, Outcome, ReadingSender, SendError, Source, SourceContext,
+    SourceError, SourceFuture,
+};
 pub use health::Health;
 pub use live::{LiveState, PointState, QualitySummary};
 pub use metrics::Metrics;
 pub use normalize::{normalize_batch, ClockRules};
 pub use runtime::{Observers, Pipeline, PipelineOptions, ShutdownReport, SourceFactory};
 pub use sink::{Sink, SinkError, SinkOptions};
-pub use source::{ReadingSender, SendError, Source, SourceContext, SourceError, SourceFuture};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use adit_core::{Batch, PointRegistry, Quality, QualityClass, Reading, Reason, Timestamp};
-use adit_spool::{AppendError, Spool};
+use adit_spool::{AppendError, FsyncPolicy, Spool};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::deadband::Deadband;
 use crate::normalize::{normalize_batch, ClockRules};
 use crate::sink::{run_sink, Sink, SinkOptions, SinkStage, StopSignal};
-use crate::source::{ReadingSender, Source, SourceContext};
 use crate::supervisor::supervise;
+use crate::Source;
 use crate::{Health, LiveState, Metrics};
+use adit_source::{Ack, DropReason, Envelope, Outcome, ReadingSender, SourceContext};
 
 /// Builds a fresh source; called again after the source failed or panicked.
 pub type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
@@ -103,8 +104,8 @@ impl Pipeline {
         } = observers;
         let (metrics, audit) = (&metrics, &audit);
         let shutdown = CancellationToken::new();
-        let (source_tx, source_rx) = mpsc::channel::<Batch>(options.channel_capacity);
-        let (spool_tx, spool_rx) = mpsc::channel::<Batch>(options.channel_capacity);
+        let (source_tx, source_rx) = mpsc::channel::<Envelope>(options.channel_capacity);
+        let (spool_tx, spool_rx) = mpsc::channel::<Envelope>(options.channel_capacity);
         let live = Arc::new(Mutex::new(LiveState::new_at(
             &registry,
             tokio::time::Instant::now().into_std(),
@@ -134,8 +135,9 @@ impl Pipeline {
             let metrics = metrics.clone();
             let health = health.clone();
             let audit = audit.clone();
+            let capacity = options.channel_capacity;
             tokio::task::spawn_blocking(move || {
-                run_spool_writer(spool_rx, &spool, &metrics, &health, &audit);
+                run_spool_writer(spool_rx, &spool, &metrics, &health, &audit, capacity);
             })
         };
         let to_spool = ReadingSender::new(
@@ -366,13 +368,20 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
     }
 }
 
-/// Appends every batch to the spool. Blocking.
+/// Appends every batch to the spool and settles its acks. Blocking.
+///
+/// Under `fsync = always` and `never` a record is as durable as promised
+/// when `append` returns, so its acks are settled at once; under `interval`
+/// they go to an acker thread that settles them when the spool's interval
+/// fsync has covered the record (a bounded queue: a full one makes the
+/// writer wait, which is backpressure, never a drop).
 fn run_spool_writer(
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Envelope>,
     spool: &Spool,
     metrics: &Metrics,
     health: &Health,
     audit: &adit_audit::Audit,
+    capacity: usize,
 ) {
     let failed = metrics
         .sink_dropped
@@ -381,23 +390,105 @@ fn run_spool_writer(
         .sink_dropped
         .with_label_values(&["spool", "spool_closed"]);
     let mut reported = false;
-    while let Some(batch) = rx.blocking_recv() {
-        match spool.append(&batch) {
-            Ok(_) | Err(AppendError::Dropped(_)) => {} // drops are counted by the spool
+    let mut acker = Acker::new(capacity);
+    while let Some(envelope) = rx.blocking_recv() {
+        let Envelope { readings, acks } = envelope;
+        let outcome = match spool.append(&readings) {
+            Ok(seq) => {
+                if !acks.is_empty() && matches!(spool.fsync_policy(), FsyncPolicy::Interval(_)) {
+                    acker.settle_when_durable(spool, seq, acks);
+                    continue;
+                }
+                Outcome::Durable
+            }
+            // Counted by the spool (full_newest, too_large).
+            Err(AppendError::Dropped(_)) => Outcome::Dropped(DropReason::SpoolFull),
+            Err(AppendError::TooLarge(_)) => Outcome::Dropped(DropReason::TooLarge),
             Err(AppendError::Failed(why)) => {
-                failed.inc_by(batch.len() as u64);
+                failed.inc_by(readings.len() as u64);
                 health.set_fatal(true);
                 if !reported {
                     tracing::error!(error = %why, "spool writer failed: readings cannot be stored until adit restarts");
                     audit.record("spool_writer_failed", serde_json::json!({ "error": why }));
                     reported = true;
                 }
+                Outcome::Dropped(DropReason::SpoolFailed)
             }
             Err(AppendError::Closed) => {
-                closed.inc_by(batch.len() as u64);
+                closed.inc_by(readings.len() as u64);
+                Outcome::Dropped(DropReason::SpoolClosed)
             }
+        };
+        adit_source::ack::settle_all(acks, outcome);
+    }
+    acker.finish();
+}
+
+/// The thread that settles acks, in append order, once the interval fsync
+/// covered their record; started on the first acked batch.
+struct Acker {
+    capacity: usize,
+    running: Option<(AckQueue, std::thread::JoinHandle<()>)>,
+}
+
+/// Appended records (by sequence number) whose acks wait for an fsync.
+type AckQueue = std::sync::mpsc::SyncSender<(u64, Vec<Ack>)>;
+
+impl Acker {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            running: None,
         }
     }
+
+    fn settle_when_durable(&mut self, spool: &Spool, seq: u64, acks: Vec<Ack>) {
+        if self.running.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Ack>)>(self.capacity);
+            let s = spool.clone();
+            let spawned = std::thread::Builder::new()
+                .name("adit-spool-acker".into())
+                .spawn(move || {
+                    while let Ok((seq, acks)) = rx.recv() {
+                        settle_when_durable(&s, seq, acks);
+                    }
+                });
+            match spawned {
+                Ok(handle) => self.running = Some((tx, handle)),
+                // Without the thread, wait here: slower, still correct.
+                Err(e) => tracing::error!(error = %e, "cannot start the spool acker thread"),
+            }
+        }
+        match &self.running {
+            Some((tx, _)) => {
+                if let Err(std::sync::mpsc::SendError((seq, acks))) = tx.send((seq, acks)) {
+                    settle_when_durable(spool, seq, acks);
+                }
+            }
+            None => settle_when_durable(spool, seq, acks),
+        }
+    }
+
+    fn finish(self) {
+        if let Some((tx, handle)) = self.running {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Waits for record `seq` to be durable, then settles `acks`: `Durable`, or
+/// `SpoolFailed` if the fsync that should have covered it failed.
+fn settle_when_durable(spool: &Spool, seq: u64, acks: Vec<Ack>) {
+    let outcome = loop {
+        if spool.wait_durable(seq, Duration::from_millis(100)) {
+            break Outcome::Durable;
+        }
+        if spool.has_failed() {
+            break Outcome::Dropped(DropReason::SpoolFailed);
+        }
+    };
+    adit_source::ack::settle_all(acks, outcome);
 }
 
 /// Most readings the normalize stage merges into one batch.
@@ -405,7 +496,7 @@ const COALESCE_MAX_READINGS: usize = 8192;
 
 async fn run_normalize(
     watchdog: Option<mpsc::Sender<Batch>>,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Envelope>,
     out: ReadingSender,
     registry: Arc<PointRegistry>,
     live: Arc<Mutex<LiveState>>,
@@ -425,22 +516,23 @@ async fn run_normalize(
         .sink_dropped
         .with_label_values(&["spool", "writer_stopped"]);
     let mut deadband = Deadband::new(&registry);
-    while let Some(mut batch) = rx.recv().await {
+    while let Some(mut envelope) = rx.recv().await {
         // Batch across the hop: take what else is already waiting, so that
         // under load the later stages wake (and the spool frames) once per
-        // many polls instead of once per poll.
-        while batch.len() < COALESCE_MAX_READINGS {
+        // many polls instead of once per poll. Acks travel along.
+        while envelope.readings.len() < COALESCE_MAX_READINGS {
             match rx.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => envelope.merge(more),
                 Err(_) => break,
             }
         }
-        let flagged = normalize_batch(&mut batch, &registry, rules, Timestamp::now());
+        let batch = &mut envelope.readings;
+        let flagged = normalize_batch(batch, &registry, rules, Timestamp::now());
         flagged_conversion.inc_by(flagged.conversion);
         flagged_range.inc_by(flagged.out_of_range);
         flagged_clock.inc_by(flagged.clock_invalid);
         let mut counts = [0u64; 3];
-        for r in &batch {
+        for r in batch.iter() {
             counts[r.quality.class() as usize] += 1;
         }
         for (counter, n) in by_class.iter().zip(counts) {
@@ -449,18 +541,23 @@ async fn run_normalize(
         let now = tokio::time::Instant::now().into_std();
         live.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .apply(&batch, now);
+            .apply(batch, now);
         if let Some(tx) = &watchdog {
             if tx.try_send(batch.clone()).is_err() {
                 metrics.watchdog_dropped.inc_by(batch.len() as u64);
             }
         }
         if deadband.is_active() {
-            let suppressed = deadband.filter(&mut batch, now);
+            let suppressed = deadband.filter(batch, now);
             metrics.deadband_suppressed.inc_by(suppressed as u64);
         }
         let n = batch.len();
-        if out.send(batch).await.is_err() {
+        if n == 0 {
+            // Nothing left to store: the deadband settled every reading.
+            envelope.settle(Outcome::Settled);
+            continue;
+        }
+        if out.send_envelope(envelope).await.is_err() {
             spool_gone.inc_by(n as u64);
             tracing::error!(readings = n, "spool writer is gone; readings not stored");
         }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use adit_core::Backoff;
 
-use crate::source::{SourceContext, SourceError};
 use crate::{Metrics, SourceFactory};
+use adit_source::{SourceContext, SourceError};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);

@@ -61,6 +61,9 @@ pub enum AppendError {
     /// `when_full = drop_newest` (or a full disk under it) refused the batch.
     #[error("spool full: batch of {0} readings dropped")]
     Dropped(usize),
+    /// The batch alone is larger than the spool's size bound; refused.
+    #[error("batch of {0} readings larger than the spool's size bound; dropped")]
+    TooLarge(usize),
     /// The writer is dead (failed fsync or write); restart to recover.
     #[error("spool writer failed: {0}")]
     Failed(String),
@@ -112,6 +115,11 @@ struct State {
 
 struct Shared {
     cfg: SpoolConfig,
+    /// Highest sequence number as durable as the fsync policy promises
+    /// (see [`Spool::durable_seq`]), and its waiters.
+    durable: AtomicU64,
+    durable_lock: Mutex<()>,
+    durable_changed: Condvar,
     /// Held while any clone of the spool lives: one process per directory.
     _lock: DirLock,
     fingerprint: u64,
@@ -237,6 +245,10 @@ impl Spool {
         stats.bytes.store(total_bytes, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             cfg,
+            // What recovery found is on disk (or as durable as it will get).
+            durable: AtomicU64::new(next_seq - 1),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
             _lock: lock,
             fingerprint: fp,
             state: Mutex::new(State {
@@ -374,7 +386,7 @@ impl Spool {
                     max_bytes = shared.cfg.max_bytes,
                     "batch larger than the spool's size bound refused"
                 );
-                return Err(AppendError::Dropped(items));
+                return Err(AppendError::TooLarge(items));
             }
 
             if st.total_bytes + record_len > shared.cfg.max_bytes && !st.segments.is_empty() {
@@ -455,11 +467,17 @@ impl Spool {
                 seg.bytes += record_len;
                 seg.readings += items as u64;
             }
-            if shared.cfg.fsync == FsyncPolicy::Always {
-                self.sync_active(&mut st)
-                    .map_err(|e| Self::fail(&mut st, &e))?;
-            } else {
-                st.dirty = true;
+            match shared.cfg.fsync {
+                FsyncPolicy::Always => self
+                    .sync_active(&mut st)
+                    .map_err(|e| Self::fail(&mut st, &e))?,
+                FsyncPolicy::Interval(_) => st.dirty = true,
+                FsyncPolicy::Never => {
+                    // "Durable" under `never` is in the file: it survives a
+                    // process crash, which is all this policy promises.
+                    st.dirty = true;
+                    self.mark_durable(seq);
+                }
             }
             let s = &shared.stats;
             s.appended_records.fetch_add(1, Ordering::Relaxed);
@@ -493,6 +511,51 @@ impl Spool {
         AppendError::Failed(why)
     }
 
+    /// Records that everything up to `seq` is durable and wakes waiters.
+    fn mark_durable(&self, seq: u64) {
+        mark_durable(&self.shared, seq);
+    }
+
+    /// The highest sequence number whose record is as durable as
+    /// `spool.fsync` promises: `always`, fsynced; `interval`, covered by an
+    /// interval fsync (or rotation, or close); `never`, written to the file.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `limit` for record `seq` to be durable; returns whether it is.
+    pub fn wait_durable(&self, seq: u64, limit: Duration) -> bool {
+        let shared = &self.shared;
+        let deadline = Instant::now() + limit;
+        let mut guard = shared
+            .durable_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if shared.durable.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = shared
+                .durable_changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Whether the writer failed (appends are refused until a restart).
+    pub fn has_failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.shared.cfg.fsync
+    }
+
     fn sync_active(&self, st: &mut State) -> std::io::Result<()> {
         if let Some(f) = st.active.as_ref() {
             let synced = faults::check(self.shared.cfg.faults.as_ref(), FileOp::Sync)
@@ -507,6 +570,8 @@ impl Spool {
             self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         st.dirty = false;
+        // Earlier segments were synced when they were rotated out.
+        self.mark_durable(st.next_seq - 1);
         Ok(())
     }
 
@@ -669,6 +734,15 @@ fn write_or_undo(f: &mut File, buf: &[u8], faults: Option<&Arc<Faults>>) -> std:
     Ok(())
 }
 
+fn mark_durable(shared: &Shared, seq: u64) {
+    shared.durable.fetch_max(seq, Ordering::AcqRel);
+    let _guard = shared
+        .durable_lock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    shared.durable_changed.notify_all();
+}
+
 fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("adit-spool-fsync".into())
@@ -693,7 +767,7 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
                     None => None,
                     Some(Ok(f)) => {
                         st.dirty = false;
-                        Some(f)
+                        Some((f, st.next_seq - 1))
                     }
                     Some(Err(_)) => {
                         // Cannot duplicate the descriptor: sync under the lock.
@@ -704,7 +778,7 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
                     }
                 }
             };
-            if let Some(f) = file {
+            if let Some((f, upto)) = file {
                 let stats = &spool.shared.stats;
                 let synced = faults::check(spool.shared.cfg.faults.as_ref(), FileOp::Sync)
                     .and_then(|()| f.sync_data());
@@ -713,6 +787,7 @@ fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
                     Spool::fail(&mut spool.lock(), &e);
                 } else {
                     stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    spool.mark_durable(upto);
                 }
             }
         });

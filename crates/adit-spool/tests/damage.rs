@@ -289,7 +289,7 @@ fn a_batch_above_max_size_is_refused_and_counted_under_every_policy() {
         let s2 = spool.clone();
         let result = within_10s(&format!("{policy:?}"), move || s2.append(&batch(10, 1000)));
         assert!(
-            matches!(result, Err(AppendError::Dropped(1000))),
+            matches!(result, Err(AppendError::TooLarge(1000))),
             "{policy:?}: {result:?}"
         );
         assert_eq!(

@@ -6,10 +6,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use adit_core::Batch;
-use prometheus::IntCounter;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::sender::ReadingSender;
 
 /// What a source run returns when it stops for a reason other than shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -43,42 +42,4 @@ pub trait Source: Send + 'static {
 pub struct SourceContext {
     pub out: ReadingSender,
     pub shutdown: CancellationToken,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("pipeline closed")]
-pub struct SendError;
-
-/// Bounded sender of batches that counts the times it had to wait.
-#[derive(Clone)]
-pub struct ReadingSender {
-    tx: mpsc::Sender<Batch>,
-    waited: IntCounter,
-    sent: Option<IntCounter>,
-}
-
-impl ReadingSender {
-    /// `waited` counts sends that found the channel full; `sent`, if given,
-    /// counts readings sent.
-    pub fn new(tx: mpsc::Sender<Batch>, waited: IntCounter, sent: Option<IntCounter>) -> Self {
-        Self { tx, waited, sent }
-    }
-
-    /// Sends a batch, waiting (and counting the wait) while the channel is full.
-    pub async fn send(&self, batch: Batch) -> Result<(), SendError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Some(sent) = &self.sent {
-            sent.inc_by(batch.len() as u64);
-        }
-        match self.tx.try_send(batch) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(batch)) => {
-                self.waited.inc();
-                self.tx.send(batch).await.map_err(|_| SendError)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError),
-        }
-    }
 }
