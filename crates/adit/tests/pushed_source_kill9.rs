@@ -12,7 +12,12 @@
 //! message carries its own timestamp, so a redelivery is the same sample
 //! (same storage key) and dedups.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::format_collect
+)]
 
 use std::collections::HashSet;
 use std::io::Write as _;
