@@ -461,30 +461,18 @@ pub struct MqttTarget {
 impl MqttTarget {
     /// Parses `mqtt://host[:port]/prefix` (port 1883 by default).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-            format!("{url:?} must be an mqtt:// URL (TLS brokers are not supported yet)")
-        })?;
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let prefix = prefix.trim_matches('/');
+        use adit_core::url::{Scheme, Url};
+        let u = Url::parse(url, &[Scheme::Mqtt])
+            .map_err(|e| format!("{e} (TLS brokers are not supported for alerts yet)"))?;
+        let prefix = u.path.trim_matches('/');
         if prefix.is_empty() || prefix.contains(['+', '#']) {
             return Err(format!(
                 "{url:?} needs a topic prefix without wildcards, e.g. mqtt://broker:1883/adit/alerts"
             ));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{url:?}: port {p:?} is not a number"))?,
-            ),
-            None => (authority, 1883),
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
         Ok(Self {
-            host: host.to_string(),
-            port,
+            host: u.host,
+            port: u.port,
             prefix: prefix.to_string(),
         })
     }

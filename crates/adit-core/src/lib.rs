@@ -11,12 +11,18 @@
 //! - a reading with `value == None` is never `Good`;
 //! - [`PointId`]s are dense indexes into the [`PointRegistry`] built from config,
 //!   so they can index plain vectors on the hot path.
+//!
+//! Modules: `point` (ids, registry), `quality` (Good/Uncertain/Bad and
+//! reasons, protocol statuses), `reading` (readings, values, batches),
+//! `time` (wall-clock timestamps), [`backoff`] (the one retry backoff),
+//! [`url`] (the one endpoint URL parser).
 
 pub mod backoff;
 mod point;
 mod quality;
 mod reading;
 mod time;
+pub mod url;
 
 pub use backoff::{jitter, Backoff};
 pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};

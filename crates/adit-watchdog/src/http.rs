@@ -39,46 +39,17 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(format!(
-                "{url}: only http:// and https:// receivers are supported"
-            ));
-        };
-        let (authority, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-        let default_port = if tls { 443 } else { 80 };
-        // `host`, `host:port`, `[v6]` or `[v6]:port`.
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url}: unclosed [ in the host"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, p),
-                None if after.is_empty() => (host, ""),
-                None => return Err(format!("{url}: unexpected {after:?} after the host")),
-            }
-        } else {
-            authority.rsplit_once(':').unwrap_or((authority, ""))
-        };
-        let port = if port.is_empty() {
-            default_port
-        } else {
-            port.parse::<u16>()
-                .map_err(|_| format!("{url}: port {port:?} is not a number"))?
-        };
-        if host.is_empty() {
-            return Err(format!("{url}: no host"));
-        }
+        use adit_core::url::{Scheme, Url};
+        let u = Url::parse(url, &[Scheme::Http, Scheme::Https])?;
         Ok(Self {
-            tls,
-            host: host.to_string(),
-            port,
-            path,
+            tls: u.scheme.is_tls(),
+            host: u.host,
+            port: u.port,
+            path: if u.path.is_empty() {
+                "/".into()
+            } else {
+                u.path
+            },
         })
     }
 }
