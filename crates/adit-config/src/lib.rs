@@ -6,6 +6,7 @@
 //! the line and the key path. Nothing downstream re-reads strings.
 
 mod human;
+pub mod modbus;
 pub mod model;
 mod raw;
 mod spans;

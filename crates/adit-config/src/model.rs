@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::modbus::{
+    DataType, DeviceClock, ModbusAddress, ModbusSettings, Parity, SerialConfig, Table, WordOrder,
+};
+
 /// Where a config came from, for the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigOrigin {
@@ -215,215 +219,46 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-/// Serial line settings of a `modbus_rtu` device.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SerialConfig {
-    pub port: String,
-    pub baud_rate: u32,
-    pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
-}
-
-impl SerialConfig {
-    /// Modbus RTU's minimum silent interval between frames: 3.5 character
-    /// times, and at least 1.75 ms above 19200 baud (Modbus over serial line
-    /// spec, 2.5.1.1).
-    pub fn min_inter_frame_delay(&self) -> Duration {
-        let bits_per_char = 1
-            + u32::from(self.data_bits)
-            + u32::from(self.parity != Parity::None)
-            + u32::from(self.stop_bits);
-        let t = Duration::from_secs_f64(
-            3.5 * f64::from(bits_per_char) / f64::from(self.baud_rate.max(1)),
-        );
-        t.max(Duration::from_micros(1750))
-    }
-}
-
+/// A device, whatever its protocol: what every collector shares, plus the
+/// protocol's own settings (validated by that protocol's module of
+/// `validate`).
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     pub id: String,
     pub protocol: Protocol,
-    /// `host:port` as written (TCP transports); resolved at connect time so
-    /// DNS changes are seen. Empty for `modbus_rtu`.
-    pub address: String,
-    /// Serial settings (`modbus_rtu` only).
-    pub serial: Option<SerialConfig>,
-    pub unit_id: u8,
+    pub description: String,
+    /// How often the device is polled (polled protocols) and the default
+    /// interval of its points.
     pub poll_interval: Duration,
+    /// Every connect and request.
     pub timeout: Duration,
-    pub max_registers_per_read: u16,
-    pub max_gap: u16,
+    /// Reconnect backoff.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// Extra attempts of a read after a timeout or link error (each after a
-    /// fresh connection), before its points are marked `Bad(CommFailure)`.
-    pub retries: u8,
-    /// Consecutive failed polls that open the device's circuit breaker.
-    pub breaker_failures: u32,
-    /// Silence before each request on the connection (RTU: at least 3.5 chars).
-    pub inter_frame_delay: Duration,
-    /// Address ranges (inclusive) that reads must never touch.
-    pub no_read_ranges: Vec<(u16, u16)>,
-    pub description: String,
-    /// Registers with the device's own clock; when set, the readings of each
-    /// poll carry it as their source timestamp (so a device whose RTC reset
-    /// to 1970 is seen, flagged and alerted on).
-    pub clock: Option<DeviceClock>,
     pub points: Vec<PointConfig>,
+    pub settings: DeviceSettings,
 }
 
-/// Where and how a device exposes its clock: Unix time as an integer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DeviceClock {
-    pub table: Table,
-    pub address: u16,
-    /// u32, i32, u64 or i64.
-    pub data_type: DataType,
-    pub order: WordOrder,
-    /// Microseconds per count: a million for seconds, a thousand for milliseconds.
-    pub micros_per_count: i64,
+/// The protocol's own part of a device.
+#[derive(Debug, Clone)]
+pub enum DeviceSettings {
+    Modbus(ModbusSettings),
 }
 
-/// The four Modbus register tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    Coil,
-    DiscreteInput,
-    InputRegister,
-    HoldingRegister,
-}
-
-impl Table {
-    pub fn is_bit_table(self) -> bool {
-        matches!(self, Table::Coil | Table::DiscreteInput)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Coil => "coil",
-            Table::DiscreteInput => "discrete",
-            Table::InputRegister => "input",
-            Table::HoldingRegister => "holding",
+impl DeviceConfig {
+    /// The Modbus settings, if this is a Modbus device.
+    pub fn modbus(&self) -> Option<&ModbusSettings> {
+        match &self.settings {
+            DeviceSettings::Modbus(m) => Some(m),
         }
     }
 }
 
-/// How a point's registers are turned into a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataType {
-    Bool,
-    U16,
-    I16,
-    U32,
-    I32,
-    U64,
-    I64,
-    F32,
-    F64,
-    /// Fixed-length ASCII text of this many registers (two characters each).
-    String(u8),
-}
-
-impl DataType {
-    /// Registers occupied (bit tables: 1 bit).
-    pub fn register_count(self) -> u16 {
-        match self {
-            DataType::Bool | DataType::U16 | DataType::I16 => 1,
-            DataType::U32 | DataType::I32 | DataType::F32 => 2,
-            DataType::U64 | DataType::I64 | DataType::F64 => 4,
-            DataType::String(n) => u16::from(n),
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            DataType::Bool => "bool",
-            DataType::U16 => "u16",
-            DataType::I16 => "i16",
-            DataType::U32 => "u32",
-            DataType::I32 => "i32",
-            DataType::U64 => "u64",
-            DataType::I64 => "i64",
-            DataType::F32 => "f32",
-            DataType::F64 => "f64",
-            DataType::String(_) => "string",
-        }
-    }
-    /// The numeric types (and bool), for tables and tests.
-    pub const ALL: [DataType; 9] = [
-        DataType::Bool,
-        DataType::U16,
-        DataType::I16,
-        DataType::U32,
-        DataType::I32,
-        DataType::U64,
-        DataType::I64,
-        DataType::F32,
-        DataType::F64,
-    ];
-}
-
-/// Byte and word order of a multi-register value, named by where the bytes of
-/// a big-endian `ABCD` value land on the wire. For 64-bit values the same four
-/// names mean: `ABCD` = ABCDEFGH (big-endian), `CDAB` = GHEFCDAB (words
-/// reversed), `BADC` = BADCFEHG (bytes swapped in each word), `DCBA` = HGFEDCBA
-/// (little-endian).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WordOrder {
-    #[default]
-    Abcd,
-    Cdab,
-    Badc,
-    Dcba,
-}
-
-impl WordOrder {
-    pub const ALL: [WordOrder; 4] = [
-        WordOrder::Abcd,
-        WordOrder::Cdab,
-        WordOrder::Badc,
-        WordOrder::Dcba,
-    ];
-
-    /// Registers are in little-endian order (least significant word first).
-    pub fn words_swapped(self) -> bool {
-        matches!(self, WordOrder::Cdab | WordOrder::Dcba)
-    }
-    /// Bytes inside each register are swapped (low byte first).
-    pub fn bytes_swapped(self) -> bool {
-        matches!(self, WordOrder::Badc | WordOrder::Dcba)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            WordOrder::Abcd => "ABCD",
-            WordOrder::Cdab => "CDAB",
-            WordOrder::Badc => "BADC",
-            WordOrder::Dcba => "DCBA",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        WordOrder::ALL
-            .into_iter()
-            .find(|o| o.name().eq_ignore_ascii_case(s))
-    }
-}
-
+/// A point, whatever its protocol: identity, engineering conversion,
+/// range, schedule and storage behaviour, plus where the protocol finds it.
 #[derive(Debug, Clone)]
 pub struct PointConfig {
     pub id: String,
-    pub table: Table,
-    pub address: u16,
-    pub data_type: DataType,
-    pub order: WordOrder,
-    /// For `bool` from a register: the bit (0 = least significant).
-    pub bit: Option<u8>,
     pub scale: f64,
     pub offset: f64,
     pub unit: String,
@@ -437,15 +272,20 @@ pub struct PointConfig {
     /// No sample for this long makes the point `bad(stale)`.
     pub stale_after: Duration,
     pub description: String,
+    pub address: PointAddress,
+}
+
+/// Where the protocol finds a point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PointAddress {
+    Modbus(ModbusAddress),
 }
 
 impl PointConfig {
-    /// Registers (or bits) this point occupies from `address`.
-    pub fn width(&self) -> u16 {
-        if self.table.is_bit_table() {
-            1
-        } else {
-            self.data_type.register_count()
+    /// The Modbus address, if this is a Modbus point.
+    pub fn modbus(&self) -> Option<&ModbusAddress> {
+        match &self.address {
+            PointAddress::Modbus(m) => Some(m),
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adit_audit::Audit;
-use adit_config::DeviceConfig;
+use adit_config::{DeviceConfig, ModbusSettings};
 use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
 use adit_source::{Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -40,7 +40,7 @@ use crate::breaker::{Admission, Breaker};
 use crate::endpoint::{open, Endpoint};
 use crate::metrics::DeviceMetrics;
 use crate::plan::{plan_reads, PlanError, PlannedRead, PointSpan};
-use crate::poll::{decode_clock, decode_read, mark_read, stamp_with_device_clock};
+use crate::poll::{decode_clock, decode_read, mark_read, stamp_with_device_clock, DecodePoint};
 use crate::read::{read_once, Outcome};
 
 /// Points of one device polled on one interval, and the reads that cover them.
@@ -55,6 +55,10 @@ pub struct PollGroup {
 /// reads per interval, and metric handles.
 pub struct ModbusDevice {
     pub config: DeviceConfig,
+    /// The Modbus part of `config`.
+    pub modbus: ModbusSettings,
+    /// How to decode each point (parallel to `config.points`).
+    pub decode: Vec<DecodePoint>,
     pub ids: Vec<PointId>,
     pub groups: Vec<PollGroup>,
     /// The read of the device's clock registers, issued after each group's
@@ -69,6 +73,13 @@ impl ModbusDevice {
         ids: Vec<PointId>,
         metrics: DeviceMetrics,
     ) -> Result<Self, PlanError> {
+        let modbus = config.modbus().cloned().ok_or(PlanError::NotModbus)?;
+        let decode = config
+            .points
+            .iter()
+            .map(DecodePoint::of)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(PlanError::NotModbus)?;
         let mut intervals: Vec<Duration> = config.points.iter().map(|p| p.interval).collect();
         intervals.sort_unstable();
         intervals.dedup();
@@ -79,20 +90,20 @@ impl ModbusDevice {
                 .collect();
             let spans: Vec<PointSpan> = members
                 .iter()
-                .map(|&i| {
-                    let p = &config.points[i];
-                    PointSpan {
+                .filter_map(|&i| {
+                    let p = config.points[i].modbus()?;
+                    Some(PointSpan {
                         table: p.table,
                         address: p.address,
                         width: p.width(),
-                    }
+                    })
                 })
                 .collect();
             let mut reads = plan_reads(
                 &spans,
-                config.max_registers_per_read,
-                config.max_gap,
-                &config.no_read_ranges,
+                modbus.max_registers_per_read,
+                modbus.max_gap,
+                &modbus.no_read_ranges,
             )?;
             // Indexes from the planner are into `members`; make them device-wide.
             for read in &mut reads {
@@ -106,7 +117,7 @@ impl ModbusDevice {
                 points: members.len(),
             });
         }
-        let clock_read = config.clock.map(|c| PlannedRead {
+        let clock_read = modbus.clock.map(|c| PlannedRead {
             table: c.table,
             start: c.address,
             count: c.data_type.register_count(),
@@ -114,6 +125,8 @@ impl ModbusDevice {
         });
         Ok(Self {
             config,
+            modbus,
+            decode,
             ids,
             groups,
             clock_read,
@@ -136,7 +149,7 @@ impl ModbusBus {
         let mut buses: Vec<ModbusBus> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for device in devices {
-            let endpoint = Endpoint::of(&device.config);
+            let endpoint = Endpoint::of(device.config.protocol, &device.modbus);
             let key = endpoint.describe();
             if let Some(&i) = index.get(&key) {
                 buses[i].devices.push(device);
@@ -243,7 +256,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
         .iter()
         .map(|d| {
             Breaker::new(
-                d.config.breaker_failures,
+                d.modbus.breaker_failures,
                 d.config.reconnect_min,
                 d.config.reconnect_max,
             )
@@ -299,7 +312,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
                 PollResult::Failed => {
                     m.up.set(0);
                     if breakers[d].failure(Instant::now(), fastrand::f64()) {
-                        tracing::warn!(device = %device.config.id, failures = device.config.breaker_failures, "circuit breaker open: device skipped until a probe succeeds");
+                        tracing::warn!(device = %device.config.id, failures = device.modbus.breaker_failures, "circuit breaker open: device skipped until a probe succeeds");
                     }
                 }
                 PollResult::BusDown => {
@@ -361,10 +374,11 @@ async fn poll_group(
 ) -> PollResult {
     let endpoint = &bus.endpoint;
     let cfg = &device.config;
+    let mb = &device.modbus;
     let m = &device.metrics;
     let first_reading = batch.len();
     let mut next = 0;
-    let mut retries_left = cfg.retries;
+    let mut retries_left = mb.retries;
     while next < group.reads.len() {
         if link.ctx.is_none() {
             if Instant::now() < link.not_before {
@@ -377,7 +391,7 @@ async fn poll_group(
                 );
                 return PollResult::BusDown;
             }
-            match open(endpoint, cfg.unit_id, cfg.timeout).await {
+            match open(endpoint, mb.unit_id, cfg.timeout).await {
                 Ok(c) => {
                     m.connect_ok.inc();
                     tracing::info!(device = %cfg.id, endpoint = %endpoint.describe(), "connected");
@@ -403,9 +417,9 @@ async fn poll_group(
         let Some(c) = link.ctx.as_mut() else {
             return PollResult::BusDown;
         };
-        c.set_slave(Slave(cfg.unit_id));
-        if !cfg.inter_frame_delay.is_zero() {
-            sleep(cfg.inter_frame_delay).await;
+        c.set_slave(Slave(mb.unit_id));
+        if !mb.inter_frame_delay.is_zero() {
+            sleep(mb.inter_frame_delay).await;
         }
         let read = &group.reads[next];
         let started = Instant::now();
@@ -414,8 +428,8 @@ async fn poll_group(
         let ts = Timestamp::now();
         if let Some(data) = outcome.data() {
             m.ok.inc();
-            decode_read(read, data, &cfg.points, &device.ids, ts, batch);
-            retries_left = cfg.retries;
+            decode_read(read, data, &device.decode, &device.ids, ts, batch);
+            retries_left = mb.retries;
             next += 1;
             continue;
         }
@@ -457,11 +471,10 @@ async fn poll_group(
                 return PollResult::Failed;
             }
         }
-        retries_left = cfg.retries;
+        retries_left = mb.retries;
         next += 1;
     }
-    if let (Some(read), Some(clock), Some(c)) = (&device.clock_read, &cfg.clock, link.ctx.as_mut())
-    {
+    if let (Some(read), Some(clock), Some(c)) = (&device.clock_read, &mb.clock, link.ctx.as_mut()) {
         let poisoned =
             !read_device_clock(c, read, clock, device, &mut batch[first_reading..]).await;
         if poisoned {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use adit_config::{DeviceConfig, Parity, Protocol, SerialConfig};
+use adit_config::{ModbusSettings, Parity, Protocol, SerialConfig};
 use tokio::time::timeout;
 use tokio_modbus::client::Context;
 use tokio_modbus::Slave;
@@ -18,8 +18,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn of(device: &DeviceConfig) -> Self {
-        match (device.protocol, &device.serial) {
+    pub fn of(protocol: Protocol, device: &ModbusSettings) -> Self {
+        match (protocol, &device.serial) {
             (Protocol::ModbusRtu, Some(serial)) => Endpoint::Rtu(serial.clone()),
             (Protocol::ModbusRtuOverTcp, _) => Endpoint::RtuOverTcp(device.address.clone()),
             _ => Endpoint::Tcp(device.address.clone()),

@@ -55,6 +55,8 @@ pub enum PlanError {
     PastEnd { index: usize },
     #[error("point {index} lies in a no-read range")]
     Forbidden { index: usize },
+    #[error("not a Modbus device (its settings or a point address belong to another protocol)")]
+    NotModbus,
 }
 
 /// Whether `[from, to)` touches a forbidden (inclusive) range.

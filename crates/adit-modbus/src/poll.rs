@@ -1,7 +1,7 @@
 //! Turning one read's answer into readings. Pure: the collector calls it with
 //! what the device said (data, an exception code, or nothing).
 
-use adit_config::{DataType, DeviceClock, PointConfig};
+use adit_config::{DataType, DeviceClock, PointConfig, WordOrder};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 
 use crate::codec::{decode_bit, decode_registers, decode_string, RawValue};
@@ -15,11 +15,40 @@ pub enum ReadData<'a> {
     Words(&'a [u16]),
 }
 
+/// What decoding needs to know about a point: the codec's own type, built
+/// once from the config by the collector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodePoint {
+    pub data_type: DataType,
+    pub order: WordOrder,
+    /// For `bool` from a register: the bit.
+    pub bit: Option<u8>,
+    /// Registers (or bits) the point occupies.
+    pub width: u16,
+    pub scale: f64,
+    pub offset: f64,
+}
+
+impl DecodePoint {
+    /// The decoding of a Modbus point; `None` for a point of another protocol.
+    pub fn of(point: &PointConfig) -> Option<Self> {
+        let m = point.modbus()?;
+        Some(Self {
+            data_type: m.data_type,
+            order: m.order,
+            bit: m.bit,
+            width: m.width(),
+            scale: point.scale,
+            offset: point.offset,
+        })
+    }
+}
+
 /// Appends one reading per point of `read`, decoded from `data`.
 pub fn decode_read(
     read: &PlannedRead,
     data: ReadData<'_>,
-    points: &[PointConfig],
+    points: &[DecodePoint],
     ids: &[PointId],
     ts: Timestamp,
     out: &mut Vec<Reading>,
@@ -32,7 +61,7 @@ pub fn decode_read(
         let value = match data {
             ReadData::Bits(bits) => bits.get(offset).map(|b| adit_core::Value::Bool(*b)),
             ReadData::Words(words) if matches!(point.data_type, DataType::String(_)) => words
-                .get(offset..offset + usize::from(point.width()))
+                .get(offset..offset + usize::from(point.width))
                 .map(|regs| adit_core::Value::Text(decode_string(regs, point.order).into())),
             ReadData::Words(words) if point.data_type == DataType::Bool => {
                 words.get(offset).map(|w| {
@@ -40,7 +69,7 @@ pub fn decode_read(
                 })
             }
             ReadData::Words(words) => words
-                .get(offset..offset + usize::from(point.width()))
+                .get(offset..offset + usize::from(point.width))
                 .and_then(|regs| decode_registers(regs, point.data_type, point.order).ok())
                 .map(|raw| to_engineering(raw, point.scale, point.offset)),
         };
@@ -102,28 +131,23 @@ mod tests {
 
     fn point(
         table: Table,
-        address: u16,
+        _address: u16,
         data_type: DataType,
         order: WordOrder,
         bit: Option<u8>,
         scale: f64,
-    ) -> PointConfig {
-        PointConfig {
-            id: format!("p{address}"),
-            table,
-            address,
+    ) -> DecodePoint {
+        DecodePoint {
             data_type,
             order,
             bit,
+            width: if table.is_bit_table() {
+                1
+            } else {
+                data_type.register_count()
+            },
             scale,
             offset: 0.0,
-            unit: String::new(),
-            range: None,
-            interval: std::time::Duration::from_secs(1),
-            deadband: None,
-            deadband_heartbeat: std::time::Duration::from_secs(60),
-            stale_after: std::time::Duration::from_secs(3),
-            description: String::new(),
         }
     }
 

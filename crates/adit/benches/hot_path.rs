@@ -76,11 +76,13 @@ fn modbus_points(n: u16) -> Vec<PointConfig> {
     (0..n)
         .map(|i| PointConfig {
             id: format!("p{i}"),
-            table: Table::HoldingRegister,
-            address: i * 2,
-            data_type: DataType::F32,
-            order: WordOrder::Cdab,
-            bit: None,
+            address: adit_config::PointAddress::Modbus(adit_config::ModbusAddress {
+                table: Table::HoldingRegister,
+                address: i * 2,
+                data_type: DataType::F32,
+                order: WordOrder::Cdab,
+                bit: None,
+            }),
             scale: 1.0,
             offset: 0.0,
             unit: String::new(),
@@ -102,7 +104,10 @@ fn steps(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
 
     // Modbus: 62 f32 points in one 124-register answer, decoded.
-    let points = modbus_points(62);
+    let points: Vec<adit_modbus::poll::DecodePoint> = modbus_points(62)
+        .iter()
+        .filter_map(adit_modbus::poll::DecodePoint::of)
+        .collect();
     let read = PlannedRead {
         table: Table::HoldingRegister,
         start: 0,

@@ -509,7 +509,8 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         adit_config::load_str(DEMO_CONFIG, "config/demo.toml").map_err(|e| e.to_string())?;
     let sim_addr = sim.addr().to_string();
     for device in &mut config.devices {
-        device.address.clone_from(&sim_addr);
+        let adit_config::DeviceSettings::Modbus(m) = &mut device.settings;
+        m.address.clone_from(&sim_addr);
     }
     let db_path = dir.join("readings.db");
     if let Some(sqlite) = config.sinks.sqlite.as_mut() {

@@ -19,7 +19,8 @@ const DEMO: &str = include_str!("../../../config/demo.toml");
 fn demo_config(sim: SocketAddr, dir: &Path) -> Config {
     let mut config = adit_config::load_str(DEMO, "config/demo.toml").unwrap();
     for d in &mut config.devices {
-        d.address = sim.to_string();
+        let adit_config::DeviceSettings::Modbus(m) = &mut d.settings;
+        m.address = sim.to_string();
     }
     if let Some(sqlite) = config.sinks.sqlite.as_mut() {
         sqlite.path = dir.join("readings.db");
@@ -339,8 +340,9 @@ fn the_demo_config_matches_the_simulator_register_map() {
         .map(|s| (s.name, s))
         .collect();
     for device in &config.devices {
-        for p in &device.points {
-            let (_, name) = p.id.split_once('.').unwrap();
+        for point in &device.points {
+            let p = point.modbus().unwrap();
+            let (_, name) = point.id.split_once('.').unwrap();
             if name == "fan_fault" {
                 assert_eq!(
                     (p.table, p.address, p.bit),
@@ -350,21 +352,21 @@ fn the_demo_config_matches_the_simulator_register_map() {
             }
             let s = signals
                 .get(name)
-                .unwrap_or_else(|| panic!("{} has no simulator signal", p.id));
+                .unwrap_or_else(|| panic!("{} has no simulator signal", point.id));
             assert_eq!(
                 (p.table, p.address, p.data_type, p.order),
                 (s.table, s.address, s.data_type, s.order),
                 "{}",
-                p.id
+                point.id
             );
             assert!(
-                (p.scale - s.scale).abs() < 1e-15,
+                (point.scale - s.scale).abs() < 1e-15,
                 "{}: scale {} vs {}",
-                p.id,
-                p.scale,
+                point.id,
+                point.scale,
                 s.scale
             );
-            assert_eq!(p.unit, s.unit, "{}", p.id);
+            assert_eq!(point.unit, s.unit, "{}", point.id);
         }
     }
 }
