@@ -290,24 +290,21 @@ fn write_held(
             Ok(()) => held.alerts_done = true,
             Err(SinkError::Retryable(reason)) => failure = Some(reason),
             Err(SinkError::Permanent(reason)) => {
-                m.permanent.inc();
-                match spool.quarantine_alerts(m.name, held.last_seq, &held.alerts) {
-                    Ok(file) => {
+                let copy = spool.quarantine_alerts(m.name, held.last_seq, &held.alerts);
+                match quarantined(
+                    m,
+                    audit,
+                    "alerts",
+                    held.alerts.len(),
+                    held.last_seq,
+                    &reason,
+                    copy,
+                ) {
+                    Ok(()) => {
                         m.alerts_quarantined.inc_by(held.alerts.len() as u64);
-                        report_quarantine(
-                            m.name,
-                            "alerts",
-                            held.alerts.len(),
-                            held.last_seq,
-                            &file,
-                            &reason,
-                            audit,
-                        );
                         held.alerts_done = true;
                     }
-                    Err(e) => {
-                        failure = Some(format!("{reason}; and the quarantine copy failed: {e}"));
-                    }
+                    Err(why) => failure = Some(why),
                 }
             }
         }
@@ -332,31 +329,44 @@ fn write_held(
             }
             Err(SinkError::Retryable(reason)) => failure = failure.or(Some(reason)),
             Err(SinkError::Permanent(reason)) => {
-                m.permanent.inc();
-                match spool.quarantine_readings(m.name, held.last_seq, &held.readings) {
-                    Ok(file) => {
+                let copy = spool.quarantine_readings(m.name, held.last_seq, &held.readings);
+                match quarantined(
+                    m,
+                    audit,
+                    "readings",
+                    held.readings.len(),
+                    held.last_seq,
+                    &reason,
+                    copy,
+                ) {
+                    Ok(()) => {
                         m.quarantined.inc_by(held.readings.len() as u64);
-                        report_quarantine(
-                            m.name,
-                            "readings",
-                            held.readings.len(),
-                            held.last_seq,
-                            &file,
-                            &reason,
-                            audit,
-                        );
                         held.readings_done = true;
                     }
-                    Err(e) => {
-                        failure = failure.or(Some(format!(
-                            "{reason}; and the quarantine copy failed: {e}"
-                        )));
-                    }
+                    Err(why) => failure = failure.or(Some(why)),
                 }
             }
         }
     }
     failure
+}
+
+/// After a permanent refusal of one part: counts it and, if its quarantine
+/// copy was written, logs and audits it; otherwise returns why the part must
+/// stay in the spool and be retried.
+fn quarantined(
+    m: &StageMetrics,
+    audit: &adit_audit::Audit,
+    what: &str,
+    items: usize,
+    seq: u64,
+    reason: &str,
+    copy: std::io::Result<std::path::PathBuf>,
+) -> Result<(), String> {
+    m.permanent.inc();
+    let file = copy.map_err(|e| format!("{reason}; and the quarantine copy failed: {e}"))?;
+    report_quarantine(m.name, what, items, seq, &file, reason, audit);
+    Ok(())
 }
 
 fn report_quarantine(

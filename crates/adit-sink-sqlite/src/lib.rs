@@ -42,13 +42,10 @@ use adit_core::{PointRegistry, Reading, Reason, Value};
 use adit_pipeline::{Sink, SinkError};
 use rusqlite::{params, Connection, ErrorCode};
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS points (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL UNIQUE,
-    device  TEXT NOT NULL,
-    unit    TEXT NOT NULL
-);
+/// The readings table, one literal for the schema and its migration.
+macro_rules! readings_table {
+    () => {
+        "
 CREATE TABLE IF NOT EXISTS readings (
     point_id    INTEGER NOT NULL REFERENCES points(id),
     ts          INTEGER NOT NULL,
@@ -60,7 +57,21 @@ CREATE TABLE IF NOT EXISTS readings (
     received_ts INTEGER NOT NULL,
     PRIMARY KEY (point_id, ts, received_ts)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alerts (
+"
+    };
+}
+
+pub const SCHEMA: &str = concat!(
+    "
+CREATE TABLE IF NOT EXISTS points (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    device  TEXT NOT NULL,
+    unit    TEXT NOT NULL
+);
+",
+    readings_table!(),
+    "CREATE TABLE IF NOT EXISTS alerts (
     ts          INTEGER NOT NULL,
     rule        TEXT NOT NULL,
     subject     TEXT NOT NULL,
@@ -80,7 +91,8 @@ SELECT p.name AS point,
        r.reason AS reason,
        r.reason_code AS reason_code
 FROM readings r JOIN points p ON p.id = r.point_id;
-";
+"
+);
 
 const INSERT: &str = "INSERT INTO readings
     (point_id, ts, value, quality, reason, reason_code, source_ts, received_ts)
@@ -90,25 +102,19 @@ const INSERT: &str = "INSERT INTO readings
 const OLD_KEY: &str = "PRIMARY KEY (point_id, ts)\n";
 
 /// Moves rows from the old key `(point_id, ts)` to the new one, in place.
-pub const MIGRATE_V1: &str = "
+pub const MIGRATE_V1: &str = concat!(
+    "
 BEGIN IMMEDIATE;
 DROP VIEW IF EXISTS readings_view;
 ALTER TABLE readings RENAME TO readings_v1;
-CREATE TABLE readings (
-    point_id    INTEGER NOT NULL REFERENCES points(id),
-    ts          INTEGER NOT NULL,
-    value,
-    quality     INTEGER NOT NULL,
-    reason      TEXT,
-    reason_code INTEGER,
-    source_ts   INTEGER NOT NULL,
-    received_ts INTEGER NOT NULL,
-    PRIMARY KEY (point_id, ts, received_ts)
-) WITHOUT ROWID;
+",
+    readings_table!(),
+    "
 INSERT INTO readings SELECT point_id, ts, value, quality, reason, reason_code, source_ts, received_ts FROM readings_v1;
 DROP TABLE readings_v1;
 COMMIT;
-";
+"
+);
 
 /// How durable a commit is; follows the spool's fsync policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
