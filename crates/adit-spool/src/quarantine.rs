@@ -123,6 +123,15 @@ pub fn retry(cfg: SpoolConfig) -> Result<Retried, SpoolError> {
     };
     let entries = list(&dir).map_err(io(&dir_of(&dir)))?;
     let cursors = crate::spool::ledger_cursors(&dir);
+    if cursors.is_empty() {
+        // Opening without a cursor would count everything as delivered.
+        return Err(SpoolError::Io {
+            path: dir.join("ledger.json"),
+            source: std::io::Error::other(
+                "no sink cursor in the ledger: start adit on this spool once, stop it, then retry",
+            ),
+        });
+    }
     let cursor_refs: Vec<&str> = cursors.iter().map(String::as_str).collect();
     let (spool, _) = Spool::open(cfg, &adit_core::PointRegistry::new(), &cursor_refs)?;
     let done_dir = dir_of(&dir).join("retried");

@@ -152,6 +152,13 @@ impl Spool {
         cursors: &[&str],
     ) -> Result<(Spool, RecoveryReport), SpoolError> {
         let dir = cfg.dir.clone();
+        if cursors.is_empty() {
+            // With no cursor every record would count as delivered and go.
+            return Err(SpoolError::Io {
+                path: dir,
+                source: std::io::Error::other("a spool needs at least one cursor (sink)"),
+            });
+        }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock = lock_dir(&dir)?;
         let names = registry_names(registry);

@@ -392,3 +392,21 @@ fn a_failed_fsync_stops_the_writer_and_the_restart_recovers() {
     spool.append(&batch(10, 1)).unwrap();
     assert_eq!(drain(&spool, &reg), vec![10]);
 }
+
+#[test]
+fn a_retry_on_a_spool_without_cursors_is_refused_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let (spool, _) = Spool::open(cfg(dir.path(), None), &reg, &["db"]).unwrap();
+    for i in 0..3 {
+        spool.append(&batch(i, 1)).unwrap();
+    }
+    drop(spool);
+    std::fs::remove_file(dir.path().join("ledger.json")).unwrap();
+    let before = segments(dir.path());
+    assert!(adit_spool::quarantine::retry(cfg(dir.path(), None)).is_err());
+    assert!(Spool::open(cfg(dir.path(), None), &reg, &[]).is_err());
+    assert_eq!(segments(dir.path()), before, "nothing deleted");
+    let (spool, _) = Spool::open(cfg(dir.path(), None), &reg, &["db"]).unwrap();
+    assert_eq!(drain(&spool, &reg), vec![0, 1, 2]);
+}
