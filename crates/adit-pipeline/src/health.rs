@@ -42,7 +42,12 @@ impl SinkHealth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         last.clear();
-        last.push_str(&error[..error.len().min(300)]);
+        // At most 300 bytes, cut on a character boundary (errors echo names).
+        let mut end = error.len().min(300);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        last.push_str(&error[..end]);
     }
     /// Records a failure now.
     pub fn failed(&self, error: &str) {
@@ -155,6 +160,8 @@ mod tests {
             .collect();
         assert_eq!(failing, vec!["questdb"]);
         assert_eq!(h.sinks()[1].last_error, "connection refused");
+        questdb.failed(&"é".repeat(400)); // multi-byte characters across the cut
+        assert!(h.sinks()[1].last_error.len() <= 300);
         questdb.succeeded();
         assert!(h.is_ready());
     }

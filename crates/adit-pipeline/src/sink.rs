@@ -112,6 +112,8 @@ struct Held {
     /// Each part is written (or quarantined) once, independently.
     readings_done: bool,
     alerts_done: bool,
+    /// A part went to quarantine (the sink is then reported failing).
+    quarantined: bool,
 }
 
 impl Held {
@@ -121,6 +123,7 @@ impl Held {
         self.first_at = None;
         self.readings_done = false;
         self.alerts_done = false;
+        self.quarantined = false;
     }
 }
 
@@ -182,6 +185,7 @@ pub fn run_sink(stage: SinkStage) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    health.failed(&format!("spool read: {e}"));
                     tracing::error!(sink = name, error = %e, "spool read failed; reopening the cursor");
                     std::thread::sleep(Duration::from_secs(1));
                     reader = spool.reader(name, &registry);
@@ -221,7 +225,12 @@ pub fn run_sink(stage: SinkStage) {
         }
         retrying = false;
         backoff.reset();
-        health.succeeded();
+        if held.quarantined {
+            // Data went to quarantine: this sink is not storing everything.
+            health.failed("a batch was refused for good and quarantined");
+        } else {
+            health.succeeded();
+        }
         m.batches.inc();
         if let Err(e) = spool.ack(name, held.last_seq) {
             tracing::error!(sink = name, error = %e, "cannot record the acknowledgement; these readings will be sent again after a restart");
@@ -303,6 +312,7 @@ fn write_held(
                     Ok(()) => {
                         m.alerts_quarantined.inc_by(held.alerts.len() as u64);
                         held.alerts_done = true;
+                        held.quarantined = true;
                     }
                     Err(why) => failure = Some(why),
                 }
@@ -342,6 +352,7 @@ fn write_held(
                     Ok(()) => {
                         m.quarantined.inc_by(held.readings.len() as u64);
                         held.readings_done = true;
+                        held.quarantined = true;
                     }
                     Err(why) => failure = failure.or(Some(why)),
                 }

@@ -24,7 +24,8 @@
 //! (the batch is quarantined by the sink stage): a row that cannot be
 //! encoded, or QuestDB's answer to a bad row (HTTP 400 with a JSON body that
 //! names the line; questdb-rs reports it as `ServerFlushError` with
-//! `[… code: …, line: N]`). Everything else is retried for as long as the
+//! `[… code: invalid, line: N]`; a 500 that names a line, such as a full
+//! disk on the database host, is `code: internal error` and is retried). Everything else is retried for as long as the
 //! spool holds the data: connection refused, timeouts, 5xx from QuestDB or
 //! a proxy (after questdb-rs's own `retry_timeout`), authentication, and
 //! buffer limits. A batch is flushed in requests of at most
@@ -169,9 +170,12 @@ pub fn encode_alerts(
     Ok(())
 }
 
-/// Whether a failed flush is certainly about the data (see the crate docs).
+/// Whether a failed flush is certainly about the data (see the crate docs):
+/// QuestDB's 400 answer to a bad row has `code: invalid` and the line. Its
+/// 500 answers (disk full, a column file it cannot map) carry a line too,
+/// with `code: internal error`: those are the database's trouble, retried.
 pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
-    code == ErrorCode::ServerFlushError && msg.contains("code: ") && msg.contains("line: ")
+    code == ErrorCode::ServerFlushError && msg.contains("code: invalid") && msg.contains("line: ")
 }
 
 /// questdb-rs refused a request as larger than its `max_buf_size`.
@@ -398,6 +402,7 @@ mod tests {
         for (code, msg) in [
             (ErrorCode::ServerFlushError, "Could not flush buffer: <html>503 Service Unavailable</html>"),
             (ErrorCode::ServerFlushError, "Could not flush buffer: internal error [id: 1, code: internal error]"),
+            (ErrorCode::ServerFlushError, "Could not flush buffer: could not open read-write [id: 9, code: internal error, line: 1]"),
             (ErrorCode::SocketError, "Could not flush buffer: timed out"),
             (ErrorCode::InvalidApiCall, "Could not flush buffer: Buffer size of 200 exceeds maximum configured allowed size of 100 bytes."),
             (ErrorCode::AuthError, "Could not flush buffer: HTTP endpoint authentication error [code: 401]"),

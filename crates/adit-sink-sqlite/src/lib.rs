@@ -24,8 +24,9 @@
 //!
 //! Invariants: one transaction per batch (all or nothing); WAL mode; the
 //! durability of a commit follows the spool's fsync policy ([`Durability`]):
-//! with `spool.fsync = always` it is `synchronous = FULL`, so a batch the
-//! spool forgets after its acknowledgement survives a power cut; a replayed
+//! with `spool.fsync = always` or `interval` it is `synchronous = FULL`, so a
+//! batch the spool forgets after its acknowledgement survives a power cut
+//! (one WAL fsync per batch); with `never`, `NORMAL`; a replayed
 //! reading (same point, `ts` and `received_ts`) is ignored (`ON CONFLICT DO
 //! NOTHING`), so replays are idempotent and [`Sink::write`] returns the rows
 //! that are really new.
@@ -119,10 +120,13 @@ COMMIT;
 /// How durable a commit is; follows the spool's fsync policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous = FULL`: a commit survives a power cut (`spool.fsync = always`).
+    /// `synchronous = FULL`: a commit survives a power cut (`spool.fsync =
+    /// always` or `interval`: after the acknowledgement the spool forgets
+    /// the batch, so the database must keep it through a power cut).
     PowerLoss,
     /// `synchronous = NORMAL` in WAL mode: a commit survives a process
-    /// crash; a power cut can lose the last commits (`interval`, `never`).
+    /// crash; a power cut can lose every commit since the last checkpoint
+    /// (`spool.fsync = never`, which promises no more).
     ProcessCrash,
 }
 
@@ -260,22 +264,20 @@ fn migrate_if_old(conn: &Connection, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Only what is certainly about the data is permanent: a constraint the
+/// rows break, a value too big, a type mismatch. Everything else (busy,
+/// locked, disk full, I/O error, a read-only remount, a corrupt or moved
+/// file, a WAL lock protocol error) is the database's trouble: retried while
+/// the spool keeps the readings, and the sink is reported failing.
 fn classify(e: &rusqlite::Error) -> SinkError {
-    let retryable = matches!(
+    let about_the_data = matches!(
         e.sqlite_error_code(),
-        Some(
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-                | ErrorCode::OutOfMemory
-        )
+        Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch)
     );
-    if retryable {
-        SinkError::Retryable(e.to_string())
-    } else {
+    if about_the_data {
         SinkError::Permanent(e.to_string())
+    } else {
+        SinkError::Retryable(e.to_string())
     }
 }
 

@@ -25,8 +25,17 @@
 //! holds: durable, settled, or a counted drop that a redelivery could not
 //! undo (a full spool under `drop_newest`, a batch too large for the spool).
 //! After `SpoolFailed`, `SpoolClosed` or `PipelineGone` it must not: the
-//! peer redelivers after adit restarts, and storage keys make that replay
-//! idempotent.
+//! peer redelivers after adit restarts. (`SpoolFailed` means the durability
+//! is unknown: the record may still be stored, so the redelivery may arrive
+//! twice.)
+//!
+//! Storage keys a sample by `(point, ts, received_ts)`, so a replay is only
+//! idempotent if the redelivered sample carries the same three. A polled
+//! source gets that for free (the spool keeps `received_ts`). A pushed source
+//! whose peer can redeliver must stamp `received_ts` from the message, not
+//! the local clock (e.g. the message's own timestamp, or a broker-assigned
+//! time), or redeliveries become extra rows; the MQTT and OPC UA collectors
+//! decide this per payload format.
 
 use std::fmt;
 

@@ -60,11 +60,15 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
-    // Only the holder writes the file. Not fsynced: it only informs.
-    file.set_len(0)
-        .and_then(|()| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-        .map_err(io)?;
+    // Only the holder writes the file. Not fsynced, and best effort: it only
+    // informs, and a full disk must not stop adit from starting.
+    let written = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(format!("{:<20}\n", std::process::id()).as_bytes()))
+        .and_then(|()| file.set_len(21));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "spool lock held, but the holder's PID could not be written");
+    }
     Ok(DirLock { _file: file })
 }
 

@@ -140,13 +140,15 @@ pub(crate) fn recover_segments(
     let mut previous_tail_intact = true;
     let mut min_next_seq = 1u64;
     for (first_seq, path) in paths {
-        min_next_seq = min_next_seq.max(first_seq + 1);
         let bytes = match read_segment(&path, faults) {
             Ok(b) => b,
             Err(e) => {
                 report.unreadable_segments += 1;
                 tracing::error!(segment = %path.display(), error = %e, "spool: segment unreadable at recovery; set aside, its records are lost");
-                set_aside(dir, &path);
+                if !set_aside(dir, &path) {
+                    // Still there: never create a segment of that name.
+                    min_next_seq = min_next_seq.max(first_seq + 1);
+                }
                 previous_tail_intact = false;
                 continue;
             }
@@ -300,14 +302,18 @@ pub(crate) fn write_durably(
 }
 
 /// Moves an unreadable segment out of the way (best effort: a rename needs
-/// no space); if even that fails it stays, ignored.
-fn set_aside(dir: &Path, path: &Path) {
+/// no space); if even that fails it stays, ignored. Returns whether it moved.
+fn set_aside(dir: &Path, path: &Path) -> bool {
     let qdir = dir.join("quarantine");
     let name = path
         .file_name()
         .map_or_else(|| "segment".into(), |n| n.to_string_lossy().to_string());
     let to = qdir.join(format!("{name}.unreadable"));
-    if let Err(e) = std::fs::create_dir_all(&qdir).and_then(|()| std::fs::rename(path, &to)) {
-        tracing::error!(segment = %path.display(), error = %e, "spool: cannot set the unreadable segment aside; it is ignored");
+    match std::fs::create_dir_all(&qdir).and_then(|()| std::fs::rename(path, &to)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(segment = %path.display(), error = %e, "spool: cannot set the unreadable segment aside; it is ignored");
+            false
+        }
     }
 }

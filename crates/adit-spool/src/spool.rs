@@ -408,7 +408,16 @@ impl Spool {
                     WhenFull::DropOldest => {
                         if !self.drop_oldest(&mut st) {
                             // Only the active segment is left: start a new one so it can go.
-                            self.rotate(&mut st).map_err(|e| Self::fail(&mut st, &e))?;
+                            match self.rotate(&mut st) {
+                                Ok(()) => {}
+                                Err(Rotate::Create(e)) if is_enospc(&e) => {
+                                    st = self.disk_full(st, items)?;
+                                    continue;
+                                }
+                                Err(Rotate::Sync(e) | Rotate::Create(e)) => {
+                                    return Err(Self::fail(&mut st, &e))
+                                }
+                            }
                             if !self.drop_oldest(&mut st) {
                                 shared
                                     .stats
@@ -430,7 +439,17 @@ impl Spool {
                     s.bytes > 0 && s.bytes + record_len > shared.cfg.segment_bytes
                 });
             if needs_rotation {
-                self.rotate(&mut st).map_err(|e| Self::fail(&mut st, &e))?;
+                match self.rotate(&mut st) {
+                    Ok(()) => {}
+                    // No room for a new segment: the disk is full.
+                    Err(Rotate::Create(e)) if is_enospc(&e) => {
+                        st = self.disk_full(st, items)?;
+                        continue;
+                    }
+                    Err(Rotate::Sync(e) | Rotate::Create(e)) => {
+                        return Err(Self::fail(&mut st, &e))
+                    }
+                }
             }
             let seq = st.next_seq;
             let mut buf = std::mem::take(&mut st.buf);
@@ -442,30 +461,28 @@ impl Spool {
                 None => Err(std::io::Error::other("no active segment")),
             };
             st.buf = buf;
-            match written {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => {
-                    // ENOSPC: the disk is full. Behave like a full spool.
-                    shared
-                        .stats
-                        .disk_full_events
-                        .fetch_add(1, Ordering::Relaxed);
-                    match shared.cfg.when_full {
-                        WhenFull::DropOldest if self.drop_oldest(&mut st) => continue,
-                        WhenFull::Block => {
-                            st = self.wait_for_space(st);
-                            continue;
-                        }
-                        _ => {
-                            shared
-                                .stats
-                                .dropped_newest_readings
-                                .fetch_add(items as u64, Ordering::Relaxed);
-                            return Err(AppendError::Dropped(items));
-                        }
-                    }
+            let before = match written {
+                Ok(before) => before,
+                // ENOSPC: the disk is full. Behave like a full spool.
+                Err(e) if is_enospc(&e) => {
+                    st = self.disk_full(st, items)?;
+                    continue;
                 }
                 Err(e) => return Err(Self::fail(&mut st, &e)),
+            };
+            if shared.cfg.fsync == FsyncPolicy::Always {
+                // Synced before the record counts as appended: a record that
+                // failed its fsync is cut again, so what is reported as not
+                // stored is not delivered either.
+                if let Some(f) = st.active.as_ref() {
+                    let synced = faults::check(faults, FileOp::Sync).and_then(|()| f.sync_data());
+                    if let Err(e) = synced {
+                        shared.stats.fsync_failures.fetch_add(1, Ordering::Relaxed);
+                        let _ = f.set_len(before);
+                        return Err(Self::fail(&mut st, &e));
+                    }
+                    shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
             }
             st.next_seq += 1;
             st.total_bytes += record_len;
@@ -475,9 +492,7 @@ impl Spool {
                 seg.readings += items as u64;
             }
             match shared.cfg.fsync {
-                FsyncPolicy::Always => self
-                    .sync_active(&mut st)
-                    .map_err(|e| Self::fail(&mut st, &e))?,
+                FsyncPolicy::Always => self.mark_durable(seq),
                 FsyncPolicy::Interval(_) => st.dirty = true,
                 FsyncPolicy::Never => {
                     // "Durable" under `never` is in the file: it survives a
@@ -495,6 +510,27 @@ impl Spool {
             drop(st);
             shared.appended.notify_all();
             return Ok(seq);
+        }
+    }
+
+    /// A full disk (ENOSPC on a write or a new segment): applies `when_full`
+    /// as a full spool does. `Ok` means try again.
+    fn disk_full<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        items: usize,
+    ) -> Result<MutexGuard<'a, State>, AppendError> {
+        let stats = &self.shared.stats;
+        stats.disk_full_events.fetch_add(1, Ordering::Relaxed);
+        match self.shared.cfg.when_full {
+            WhenFull::DropOldest if self.drop_oldest(&mut st) => Ok(st),
+            WhenFull::Block => Ok(self.wait_for_space(st)),
+            _ => {
+                stats
+                    .dropped_newest_readings
+                    .fetch_add(items as u64, Ordering::Relaxed);
+                Err(AppendError::Dropped(items))
+            }
         }
     }
 
@@ -582,14 +618,17 @@ impl Spool {
         Ok(())
     }
 
-    fn rotate(&self, st: &mut State) -> std::io::Result<()> {
+    /// Syncs the active segment (a failure there is an fsync failure) and
+    /// starts a new one (a failure there may be a full disk).
+    fn rotate(&self, st: &mut State) -> Result<(), Rotate> {
         if st.active.is_some() {
-            self.sync_active(st)?;
+            self.sync_active(st).map_err(Rotate::Sync)?;
         }
         let path = seg_path(&self.shared.cfg.dir, st.next_seq);
-        faults::check(self.shared.cfg.faults.as_ref(), FileOp::Create)?;
-        let f = OpenOptions::new().create(true).append(true).open(&path)?;
-        crate::sync_dir(&self.shared.cfg.dir)?;
+        let f = faults::check(self.shared.cfg.faults.as_ref(), FileOp::Create)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path))
+            .map_err(Rotate::Create)?;
+        crate::sync_dir(&self.shared.cfg.dir).map_err(Rotate::Sync)?;
         st.segments.push_back(Segment::new(st.next_seq, path));
         st.active = Some(f);
         Ok(())
@@ -707,7 +746,9 @@ impl Spool {
         let mut st = self.lock();
         if st.dirty && st.failed.is_none() {
             if let Err(e) = self.sync_active(&mut st) {
+                // Waiters on durability must learn it will not come.
                 tracing::error!(error = %e, "spool fsync at close failed");
+                Self::fail(&mut st, &e);
             }
         }
         st.closed = true;
@@ -731,14 +772,27 @@ pub(crate) fn ledger_cursors(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn write_or_undo(f: &mut File, buf: &[u8], faults: Option<&Arc<Faults>>) -> std::io::Result<()> {
+/// Why a rotation failed.
+enum Rotate {
+    /// Syncing the segment being closed (or the directory) failed.
+    Sync(std::io::Error),
+    /// The new segment could not be created.
+    Create(std::io::Error),
+}
+
+fn is_enospc(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28)
+}
+
+/// Appends `buf`; returns the file's length before it. On failure the file
+/// is cut back, so half a record is never left for the next to follow.
+fn write_or_undo(f: &mut File, buf: &[u8], faults: Option<&Arc<Faults>>) -> std::io::Result<u64> {
     let before = f.seek(SeekFrom::End(0))?;
     if let Err(e) = faults::write_all(faults, FileOp::Write, f, buf) {
-        // Never leave half a record behind: the next append would follow it.
         let _ = f.set_len(before);
         return Err(e);
     }
-    Ok(())
+    Ok(before)
 }
 
 fn mark_durable(shared: &Shared, seq: u64) {

@@ -388,7 +388,11 @@ fn a_failed_fsync_stops_the_writer_and_the_restart_recovers() {
     drop(spool);
     let (spool, _) = Spool::open(cfg(dir.path(), None), &reg, &["db"]).unwrap();
     let got = drain(&spool, &reg);
-    assert!(got.starts_with(&[0, 1]), "{got:?}");
+    assert_eq!(
+        got,
+        vec![0, 1],
+        "the record whose fsync failed was reported as not stored: it is not delivered either"
+    );
     spool.append(&batch(10, 1)).unwrap();
     assert_eq!(drain(&spool, &reg), vec![10]);
 }
@@ -409,4 +413,23 @@ fn a_retry_on_a_spool_without_cursors_is_refused_and_deletes_nothing() {
     assert_eq!(segments(dir.path()), before, "nothing deleted");
     let (spool, _) = Spool::open(cfg(dir.path(), None), &reg, &["db"]).unwrap();
     assert_eq!(drain(&spool, &reg), vec![0, 1, 2]);
+}
+
+#[test]
+fn no_room_for_a_new_segment_is_a_full_disk_not_a_dead_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let faults = Faults::new();
+    let mut c = cfg(dir.path(), Some(faults.clone()));
+    c.segment_bytes = 200; // one record per segment: every append rotates
+    let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
+    spool.append(&batch(0, 4)).unwrap();
+    faults.arm(FileOp::Create, 0, 1, Fault::Enospc);
+    assert!(matches!(
+        spool.append(&batch(4, 4)),
+        Err(AppendError::Dropped(4))
+    ));
+    assert_eq!(spool.stats().disk_full_events.load(Ordering::Relaxed), 1);
+    spool.append(&batch(8, 4)).unwrap();
+    assert_eq!(drain(&spool, &reg), vec![0, 1, 2, 3, 8, 9, 10, 11]);
 }

@@ -374,10 +374,13 @@ impl App {
             if let Some(sqlite) = &config.sinks.sqlite {
                 let path = sqlite.path.clone();
                 let reg = registry.clone();
-                // A commit is as durable as the spool's promise it replaces.
+                // A commit the spool forgets after its acknowledgement must be
+                // as durable as the spool's own promise: under `always` and
+                // `interval` that covers a power cut (SQLite in WAL mode with
+                // NORMAL syncs only at checkpoints, which can be far apart).
                 let durability = match config.spool.fsync {
-                    adit_config::FsyncSetting::Always => Durability::PowerLoss,
-                    _ => Durability::ProcessCrash,
+                    adit_config::FsyncSetting::Never => Durability::ProcessCrash,
+                    _ => Durability::PowerLoss,
                 };
                 let opened =
                     tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg, durability))

@@ -40,7 +40,30 @@ pub(super) fn validate_sinks(
                 Some(text) => expand_env(p, "sink.questdb.conf", text),
                 None => String::new(),
             }),
-            table: q.table.clone().unwrap_or_else(|| "readings".into()),
+            table: {
+                let table = q.table.clone().unwrap_or_else(|| "readings".into());
+                // QuestDB's rules for table names: a bad one would make every
+                // row unencodable, i.e. every batch a permanent failure.
+                let bad = table.is_empty()
+                    || table.len() > 127
+                    || table.starts_with('.')
+                    || table.ends_with('.')
+                    || table.contains("..")
+                    || table.chars().any(|c| {
+                        c.is_control()
+                            || matches!(
+                                c,
+                                '?' | ',' | '\'' | '"' | '\\' | '/' | ':' | ')' | '(' | '+' | '*' | '%' | '~' | '\u{feff}'
+                            )
+                    });
+                if bad {
+                    p.push(
+                        "sink.questdb.table",
+                        format!("{table:?} is not a valid QuestDB table name (letters, digits, _ - and single dots)"),
+                    );
+                }
+                table
+            },
             batch_max_rows: p.int_in(
                 "sink.questdb.batch_max_rows",
                 q.batch_max_rows,
