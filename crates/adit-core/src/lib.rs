@@ -26,7 +26,7 @@ pub mod url;
 
 pub use backoff::{jitter, Backoff};
 pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
-pub use quality::{intern_status_name, DeviceStatus, Quality, QualityClass, Reason};
+pub use quality::{Quality, QualityClass, Reason, StatusName};
 pub use reading::{Batch, Reading, Value};
 pub use time::Timestamp;
 

@@ -9,20 +9,12 @@
 //! for the sample, as the protocol names it: an OPC UA `StatusCode` (32 bits,
 //! e.g. `0x808A0000` `BadSensorFailure`, `UncertainLastUsableValue`), a
 //! Sparkplug quality. Its name is stored as the reason and its code as
-//! `reason_code`. Names are `&'static str` so that a quality stays `Copy` on
-//! the hot path: protocol tables give static names, and names read back from
-//! storage are interned ([`intern_status_name`], bounded).
+//! `reason_code`. Names are interned ([`StatusName`], bounded, lock-free to
+//! read) so that a quality stays small and `Copy` on the hot path.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
-
-/// A protocol's own status for a sample: its 32-bit code and symbolic name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DeviceStatus {
-    pub code: u32,
-    pub name: &'static str,
-}
 
 /// Most distinct status names interned; past it a name reads back as
 /// [`UNKNOWN_STATUS`] (its code is kept). No protocol has nearly as many.
@@ -30,32 +22,56 @@ pub const MAX_STATUS_NAMES: usize = 4096;
 /// The name of a status whose name could not be kept.
 pub const UNKNOWN_STATUS: &str = "unknown_status";
 
-/// The `&'static str` for a status name read from storage or the wire.
-/// Only ASCII letters, digits and `_ . -` up to 64 bytes are kept as given;
-/// anything else, or any name past [`MAX_STATUS_NAMES`], is [`UNKNOWN_STATUS`].
-pub fn intern_status_name(name: &str) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !plain {
-        return UNKNOWN_STATUS;
+/// An interned status name: two bytes, so that a [`Reason`] stays eight
+/// bytes and a [`Quality`] twelve on the hot path (a reading is copied at
+/// every stage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusName(u16);
+
+static NAMES: [OnceLock<&'static str>; MAX_STATUS_NAMES] =
+    [const { OnceLock::new() }; MAX_STATUS_NAMES];
+
+impl StatusName {
+    /// The name (lock-free).
+    pub fn as_str(self) -> &'static str {
+        NAMES
+            .get(usize::from(self.0))
+            .and_then(OnceLock::get)
+            .copied()
+            .unwrap_or(UNKNOWN_STATUS)
     }
-    let mut names = NAMES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(&known) = names.get(name) {
-        return known;
+
+    /// Interns `name`. Only ASCII letters, digits and `_ . -` up to 64
+    /// bytes are kept as given; anything else, or any name past
+    /// [`MAX_STATUS_NAMES`], is [`UNKNOWN_STATUS`].
+    pub fn intern(name: &str) -> Self {
+        static INDEX: OnceLock<Mutex<HashMap<&'static str, u16>>> = OnceLock::new();
+        const UNKNOWN: StatusName = StatusName(u16::MAX);
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !plain {
+            return UNKNOWN;
+        }
+        let mut index = INDEX
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(&i) = index.get(name) {
+            return StatusName(i);
+        }
+        let i = index.len();
+        let Some(slot) = NAMES.get(i) else {
+            return UNKNOWN;
+        };
+        let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+        let _ = slot.set(leaked);
+        let i = i as u16;
+        index.insert(leaked, i);
+        StatusName(i)
     }
-    if names.len() >= MAX_STATUS_NAMES {
-        return UNKNOWN_STATUS;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.insert(leaked);
-    leaked
 }
 
 /// Why a reading is not Good.
@@ -79,7 +95,7 @@ pub enum Reason {
     SensorFailure,
     /// The protocol's own status (OPC UA `StatusCode`, Sparkplug quality):
     /// stored under its own name with its 32-bit code.
-    Status(DeviceStatus),
+    Status { code: u32, name: StatusName },
 }
 
 impl Reason {
@@ -94,7 +110,15 @@ impl Reason {
             Reason::LastKnownValue => "last_known_value",
             Reason::ClockInvalid => "clock_invalid",
             Reason::SensorFailure => "sensor_failure",
-            Reason::Status(s) => s.name,
+            Reason::Status { name, .. } => name.as_str(),
+        }
+    }
+
+    /// A protocol status with its code and name (interned).
+    pub fn status(code: u32, name: &str) -> Self {
+        Reason::Status {
+            code,
+            name: StatusName::intern(name),
         }
     }
 
@@ -103,7 +127,7 @@ impl Reason {
     pub fn detail(self) -> Option<u32> {
         match self {
             Reason::DeviceException(code) => Some(u32::from(code)),
-            Reason::Status(s) => Some(s.code),
+            Reason::Status { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -112,7 +136,7 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self, self.detail()) {
-            (Reason::Status(s), _) => write!(f, "{}(0x{:08X})", s.name, s.code),
+            (Reason::Status { code, name }, _) => write!(f, "{}(0x{code:08X})", name.as_str()),
             (_, Some(code)) => write!(f, "{}({code})", self.name()),
             (_, None) => f.write_str(self.name()),
         }
@@ -213,10 +237,7 @@ mod tests {
 
     #[test]
     fn a_protocol_status_keeps_its_name_and_32_bit_code() {
-        let r = Reason::Status(DeviceStatus {
-            code: 0x808A_0000,
-            name: "BadSensorFailure",
-        });
+        let r = Reason::status(0x808A_0000, "BadSensorFailure");
         assert_eq!(r.name(), "BadSensorFailure");
         assert_eq!(r.detail(), Some(0x808A_0000));
         assert_eq!(
@@ -227,11 +248,24 @@ mod tests {
 
     #[test]
     fn status_names_are_interned_once_and_odd_names_are_not_kept() {
-        let a = intern_status_name("UncertainLastUsableValue");
-        let b = intern_status_name(&String::from("UncertainLastUsableValue"));
-        assert!(std::ptr::eq(a, b), "one allocation per name");
-        assert_eq!(intern_status_name("bad name; drop table"), UNKNOWN_STATUS);
-        assert_eq!(intern_status_name(""), UNKNOWN_STATUS);
-        assert_eq!(intern_status_name(&"x".repeat(65)), UNKNOWN_STATUS);
+        let a = StatusName::intern("UncertainLastUsableValue");
+        let b = StatusName::intern(&String::from("UncertainLastUsableValue"));
+        assert_eq!(a, b);
+        assert!(
+            std::ptr::eq(a.as_str(), b.as_str()),
+            "one allocation per name"
+        );
+        assert_eq!(
+            StatusName::intern("bad name; drop table").as_str(),
+            UNKNOWN_STATUS
+        );
+        assert_eq!(StatusName::intern("").as_str(), UNKNOWN_STATUS);
+        assert_eq!(StatusName::intern(&"x".repeat(65)).as_str(), UNKNOWN_STATUS);
+    }
+
+    #[test]
+    fn qualities_stay_small_on_the_hot_path() {
+        assert_eq!(std::mem::size_of::<Reason>(), 8);
+        assert!(std::mem::size_of::<Quality>() <= 12);
     }
 }

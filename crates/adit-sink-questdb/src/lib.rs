@@ -379,17 +379,10 @@ mod tests {
 
     #[test]
     fn a_protocol_status_is_written_under_its_name_with_its_32_bit_code() {
-        let status = adit_core::DeviceStatus {
-            code: 0x808A_0000,
-            name: "BadSensorFailure",
-        };
+        let status = Reason::status(0x808A_0000, "BadSensorFailure");
         let text = wire(
             ProtocolVersion::V1,
-            &[reading(
-                None,
-                Quality::Bad(Reason::Status(status)),
-                1_700_000_000_000_000,
-            )],
+            &[reading(None, Quality::Bad(status), 1_700_000_000_000_000)],
         );
         assert!(text.contains(",reason=BadSensorFailure "), "{text}");
         assert!(text.contains("reason_code=2156527616i"), "{text}");

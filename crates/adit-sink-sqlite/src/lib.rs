@@ -463,17 +463,9 @@ mod tests {
             Durability::ProcessCrash,
         )
         .unwrap();
-        let status = adit_core::DeviceStatus {
-            code: 0x808A_0000,
-            name: "BadSensorFailure",
-        };
-        sink.write(&[reading(
-            0,
-            None,
-            Quality::Bad(Reason::Status(status)),
-            1_000,
-        )])
-        .unwrap();
+        let status = Reason::status(0x808A_0000, "BadSensorFailure");
+        sink.write(&[reading(0, None, Quality::Bad(status), 1_000)])
+            .unwrap();
         let (reason, code): (String, i64) = sink
             .conn
             .query_row("SELECT reason, reason_code FROM readings", [], |r| {

@@ -17,9 +17,7 @@
 
 use std::sync::Arc;
 
-use adit_core::{
-    intern_status_name, DeviceStatus, PointId, Quality, Reading, Reason, Timestamp, Value,
-};
+use adit_core::{PointId, Quality, Reading, Reason, Timestamp, Value};
 
 /// Readings written by adit before protocol statuses (`detail u8`).
 const VERSION_READINGS_V1: u8 = 1;
@@ -128,7 +126,7 @@ fn reason_code(r: Option<Reason>) -> (u8, u32) {
         Some(Reason::LastKnownValue) => (6, 0),
         Some(Reason::ClockInvalid) => (7, 0),
         Some(Reason::SensorFailure) => (8, 0),
-        Some(Reason::Status(s)) => (REASON_STATUS, s.code),
+        Some(Reason::Status { code, .. }) => (REASON_STATUS, code),
     }
 }
 
@@ -140,10 +138,7 @@ fn reason_from(code: u8, detail: u32, c: &mut Cursor<'_>) -> Result<Option<Reaso
         REASON_STATUS => {
             let len = usize::from(c.u8()?);
             let name = std::str::from_utf8(c.take(len)?).map_err(|_| CodecError::Utf8)?;
-            Reason::Status(DeviceStatus {
-                code: detail,
-                name: intern_status_name(name),
-            })
+            Reason::status(detail, name)
         }
         3 => Reason::OutOfRange,
         4 => Reason::Conversion,
@@ -187,8 +182,9 @@ pub fn encode_batch(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
         out.push(r.quality.class() as u8);
         out.push(code);
         out.extend_from_slice(&detail.to_le_bytes());
-        if let Some(Reason::Status(s)) = r.quality.reason() {
-            let name = &s.name.as_bytes()[..s.name.len().min(255)];
+        if let Some(Reason::Status { name, .. }) = r.quality.reason() {
+            let name = name.as_str().as_bytes();
+            let name = &name[..name.len().min(255)];
             out.push(name.len() as u8);
             out.extend_from_slice(name);
         }
@@ -292,12 +288,7 @@ mod tests {
             Just(Reason::LastKnownValue),
             Just(Reason::ClockInvalid),
             Just(Reason::SensorFailure),
-            (any::<u32>(), "[A-Za-z]{1,30}").prop_map(|(code, name)| Reason::Status(
-                DeviceStatus {
-                    code,
-                    name: intern_status_name(&name),
-                }
-            )),
+            (any::<u32>(), "[A-Za-z]{1,30}").prop_map(|(code, name)| Reason::status(code, &name)),
         ];
         let quality = prop_oneof![
             Just(Quality::Good),
@@ -439,10 +430,7 @@ mod tests {
         let r = Reading {
             point: PointId(3),
             value: Some(Value::F64(1.0)),
-            quality: Quality::Uncertain(Reason::Status(DeviceStatus {
-                code: 0x4090_0000,
-                name: "UncertainLastUsableValue",
-            })),
+            quality: Quality::Uncertain(Reason::status(0x4090_0000, "UncertainLastUsableValue")),
             source_ts: Timestamp(1),
             received_ts: Timestamp(2),
         };
