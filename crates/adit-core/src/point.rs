@@ -1,11 +1,13 @@
 //! Point identity: names from config interned into dense ids.
 //!
-//! The registry is built once from the validated config and never changes while
-//! adit runs; `PointId(n)` is the index of the n-th point, so per-point state can
-//! live in plain vectors indexed by id.
+//! The registry is built from the validated config, and sources may register
+//! more points while adit runs (bounded by `max_points`); ids are dense and
+//! stable, `PointId(n)` is the n-th point, so per-point state lives in plain
+//! vectors indexed by id that grow when a new id shows up.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 /// Dense, interned point id (index into the [`PointRegistry`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,15 +60,46 @@ impl PointMeta {
 pub enum PointRegistryError {
     #[error("duplicate point id {0:?}")]
     Duplicate(String),
-    #[error("more than u32::MAX points")]
-    TooMany,
+    #[error("the registry is full ({0} points, pipeline.max_points)")]
+    Full(usize),
 }
 
-/// All configured points, by id and by name.
-#[derive(Debug, Default)]
+/// A fixed block of point slots; never moves once allocated.
+type Chunk = Box<[OnceLock<PointMeta>]>;
+
+/// Points per chunk of the registry's storage.
+const CHUNK: usize = 1024;
+/// The default bound: about a million points.
+pub const DEFAULT_MAX_POINTS: usize = 1 << 20;
+
+/// All points, by id and by name: the configured ones, then those a source
+/// registered while running (MQTT topics, Sparkplug births), up to a bound.
+///
+/// Invariants: ids are dense and never reused or changed; a point's meta
+/// never changes once registered, so [`get`](Self::get) is lock-free and
+/// hands out plain references (chunked storage that never moves); writers
+/// (registration) take one lock; at most `max_points` points.
 pub struct PointRegistry {
-    points: Vec<PointMeta>,
-    by_name: HashMap<Arc<str>, PointId>,
+    chunks: Box<[OnceLock<Chunk>]>,
+    len: AtomicUsize,
+    by_name: RwLock<HashMap<Arc<str>, PointId>>,
+    writer: Mutex<()>,
+    max_points: usize,
+}
+
+impl std::fmt::Debug for PointRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PointRegistry")
+            .field("len", &self.len())
+            .field("max_points", &self.max_points)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PointRegistry {
+    fn default() -> Self {
+        Self::with_max_points(DEFAULT_MAX_POINTS)
+    }
 }
 
 impl PointRegistry {
@@ -74,39 +107,105 @@ impl PointRegistry {
         Self::default()
     }
 
-    /// Adds a point and returns its id; names must be unique.
-    pub fn insert(&mut self, meta: PointMeta) -> Result<PointId, PointRegistryError> {
-        if self.by_name.contains_key(&meta.name) {
-            return Err(PointRegistryError::Duplicate(meta.name.to_string()));
+    /// A registry that refuses points beyond `max_points`.
+    pub fn with_max_points(max_points: usize) -> Self {
+        let max_points = max_points.clamp(1, u32::MAX as usize);
+        Self {
+            chunks: (0..max_points.div_ceil(CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+            len: AtomicUsize::new(0),
+            by_name: RwLock::default(),
+            writer: Mutex::new(()),
+            max_points,
         }
-        let id =
-            PointId(u32::try_from(self.points.len()).map_err(|_| PointRegistryError::TooMany)?);
-        self.by_name.insert(meta.name.clone(), id);
-        self.points.push(meta);
-        Ok(id)
     }
 
+    pub fn max_points(&self) -> usize {
+        self.max_points
+    }
+
+    /// Adds a point from config and returns its id; names must be unique.
+    pub fn insert(&mut self, meta: PointMeta) -> Result<PointId, PointRegistryError> {
+        self.register(meta)
+    }
+
+    /// Adds a point while running (from any thread); names must be unique
+    /// and the registry not full.
+    pub fn register(&self, meta: PointMeta) -> Result<PointId, PointRegistryError> {
+        self.add(meta, false).map(|(id, _)| id)
+    }
+
+    /// The id of `meta.name`, registering it first if it is new; says
+    /// whether it was.
+    pub fn get_or_register(&self, meta: PointMeta) -> Result<(PointId, bool), PointRegistryError> {
+        self.add(meta, true)
+    }
+
+    fn add(&self, meta: PointMeta, existing_ok: bool) -> Result<(PointId, bool), PointRegistryError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = self.id_of(&meta.name) {
+            return if existing_ok {
+                Ok((id, false))
+            } else {
+                Err(PointRegistryError::Duplicate(meta.name.to_string()))
+            };
+        }
+        let n = self.len.load(Ordering::Acquire);
+        if n >= self.max_points {
+            return Err(PointRegistryError::Full(self.max_points));
+        }
+        let chunk = self
+            .chunks
+            .get(n / CHUNK)
+            .ok_or(PointRegistryError::Full(self.max_points))?
+            .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        let name = meta.name.clone();
+        let stored = chunk.get(n % CHUNK).is_some_and(|slot| slot.set(meta).is_ok());
+        if !stored {
+            // Unreachable: slot n is only ever set here, under the writer lock.
+            return Err(PointRegistryError::Full(self.max_points));
+        }
+        let id = PointId(n as u32);
+        self.by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, id);
+        self.len.store(n + 1, Ordering::Release);
+        Ok((id, true))
+    }
+
+    /// Lock-free.
     pub fn get(&self, id: PointId) -> Option<&PointMeta> {
-        self.points.get(id.index())
+        let i = id.index();
+        if i >= self.len.load(Ordering::Acquire) {
+            return None;
+        }
+        self.chunks.get(i / CHUNK)?.get()?.get(i % CHUNK)?.get()
     }
 
     pub fn id_of(&self, name: &str) -> Option<PointId> {
-        self.by_name.get(name).copied()
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
     }
 
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.len.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.len() == 0
     }
 
+    /// The points registered so far, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (PointId, &PointMeta)> {
-        self.points
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (PointId(i as u32), m))
+        (0..self.len()).filter_map(|i| {
+            let id = PointId(i as u32);
+            self.get(id).map(|m| (id, m))
+        })
     }
 }
 
@@ -135,6 +234,33 @@ mod tests {
         assert_eq!((a, b), (PointId(0), PointId(1)));
         assert_eq!(r.id_of("b"), Some(b));
         assert_eq!(r.get(a).unwrap().name.as_ref(), "a");
+    }
+
+    #[test]
+    fn points_registered_while_running_are_bounded_and_seen_by_every_reader() {
+        let r = std::sync::Arc::new(PointRegistry::with_max_points(3));
+        r.register(meta("a")).unwrap();
+        let t = {
+            let r = r.clone();
+            std::thread::spawn(move || r.register(meta("b")).unwrap())
+        };
+        let b = t.join().unwrap();
+        assert_eq!(r.get(b).unwrap().name.as_ref(), "b");
+        assert_eq!(r.get_or_register(meta("b")).unwrap(), (b, false));
+        assert!(r.get_or_register(meta("c")).unwrap().1);
+        assert_eq!(r.register(meta("d")), Err(PointRegistryError::Full(3)));
+        assert_eq!(r.iter().count(), 3);
+        assert!(r.get(PointId(3)).is_none());
+    }
+
+    #[test]
+    fn a_registry_spans_many_chunks() {
+        let r = PointRegistry::with_max_points(5000);
+        for i in 0..5000 {
+            r.register(meta(&format!("p{i}"))).unwrap();
+        }
+        assert_eq!(r.get(PointId(4999)).unwrap().name.as_ref(), "p4999");
+        assert_eq!(r.id_of("p1234"), Some(PointId(1234)));
     }
 
     #[test]
