@@ -147,6 +147,10 @@ pub struct PipelineConfig {
     pub max_future_skew: Duration,
     /// A source timestamp older than this is `ClockInvalid`.
     pub max_age: Duration,
+    /// Most points in all: the configured ones plus those sources name at
+    /// run time (MQTT wildcards, Sparkplug births); more are refused,
+    /// counted and audited.
+    pub max_points: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -67,6 +67,7 @@ pub struct RawHttp {
 #[derive(Debug, Deserialize, Default)]
 pub struct RawPipeline {
     pub channel_capacity: Option<i64>,
+    pub max_points: Option<i64>,
     pub max_future_skew: Option<String>,
     pub max_age: Option<String>,
 }

@@ -26,8 +26,8 @@ mod supervisor;
 /// The source contract lives in `adit-source` (collectors depend on it
 /// alone); re-exported here for the assembly and tests.
 pub use adit_source::{
-    Ack, DropReason, Envelope, Outcome, ReadingSender, SendError, Source, SourceContext,
-    SourceError, SourceFuture,
+    Ack, DropReason, Envelope, Outcome, PointRegistrar, ReadingSender, SendError, Source,
+    SourceContext, SourceError, SourceFuture,
 };
 pub use health::Health;
 pub use live::{LiveState, PointState, QualitySummary};

@@ -65,6 +65,15 @@ impl LiveState {
         }
     }
 
+    /// Takes in the points registered since (a pushed source naming points
+    /// at run time): never seen, their staleness counted from `now`.
+    pub fn grow(&mut self, registry: &PointRegistry, now: Instant) {
+        if registry.len() > self.points.len() {
+            self.points.resize(registry.len(), PointState::default());
+            self.tracker.grow(registry, now);
+        }
+    }
+
     /// Applies a batch of normalized readings observed at monotonic time `now`.
     pub fn apply(&mut self, batch: &[Reading], now: Instant) {
         for r in batch {

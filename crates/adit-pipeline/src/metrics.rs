@@ -140,6 +140,7 @@ pub struct Metrics {
     pub sink_batches: IntCounterVec,
     pub deadband_suppressed: IntCounter,
     pub stale_transitions: IntCounter,
+    pub points_refused: IntCounter,
     pub watchdog_dropped: IntCounter,
     pub audit_lost: IntCounter,
     pub ack_latency: crate::latency::AckLatency,
@@ -195,6 +196,11 @@ impl Metrics {
             "Times a point went stale (no sample for its stale_after).",
         )?;
         registry.register(Box::new(stale_transitions.clone()))?;
+        let points_refused = IntCounter::new(
+            "adit_points_refused_total",
+            "Points a source named at run time that were refused: pipeline.max_points reached (audited).",
+        )?;
+        registry.register(Box::new(points_refused.clone()))?;
         let watchdog_dropped = IntCounter::new(
             "adit_watchdog_dropped_readings_total",
             "Readings the watchdog could not take (its queue was full); stored anyway, but not checked by rules.",
@@ -280,6 +286,7 @@ impl Metrics {
             sink_queue_rows,
             deadband_suppressed,
             stale_transitions,
+            points_refused,
             watchdog_dropped,
             audit_lost,
             ack_latency,

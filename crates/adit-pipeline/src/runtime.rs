@@ -155,10 +155,28 @@ impl Pipeline {
             metrics.clone(),
         ));
 
+        // Points that appear at run time are named in the spool's point
+        // table before their first record.
+        spool.attach_registry(registry.clone());
+        let registrar = {
+            let audit = audit.clone();
+            adit_source::PointRegistrar::new(
+                registry.clone(),
+                metrics.points_refused.clone(),
+                Arc::new(move |name: &str, e: &adit_core::PointRegistryError| {
+                    tracing::warn!(point = name, error = %e, "point refused: pipeline.max_points reached");
+                    audit.record(
+                        "point_refused",
+                        serde_json::json!({ "point": name, "reason": e.to_string() }),
+                    );
+                }),
+            )
+        };
         let sources = sources
             .into_iter()
             .map(|(protocol, factory)| {
                 let ctx = SourceContext {
+                    points: registrar.clone(),
                     out: ReadingSender::new(
                         source_tx.clone(),
                         metrics.backpressure.with_label_values(&["normalize"]),
@@ -539,9 +557,11 @@ async fn run_normalize(
             counter.inc_by(n);
         }
         let now = tokio::time::Instant::now().into_std();
-        live.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(batch, now);
+        {
+            let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+            live.grow(&registry, now);
+            live.apply(batch, now);
+        }
         if let Some(tx) = &watchdog {
             if tx.try_send(batch.clone()).is_err() {
                 metrics.watchdog_dropped.inc_by(batch.len() as u64);

@@ -47,6 +47,21 @@ impl StaleTracker {
         }
     }
 
+    /// Tracks the points registered since (ids beyond the current ones),
+    /// with deadlines counted from `now`.
+    pub fn grow(&mut self, registry: &PointRegistry, now: Instant) {
+        for i in self.stale_after.len()..registry.len() {
+            let id = PointId(i as u32);
+            let after = registry
+                .get(id)
+                .map_or(Duration::from_secs(60), |m| m.stale_after);
+            self.stale_after.push(after);
+            self.deadline.push(now + after);
+            self.stale.push(false);
+            self.by_deadline.insert((now + after, id));
+        }
+    }
+
     /// A sample of `id` arrived at `now`: push its deadline out. Returns true
     /// if the point was stale and is fresh again.
     pub fn seen(&mut self, id: PointId, now: Instant) -> bool {

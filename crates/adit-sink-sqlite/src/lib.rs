@@ -37,6 +37,7 @@
 //! with the error and the SQL that migrates it by hand.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adit_core::{PointRegistry, Reading, Reason, Value};
@@ -135,7 +136,14 @@ pub struct SqliteSink {
     path: PathBuf,
     /// Database id of each point, indexed by `PointId`.
     db_ids: Vec<i64>,
+    /// The live registry, when points may appear at run time: their
+    /// `points` rows are added before their first reading.
+    registry: Option<Arc<PointRegistry>>,
 }
+
+const UPSERT_POINT: &str = "INSERT INTO points (name, device, unit) VALUES (?1, ?2, ?3)
+     ON CONFLICT(name) DO UPDATE SET device = excluded.device, unit = excluded.unit
+     RETURNING id";
 
 impl SqliteSink {
     /// Opens (creating if needed, migrating if old) the database and
@@ -166,13 +174,7 @@ impl SqliteSink {
             .map_err(|e| format!("cannot create schema in {}: {e}", path.display()))?;
         let mut db_ids = Vec::with_capacity(registry.len());
         {
-            let mut upsert = conn
-                .prepare(
-                    "INSERT INTO points (name, device, unit) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(name) DO UPDATE SET device = excluded.device, unit = excluded.unit
-                     RETURNING id",
-                )
-                .map_err(|e| e.to_string())?;
+            let mut upsert = conn.prepare(UPSERT_POINT).map_err(|e| e.to_string())?;
             for (_, meta) in registry.iter() {
                 let id: i64 = upsert
                     .query_row(
@@ -187,7 +189,38 @@ impl SqliteSink {
             conn,
             path: path.to_path_buf(),
             db_ids,
+            registry: None,
         })
+    }
+
+    /// Follows `registry` as it grows: a point registered at run time gets
+    /// its `points` row (name, device, unit) before its first reading.
+    #[must_use]
+    pub fn follow(mut self, registry: Arc<PointRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Adds `points` rows for the points registered since.
+    fn catch_up(&mut self) -> rusqlite::Result<()> {
+        let Some(registry) = self.registry.as_ref() else {
+            return Ok(());
+        };
+        if registry.len() <= self.db_ids.len() {
+            return Ok(());
+        }
+        let mut upsert = self.conn.prepare_cached(UPSERT_POINT)?;
+        for i in self.db_ids.len()..registry.len() {
+            let Some(meta) = registry.get(adit_core::PointId(i as u32)) else {
+                break;
+            };
+            let id: i64 = upsert.query_row(
+                params![meta.name.as_ref(), meta.device.as_ref(), meta.unit.as_ref()],
+                |row| row.get(0),
+            )?;
+            self.db_ids.push(id);
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -196,6 +229,12 @@ impl SqliteSink {
 
     /// Writes one transaction; returns the rows that were new.
     fn write_tx(&mut self, readings: &[Reading]) -> rusqlite::Result<u64> {
+        if readings
+            .iter()
+            .any(|r| r.point.index() >= self.db_ids.len())
+        {
+            self.catch_up()?;
+        }
         let tx = self.conn.transaction()?;
         let mut inserted = 0u64;
         {

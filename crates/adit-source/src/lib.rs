@@ -23,4 +23,4 @@ pub mod source;
 
 pub use ack::{Ack, DropReason, Outcome};
 pub use sender::{Envelope, ReadingSender, SendError};
-pub use source::{Source, SourceContext, SourceError, SourceFuture};
+pub use source::{PointRegistrar, Source, SourceContext, SourceError, SourceFuture};

@@ -6,6 +6,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
+use adit_core::{PointId, PointMeta, PointRegistry, PointRegistryError};
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
 use crate::sender::ReadingSender;
@@ -42,4 +46,50 @@ pub trait Source: Send + 'static {
 pub struct SourceContext {
     pub out: ReadingSender,
     pub shutdown: CancellationToken,
+    /// Points that appear at run time (MQTT wildcards, Sparkplug births).
+    pub points: PointRegistrar,
+}
+
+/// Registers points at run time, bounded by the registry's `max_points`: a
+/// point beyond the bound is refused, counted and reported (audited by the
+/// pipeline), never a crash. A registered point reaches the live state, the
+/// watchdog's glob-bound rules, the spool's point table and every sink with
+/// its first reading.
+#[derive(Clone)]
+pub struct PointRegistrar {
+    registry: Arc<PointRegistry>,
+    refused: IntCounter,
+    on_refused: Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>,
+}
+
+impl PointRegistrar {
+    pub fn new(
+        registry: Arc<PointRegistry>,
+        refused: IntCounter,
+        on_refused: Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>,
+    ) -> Self {
+        Self {
+            registry,
+            refused,
+            on_refused,
+        }
+    }
+
+    /// The id of `meta.name`, registering the point if it is new; `None`
+    /// (counted, reported) when the registry is full.
+    pub fn register(&self, meta: PointMeta) -> Option<PointId> {
+        let name = meta.name.clone();
+        match self.registry.get_or_register(meta) {
+            Ok((id, _)) => Some(id),
+            Err(e) => {
+                self.refused.inc();
+                (self.on_refused)(&name, &e);
+                None
+            }
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<PointRegistry> {
+        &self.registry
+    }
 }

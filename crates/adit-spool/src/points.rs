@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use adit_core::{PointId, PointRegistry};
+use std::time::Duration;
+
+use adit_core::{PointId, PointMeta, PointRegistry};
 
 /// FNV-1a 64 of the names in id order: stable across builds and platforms.
 pub fn fingerprint(names: &[&str]) -> u64 {
@@ -46,7 +48,60 @@ pub fn save_table(dir: &Path, fp: u64, names: &[&str]) -> std::io::Result<()> {
     crate::sync_dir(dir)
 }
 
+/// One line of a point table: a configured point is its name alone; a point
+/// registered at run time also carries what is needed to register it again
+/// (`name\tdevice\tunit\tstale_after_ms`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableEntry {
+    pub name: String,
+    pub runtime: Option<PointMeta>,
+}
+
+fn parse_entry(line: &str) -> TableEntry {
+    let mut parts = line.split('\t');
+    let name = parts.next().unwrap_or_default().to_string();
+    let runtime = match (parts.next(), parts.next(), parts.next()) {
+        (Some(device), Some(unit), Some(stale)) => {
+            let mut meta = PointMeta::plain(&name, device, 1000);
+            meta.unit = unit.into();
+            meta.stale_after = Duration::from_millis(stale.parse().unwrap_or(60_000));
+            Some(meta)
+        }
+        _ => None,
+    };
+    TableEntry { name, runtime }
+}
+
+/// The entries of table `fp`, if it exists.
+pub fn load_table(dir: &Path, fp: u64) -> Option<Vec<TableEntry>> {
+    let text = std::fs::read_to_string(table_path(dir, fp)).ok()?;
+    Some(text.lines().map(parse_entry).collect())
+}
+
+/// Appends points registered at run time to table `fp`, fsynced: it must
+/// be on disk before any record that names them.
+pub fn append_runtime(dir: &Path, fp: u64, points: &[&PointMeta]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for m in points {
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            clean(&m.name),
+            clean(&m.device),
+            clean(&m.unit),
+            m.stale_after.as_millis()
+        ));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(table_path(dir, fp))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()
+}
+
 /// Maps ids of older point tables to current ids, loading tables on demand.
+/// Points of an older table that were registered at run time are registered
+/// again in the live registry (so a replay after a config change keeps them).
 #[derive(Debug, Default)]
 pub struct IdMapper {
     current: u64,
@@ -56,10 +111,10 @@ pub struct IdMapper {
 }
 
 impl IdMapper {
-    pub fn new(registry: &PointRegistry) -> Self {
-        let names = registry_names(registry);
+    /// `current` is the fingerprint of the spool's own table.
+    pub fn new(registry: &PointRegistry, current: u64) -> Self {
         Self {
-            current: fingerprint(&names),
+            current,
             by_name: registry
                 .iter()
                 .map(|(id, m)| (m.name.to_string(), id))
@@ -74,19 +129,32 @@ impl IdMapper {
 
     /// The current id of `old` in table `fp`; `None` if the point is no
     /// longer configured or the table is unknown.
-    pub fn map(&mut self, dir: &Path, fp: u64, old: PointId) -> Option<PointId> {
+    pub fn map(
+        &mut self,
+        dir: &Path,
+        fp: u64,
+        old: PointId,
+        live: Option<&PointRegistry>,
+    ) -> Option<PointId> {
         if fp == self.current {
             return Some(old);
         }
         let by_name = &self.by_name;
         let table = self.tables.entry(fp).or_insert_with(|| {
-            let text = std::fs::read_to_string(table_path(dir, fp)).ok()?;
             Some(
-                text.lines()
-                    .map(|name| by_name.get(name).copied())
+                load_table(dir, fp)?
+                    .into_iter()
+                    .map(|e| {
+                        by_name
+                            .get(&e.name)
+                            .copied()
+                            .or_else(|| live?.id_of(&e.name))
+                            .or_else(|| live?.get_or_register(e.runtime?).ok().map(|(id, _)| id))
+                    })
                     .collect(),
             )
         });
         table.as_ref()?.get(old.index()).copied().flatten()
     }
 }
+

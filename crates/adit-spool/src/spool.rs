@@ -16,7 +16,9 @@ use crate::codec::{decode_payload, encode_alerts, encode_batch, AlertRecord, Pay
 use crate::faults::{self, Faults, FileOp};
 use crate::frame::{encode_record, parse_record, Parsed, HEADER_LEN, MAX_PAYLOAD};
 use crate::lock::{lock_dir, DirLock, LockError};
-use crate::points::{fingerprint, registry_names, save_table, IdMapper};
+use crate::points::{
+    append_runtime, fingerprint, load_table, registry_names, save_table, IdMapper,
+};
 use crate::recovery::{items_in, recover_segments, seg_path, RecoveryReport, Segment};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +117,10 @@ struct State {
 
 struct Shared {
     cfg: SpoolConfig,
+    /// Lines in this run's point table (`points-<fingerprint>.txt`): ids
+    /// below it can be named after a restart; the live registry (attached
+    /// by the pipeline) names the ones above, which are appended first.
+    table: Mutex<PointTable>,
     /// Highest sequence number as durable as the fsync policy promises
     /// (see [`Spool::durable_seq`]), and its waiters.
     durable: AtomicU64,
@@ -142,6 +148,15 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ 
     }
 }
 
+/// This run's point table and the registry whose run-time points extend it.
+#[derive(Debug, Default)]
+struct PointTable {
+    lines: usize,
+    registry: Option<Arc<PointRegistry>>,
+    /// The table could not be extended (logged once).
+    failing: bool,
+}
+
 impl Spool {
     /// Opens (creating if needed) the spool, recovers it, and registers the
     /// given cursors (one per sink). Cursors not in the ledger start at the
@@ -166,6 +181,21 @@ impl Spool {
         if let Err(e) = save_table(&dir, fp, &names) {
             // Only needed to map ids after a config change; never a reason not to start.
             tracing::error!(dir = %dir.display(), error = %e, "cannot save the spool's point table");
+        }
+        // Points registered at run time by an earlier run of this config come
+        // back with the ids they had (the table's lines are their ids).
+        let mut table_lines = names.len();
+        if let Some(entries) = load_table(&dir, fp) {
+            table_lines = entries.len();
+            for entry in entries.into_iter().skip(names.len()) {
+                let Some(meta) = entry.runtime else {
+                    continue;
+                };
+                if let Err(e) = registry.get_or_register(meta) {
+                    tracing::error!(point = %entry.name, error = %e, "spool: a point registered in an earlier run cannot be registered again; its spooled readings are counted as unknown");
+                    break;
+                }
+            }
         }
 
         let mut report = RecoveryReport::default();
@@ -251,6 +281,10 @@ impl Spool {
         let stats = SpoolStats::default();
         stats.bytes.store(total_bytes, Ordering::Relaxed);
         let shared = Arc::new(Shared {
+            table: Mutex::new(PointTable {
+                lines: table_lines,
+                ..PointTable::default()
+            }),
             cfg,
             // What recovery found is on disk (or as durable as it will get).
             durable: AtomicU64::new(next_seq - 1),
@@ -317,9 +351,54 @@ impl Spool {
         (st.next_seq - 1).saturating_sub(min)
     }
 
+    /// Lets points registered at run time in `registry` be named in the
+    /// point table (before the first record that uses them), so a restart
+    /// keeps their ids and a replay maps them.
+    pub fn attach_registry(&self, registry: Arc<PointRegistry>) {
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .registry = Some(registry);
+    }
+
+    /// Appends to the point table the run-time points up to `max_id`.
+    fn extend_table(&self, max_id: usize) {
+        let mut table = self
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if max_id < table.lines {
+            return;
+        }
+        let Some(registry) = table.registry.clone() else {
+            return;
+        };
+        let new: Vec<&adit_core::PointMeta> = (table.lines..=max_id)
+            .map_while(|i| registry.get(adit_core::PointId(i as u32)))
+            .collect();
+        match append_runtime(&self.shared.cfg.dir, self.shared.fingerprint, &new) {
+            Ok(()) => {
+                table.lines += new.len();
+                table.failing = false;
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut table.failing, true) {
+                    tracing::error!(error = %e, "spool: cannot name new points in the point table; after a restart their spooled readings count as unknown points");
+                }
+            }
+        }
+    }
+
     /// Appends a batch; returns its sequence number.
     pub fn append(&self, readings: &[Reading]) -> Result<u64, AppendError> {
         let fp = self.shared.fingerprint;
+        if let Some(max_id) = readings.iter().map(|r| r.point.index()).max() {
+            if max_id >= self.table_lines() {
+                self.extend_table(max_id);
+            }
+        }
         self.append_with(readings.len(), |buf| encode_batch(fp, readings, buf))
     }
 
@@ -729,6 +808,23 @@ impl Spool {
         persisted
     }
 
+    fn table_lines(&self) -> usize {
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lines
+    }
+
+    fn attached_registry(&self) -> Option<Arc<PointRegistry>> {
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .registry
+            .clone()
+    }
+
     /// A reader for `cursor`, starting after its acknowledged position.
     pub fn reader(&self, cursor: &str, registry: &PointRegistry) -> Reader {
         let acked = self.lock().cursors.get(cursor).copied().unwrap_or(0);
@@ -737,7 +833,7 @@ impl Spool {
             cursor: cursor.to_string(),
             next_seq: acked + 1,
             open: None,
-            mapper: IdMapper::new(registry),
+            mapper: IdMapper::new(registry, self.shared.fingerprint),
         }
     }
 
@@ -905,6 +1001,7 @@ impl Reader {
             }
         }
         let mut out = Delivered::default();
+        let live = self.spool.attached_registry();
         while out.readings.len() < max_readings {
             let Some((seq, payload)) = self.read_record()? else {
                 break;
@@ -913,7 +1010,17 @@ impl Reader {
                 Ok(Payload::Alerts(alerts)) => out.alerts.extend(alerts),
                 Ok(Payload::Readings(fp, readings)) => {
                     for mut r in readings {
-                        match self.mapper.map(&self.spool.shared.cfg.dir, fp, r.point) {
+                        match self.mapper.map(
+                            &self.spool.shared.cfg.dir,
+                            fp,
+                            r.point,
+                            live.as_deref(),
+                        ) {
+                            // A point the registry does not have (it was full
+                            // when an earlier run's points were registered again).
+                            Some(id) if live.as_ref().is_some_and(|l| l.get(id).is_none()) => {
+                                out.unknown_points += 1;
+                            }
                             Some(id) => {
                                 r.point = id;
                                 out.readings.push(r);

@@ -82,19 +82,46 @@ impl Engine {
         registry: Arc<PointRegistry>,
         audit: Audit,
     ) -> Self {
-        let mut devices: Vec<Arc<str>> = Vec::new();
-        let mut by_point = Vec::with_capacity(registry.len());
-        let mut slot_of: HashMap<(usize, Key), usize> = HashMap::new();
-        let mut slots: Vec<(usize, Key)> = Vec::new();
-        for (id, meta) in registry.iter() {
-            let d = devices
+        let mut engine = Self {
+            site: site.to_string(),
+            rules,
+            by_point: Vec::with_capacity(registry.len()),
+            devices: Vec::new(),
+            states: Vec::new(),
+            slots: Vec::new(),
+            registry,
+            audit,
+        };
+        engine.bind_new_points();
+        engine
+    }
+
+    /// Binds every rule whose glob matches to the points registered since
+    /// the last call (all of them at start; then points a source named at
+    /// run time).
+    fn bind_new_points(&mut self) {
+        let mut slot_of: HashMap<(usize, Key), usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i))
+            .collect();
+        for i in self.by_point.len()..self.registry.len() {
+            let id = PointId(i as u32);
+            let Some(meta) = self.registry.get(id) else {
+                break;
+            };
+            let d = self
+                .devices
                 .iter()
                 .position(|d| *d == meta.device)
                 .unwrap_or_else(|| {
-                    devices.push(meta.device.clone());
-                    devices.len() - 1
+                    self.devices.push(meta.device.clone());
+                    self.devices.len() - 1
                 });
-            let bound = rules
+            let slots = &mut self.slots;
+            let bound = self
+                .rules
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| glob::matches(&r.points, &meta.name))
@@ -110,21 +137,9 @@ impl Engine {
                     (rule, slot)
                 })
                 .collect();
-            by_point.push(bound);
+            self.by_point.push(bound);
         }
-        let states = std::iter::repeat_with(State::default)
-            .take(slots.len())
-            .collect();
-        Self {
-            site: site.to_string(),
-            rules,
-            by_point,
-            devices,
-            states,
-            slots,
-            registry,
-            audit,
-        }
+        self.states.resize_with(self.slots.len(), State::default);
     }
 
     /// Rules bound to no point at all (probably a mistyped glob).
@@ -141,6 +156,9 @@ impl Engine {
     pub fn observe(&mut self, batch: &[Reading], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for r in batch {
+            if r.point.index() >= self.by_point.len() {
+                self.bind_new_points();
+            }
             let Some(bound) = self.by_point.get(r.point.index()) else {
                 continue;
             };

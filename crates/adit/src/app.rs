@@ -39,7 +39,7 @@ pub enum AppError {
 /// Interns every configured point; returns the registry and, per device, the
 /// ids of its points in config order.
 pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId>>), AppError> {
-    let mut registry = PointRegistry::new();
+    let mut registry = PointRegistry::with_max_points(config.pipeline.max_points);
     let mut per_device = Vec::with_capacity(config.devices.len());
     for device in &config.devices {
         let device_name: Arc<str> = device.id.as_str().into();
@@ -383,7 +383,9 @@ impl App {
                     _ => Durability::PowerLoss,
                 };
                 let opened =
-                    tokio::task::spawn_blocking(move || SqliteSink::open(&path, &reg, durability))
+                    tokio::task::spawn_blocking(move || {
+                        SqliteSink::open(&path, &reg, durability).map(|s| s.follow(reg.clone()))
+                    })
                         .await
                         .map_err(|e| AppError::Sink(e.to_string()))?
                         .map_err(AppError::Sink)?;

@@ -132,6 +132,13 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             "1d",
             true,
         ),
+        max_points: p.int_in(
+            "pipeline.max_points",
+            rp.and_then(|r| r.max_points),
+            65_536,
+            1,
+            1 << 22,
+        ) as usize,
     };
 
     let sinks = storage::validate_sinks(&mut p, raw.sink.as_ref(), &data_dir);
@@ -172,6 +179,16 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let rules = alerting::validate_rules(&mut p, &raw.rule);
     let alerting = alerting::validate_alerting(&mut p, raw.alerting.as_ref(), &data_dir);
 
+    let configured: usize = devices.iter().map(|d| d.points.len()).sum();
+    if configured > pipeline.max_points {
+        p.push(
+            "pipeline.max_points",
+            format!(
+                "{} is below the {configured} configured points",
+                pipeline.max_points
+            ),
+        );
+    }
     if p.0.is_empty() {
         Ok(Config {
             origin: ConfigOrigin::default(),
