@@ -59,14 +59,17 @@ pub struct SourceContext {
 pub struct PointRegistrar {
     registry: Arc<PointRegistry>,
     refused: IntCounter,
-    on_refused: Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>,
+    on_refused: OnRefused,
 }
+
+/// Told of each refused point (its name and why): the pipeline logs and audits.
+pub type OnRefused = Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>;
 
 impl PointRegistrar {
     pub fn new(
         registry: Arc<PointRegistry>,
         refused: IntCounter,
-        on_refused: Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>,
+        on_refused: OnRefused,
     ) -> Self {
         Self {
             registry,

@@ -5,6 +5,7 @@
 //! to names to current ids.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -84,13 +85,14 @@ pub fn append_runtime(dir: &Path, fp: u64, points: &[&PointMeta]) -> std::io::Re
     let mut text = String::new();
     for m in points {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-        text.push_str(&format!(
-            "{}\t{}\t{}\t{}\n",
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{}",
             clean(&m.name),
             clean(&m.device),
             clean(&m.unit),
             m.stale_after.as_millis()
-        ));
+        );
     }
     let mut f = std::fs::OpenOptions::new()
         .append(true)

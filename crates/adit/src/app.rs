@@ -316,6 +316,25 @@ impl App {
         http_bind: HttpBind,
         sink: Option<Box<dyn Sink>>,
     ) -> Result<Self, AppError> {
+        Self::start_with(config, http_bind, sink, Vec::new()).await
+    }
+
+    /// Starts with `extra` sources beside the configured devices (embedding,
+    /// and tests of sources that have no config section yet).
+    pub async fn start_with_sources(
+        config: &Config,
+        http_bind: HttpBind,
+        extra: Vec<(&'static str, SourceFactory)>,
+    ) -> Result<Self, AppError> {
+        Self::start_with(config, http_bind, None, extra).await
+    }
+
+    async fn start_with(
+        config: &Config,
+        http_bind: HttpBind,
+        sink: Option<Box<dyn Sink>>,
+        extra: Vec<(&'static str, SourceFactory)>,
+    ) -> Result<Self, AppError> {
         let audit = Audit::open(&config.audit.dir, config.audit.max_file_size)
             .map_err(|e| AppError::Sink(e.to_string()))?;
         audit.record(
@@ -348,7 +367,7 @@ impl App {
                 }
             })?);
         }
-        let mut sources: Vec<(&'static str, SourceFactory)> = Vec::new();
+        let mut sources: Vec<(&'static str, SourceFactory)> = extra;
         for bus in ModbusBus::group(devices, &audit) {
             let protocol = bus
                 .devices
