@@ -142,7 +142,11 @@ impl PointRegistry {
         self.add(meta, true)
     }
 
-    fn add(&self, meta: PointMeta, existing_ok: bool) -> Result<(PointId, bool), PointRegistryError> {
+    fn add(
+        &self,
+        meta: PointMeta,
+        existing_ok: bool,
+    ) -> Result<(PointId, bool), PointRegistryError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(id) = self.id_of(&meta.name) {
             return if existing_ok {
@@ -161,7 +165,9 @@ impl PointRegistry {
             .ok_or(PointRegistryError::Full(self.max_points))?
             .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
         let name = meta.name.clone();
-        let stored = chunk.get(n % CHUNK).is_some_and(|slot| slot.set(meta).is_ok());
+        let stored = chunk
+            .get(n % CHUNK)
+            .is_some_and(|slot| slot.set(meta).is_ok());
         if !stored {
             // Unreachable: slot n is only ever set here, under the writer lock.
             return Err(PointRegistryError::Full(self.max_points));

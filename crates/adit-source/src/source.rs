@@ -66,11 +66,7 @@ pub struct PointRegistrar {
 pub type OnRefused = Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>;
 
 impl PointRegistrar {
-    pub fn new(
-        registry: Arc<PointRegistry>,
-        refused: IntCounter,
-        on_refused: OnRefused,
-    ) -> Self {
+    pub fn new(registry: Arc<PointRegistry>, refused: IntCounter, on_refused: OnRefused) -> Self {
         Self {
             registry,
             refused,

@@ -159,4 +159,3 @@ impl IdMapper {
         table.as_ref()?.get(old.index()).copied().flatten()
     }
 }
-

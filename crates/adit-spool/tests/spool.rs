@@ -603,3 +603,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn points_named_at_run_time_keep_their_ids_across_a_restart_and_map_after_a_config_change() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block);
+    let reading = |id: u32, v: i64| Reading {
+        point: PointId(id),
+        value: Some(Value::I64(v)),
+        quality: Quality::Good,
+        source_ts: Timestamp(v),
+        received_ts: Timestamp(v),
+    };
+    // Run 1: one configured point, one named at run time.
+    {
+        let reg = Arc::new(registry(&["p"]));
+        let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        spool.attach_registry(reg.clone());
+        let mut meta = PointMeta::plain("broker.x", "broker", 1000);
+        meta.unit = "ppm".into();
+        let x = reg.register(meta).unwrap();
+        assert_eq!(x, PointId(1));
+        spool.append(&[reading(0, 1), reading(1, 2)]).unwrap();
+    }
+    // Run 2, same config: the run-time point is back with its id, before
+    // any source names it, and its spooled reading maps to it.
+    {
+        let reg = Arc::new(registry(&["p"]));
+        let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        spool.attach_registry(reg.clone());
+        assert_eq!(reg.id_of("broker.x"), Some(PointId(1)));
+        assert_eq!(reg.get(PointId(1)).unwrap().unit.as_ref(), "ppm");
+        let d = spool.reader("db", &reg).next(100, Duration::ZERO).unwrap();
+        let points: Vec<u32> = d.readings.iter().map(|r| r.point.0).collect();
+        assert_eq!(points, vec![0, 1]);
+    }
+    // Run 3, a config with another point first: ids shift, names map, and
+    // the run-time point is registered again from the old table.
+    let reg = Arc::new(registry(&["q", "p"]));
+    let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
+    spool.attach_registry(reg.clone());
+    let d = spool.reader("db", &reg).next(100, Duration::ZERO).unwrap();
+    let names: Vec<String> = d
+        .readings
+        .iter()
+        .map(|r| reg.get(r.point).unwrap().name.to_string())
+        .collect();
+    assert_eq!(names, vec!["p", "broker.x"]);
+    assert_eq!(d.unknown_points, 0);
+}

@@ -401,13 +401,12 @@ impl App {
                     adit_config::FsyncSetting::Never => Durability::ProcessCrash,
                     _ => Durability::PowerLoss,
                 };
-                let opened =
-                    tokio::task::spawn_blocking(move || {
-                        SqliteSink::open(&path, &reg, durability).map(|s| s.follow(reg.clone()))
-                    })
-                        .await
-                        .map_err(|e| AppError::Sink(e.to_string()))?
-                        .map_err(AppError::Sink)?;
+                let opened = tokio::task::spawn_blocking(move || {
+                    SqliteSink::open(&path, &reg, durability).map(|s| s.follow(reg.clone()))
+                })
+                .await
+                .map_err(|e| AppError::Sink(e.to_string()))?
+                .map_err(AppError::Sink)?;
                 tracing::info!(path = %sqlite.path.display(), points = registry.len(), "sqlite sink open");
                 sinks.push((
                     Box::new(opened),
