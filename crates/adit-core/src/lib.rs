@@ -15,9 +15,11 @@
 //! Modules: `point` (ids, registry), `quality` (Good/Uncertain/Bad and
 //! reasons, protocol statuses), `reading` (readings, values, batches),
 //! `time` (wall-clock timestamps), [`backoff`] (the one retry backoff),
-//! [`url`] (the one endpoint URL parser).
+//! [`url`] (the one endpoint URL parser), [`modbus`] (the register
+//! vocabulary of the pure Modbus codec and planner).
 
 pub mod backoff;
+pub mod modbus;
 mod point;
 mod quality;
 mod reading;

@@ -7,7 +7,7 @@
 //! Encoding does the exact inverse, so `decode(encode(x)) == x` for every type
 //! and order (property-tested).
 
-use adit_config::{DataType, WordOrder};
+use adit_core::modbus::{DataType, WordOrder};
 
 /// A decoded number before scaling.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -492,7 +492,7 @@ async fn poll_group(
 async fn read_device_clock(
     c: &mut tokio_modbus::client::Context,
     read: &PlannedRead,
-    clock: &adit_config::DeviceClock,
+    clock: &adit_core::modbus::DeviceClock,
     device: &ModbusDevice,
     readings: &mut [Reading],
 ) -> bool {

@@ -11,7 +11,7 @@
 //! - no read touches an address in a forbidden range (`no_read_ranges`, which
 //!   apply to every table).
 
-use adit_config::Table;
+use adit_core::modbus::Table;
 
 /// Protocol maximum for one read of coils or discrete inputs.
 pub const MAX_BITS_PER_READ: u16 = 2000;

@@ -1,7 +1,8 @@
 //! Turning one read's answer into readings. Pure: the collector calls it with
 //! what the device said (data, an exception code, or nothing).
 
-use adit_config::{DataType, DeviceClock, PointConfig, WordOrder};
+use adit_config::PointConfig;
+use adit_core::modbus::{DataType, DeviceClock, WordOrder};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 
 use crate::codec::{decode_bit, decode_registers, decode_string, RawValue};
@@ -126,7 +127,7 @@ pub fn mark_read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adit_config::{Table, WordOrder};
+    use adit_core::modbus::{Table, WordOrder};
     use adit_core::Value;
 
     fn point(

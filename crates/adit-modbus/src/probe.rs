@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use adit_config::{DataType, Table, WordOrder};
+use adit_core::modbus::{DataType, Table, WordOrder};
 
 use crate::codec::{decode_registers, RawValue};
 use crate::endpoint::{open, Endpoint};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use adit_config::Table;
+use adit_core::modbus::Table;
 use tokio::time::timeout;
 use tokio_modbus::client::{Context, Reader};
 
