@@ -147,6 +147,13 @@ impl PointRegistry {
         meta: PointMeta,
         existing_ok: bool,
     ) -> Result<(PointId, bool), PointRegistryError> {
+        if existing_ok {
+            // The common case for a source naming its points on every
+            // message: known, no writer lock.
+            if let Some(id) = self.id_of(&meta.name) {
+                return Ok((id, false));
+            }
+        }
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(id) = self.id_of(&meta.name) {
             return if existing_ok {
@@ -173,11 +180,12 @@ impl PointRegistry {
             return Err(PointRegistryError::Full(self.max_points));
         }
         let id = PointId(n as u32);
+        // Published before its name: whoever finds the name can `get` it.
+        self.len.store(n + 1, Ordering::Release);
         self.by_name
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name, id);
-        self.len.store(n + 1, Ordering::Release);
         Ok((id, true))
     }
 

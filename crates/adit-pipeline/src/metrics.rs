@@ -18,7 +18,7 @@ pub struct SpoolMetrics {
     pub disk_full: IntCounter,
     pub fsyncs: IntCounter,
     pub fsync_failures: IntCounter,
-    seen: std::sync::Arc<std::sync::Mutex<[u64; 10]>>,
+    seen: std::sync::Arc<std::sync::Mutex<[u64; 11]>>,
 }
 
 impl SpoolMetrics {
@@ -46,7 +46,7 @@ impl SpoolMetrics {
             dropped: counter(
                 registry,
                 "adit_spool_dropped_readings_total",
-                "Readings the spool dropped, by reason (full_oldest, full_newest, too_large, unknown_point, undecodable).",
+                "Readings the spool dropped, by reason (full_oldest, full_newest, too_large, unknown_point, undecodable, unnamed_point).",
                 &["reason"],
             )?,
             block_waits: plain(
@@ -81,6 +81,7 @@ impl SpoolMetrics {
             s.fsync_failures.load(Relaxed),
             s.dropped_too_large_readings.load(Relaxed),
             s.undecodable_readings.load(Relaxed),
+            s.dropped_unnamed_readings.load(Relaxed),
         ];
         let mut seen = self
             .seen
@@ -113,6 +114,9 @@ impl SpoolMetrics {
         self.dropped
             .with_label_values(&["undecodable"])
             .inc_by(delta[9]);
+        self.dropped
+            .with_label_values(&["unnamed_point"])
+            .inc_by(delta[10]);
         self.bytes
             .set(i64::try_from(s.bytes.load(Relaxed)).unwrap_or(i64::MAX));
         self.pending_records

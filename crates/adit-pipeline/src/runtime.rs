@@ -111,6 +111,10 @@ impl Pipeline {
             tokio::time::Instant::now().into_std(),
         )));
         let stop_sinks = Arc::new(StopSignal::default());
+        // Before any reader exists: points that appear at run time are named
+        // in the spool's point table before their first record, and readers
+        // register them again from older tables.
+        spool.attach_registry(registry.clone());
 
         let sinks = sinks
             .into_iter()
@@ -155,9 +159,6 @@ impl Pipeline {
             metrics.clone(),
         ));
 
-        // Points that appear at run time are named in the spool's point
-        // table before their first record.
-        spool.attach_registry(registry.clone());
         let registrar = {
             let audit = audit.clone();
             adit_source::PointRegistrar::new(
@@ -212,7 +213,7 @@ impl Pipeline {
             let audit_lost = metrics.audit_lost.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut audited = [0u64; 5];
+                let mut audited = [0u64; 6];
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
@@ -355,7 +356,7 @@ async fn run_stale_checker(
 }
 
 /// Writes one audit entry per second in which the spool dropped readings.
-fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u64; 5]) {
+fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u64; 6]) {
     use std::sync::atomic::Ordering::Relaxed;
     let s = spool.stats();
     let now = [
@@ -364,6 +365,7 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
         s.dropped_unknown_point_readings.load(Relaxed),
         s.dropped_too_large_readings.load(Relaxed),
         s.undecodable_readings.load(Relaxed),
+        s.dropped_unnamed_readings.load(Relaxed),
     ];
     for ((reason, n), seen) in [
         "full_oldest",
@@ -371,6 +373,7 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
         "unknown_point",
         "too_large",
         "undecodable",
+        "unnamed_point",
     ]
     .iter()
     .zip(now)

@@ -20,6 +20,14 @@ use std::time::{Duration, Instant};
 
 use adit_core::{PointId, PointRegistry};
 
+/// `at + after`, at most about a century ahead (a `stale_after` meaning
+/// "never" must not overflow the clock).
+fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
+}
+
 #[derive(Debug)]
 pub struct StaleTracker {
     stale_after: Vec<Duration>,
@@ -32,7 +40,7 @@ impl StaleTracker {
     /// Every point starts with a deadline `stale_after` from `start`.
     pub fn new(registry: &PointRegistry, start: Instant) -> Self {
         let stale_after: Vec<Duration> = registry.iter().map(|(_, m)| m.stale_after).collect();
-        let deadline: Vec<Instant> = stale_after.iter().map(|d| start + *d).collect();
+        let deadline: Vec<Instant> = stale_after.iter().map(|d| later(start, *d)).collect();
         let by_deadline = deadline
             .iter()
             .enumerate()
@@ -55,10 +63,11 @@ impl StaleTracker {
             let after = registry
                 .get(id)
                 .map_or(Duration::from_secs(60), |m| m.stale_after);
+            let deadline = later(now, after);
             self.stale_after.push(after);
-            self.deadline.push(now + after);
+            self.deadline.push(deadline);
             self.stale.push(false);
-            self.by_deadline.insert((now + after, id));
+            self.by_deadline.insert((deadline, id));
         }
     }
 
@@ -73,7 +82,7 @@ impl StaleTracker {
         ) else {
             return false;
         };
-        *deadline = now + after;
+        *deadline = later(now, after);
         if std::mem::replace(stale, false) {
             // A stale point has no entry in the set: queue it again.
             self.by_deadline.insert((*deadline, id));

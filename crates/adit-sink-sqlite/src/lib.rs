@@ -209,17 +209,24 @@ impl SqliteSink {
         if registry.len() <= self.db_ids.len() {
             return Ok(());
         }
-        let mut upsert = self.conn.prepare_cached(UPSERT_POINT)?;
-        for i in self.db_ids.len()..registry.len() {
-            let Some(meta) = registry.get(adit_core::PointId(i as u32)) else {
-                break;
-            };
-            let id: i64 = upsert.query_row(
-                params![meta.name.as_ref(), meta.device.as_ref(), meta.unit.as_ref()],
-                |row| row.get(0),
-            )?;
-            self.db_ids.push(id);
+        // One transaction (one fsync) for all of them: a Sparkplug birth can
+        // name thousands at once.
+        let tx = self.conn.transaction()?;
+        let mut added = Vec::new();
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_POINT)?;
+            for i in self.db_ids.len()..registry.len() {
+                let Some(meta) = registry.get(adit_core::PointId(i as u32)) else {
+                    break;
+                };
+                added.push(upsert.query_row(
+                    params![meta.name.as_ref(), meta.device.as_ref(), meta.unit.as_ref()],
+                    |row| row.get::<_, i64>(0),
+                )?);
+            }
         }
+        tx.commit()?;
+        self.db_ids.extend(added);
         Ok(())
     }
 

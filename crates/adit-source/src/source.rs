@@ -60,7 +60,13 @@ pub struct PointRegistrar {
     registry: Arc<PointRegistry>,
     refused: IntCounter,
     on_refused: OnRefused,
+    /// Names already reported (bounded): every refusal is counted, each
+    /// name is reported (logged, audited) once.
+    reported: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
 }
+
+/// Most refused names remembered for reporting once each.
+const REPORTED_MAX: usize = 1024;
 
 /// Told of each refused point (its name and why): the pipeline logs and audits.
 pub type OnRefused = Arc<dyn Fn(&str, &PointRegistryError) + Send + Sync>;
@@ -71,6 +77,7 @@ impl PointRegistrar {
             registry,
             refused,
             on_refused,
+            reported: Arc::default(),
         }
     }
 
@@ -82,7 +89,16 @@ impl PointRegistrar {
             Ok((id, _)) => Some(id),
             Err(e) => {
                 self.refused.inc();
-                (self.on_refused)(&name, &e);
+                let first = {
+                    let mut reported = self
+                        .reported
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    reported.len() < REPORTED_MAX && reported.insert(name.clone())
+                };
+                if first {
+                    (self.on_refused)(&name, &e);
+                }
                 None
             }
         }

@@ -79,9 +79,34 @@ pub fn load_table(dir: &Path, fp: u64) -> Option<Vec<TableEntry>> {
     Some(text.lines().map(parse_entry).collect())
 }
 
+/// The whole lines of table `fp` (a torn last line, without its newline,
+/// is left out) with the byte offset just past each.
+pub fn load_table_lines(dir: &Path, fp: u64) -> Option<Vec<(TableEntry, u64)>> {
+    let text = std::fs::read_to_string(table_path(dir, fp)).ok()?;
+    let mut out = Vec::new();
+    let mut end = 0u64;
+    for line in text.split_inclusive('\n') {
+        let Some(body) = line.strip_suffix('\n') else {
+            break;
+        };
+        end += line.len() as u64;
+        out.push((parse_entry(body), end));
+    }
+    Some(out)
+}
+
+/// Cuts table `fp` back to `len` bytes (a torn or inconsistent tail).
+pub fn truncate_table(dir: &Path, fp: u64, len: u64) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(table_path(dir, fp))?;
+    f.set_len(len)?;
+    f.sync_data()
+}
+
 /// Appends points registered at run time to table `fp`, fsynced: it must
-/// be on disk before any record that names them.
-pub fn append_runtime(dir: &Path, fp: u64, points: &[&PointMeta]) -> std::io::Result<()> {
+/// be on disk before any record that names them. Returns the bytes added.
+pub fn append_runtime(dir: &Path, fp: u64, points: &[&PointMeta]) -> std::io::Result<u64> {
     let mut text = String::new();
     for m in points {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
@@ -98,7 +123,8 @@ pub fn append_runtime(dir: &Path, fp: u64, points: &[&PointMeta]) -> std::io::Re
         .append(true)
         .open(table_path(dir, fp))?;
     f.write_all(text.as_bytes())?;
-    f.sync_data()
+    f.sync_data()?;
+    Ok(text.len() as u64)
 }
 
 /// Maps ids of older point tables to current ids, loading tables on demand.

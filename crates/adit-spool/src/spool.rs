@@ -17,7 +17,8 @@ use crate::faults::{self, Faults, FileOp};
 use crate::frame::{encode_record, parse_record, Parsed, HEADER_LEN, MAX_PAYLOAD};
 use crate::lock::{lock_dir, DirLock, LockError};
 use crate::points::{
-    append_runtime, fingerprint, load_table, registry_names, save_table, IdMapper,
+    append_runtime, fingerprint, load_table_lines, registry_names, save_table, truncate_table,
+    IdMapper,
 };
 use crate::recovery::{items_in, recover_segments, seg_path, RecoveryReport, Segment};
 
@@ -85,6 +86,9 @@ pub struct SpoolStats {
     pub dropped_unknown_point_readings: AtomicU64,
     /// Readings refused because their batch alone exceeds the size bound.
     pub dropped_too_large_readings: AtomicU64,
+    /// Readings of points registered at run time that the point table could
+    /// not name (its file unwritable): not spooled.
+    pub dropped_unnamed_readings: AtomicU64,
     /// Records that passed their CRC but did not decode (skipped, counted).
     pub undecodable_records: AtomicU64,
     /// Items (readings or alerts) in those records, from their header.
@@ -149,9 +153,19 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ 
 }
 
 /// This run's point table and the registry whose run-time points extend it.
+///
+/// Invariant: line `i` of the table names point id `i`, for every id a
+/// record in this spool uses. Lines are appended (fsynced) before the first
+/// record that uses them; a failed append is cut back; at open the table is
+/// checked line by line and cut at the first line that does not re-register
+/// at its own id; a reading whose point could not be named is not appended
+/// (counted, `unnamed_point`), so no record ever refers to an id the table
+/// does not name.
 #[derive(Debug, Default)]
 struct PointTable {
     lines: usize,
+    /// Byte length of the table file after its last whole line.
+    bytes: u64,
     registry: Option<Arc<PointRegistry>>,
     /// The table could not be extended (logged once).
     failing: bool,
@@ -184,16 +198,40 @@ impl Spool {
         }
         // Points registered at run time by an earlier run of this config come
         // back with the ids they had (the table's lines are their ids).
-        let mut table_lines = names.len();
-        if let Some(entries) = load_table(&dir, fp) {
-            table_lines = entries.len();
-            for entry in entries.into_iter().skip(names.len()) {
-                let Some(meta) = entry.runtime else {
+        let (mut table_lines, mut table_bytes) = (names.len(), 0u64);
+        if let Some(lines) = load_table_lines(&dir, fp) {
+            let mut cut = None;
+            for (i, (entry, end)) in lines.iter().enumerate() {
+                if i < names.len() {
+                    table_bytes = *end;
                     continue;
-                };
-                if let Err(e) = registry.get_or_register(meta) {
-                    tracing::error!(point = %entry.name, error = %e, "spool: a point registered in an earlier run cannot be registered again; its spooled readings are counted as unknown");
-                    break;
+                }
+                let name = entry.name.clone();
+                let back = entry
+                    .runtime
+                    .clone()
+                    .map(|meta| registry.get_or_register(meta));
+                match back {
+                    Some(Ok((id, true))) if id.index() == i => {
+                        table_lines = i + 1;
+                        table_bytes = *end;
+                    }
+                    other => {
+                        tracing::error!(point = %name, line = i, outcome = ?other.map(|r| r.map(|(id, _)| id)), "spool: the point table stops being consistent here; cut (no record uses a later line)");
+                        cut = Some(table_bytes);
+                        break;
+                    }
+                }
+            }
+            let whole = lines.last().map_or(0, |(_, end)| *end);
+            if cut.is_none() && lines.len() >= names.len() {
+                table_bytes = whole;
+            }
+            let file_len =
+                std::fs::metadata(dir.join(format!("points-{fp:016x}.txt"))).map_or(0, |m| m.len());
+            if cut.is_some() || file_len > table_bytes {
+                if let Err(e) = truncate_table(&dir, fp, table_bytes) {
+                    tracing::error!(error = %e, "spool: cannot cut the point table; new points are not named this run");
                 }
             }
         }
@@ -283,6 +321,7 @@ impl Spool {
         let shared = Arc::new(Shared {
             table: Mutex::new(PointTable {
                 lines: table_lines,
+                bytes: table_bytes,
                 ..PointTable::default()
             }),
             cfg,
@@ -378,14 +417,18 @@ impl Spool {
         let new: Vec<&adit_core::PointMeta> = (table.lines..=max_id)
             .map_while(|i| registry.get(adit_core::PointId(i as u32)))
             .collect();
-        match append_runtime(&self.shared.cfg.dir, self.shared.fingerprint, &new) {
-            Ok(()) => {
+        let dir = &self.shared.cfg.dir;
+        match append_runtime(dir, self.shared.fingerprint, &new) {
+            Ok(added) => {
                 table.lines += new.len();
+                table.bytes += added;
                 table.failing = false;
             }
             Err(e) => {
+                // Never leave part of a line: the next append would follow it.
+                let _ = truncate_table(dir, self.shared.fingerprint, table.bytes);
                 if !std::mem::replace(&mut table.failing, true) {
-                    tracing::error!(error = %e, "spool: cannot name new points in the point table; after a restart their spooled readings count as unknown points");
+                    tracing::error!(error = %e, "spool: cannot name new points in the point table; their readings are not spooled (counted as unnamed_point)");
                 }
             }
         }
@@ -395,8 +438,25 @@ impl Spool {
     pub fn append(&self, readings: &[Reading]) -> Result<u64, AppendError> {
         let fp = self.shared.fingerprint;
         if let Some(max_id) = readings.iter().map(|r| r.point.index()).max() {
-            if max_id >= self.table_lines() {
+            if max_id >= self.table_lines() && self.attached_registry().is_some() {
                 self.extend_table(max_id);
+                let named = self.table_lines();
+                if max_id >= named {
+                    // Points the table could not name: keep them out, counted.
+                    let kept: Vec<Reading> = readings
+                        .iter()
+                        .filter(|r| r.point.index() < named)
+                        .cloned()
+                        .collect();
+                    self.shared
+                        .stats
+                        .dropped_unnamed_readings
+                        .fetch_add((readings.len() - kept.len()) as u64, Ordering::Relaxed);
+                    if kept.is_empty() {
+                        return Err(AppendError::Dropped(0));
+                    }
+                    return self.append_with(kept.len(), |buf| encode_batch(fp, &kept, buf));
+                }
             }
         }
         self.append_with(readings.len(), |buf| encode_batch(fp, readings, buf))
@@ -1061,11 +1121,12 @@ impl Reader {
                     return Ok(None);
                 }
                 // The segment holding next_seq, or the first after it (older
-                // records may have been dropped).
+                // records may have been dropped); never an empty one (a
+                // segment cut to nothing by recovery holds no record).
                 let seg = st
                     .segments
                     .iter()
-                    .find(|s| s.last_seq >= self.next_seq)
+                    .find(|s| s.last_seq >= s.first_seq && s.last_seq >= self.next_seq)
                     .map(|s| (s.first_seq, s.path.clone(), s.last_seq, s.holes.clone()));
                 (last, seg)
             };

@@ -71,6 +71,8 @@ pub struct Engine {
     /// reading); `slots[i]` says whose state `states[i]` is.
     states: Vec<State>,
     slots: Vec<(usize, Key)>,
+    /// The slot of each (rule, subject), kept for binding new points.
+    slot_of: HashMap<(usize, Key), usize>,
     registry: Arc<PointRegistry>,
     audit: Audit,
 }
@@ -89,6 +91,7 @@ impl Engine {
             devices: Vec::new(),
             states: Vec::new(),
             slots: Vec::new(),
+            slot_of: HashMap::new(),
             registry,
             audit,
         };
@@ -100,12 +103,6 @@ impl Engine {
     /// the last call (all of them at start; then points a source named at
     /// run time).
     fn bind_new_points(&mut self) {
-        let mut slot_of: HashMap<(usize, Key), usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, i))
-            .collect();
         for i in self.by_point.len()..self.registry.len() {
             let id = PointId(i as u32);
             let Some(meta) = self.registry.get(id) else {
@@ -119,7 +116,7 @@ impl Engine {
                     self.devices.push(meta.device.clone());
                     self.devices.len() - 1
                 });
-            let slots = &mut self.slots;
+            let (slots, slot_of) = (&mut self.slots, &mut self.slot_of);
             let bound = self
                 .rules
                 .iter()
