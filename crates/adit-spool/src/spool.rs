@@ -547,15 +547,10 @@ impl Spool {
                     WhenFull::DropOldest => {
                         if !self.drop_oldest(&mut st) {
                             // Only the active segment is left: start a new one so it can go.
-                            match self.rotate(&mut st) {
-                                Ok(()) => {}
-                                Err(Rotate::Create(e)) if is_enospc(&e) => {
-                                    st = self.disk_full(st, items)?;
-                                    continue;
-                                }
-                                Err(Rotate::Sync(e) | Rotate::Create(e)) => {
-                                    return Err(Self::fail(&mut st, &e))
-                                }
+                            let (guard, rotated) = self.rotate_for_append(st, items)?;
+                            st = guard;
+                            if !rotated {
+                                continue;
                             }
                             if !self.drop_oldest(&mut st) {
                                 shared
@@ -578,16 +573,10 @@ impl Spool {
                     s.bytes > 0 && s.bytes + record_len > shared.cfg.segment_bytes
                 });
             if needs_rotation {
-                match self.rotate(&mut st) {
-                    Ok(()) => {}
-                    // No room for a new segment: the disk is full.
-                    Err(Rotate::Create(e)) if is_enospc(&e) => {
-                        st = self.disk_full(st, items)?;
-                        continue;
-                    }
-                    Err(Rotate::Sync(e) | Rotate::Create(e)) => {
-                        return Err(Self::fail(&mut st, &e))
-                    }
+                let (guard, rotated) = self.rotate_for_append(st, items)?;
+                st = guard;
+                if !rotated {
+                    continue;
                 }
             }
             let seq = st.next_seq;
@@ -649,6 +638,21 @@ impl Spool {
             drop(st);
             shared.appended.notify_all();
             return Ok(seq);
+        }
+    }
+
+    /// Starts a new segment for an append. `Ok((st, false))`: no room for
+    /// it (ENOSPC), `when_full` was applied, try the append again; a failed
+    /// sync of the segment being closed fails the writer.
+    fn rotate_for_append<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        items: usize,
+    ) -> Result<(MutexGuard<'a, State>, bool), AppendError> {
+        match self.rotate(&mut st) {
+            Ok(()) => Ok((st, true)),
+            Err(Rotate::Create(e)) if is_enospc(&e) => Ok((self.disk_full(st, items)?, false)),
+            Err(Rotate::Sync(e) | Rotate::Create(e)) => Err(Self::fail(&mut st, &e)),
         }
     }
 
