@@ -8,6 +8,7 @@
 mod human;
 pub mod modbus;
 pub mod model;
+pub mod mqtt;
 mod raw;
 mod spans;
 mod validate;

@@ -8,6 +8,10 @@ use std::time::Duration;
 pub use crate::modbus::{
     DataType, DeviceClock, ModbusAddress, ModbusSettings, Parity, SerialConfig, Table, WordOrder,
 };
+pub use crate::mqtt::{
+    JsonFormat, MqttAddress, MqttSettings, MqttVersion, PayloadFormat, Subscription, TimestampUnit,
+    TopicNaming,
+};
 
 /// Where a config came from, for the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,6 +202,8 @@ pub struct SqliteSinkConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
+    /// A connection to an MQTT broker (`broker = "mqtt://…"`).
+    Mqtt,
     /// Modbus TCP (MBAP framing) to `address`.
     ModbusTcp,
     /// Modbus RTU framing over a TCP connection (serial gateways in
@@ -208,7 +214,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Mqtt,
         Protocol::ModbusTcp,
         Protocol::ModbusRtuOverTcp,
         Protocol::ModbusRtu,
@@ -216,6 +223,7 @@ impl Protocol {
 
     pub fn name(self) -> &'static str {
         match self {
+            Protocol::Mqtt => "mqtt",
             Protocol::ModbusTcp => "modbus_tcp",
             Protocol::ModbusRtuOverTcp => "modbus_rtu_over_tcp",
             Protocol::ModbusRtu => "modbus_rtu",
@@ -247,6 +255,7 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone)]
 pub enum DeviceSettings {
     Modbus(ModbusSettings),
+    Mqtt(MqttSettings),
 }
 
 impl DeviceConfig {
@@ -254,6 +263,15 @@ impl DeviceConfig {
     pub fn modbus(&self) -> Option<&ModbusSettings> {
         match &self.settings {
             DeviceSettings::Modbus(m) => Some(m),
+            DeviceSettings::Mqtt(_) => None,
+        }
+    }
+
+    /// The MQTT settings, if this is an MQTT connection.
+    pub fn mqtt(&self) -> Option<&MqttSettings> {
+        match &self.settings {
+            DeviceSettings::Mqtt(m) => Some(m),
+            DeviceSettings::Modbus(_) => None,
         }
     }
 }
@@ -280,9 +298,10 @@ pub struct PointConfig {
 }
 
 /// Where the protocol finds a point.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PointAddress {
     Modbus(ModbusAddress),
+    Mqtt(MqttAddress),
 }
 
 impl PointConfig {
@@ -290,6 +309,15 @@ impl PointConfig {
     pub fn modbus(&self) -> Option<&ModbusAddress> {
         match &self.address {
             PointAddress::Modbus(m) => Some(m),
+            PointAddress::Mqtt(_) => None,
+        }
+    }
+
+    /// The MQTT topic, if this is an MQTT point.
+    pub fn mqtt(&self) -> Option<&MqttAddress> {
+        match &self.address {
+            PointAddress::Mqtt(m) => Some(m),
+            PointAddress::Modbus(_) => None,
         }
     }
 }

@@ -134,8 +134,45 @@ pub struct RawDevice {
     pub no_read_ranges: Option<Vec<Vec<i64>>>,
     pub description: Option<String>,
     pub clock: Option<RawDeviceClock>,
+    // MQTT connections.
+    pub broker: Option<String>,
+    pub client_id: Option<String>,
+    pub mqtt_version: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub keep_alive: Option<String>,
+    pub clean_session: Option<bool>,
+    pub session_expiry: Option<String>,
+    pub max_payload_size: Option<String>,
+    #[serde(default)]
+    pub subscription: Vec<RawSubscription>,
     #[serde(default)]
     pub point: Vec<RawPoint>,
+}
+
+/// `[[device.subscription]]` of an MQTT connection.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawSubscription {
+    pub filter: Option<String>,
+    pub qos: Option<i64>,
+    pub format: Option<String>,
+    pub template: Option<String>,
+    pub point: Option<String>,
+    pub value: Option<String>,
+    pub timestamp: Option<String>,
+    pub timestamp_unit: Option<String>,
+    pub quality: Option<String>,
+    pub many: Option<String>,
+    pub key: Option<String>,
+    pub expect_every: Option<String>,
+    pub unit: Option<String>,
+    pub range: Option<Vec<f64>>,
+    pub stale_after: Option<String>,
+    pub deadband: Option<f64>,
 }
 
 /// `[device.clock]`: registers holding the device's own clock.
@@ -168,4 +205,7 @@ pub struct RawPoint {
     pub unit: Option<String>,
     pub range: Option<Vec<f64>>,
     pub description: Option<String>,
+    // MQTT points.
+    pub topic: Option<String>,
+    pub field: Option<String>,
 }

@@ -16,10 +16,12 @@
 //! reasons, protocol statuses), `reading` (readings, values, batches),
 //! `time` (wall-clock timestamps), [`backoff`] (the one retry backoff),
 //! [`url`] (the one endpoint URL parser), [`modbus`] (the register
-//! vocabulary of the pure Modbus codec and planner).
+//! vocabulary of the pure Modbus codec and planner), [`mqtt`] (topic
+//! filters, templates with captures, point-id patterns).
 
 pub mod backoff;
 pub mod modbus;
+pub mod mqtt;
 mod point;
 mod quality;
 mod reading;

@@ -63,6 +63,81 @@ impl Timestamp {
         )
     }
 
+    /// Parses RFC 3339 (`2026-12-02T10:00:00.123Z`, `…+01:00`, a space for
+    /// `T`, any number of fraction digits, kept to the microsecond).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let s = b.get(r)?;
+            if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            s.iter().try_fold(0i64, |acc, d| {
+                acc.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+            })
+        };
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        if b.get(4) != Some(&b'-')
+            || b.get(7) != Some(&b'-')
+            || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        {
+            return None;
+        }
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+            return None;
+        }
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return None;
+        }
+        let mut i = 19;
+        let mut micros = 0i64;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                if i - start < 6 {
+                    micros = micros * 10 + i64::from(b[i] - b'0');
+                }
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            for _ in (i - start)..6 {
+                micros *= 10;
+            }
+        }
+        let offset_secs = match b.get(i) {
+            Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+            Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+                let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                let off = h * 3600 + m * 60;
+                if *sign == b'+' {
+                    off
+                } else {
+                    -off
+                }
+            }
+            _ => return None,
+        };
+        // Days from civil (H. Hinnant), proleptic Gregorian calendar.
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+        Some(Self(secs * 1_000_000 + micros))
+    }
+
     /// `self + d`, saturating.
     #[must_use]
     pub fn saturating_add(self, d: Duration) -> Self {
@@ -76,6 +151,48 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_what_it_prints_and_offsets_and_refuses_the_rest() {
+        for us in [
+            0,
+            1_790_000_000_123_000,
+            -86_400_000_000,
+            10_413_792_000_000_000,
+        ] {
+            assert_eq!(
+                Timestamp::parse_rfc3339(&Timestamp(us).to_rfc3339()),
+                Some(Timestamp(us))
+            );
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-12-02T11:00:00.5+01:00"),
+            Timestamp::parse_rfc3339("2026-12-02T10:00:00.500Z")
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("1970-01-01T00:00:00.0000019Z"),
+            Some(Timestamp(1))
+        );
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-13-02T00:00:00Z",
+            "2026-12-02T00:00:00",
+            "2026-12-02T00:00:00.Z",
+            "x026-12-02T00:00:00Z",
+            "2026-12-02T00:00:00Zjunk",
+            "2026-12-02T00:00:00+1:00",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = Timestamp::parse_rfc3339(&s);
+        }
+    }
 
     #[test]
     fn times_before_the_epoch_are_negative_not_wrapped() {

@@ -12,9 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use rustls_pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 /// Posts JSON to alert receivers; cheap to clone.
 #[derive(Clone)]
@@ -58,30 +57,8 @@ impl HttpClient {
     /// Trusts the Mozilla roots, plus every certificate in `ca_file` (PEM)
     /// when given (a site's own CA, common on SCADA networks).
     pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no PEM certificate in it", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
         Ok(Self {
-            tls: Arc::new(config),
+            tls: Arc::new(adit_tls::client_config(ca_file, None)?),
         })
     }
 

@@ -353,12 +353,26 @@ impl App {
         );
         let metrics = Metrics::new(prometheus::Registry::new())?;
         let modbus_metrics = ModbusMetrics::register(&metrics.registry)?;
+        let mqtt_metrics = adit_mqtt::MqttMetrics::register(&metrics.registry)?;
         let health = Arc::new(Health::default());
         let (registry, ids_per_device) = build_registry(config)?;
 
         let mut devices = Vec::with_capacity(config.devices.len());
+        let mut sources: Vec<(&'static str, SourceFactory)> = extra;
         for (device, ids) in config.devices.iter().zip(ids_per_device) {
-            // Every protocol in the config today is a Modbus variant.
+            if device.mqtt().is_some() {
+                let cm = mqtt_metrics.for_connection(&device.id);
+                let conn = adit_mqtt::MqttConnection::new(device.clone(), ids, cm, audit.clone())
+                    .map_err(|reason| AppError::Device {
+                    device: device.id.clone(),
+                    reason,
+                })?;
+                let shared = Arc::new(conn);
+                let factory: SourceFactory =
+                    Box::new(move || Box::new(adit_mqtt::MqttCollector::new(shared.clone())));
+                sources.push(("mqtt", factory));
+                continue;
+            }
             let dm = modbus_metrics.for_device(&device.id);
             devices.push(ModbusDevice::new(device.clone(), ids, dm).map_err(|e| {
                 AppError::Device {
@@ -367,7 +381,6 @@ impl App {
                 }
             })?);
         }
-        let mut sources: Vec<(&'static str, SourceFactory)> = extra;
         for bus in ModbusBus::group(devices, &audit) {
             let protocol = bus
                 .devices

@@ -4,6 +4,7 @@
 //! assembly in-process.
 
 pub mod app;
+pub mod demo_broker;
 pub mod http;
 pub mod logging;
 pub mod spool_cmd;

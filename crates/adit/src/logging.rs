@@ -11,7 +11,14 @@ pub enum LogFormat {
 
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| {
+            // The demo's embedded broker logs every connection at info.
+            if level.contains("rumqttd") {
+                EnvFilter::try_new(level)
+            } else {
+                EnvFilter::try_new(format!("{level},rumqttd=warn"))
+            }
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

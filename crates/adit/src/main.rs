@@ -3,7 +3,9 @@
 //! - `check -c FILE…`   validate configs, print a summary or every error;
 //! - `demo`             simulator + ingestor + `SQLite`, nothing to install;
 //! - `sim modbus …`     run the tunnel Modbus simulator on its own;
+//! - `sim mqtt …`       publish the tunnel scenario to a broker (JSON, Sparkplug B);
 //! - `probe modbus …`   read a block once and show it decoded every way;
+//! - `probe mqtt …`     show each message as adit would map it, or why not;
 //! - `audit verify|tail` check or read the hash-chained audit log;
 //! - `spool quarantine list|retry DIR` show or re-deliver quarantined batches.
 
@@ -148,6 +150,46 @@ enum ProbeCommand {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Subscribe and show each message as adit would map it, or why not.
+    #[command(
+        after_help = "Examples:\n  adit probe mqtt --broker mqtt://10.0.0.9:1883 --topic 'tunnel/+/sensors/+' --template 'tunnel/{bore}/sensors/{sensor}' --timestamp /ts\n  adit probe mqtt --broker mqtts://broker:8883 --topic 'spBv1.0/tunnel/#' --format sparkplug"
+    )]
+    Mqtt {
+        /// mqtt://host[:port] or mqtts://host[:port].
+        #[arg(long)]
+        broker: String,
+        /// Topic filter to subscribe to.
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value = "json", value_parser = ["json", "plain", "sparkplug"])]
+        format: String,
+        /// Topic template with {captures} (default: every level captured).
+        #[arg(long)]
+        template: Option<String>,
+        /// Point id pattern from the captures, e.g. `{bore}.{sensor}`.
+        #[arg(long)]
+        point: Option<String>,
+        /// JSON pointer of the value (default /value).
+        #[arg(long)]
+        value: Option<String>,
+        /// JSON pointer of the timestamp.
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// JSON pointer of an object or array with many readings.
+        #[arg(long)]
+        many: Option<String>,
+        #[arg(long)]
+        username: Option<String>,
+        /// Name of the environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Stop after this long.
+        #[arg(long = "for", default_value = "30s", value_parser = parse_duration)]
+        run_for: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +223,24 @@ enum SimCommand {
         /// --units, --fault and --bulk); see simulators/modbus/scenarios/.
         #[arg(long, conflicts_with_all = ["faults", "bulk"])]
         scenario: Option<PathBuf>,
+    },
+    /// Publish the tunnel scenario to an MQTT broker, as JSON and Sparkplug B.
+    #[command(
+        after_help = "Faults (repeatable --fault SPEC, applied at start): malformed=N, out_of_range=N, silence,\ndie (drop the Sparkplug connection without NDEATH: the broker sends the will), gap (a Sparkplug sequence gap).\nExample:\n  adit sim mqtt --broker mqtt://127.0.0.1:1883 --interval 500ms --fault malformed=3"
+    )]
+    Mqtt {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// JSON topic prefix (`{prefix}/{bore}/sensors/{sensor}`); `none` for no JSON.
+        #[arg(long, default_value = "tunnel")]
+        json_prefix: String,
+        /// Sparkplug GROUP/NODE; `none` for no Sparkplug.
+        #[arg(long, default_value = "tunnel/plc1")]
+        sparkplug: String,
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<String>,
     },
 }
 
@@ -280,6 +340,43 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Probe(ProbeCommand::Mqtt {
+                broker,
+                topic,
+                format,
+                template,
+                point,
+                value,
+                timestamp,
+                many,
+                username,
+                password_env,
+                count,
+                run_for,
+            }) => {
+                let args = adit_mqtt::probe::ProbeArgs {
+                    broker,
+                    topic,
+                    format,
+                    template,
+                    point,
+                    value,
+                    timestamp,
+                    many,
+                    username,
+                    password_env,
+                    count,
+                    duration: run_for,
+                };
+                adit_mqtt::probe::probe(&args, &mut |line| say!("{line}")).await
+            }
+            Command::Sim(SimCommand::Mqtt {
+                broker,
+                interval,
+                json_prefix,
+                sparkplug,
+                faults,
+            }) => sim_mqtt(&broker, interval, &json_prefix, &sparkplug, &faults).await,
             Command::Check { .. } | Command::Audit(_) | Command::Spool(_) => Ok(()),
         }
     });
@@ -501,16 +598,76 @@ fn log_final_accounting(m: &adit_pipeline::Metrics) {
     );
 }
 
+fn parse_sim_fault(spec: &str) -> Result<adit_sim_mqtt::Fault, String> {
+    use adit_sim_mqtt::Fault;
+    let (name, arg) = spec.split_once('=').unwrap_or((spec, "1"));
+    let n = || {
+        arg.parse::<u32>()
+            .map_err(|_| format!("{spec:?}: {arg:?} is not a count"))
+    };
+    Ok(match name {
+        "malformed" => Fault::Malformed(n()?),
+        "out_of_range" => Fault::OutOfRange(n()?),
+        "silence" => Fault::Silence(true),
+        "die" => Fault::DieWithoutDeath,
+        "gap" => Fault::SequenceGap,
+        _ => {
+            return Err(format!(
+                "unknown fault {spec:?}; expected malformed=N, out_of_range=N, silence, die or gap"
+            ))
+        }
+    })
+}
+
+async fn sim_mqtt(
+    broker: &str,
+    interval: Duration,
+    json_prefix: &str,
+    sparkplug: &str,
+    faults: &[String],
+) -> Result<(), String> {
+    use adit_core::url::{Scheme, Url};
+    let url = Url::parse(broker, &[Scheme::Mqtt]).map_err(|e| e.to_string())?;
+    let mut config = adit_sim_mqtt::SimConfig::tunnel(&url.host, url.port);
+    config.interval = interval;
+    config.json_prefix = (json_prefix != "none").then(|| json_prefix.to_string());
+    config.sparkplug = match sparkplug {
+        "none" => None,
+        other => Some(
+            other
+                .split_once('/')
+                .map(|(g, n)| (g.to_string(), n.to_string()))
+                .ok_or_else(|| format!("--sparkplug {other:?}: write GROUP/NODE"))?,
+        ),
+    };
+    let faults: Vec<adit_sim_mqtt::Fault> = faults
+        .iter()
+        .map(|f| parse_sim_fault(f))
+        .collect::<Result<_, _>>()?;
+    let sim = adit_sim_mqtt::start(config);
+    for f in faults {
+        sim.fault(f);
+    }
+    say!("publishing the tunnel scenario to {broker} every {interval:?}; Ctrl-C stops");
+    shutdown_signal().await;
+    sim.stop().await;
+    Ok(())
+}
+
 async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), &[1, 2])
         .await
         .map_err(|e| e.to_string())?;
+    let broker_port = adit::demo_broker::start()?;
+    let mqtt_sim = adit_sim_mqtt::start(adit_sim_mqtt::SimConfig::tunnel("127.0.0.1", broker_port));
     let mut config =
         adit_config::load_str(DEMO_CONFIG, "config/demo.toml").map_err(|e| e.to_string())?;
     let sim_addr = sim.addr().to_string();
     for device in &mut config.devices {
-        let adit_config::DeviceSettings::Modbus(m) = &mut device.settings;
-        m.address.clone_from(&sim_addr);
+        match &mut device.settings {
+            adit_config::DeviceSettings::Modbus(m) => m.address.clone_from(&sim_addr),
+            adit_config::DeviceSettings::Mqtt(m) => m.port = broker_port,
+        }
     }
     let db_path = dir.join("readings.db");
     if let Some(sqlite) = config.sinks.sqlite.as_mut() {
@@ -529,6 +686,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         config.point_count()
     );
     say!("  simulator  Modbus TCP on {sim_addr}, units 1 (bore A) and 2 (bore B)");
+    say!("  simulator  MQTT on mqtt://127.0.0.1:{broker_port} (embedded broker): JSON tunnel/+/sensors/+, Sparkplug B spBv1.0/tunnel/#");
     say!("  readings   {db} (SQLite)");
     if let Some(addr) = app.http_addr {
         say!("  metrics    http://{addr}/metrics   health: /healthz /readyz");
@@ -568,6 +726,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     say!("stopping: draining readings into SQLite…");
     let drained = app.shutdown().await;
     sim.stop().await;
+    mqtt_sim.stop().await;
     let stored = rows_in(&db_path);
     if drained {
         say!("stopped; {db} holds {stored} readings");

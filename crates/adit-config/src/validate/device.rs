@@ -1,26 +1,37 @@
 //! What every device and point has, whatever its protocol: id, protocol,
 //! description, poll interval, timeout, reconnect backoff; a point's id,
 //! unit, range, scale/offset, interval, staleness and deadband. The
-//! protocol's own keys are validated by its module (today [`super::modbus`]).
+//! protocol's own keys are validated by its module ([`super::modbus`],
+//! [`super::mqtt`]).
 
+use std::path::Path;
 use std::time::Duration;
 
-use super::{modbus, validate_id, Problems};
+use super::{modbus, mqtt, validate_id, Problems};
 use crate::model::{DeviceConfig, DeviceSettings, PointAddress, PointConfig, Protocol};
 use crate::raw::{RawDevice, RawPoint};
 
-pub(super) fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> DeviceConfig {
+pub(super) fn validate_device(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    data_dir: &Path,
+) -> DeviceConfig {
     let id = validate_id(p, &format!("{path}.id"), rd.id.as_deref());
     let protocol = match p.required(&format!("{path}.protocol"), rd.protocol.as_deref()) {
         None => Protocol::ModbusTcp,
         Some(name) => Protocol::ALL.into_iter().find(|pr| pr.name() == name).unwrap_or_else(|| {
             p.push(
                 format!("{path}.protocol"),
-                format!("unknown protocol {name:?}; expected \"modbus_tcp\", \"modbus_rtu_over_tcp\" or \"modbus_rtu\""),
+                format!("unknown protocol {name:?}; expected \"modbus_tcp\", \"modbus_rtu_over_tcp\", \"modbus_rtu\" or \"mqtt\""),
             );
             Protocol::ModbusTcp
         }),
     };
+    mqtt::check_foreign_keys(p, path, rd, protocol == Protocol::Mqtt);
+    if protocol == Protocol::Mqtt {
+        return validate_mqtt_device(p, path, rd, id, data_dir);
+    }
     // The protocol's own keys (and its default point order).
     let modbus = modbus::validate_device(p, path, rd, protocol);
     let poll_interval = p.duration(
@@ -29,30 +40,7 @@ pub(super) fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> D
         "1s",
         true,
     );
-    let timeout = p.duration(
-        &format!("{path}.timeout"),
-        rd.timeout.as_deref(),
-        "1s",
-        true,
-    );
-    let reconnect_min = p.duration(
-        &format!("{path}.reconnect_min"),
-        rd.reconnect_min.as_deref(),
-        "250ms",
-        true,
-    );
-    let reconnect_max = p.duration(
-        &format!("{path}.reconnect_max"),
-        rd.reconnect_max.as_deref(),
-        "30s",
-        true,
-    );
-    if reconnect_min > reconnect_max {
-        p.push(
-            format!("{path}.reconnect_min"),
-            "must not be greater than reconnect_max",
-        );
-    }
+    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
     if rd.point.is_empty() {
         p.push(
             path.to_string(),
@@ -81,6 +69,70 @@ pub(super) fn validate_device(p: &mut Problems, path: &str, rd: &RawDevice) -> D
         points,
         settings: DeviceSettings::Modbus(modbus.settings),
     }
+}
+
+/// An MQTT connection: its settings, subscriptions and explicit points
+/// (whose expected interval is their subscription's `expect_every`).
+fn validate_mqtt_device(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    id: String,
+    data_dir: &Path,
+) -> DeviceConfig {
+    let settings = mqtt::validate_device(p, path, rd, data_dir);
+    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
+    let points = rd
+        .point
+        .iter()
+        .enumerate()
+        .map(|(i, rp)| {
+            let path = format!("{path}.point[{i}]");
+            let address = mqtt::validate_point(p, &path, rp, &settings);
+            let expected = mqtt::expected_interval(&settings, &address);
+            validate_point(p, &path, rp, expected, PointAddress::Mqtt(address))
+        })
+        .collect();
+    DeviceConfig {
+        id,
+        protocol: Protocol::Mqtt,
+        description: rd.description.clone().unwrap_or_default(),
+        poll_interval: mqtt::DEFAULT_EXPECTED,
+        timeout,
+        reconnect_min,
+        reconnect_max,
+        points,
+        settings: DeviceSettings::Mqtt(settings),
+    }
+}
+
+/// `timeout`, `reconnect_min`, `reconnect_max`: every link has them.
+fn link_timings(p: &mut Problems, path: &str, rd: &RawDevice) -> (Duration, Duration, Duration) {
+    let timeout = p.duration(
+        &format!("{path}.timeout"),
+        rd.timeout.as_deref(),
+        "1s",
+        true,
+    );
+    let reconnect_min = p.duration(
+        &format!("{path}.reconnect_min"),
+        rd.reconnect_min.as_deref(),
+        "250ms",
+        true,
+    );
+    let reconnect_max = p.duration(
+        &format!("{path}.reconnect_max"),
+        rd.reconnect_max.as_deref(),
+        "30s",
+        true,
+    );
+    if reconnect_min > reconnect_max {
+        p.push(
+            format!("{path}.reconnect_min"),
+            "must not be greater than reconnect_max",
+        );
+    }
+    (timeout, reconnect_min, reconnect_max)
 }
 
 /// A point's common keys; `address` is what its protocol's module made of

@@ -8,7 +8,8 @@
 //! By area: this file (the entry point, ids, paths, `http`, `pipeline`),
 //! [`device`] (what every device and point has, whatever its protocol),
 //! [`modbus`] (the Modbus keys of a device and its points, shared
-//! connections), [`storage`] (spool, sinks, audit), [`alerting`] (rules,
+//! connections), [`mqtt`] (broker connections, subscriptions, topics of
+//! points), [`storage`] (spool, sinks, audit), [`alerting`] (rules,
 //! receivers, self-health). A new protocol adds its module beside `modbus`
 //! and one arm in `device`.
 
@@ -24,6 +25,7 @@ use crate::raw::RawConfig;
 mod alerting;
 mod device;
 mod modbus;
+mod mqtt;
 mod storage;
 
 /// One problem found by validation: where and what.
@@ -158,7 +160,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
-        let device = device::validate_device(&mut p, &path, rd);
+        let device = device::validate_device(&mut p, &path, rd, &data_dir);
         for (pi, rpt) in rd.point.iter().enumerate() {
             if let Some(id) = rpt.id.as_deref() {
                 let here = format!("{path}.point[{pi}]");

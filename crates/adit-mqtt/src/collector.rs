@@ -1,0 +1,593 @@
+//! The MQTT collector: one task per broker connection that drives the
+//! rumqttc event loop, maps messages to readings, and acknowledges each
+//! QoS 1 message only once its readings are durable (or settled).
+//!
+//! Invariants:
+//! - one task owns the event loop and the client: it polls, decodes,
+//!   batches, hands batches to the pipeline and sends acks with `try_ack`
+//!   (never an awaited request from the polling task: rumqttc #263);
+//! - acks go out in the order the messages arrived (MQTT 3.1.1 §4.6): each
+//!   batch is a ticket in a FIFO; a ticket's acks are sent once it and
+//!   every ticket before it are settled;
+//! - an ack is sent only if its message arrived on the current connection
+//!   and the outcome allows it ([`Outcome::may_acknowledge_upstream`]);
+//!   otherwise the broker redelivers (after a reconnect), and the storage
+//!   key makes that idempotent for messages that carry their own time;
+//! - bounded: at most [`MAX_TICKETS`] batches await their outcome (the
+//!   loop stops reading the socket until outcomes return), a batch holds
+//!   at most [`BATCH_READINGS`] readings or [`BATCH_MESSAGES`] messages;
+//! - every ConnAck with `session_present = false` subscribes again (rumqttc
+//!   does not: #250); a subscription silent for 3 × `expect_every` is sent
+//!   again, and after 3 more the whole client is rebuilt;
+//! - when the broker connection drops, every point of the connection is
+//!   marked `Bad(CommFailure)` (last values kept); fresh values make them
+//!   good again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adit_audit::Audit;
+use adit_config::{DeviceConfig, MqttSettings};
+use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
+use adit_source::{Ack, Outcome, Source, SourceContext, SourceError, SourceFuture};
+use tokio::time::Instant;
+
+use crate::link::{self, AckId, Client, EventLoop, Incoming, LinkError};
+use crate::mapping::{Effects, Mapper};
+use crate::metrics::ConnectionMetrics;
+use crate::reject::Reject;
+use crate::sparkplug::rebirth_request;
+
+pub const MAX_TICKETS: usize = 1024;
+pub const BATCH_READINGS: usize = 1024;
+pub const BATCH_MESSAGES: usize = 256;
+/// How long the first message of a batch waits for others.
+const BATCH_DELAY: Duration = Duration::from_millis(2);
+/// Silent periods (of `expect_every`) before a resubscribe, then a rebuild.
+const SILENT_PERIODS: u32 = 3;
+/// One log line (and audit entry) per reject reason at most this often.
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// One broker connection as configured, with what it needs at run time.
+pub struct MqttConnection {
+    pub config: DeviceConfig,
+    pub settings: MqttSettings,
+    /// Registry ids of `config.points`, in order.
+    pub ids: Vec<PointId>,
+    pub metrics: ConnectionMetrics,
+    pub audit: Audit,
+    pub tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
+}
+
+impl MqttConnection {
+    /// Builds the TLS config of `mqtts://` connections (rustls, ring).
+    pub fn new(
+        config: DeviceConfig,
+        ids: Vec<PointId>,
+        metrics: ConnectionMetrics,
+        audit: Audit,
+    ) -> Result<Self, String> {
+        let settings = config
+            .mqtt()
+            .cloned()
+            .ok_or_else(|| format!("{} is not an MQTT device", config.id))?;
+        let tls = if settings.tls {
+            let auth = settings
+                .client_auth
+                .as_ref()
+                .map(|(cert, key)| adit_tls::ClientAuth { cert, key });
+            Some(Arc::new(adit_tls::client_config(
+                settings.ca_file.as_deref(),
+                auth,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            settings,
+            ids,
+            metrics,
+            audit,
+            tls,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let scheme = if self.settings.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.settings.host, self.settings.port)
+    }
+}
+
+pub struct MqttCollector {
+    conn: Arc<MqttConnection>,
+}
+
+impl MqttCollector {
+    pub fn new(conn: Arc<MqttConnection>) -> Self {
+        Self { conn }
+    }
+}
+
+impl Source for MqttCollector {
+    fn name(&self) -> &str {
+        &self.conn.config.id
+    }
+    fn protocol(&self) -> &'static str {
+        "mqtt"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
+        Box::pin(run(self.conn.clone(), ctx))
+    }
+}
+
+/// Why a client session ended.
+enum End {
+    Shutdown,
+    /// Rebuild the client (liveness): a fresh event loop and connection.
+    Rebuild,
+}
+
+async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), SourceError> {
+    let mut mapper = Mapper::new(&conn.config, &conn.ids);
+    let mut backoff = Backoff::new(conn.config.reconnect_min, conn.config.reconnect_max);
+    let mut state = LinkState::default();
+    loop {
+        let (client, events) =
+            link::connect(&conn.settings, conn.config.timeout, conn.tls.clone(), None);
+        let mut session = Session::new(&conn, ctx, client, events);
+        match session.run(&mut mapper, &mut backoff, &mut state).await? {
+            End::Shutdown => return Ok(()),
+            End::Rebuild => {
+                conn.metrics.connected.set(0);
+                tracing::warn!(device = %conn.config.id, "subscriptions stayed silent after a resubscribe; rebuilding the MQTT client");
+            }
+        }
+    }
+}
+
+/// What survives a client rebuild: whether the points are marked down and
+/// what the audit log last heard.
+#[derive(Default)]
+struct LinkState {
+    marked_down: bool,
+    audited_up: Option<bool>,
+    connected_once: bool,
+    auth_reported: bool,
+}
+
+struct Ticket {
+    seq: u64,
+    generation: u64,
+    acks: Vec<AckId>,
+    outcome: Option<Outcome>,
+}
+
+struct Session<'a> {
+    conn: &'a MqttConnection,
+    ctx: &'a SourceContext,
+    client: Client,
+    events: EventLoop,
+    generation: u64,
+    tickets: VecDeque<Ticket>,
+    next_seq: u64,
+    outcomes_tx: tokio::sync::mpsc::Sender<(u64, Outcome)>,
+    outcomes_rx: tokio::sync::mpsc::Receiver<(u64, Outcome)>,
+    /// Acks due, waiting for room in rumqttc's request channel.
+    due: VecDeque<AckId>,
+    batch: Vec<Reading>,
+    batch_acks: Vec<AckId>,
+    flush_at: Option<Instant>,
+    fx: Effects,
+    last_seen: Vec<Instant>,
+    silent_strikes: Vec<u32>,
+    last_reject_log: Vec<Option<Instant>>,
+    rejects_since_log: Vec<u64>,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        conn: &'a MqttConnection,
+        ctx: &'a SourceContext,
+        client: Client,
+        events: EventLoop,
+    ) -> Self {
+        let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::channel(MAX_TICKETS);
+        let subs = conn.settings.subscriptions.len();
+        Self {
+            conn,
+            ctx,
+            client,
+            events,
+            generation: 0,
+            tickets: VecDeque::new(),
+            next_seq: 0,
+            outcomes_tx,
+            outcomes_rx,
+            due: VecDeque::new(),
+            batch: Vec::with_capacity(BATCH_READINGS),
+            batch_acks: Vec::new(),
+            flush_at: None,
+            fx: Effects::default(),
+            last_seen: vec![Instant::now(); subs],
+            silent_strikes: vec![0; subs],
+            last_reject_log: vec![None; Reject::ALL.len()],
+            rejects_since_log: vec![0; Reject::ALL.len()],
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mapper: &mut Mapper,
+        backoff: &mut Backoff,
+        state: &mut LinkState,
+    ) -> Result<End, SourceError> {
+        let conn = self.conn;
+        loop {
+            while let Some(a) = self.due.front() {
+                if !self.client.try_ack(*a) {
+                    break;
+                }
+                self.due.pop_front();
+                conn.metrics.acked.inc();
+            }
+            let liveness = self.next_liveness_check();
+            let may_read = self.tickets.len() < MAX_TICKETS;
+            tokio::select! {
+                biased;
+                () = self.ctx.shutdown.cancelled() => {
+                    self.flush().await?;
+                    self.close().await;
+                    return Ok(End::Shutdown);
+                }
+                Some((seq, outcome)) = self.outcomes_rx.recv() => self.settle(seq, outcome),
+                () = sleep_until_opt(self.flush_at), if self.flush_at.is_some() => self.flush().await?,
+                () = sleep_until_opt(liveness), if liveness.is_some() => {
+                    if self.check_liveness() {
+                        self.flush().await?;
+                        self.client.try_disconnect();
+                        return Ok(End::Rebuild);
+                    }
+                }
+                event = self.events.poll(), if may_read => match event {
+                    Ok(Incoming::ConnAck { session_present }) => self.connected(session_present, backoff, state),
+                    Ok(Incoming::Publish(msg)) => {
+                        self.message(mapper, &msg.topic, &msg.payload, msg.ack, msg.dup);
+                        if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
+                            self.flush().await?;
+                        } else if self.flush_at.is_none() {
+                            self.flush_at = Some(Instant::now() + BATCH_DELAY);
+                        }
+                    }
+                    Ok(Incoming::SubAck { refused }) => self.subscription_refused(&refused),
+                    Ok(Incoming::Other) => {}
+                    Err(e) => {
+                        self.flush().await?;
+                        self.link_lost(&e, mapper, state).await?;
+                        let delay = backoff.next_delay();
+                        tokio::select! {
+                            () = self.ctx.shutdown.cancelled() => return Ok(End::Shutdown),
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn connected(&mut self, session_present: bool, backoff: &mut Backoff, state: &mut LinkState) {
+        let conn = self.conn;
+        self.generation += 1;
+        // Acks of the old connection are void: the broker redelivers.
+        self.due.clear();
+        backoff.reset();
+        conn.metrics.connected.set(1);
+        conn.metrics.connect_ok.inc();
+        state.auth_reported = false;
+        let now = Instant::now();
+        self.last_seen.iter_mut().for_each(|t| *t = now);
+        self.silent_strikes.iter_mut().for_each(|s| *s = 0);
+        if !session_present {
+            if state.connected_once {
+                conn.metrics.resubscribe_session_lost.inc();
+                tracing::info!(device = %conn.config.id, "broker has no session for us: subscribing again");
+            }
+            self.subscribe(None);
+        }
+        state.connected_once = true;
+        tracing::info!(device = %conn.config.id, broker = %conn.describe(), session_present, "MQTT connected");
+        if state.audited_up != Some(true) {
+            state.audited_up = Some(true);
+            conn.audit.record(
+                "device_connect",
+                serde_json::json!({ "endpoint": conn.describe(), "devices": [conn.config.id], "session_present": session_present }),
+            );
+        }
+        state.marked_down = false;
+    }
+
+    /// Sends SUBSCRIBE for one subscription, or all.
+    fn subscribe(&mut self, only: Option<usize>) {
+        let filters: Vec<(String, u8)> = self
+            .conn
+            .settings
+            .subscriptions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o == *i))
+            .map(|(_, s)| (s.filter.clone(), s.qos))
+            .collect();
+        if let Err(e) = self.client.try_subscribe(&filters) {
+            tracing::warn!(device = %self.conn.config.id, error = %e, "could not queue SUBSCRIBE; the liveness check retries");
+        }
+    }
+
+    fn subscription_refused(&self, refused: &[usize]) {
+        for i in refused {
+            let filter = self
+                .conn
+                .settings
+                .subscriptions
+                .get(*i)
+                .map_or("?", |s| s.filter.as_str());
+            tracing::error!(device = %self.conn.config.id, filter, "the broker refused the subscription (not authorized, or an invalid filter for this broker)");
+            self.conn.audit.record(
+                "mqtt_subscription_refused",
+                serde_json::json!({ "device": self.conn.config.id, "filter": filter }),
+            );
+        }
+    }
+
+    async fn link_lost(
+        &mut self,
+        e: &LinkError,
+        mapper: &Mapper,
+        state: &mut LinkState,
+    ) -> Result<(), SourceError> {
+        let conn = self.conn;
+        conn.metrics.connected.set(0);
+        conn.metrics.connect_failed.inc();
+        if e.refused_auth {
+            if !state.auth_reported {
+                state.auth_reported = true;
+                tracing::error!(
+                    device = %conn.config.id,
+                    broker = %conn.describe(),
+                    user = conn.settings.username.as_deref().unwrap_or("(none)"),
+                    error = %e.message,
+                    "the broker refused our credentials: check username and password (or password_file) of this device"
+                );
+                conn.audit.record(
+                    "mqtt_auth_refused",
+                    serde_json::json!({ "device": conn.config.id, "endpoint": conn.describe(), "user": conn.settings.username }),
+                );
+            }
+        } else {
+            tracing::warn!(device = %conn.config.id, broker = %conn.describe(), error = %e.message, "MQTT connection lost; reconnecting");
+        }
+        if state.audited_up != Some(false) {
+            state.audited_up = Some(false);
+            conn.audit.record(
+                "device_disconnect",
+                serde_json::json!({ "endpoint": conn.describe(), "devices": [conn.config.id], "cause": e.message }),
+            );
+        }
+        if !state.marked_down {
+            state.marked_down = true;
+            let points = mapper.known_points();
+            if !points.is_empty() {
+                self.ctx
+                    .out
+                    .mark_bad(&points, Reason::CommFailure)
+                    .await
+                    .map_err(|_| SourceError::PipelineClosed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn message(
+        &mut self,
+        mapper: &mut Mapper,
+        topic: &[u8],
+        payload: &[u8],
+        ack: AckId,
+        dup: bool,
+    ) {
+        let conn = self.conn;
+        conn.metrics.messages.inc();
+        if dup {
+            conn.metrics.redelivered.inc();
+        }
+        if ack.qos > 0 {
+            self.batch_acks.push(ack);
+        }
+        let now = Timestamp::now();
+        self.fx.clear();
+        let topic = match std::str::from_utf8(topic) {
+            Ok(t) => t,
+            Err(_) => {
+                self.fx.rejects.push(Reject::InvalidUtf8);
+                return self.report("", payload);
+            }
+        };
+        if payload.len() > conn.settings.max_payload_size {
+            self.fx.rejects.push(Reject::TooLarge);
+            return self.report(topic, &payload[..64.min(payload.len())]);
+        }
+        let mut fx = std::mem::take(&mut self.fx);
+        mapper.map(
+            topic,
+            payload,
+            now,
+            &self.ctx.points,
+            &mut self.batch,
+            &mut fx,
+        );
+        if let Some(i) = fx.subscription {
+            if let (Some(t), Some(s)) = (self.last_seen.get_mut(i), self.silent_strikes.get_mut(i))
+            {
+                *t = Instant::now();
+                *s = 0;
+            }
+        }
+        for p in &fx.dead {
+            self.batch.push(Reading::without_value(
+                *p,
+                Quality::Bad(Reason::CommFailure),
+                now,
+            ));
+        }
+        if let Some(ncmd) = fx.rebirth.take() {
+            let now_ms = u64::try_from(now.as_micros() / 1000).unwrap_or(0);
+            if self.client.try_publish(&ncmd, rebirth_request(now_ms)) {
+                conn.metrics.rebirths.inc();
+                tracing::info!(device = %conn.config.id, topic = ncmd, "asked a Sparkplug node to rebirth");
+            }
+        }
+        self.fx = fx;
+        if !self.fx.rejects.is_empty() {
+            self.report(topic, payload);
+        }
+    }
+
+    /// Counts the message's rejects; logs and audits each reason at most
+    /// every [`REJECT_LOG_EVERY`], with a sample of the message.
+    fn report(&mut self, topic: &str, payload: &[u8]) {
+        let conn = self.conn;
+        let now = Instant::now();
+        for r in &self.fx.rejects {
+            conn.metrics.reject(*r);
+            let i = r.index();
+            self.rejects_since_log[i] += 1;
+            if self.last_reject_log[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_EVERY) {
+                continue;
+            }
+            self.last_reject_log[i] = Some(now);
+            let count = std::mem::take(&mut self.rejects_since_log[i]);
+            let sample = String::from_utf8_lossy(&payload[..payload.len().min(120)]).into_owned();
+            tracing::warn!(device = %conn.config.id, reason = r.name(), topic, sample = %sample.escape_debug(), since_last_log = count, "MQTT message rejected (acknowledged, counted)");
+            conn.audit.record(
+                "mqtt_message_rejected",
+                serde_json::json!({ "device": conn.config.id, "reason": r.name(), "topic": topic, "sample": sample, "count": count }),
+            );
+        }
+    }
+
+    /// Hands the batch (and its messages' acks, as one ticket) to the pipeline.
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        self.flush_at = None;
+        if self.batch.is_empty() && self.batch_acks.is_empty() {
+            return Ok(());
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tickets.push_back(Ticket {
+            seq,
+            generation: self.generation,
+            acks: std::mem::take(&mut self.batch_acks),
+            outcome: None,
+        });
+        let tx = self.outcomes_tx.clone();
+        // Never full: at most MAX_TICKETS tickets exist, each settles once.
+        let ack = Ack::new(move |o| {
+            let _ = tx.try_send((seq, o));
+        });
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_READINGS));
+        self.ctx
+            .out
+            .send_acked(batch, ack)
+            .await
+            .map_err(|_| SourceError::PipelineClosed)
+    }
+
+    /// Records a ticket's outcome; moves the acks of every settled ticket
+    /// at the front to `due`.
+    fn settle(&mut self, seq: u64, outcome: Outcome) {
+        if let Some(t) = self.tickets.iter_mut().find(|t| t.seq == seq) {
+            t.outcome = Some(outcome);
+        }
+        while self.tickets.front().is_some_and(|t| t.outcome.is_some()) {
+            let Some(t) = self.tickets.pop_front() else {
+                break;
+            };
+            let ok = t.outcome.is_some_and(Outcome::may_acknowledge_upstream);
+            if ok && t.generation == self.generation {
+                self.due.extend(t.acks);
+            } else if !t.acks.is_empty() {
+                self.conn.metrics.ack_withheld.inc_by(t.acks.len() as u64);
+                if !ok {
+                    tracing::warn!(device = %self.conn.config.id, outcome = ?t.outcome, messages = t.acks.len(), "not acknowledging MQTT messages whose readings are not known to be durable; the broker will redeliver them");
+                }
+            }
+        }
+    }
+
+    fn next_liveness_check(&self) -> Option<Instant> {
+        self.conn
+            .settings
+            .subscriptions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let every = s.expect_every?;
+                let strikes = self.silent_strikes.get(i).copied().unwrap_or(0) + 1;
+                Some(self.last_seen.get(i).copied()? + every * SILENT_PERIODS * strikes)
+            })
+            .min()
+    }
+
+    /// True when the client must be rebuilt.
+    fn check_liveness(&mut self) -> bool {
+        let now = Instant::now();
+        let subs = &self.conn.settings.subscriptions;
+        for i in 0..subs.len() {
+            let Some(every) = subs[i].expect_every else {
+                continue;
+            };
+            let strikes = self.silent_strikes[i] + 1;
+            if now < self.last_seen[i] + every * SILENT_PERIODS * strikes {
+                continue;
+            }
+            self.silent_strikes[i] = strikes;
+            if strikes == 1 {
+                tracing::warn!(device = %self.conn.config.id, filter = %subs[i].filter, "nothing received within {} × expect_every: subscribing again", SILENT_PERIODS);
+                self.conn.metrics.resubscribe_silence.inc();
+                self.subscribe(Some(i));
+            } else {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Shutdown: give settled acks a moment to go out, then disconnect.
+    async fn close(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.tickets.is_empty() && Instant::now() < deadline {
+            tokio::select! {
+                Some((seq, o)) = self.outcomes_rx.recv() => self.settle(seq, o),
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        while let Some(a) = self.due.pop_front() {
+            if self.client.try_ack(a) {
+                self.conn.metrics.acked.inc();
+            }
+        }
+        self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while self.events.poll().await.is_ok() {}
+        })
+        .await;
+        self.conn.metrics.connected.set(0);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,315 @@
+//! One MQTT connection, whichever protocol level: rumqttc's 3.1.1 and 5
+//! clients behind one small interface (connect options, the events adit
+//! acts on, acks, subscribes, publishes).
+//!
+//! Invariants (from rumqttc's behaviour, see dependency notes):
+//! - acks are manual and only ever sent with `try_*` from the task that
+//!   drives `poll()`: never awaited there (that can deadlock on the bounded
+//!   request channel); a full request channel leaves the ack queued by the
+//!   caller, and the next `poll()` drains the channel;
+//! - `poll()` is cancel safe (rumqttc keeps partial reads in its state), so
+//!   it can sit in a `select!`;
+//! - rumqttc does not resubscribe when the broker has lost the session:
+//!   the caller subscribes on every `ConnAck` with `session_present = false`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adit_config::{MqttSettings, MqttVersion};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::{QoS, TlsConfiguration, Transport};
+
+/// What the collector acts on.
+#[derive(Debug)]
+pub enum Incoming {
+    ConnAck {
+        session_present: bool,
+    },
+    Publish(Message),
+    /// Subscriptions the broker refused (by position in the request).
+    SubAck {
+        refused: Vec<usize>,
+    },
+    Other,
+}
+
+/// A received PUBLISH: its topic, payload, and what acknowledging it takes.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub ack: AckId,
+    pub dup: bool,
+}
+
+/// What a PUBACK needs (QoS 0: nothing to acknowledge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckId {
+    pub qos: u8,
+    pub pkid: u16,
+}
+
+/// A failed connection or session, said for people.
+#[derive(Debug, Clone)]
+pub struct LinkError {
+    pub message: String,
+    /// The broker refused our credentials or authorization.
+    pub refused_auth: bool,
+}
+
+pub enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+pub enum EventLoop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// Room in rumqttc's request channel: acks of a full receive window and
+/// the subscribes of a reconnect fit without blocking.
+const REQUEST_CAPACITY: usize = 4096;
+/// MQTT 5 receive maximum: QoS 1 messages the broker may have in flight to us.
+pub const RECEIVE_MAXIMUM: u16 = 2048;
+
+fn qos4(q: u8) -> QoS {
+    if q == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn qos5(q: u8) -> QoS5 {
+    if q == 0 {
+        QoS5::AtMostOnce
+    } else {
+        QoS5::AtLeastOnce
+    }
+}
+
+/// Options for a connection to `settings`' broker; `tls` is built once by
+/// the caller (rustls, ring) for `mqtts://`.
+pub fn connect(
+    settings: &MqttSettings,
+    timeout: Duration,
+    tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
+    will: Option<(String, Vec<u8>)>,
+) -> (Client, EventLoop) {
+    let transport = match tls {
+        Some(config) => Transport::tls_with_config(TlsConfiguration::Rustls(config)),
+        None => Transport::Tcp,
+    };
+    // The payload bound plus room for the topic and header.
+    let max_packet = settings.max_payload_size + 64 * 1024;
+    let connect_timeout = timeout.as_secs().max(1);
+    match settings.version {
+        MqttVersion::V311 => {
+            let mut o =
+                rumqttc::MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            o.set_keep_alive(settings.keep_alive)
+                .set_clean_session(settings.clean_session)
+                .set_manual_acks(true)
+                .set_max_packet_size(max_packet, max_packet)
+                .set_request_channel_capacity(REQUEST_CAPACITY)
+                .set_transport(transport);
+            if let (Some(u), Some(pw)) = (&settings.username, &settings.password) {
+                o.set_credentials(u, pw.expose());
+            } else if let Some(u) = &settings.username {
+                o.set_credentials(u, "");
+            }
+            if let Some((topic, payload)) = will {
+                o.set_last_will(rumqttc::LastWill::new(
+                    topic,
+                    payload,
+                    QoS::AtLeastOnce,
+                    false,
+                ));
+            }
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_connection_timeout(connect_timeout);
+            let (c, mut e) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+            e.set_network_options(network);
+            (Client::V4(c), EventLoop::V4(Box::new(e)))
+        }
+        MqttVersion::V5 => {
+            let mut o =
+                rumqttc::v5::MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            o.set_keep_alive(settings.keep_alive)
+                .set_clean_start(settings.clean_session)
+                .set_manual_acks(true)
+                .set_max_packet_size(Some(max_packet as u32))
+                .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+                .set_request_channel_capacity(REQUEST_CAPACITY)
+                .set_transport(transport);
+            o.set_connection_timeout(connect_timeout);
+            if !settings.clean_session {
+                o.set_session_expiry_interval(Some(
+                    u32::try_from(settings.session_expiry.as_secs()).unwrap_or(u32::MAX),
+                ));
+            }
+            if let Some(u) = &settings.username {
+                o.set_credentials(u, settings.password.as_ref().map_or("", |p| p.expose()));
+            }
+            if let Some((topic, payload)) = will {
+                o.set_last_will(p5::LastWill::new(
+                    topic,
+                    payload,
+                    QoS5::AtLeastOnce,
+                    false,
+                    None,
+                ));
+            }
+            let (c, e) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAPACITY);
+            (Client::V5(c), EventLoop::V5(Box::new(e)))
+        }
+    }
+}
+
+impl Client {
+    /// Queues a PUBACK; `false` if rumqttc's request channel is full (keep
+    /// it and try again after the next `poll()`).
+    pub fn try_ack(&self, id: AckId) -> bool {
+        if id.qos == 0 {
+            return true;
+        }
+        match self {
+            Client::V4(c) => {
+                let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+                p.pkid = id.pkid;
+                c.try_ack(&p).is_ok()
+            }
+            Client::V5(c) => {
+                let mut p = p5::Publish::new("", QoS5::AtLeastOnce, Vec::new(), None);
+                p.pkid = id.pkid;
+                c.try_ack(&p).is_ok()
+            }
+        }
+    }
+
+    /// Queues one SUBSCRIBE of every filter.
+    pub fn try_subscribe(&self, filters: &[(String, u8)]) -> Result<(), String> {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos4(*q))),
+                )
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| p5::Filter::new(f.clone(), qos5(*q))),
+                )
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues a QoS 0 publish (Sparkplug rebirth requests); `false` when full.
+    pub fn try_publish(&self, topic: &str, payload: Vec<u8>) -> bool {
+        match self {
+            Client::V4(c) => c
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+                .is_ok(),
+            Client::V5(c) => c
+                .try_publish(topic, QoS5::AtMostOnce, false, payload)
+                .is_ok(),
+        }
+    }
+
+    pub fn try_disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl EventLoop {
+    /// The next event; an error means the connection is gone (the next
+    /// call reconnects).
+    pub async fn poll(&mut self) -> Result<Incoming, LinkError> {
+        match self {
+            EventLoop::V4(e) => match e.poll().await {
+                Ok(rumqttc::Event::Incoming(p)) => Ok(match p {
+                    rumqttc::Packet::ConnAck(a) => Incoming::ConnAck {
+                        session_present: a.session_present,
+                    },
+                    rumqttc::Packet::Publish(p) => Incoming::Publish(Message {
+                        ack: AckId {
+                            qos: u8::from(p.qos != QoS::AtMostOnce),
+                            pkid: p.pkid,
+                        },
+                        dup: p.dup,
+                        topic: Bytes::from(p.topic.into_bytes()),
+                        payload: p.payload,
+                    }),
+                    rumqttc::Packet::SubAck(s) => Incoming::SubAck {
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .map(|(i, _)| i)
+                            .collect(),
+                    },
+                    _ => Incoming::Other,
+                }),
+                Ok(rumqttc::Event::Outgoing(_)) => Ok(Incoming::Other),
+                Err(e) => Err(LinkError {
+                    refused_auth: matches!(
+                        e,
+                        rumqttc::ConnectionError::ConnectionRefused(
+                            rumqttc::ConnectReturnCode::BadUserNamePassword
+                                | rumqttc::ConnectReturnCode::NotAuthorized
+                        )
+                    ),
+                    message: e.to_string(),
+                }),
+            },
+            EventLoop::V5(e) => match e.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(match p {
+                    p5::Packet::ConnAck(a) => Incoming::ConnAck {
+                        session_present: a.session_present,
+                    },
+                    p5::Packet::Publish(p) => Incoming::Publish(Message {
+                        ack: AckId {
+                            qos: u8::from(p.qos != QoS5::AtMostOnce),
+                            pkid: p.pkid,
+                        },
+                        dup: p.dup,
+                        topic: p.topic,
+                        payload: p.payload,
+                    }),
+                    p5::Packet::SubAck(s) => Incoming::SubAck {
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| !matches!(c, p5::SubscribeReasonCode::Success(_)))
+                            .map(|(i, _)| i)
+                            .collect(),
+                    },
+                    _ => Incoming::Other,
+                }),
+                Ok(rumqttc::v5::Event::Outgoing(_)) => Ok(Incoming::Other),
+                Err(e) => Err(LinkError {
+                    refused_auth: matches!(
+                        e,
+                        rumqttc::v5::ConnectionError::ConnectionRefused(
+                            p5::ConnectReturnCode::BadUserNamePassword
+                                | p5::ConnectReturnCode::NotAuthorized
+                                | p5::ConnectReturnCode::BadAuthenticationMethod
+                        )
+                    ),
+                    message: e.to_string(),
+                }),
+            },
+        }
+    }
+}

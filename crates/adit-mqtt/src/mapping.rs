@@ -1,0 +1,296 @@
+//! From a message (topic, payload) to readings of points: explicit topics,
+//! topic templates with captures, Sparkplug births and aliases. The only
+//! state is the name → id cache, the Sparkplug host and scratch buffers;
+//! points appear at run time through the registrar, bounded by
+//! `pipeline.max_points`.
+//!
+//! Invariants:
+//! - a topic is handled by the first subscription whose filter matches it;
+//!   an exact topic of an explicit point wins over every template;
+//! - every item a payload gives becomes a reading or a counted reject;
+//! - a reading that carries the message's own timestamp also gets it as
+//!   `received_ts`: a broker's redelivery of the same message is then the
+//!   same storage key `(point, ts, received_ts)` and deduplicates. Without a
+//!   timestamp in the message both are the receive time (a redelivery
+//!   stores a second row: say so to publishers that can add a time).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adit_config::{DeviceConfig, PayloadFormat, Subscription};
+use adit_core::mqtt::filter_matches;
+use adit_core::{PointId, PointMeta, Quality, Reading, Reason, Timestamp};
+use adit_source::PointRegistrar;
+
+use crate::payload::{decode_json, decode_plain, Item};
+use crate::reject::Reject;
+use crate::sparkplug::{Host, HostOutput, SparkplugTopic};
+
+/// What a message asks of the connection besides its readings.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub rejects: Vec<Reject>,
+    /// Points to mark Bad(CommFailure) (a Sparkplug death).
+    pub dead: Vec<PointId>,
+    /// A Sparkplug rebirth request to publish: (topic, payload).
+    pub rebirth: Option<String>,
+    /// Index of the subscription that took the message.
+    pub subscription: Option<usize>,
+}
+
+impl Effects {
+    pub fn clear(&mut self) {
+        self.rejects.clear();
+        self.dead.clear();
+        self.rebirth = None;
+        self.subscription = None;
+    }
+}
+
+struct ExplicitPoint {
+    id: PointId,
+    field: Option<String>,
+}
+
+pub struct Mapper {
+    device: Arc<str>,
+    subscriptions: Vec<Subscription>,
+    explicit: HashMap<String, Vec<ExplicitPoint>>,
+    ids: HashMap<Arc<str>, PointId>,
+    host: Host,
+    host_out: HostOutput,
+    name: String,
+}
+
+impl Mapper {
+    /// `ids` are the registry ids of `device.points`, in order.
+    pub fn new(device: &DeviceConfig, ids: &[PointId]) -> Self {
+        let subscriptions = device
+            .mqtt()
+            .map(|m| m.subscriptions.clone())
+            .unwrap_or_default();
+        let mut explicit: HashMap<String, Vec<ExplicitPoint>> = HashMap::new();
+        for (p, id) in device.points.iter().zip(ids) {
+            if let Some(a) = p.mqtt() {
+                explicit
+                    .entry(a.topic.clone())
+                    .or_default()
+                    .push(ExplicitPoint {
+                        id: *id,
+                        field: a.field.clone(),
+                    });
+            }
+        }
+        Self {
+            device: device.id.as_str().into(),
+            subscriptions,
+            explicit,
+            ids: HashMap::new(),
+            host: Host::default(),
+            host_out: HostOutput::default(),
+            name: String::new(),
+        }
+    }
+
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    /// Every point this mapper has named (explicit and run-time ones).
+    pub fn known_points(&self) -> Vec<PointId> {
+        let mut v: Vec<PointId> = self.explicit.values().flatten().map(|p| p.id).collect();
+        v.extend(self.ids.values().copied());
+        v
+    }
+
+    /// Points of subscription `sub` (for marking them stale or bad).
+    pub fn points_of(&self, sub: usize) -> Vec<PointId> {
+        let Some(s) = self.subscriptions.get(sub) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PointId> = self
+            .explicit
+            .iter()
+            .filter(|(t, _)| filter_matches(&s.filter, t))
+            .flat_map(|(_, p)| p.iter().map(|p| p.id))
+            .collect();
+        if s.naming.is_some() || s.format == PayloadFormat::Sparkplug {
+            v.extend(self.ids.values().copied());
+        }
+        v
+    }
+
+    /// Maps one message received at `now`; readings are appended to `out`.
+    pub fn map(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Timestamp,
+        registrar: &PointRegistrar,
+        out: &mut Vec<Reading>,
+        fx: &mut Effects,
+    ) {
+        fx.clear();
+        if let Some(points) = self.explicit.get(topic) {
+            let sub_index = self
+                .subscriptions
+                .iter()
+                .position(|s| filter_matches(&s.filter, topic));
+            fx.subscription = sub_index;
+            let format = sub_index.map(|i| &self.subscriptions[i].format);
+            for p in points {
+                let mut emit = |item: Item<'_>| out.push(reading(p.id, item, now));
+                match format {
+                    Some(PayloadFormat::Json(j)) => {
+                        decode_json(j, p.field.as_deref(), payload, &mut fx.rejects, &mut emit)
+                    }
+                    _ => decode_plain(payload, &mut fx.rejects, &mut emit),
+                }
+            }
+            return;
+        }
+        let Some(sub_index) = self
+            .subscriptions
+            .iter()
+            .position(|s| filter_matches(&s.filter, topic))
+        else {
+            fx.rejects.push(Reject::UnknownTopic);
+            return;
+        };
+        fx.subscription = Some(sub_index);
+        let sub = &self.subscriptions[sub_index];
+        if sub.format == PayloadFormat::Sparkplug {
+            return self.sparkplug(sub_index, topic, payload, now, registrar, out, fx);
+        }
+        let Some(naming) = &sub.naming else {
+            fx.rejects.push(Reject::UnknownTopic);
+            return;
+        };
+        let mut caps: Vec<&str> = Vec::new();
+        if !naming.template.capture(topic, &mut caps) {
+            fx.rejects.push(Reject::UnknownTopic);
+            return;
+        }
+        let (ids, name, device) = (&mut self.ids, &mut self.name, &self.device);
+        let rejects = &mut fx.rejects;
+        let mut items: Vec<(Option<String>, Item<'static>)> = Vec::new();
+        {
+            let mut emit = |item: Item<'_>| {
+                let key = item.key.map(str::to_string);
+                items.push((key, Item { key: None, ..item }));
+            };
+            match &sub.format {
+                PayloadFormat::Json(j) => decode_json(j, None, payload, rejects, &mut emit),
+                _ => decode_plain(payload, rejects, &mut emit),
+            }
+        }
+        for (key, item) in items {
+            let many = matches!(&sub.format, PayloadFormat::Json(j) if j.many.is_some());
+            if many && key.is_none() {
+                // A payload that is not JSON at all: no point to flag.
+                continue;
+            }
+            let ok = match key.as_deref() {
+                Some(k) => {
+                    let mut values = caps.clone();
+                    values.push(k);
+                    naming.point.render(&values, name)
+                }
+                None => naming.point.render(&caps, name),
+            };
+            if !ok {
+                rejects.push(Reject::BadPointName);
+                continue;
+            }
+            match resolve(ids, name, device, sub, registrar) {
+                Some(id) => out.push(reading(id, item, now)),
+                None => rejects.push(Reject::PointRefused),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sparkplug(
+        &mut self,
+        sub_index: usize,
+        topic: &str,
+        payload: &[u8],
+        now: Timestamp,
+        registrar: &PointRegistrar,
+        out: &mut Vec<Reading>,
+        fx: &mut Effects,
+    ) {
+        let Some(t) = SparkplugTopic::parse(topic) else {
+            fx.rejects.push(Reject::UnknownTopic);
+            return;
+        };
+        self.host.handle(&t, payload, now, &mut self.host_out);
+        let sub = &self.subscriptions[sub_index];
+        fx.rejects.extend_from_slice(&self.host_out.rejects);
+        for s in self.host_out.samples.drain(..) {
+            self.name.clear();
+            self.name.push_str(&s.point);
+            match resolve(&mut self.ids, &self.name, &self.device, sub, registrar) {
+                Some(id) => out.push(Reading {
+                    point: id,
+                    value: s.value,
+                    quality: s.quality,
+                    source_ts: s.ts,
+                    received_ts: s.ts,
+                }),
+                None => fx.rejects.push(Reject::PointRefused),
+            }
+        }
+        for p in self.host_out.dead.drain(..) {
+            if let Some(id) = self.ids.get(&*p) {
+                fx.dead.push(*id);
+            }
+        }
+        if self.host_out.rebirth {
+            fx.rebirth = Some(format!("spBv1.0/{}/NCMD/{}", t.group, t.node));
+        }
+    }
+}
+
+/// The id of point `name`, registering it with `sub`'s defaults.
+fn resolve(
+    ids: &mut HashMap<Arc<str>, PointId>,
+    name: &str,
+    device: &Arc<str>,
+    sub: &Subscription,
+    registrar: &PointRegistrar,
+) -> Option<PointId> {
+    if let Some(id) = ids.get(name) {
+        return Some(*id);
+    }
+    let expected = sub.expect_every.unwrap_or(Duration::from_secs(10));
+    let id = registrar.register(PointMeta {
+        name: name.into(),
+        device: device.clone(),
+        unit: sub.unit.as_str().into(),
+        range: sub.range,
+        expected_interval_ms: expected.as_millis() as u64,
+        deadband: sub.deadband,
+        deadband_heartbeat: Duration::from_secs(60),
+        stale_after: sub.stale_after,
+    })?;
+    ids.insert(name.into(), id);
+    Some(id)
+}
+
+fn reading(point: PointId, item: Item<'_>, now: Timestamp) -> Reading {
+    let ts = item.ts.unwrap_or(now);
+    let quality = if item.value.is_none() && item.quality.is_good() {
+        Quality::Bad(Reason::Conversion)
+    } else {
+        item.quality
+    };
+    Reading {
+        point,
+        value: item.value,
+        quality,
+        source_ts: ts,
+        received_ts: ts,
+    }
+}
