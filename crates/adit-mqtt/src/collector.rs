@@ -16,7 +16,7 @@
 //! - bounded: at most [`MAX_TICKETS`] batches await their outcome (the
 //!   loop stops reading the socket until outcomes return), a batch holds
 //!   at most [`BATCH_READINGS`] readings or [`BATCH_MESSAGES`] messages;
-//! - every ConnAck with `session_present = false` subscribes again (rumqttc
+//! - every `ConnAck` with `session_present = false` subscribes again (rumqttc
 //!   does not: #250); a subscription silent for 3 × `expect_every` is sent
 //!   again, and after 3 more the whole client is rebuilt;
 //! - when the broker connection drops, every point of the connection is
@@ -405,12 +405,9 @@ impl<'a> Session<'a> {
         }
         let now = Timestamp::now();
         self.fx.clear();
-        let topic = match std::str::from_utf8(topic) {
-            Ok(t) => t,
-            Err(_) => {
-                self.fx.rejects.push(Reject::InvalidUtf8);
-                return self.report("", payload);
-            }
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            self.fx.rejects.push(Reject::InvalidUtf8);
+            return self.report("", payload);
         };
         if payload.len() > conn.settings.max_payload_size {
             self.fx.rejects.push(Reject::TooLarge);
@@ -542,8 +539,8 @@ impl<'a> Session<'a> {
     fn check_liveness(&mut self) -> bool {
         let now = Instant::now();
         let subs = &self.conn.settings.subscriptions;
-        for i in 0..subs.len() {
-            let Some(every) = subs[i].expect_every else {
+        for (i, sub) in subs.iter().enumerate() {
+            let Some(every) = sub.expect_every else {
                 continue;
             };
             let strikes = self.silent_strikes[i] + 1;
@@ -552,7 +549,7 @@ impl<'a> Session<'a> {
             }
             self.silent_strikes[i] = strikes;
             if strikes == 1 {
-                tracing::warn!(device = %self.conn.config.id, filter = %subs[i].filter, "nothing received within {} × expect_every: subscribing again", SILENT_PERIODS);
+                tracing::warn!(device = %self.conn.config.id, filter = %sub.filter, "nothing received within {} × expect_every: subscribing again", SILENT_PERIODS);
                 self.conn.metrics.resubscribe_silence.inc();
                 self.subscribe(Some(i));
             } else {

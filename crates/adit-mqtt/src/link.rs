@@ -72,6 +72,8 @@ pub enum EventLoop {
 /// Room in rumqttc's request channel: acks of a full receive window and
 /// the subscribes of a reconnect fit without blocking.
 const REQUEST_CAPACITY: usize = 4096;
+/// Largest packet rumqttc accepts (see `connect`).
+pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 /// MQTT 5 receive maximum: QoS 1 messages the broker may have in flight to us.
 pub const RECEIVE_MAXIMUM: u16 = 2048;
 
@@ -103,8 +105,11 @@ pub fn connect(
         Some(config) => Transport::tls_with_config(TlsConfiguration::Rustls(config)),
         None => Transport::Tcp,
     };
-    // The payload bound plus room for the topic and header.
-    let max_packet = settings.max_payload_size + 64 * 1024;
+    // rumqttc drops the connection on a larger packet (and the broker then
+    // redelivers it forever), so its bound is generous: our own
+    // `max_payload_size` refuses (counts, acknowledges) what lies between.
+    // Beyond this, limit the broker's `message_size_limit`.
+    let max_packet = settings.max_payload_size.max(MAX_PACKET) + 64 * 1024;
     let connect_timeout = timeout.as_secs().max(1);
     match settings.version {
         MqttVersion::V311 => {

@@ -143,7 +143,7 @@ impl Mapper {
                 let mut emit = |item: Item<'_>| out.push(reading(p.id, item, now));
                 match format {
                     Some(PayloadFormat::Json(j)) => {
-                        decode_json(j, p.field.as_deref(), payload, &mut fx.rejects, &mut emit)
+                        decode_json(j, p.field.as_deref(), payload, &mut fx.rejects, &mut emit);
                     }
                     _ => decode_plain(payload, &mut fx.rejects, &mut emit),
                 }

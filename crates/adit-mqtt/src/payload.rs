@@ -88,12 +88,11 @@ pub fn decode_json(
         rejects.push(Reject::InvalidUtf8);
         return emit(bad(None));
     }
-    let root: Json = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        Err(_) => {
-            rejects.push(Reject::MalformedJson);
-            return emit(bad(None));
-        }
+    let root: Json = if let Ok(v) = serde_json::from_slice(payload) {
+        v
+    } else {
+        rejects.push(Reject::MalformedJson);
+        return emit(bad(None));
     };
     let value_ptr = field.unwrap_or(&format.value);
     let Some(many) = format.many.as_deref() else {
@@ -114,7 +113,7 @@ pub fn decode_json(
             for e in elements {
                 match e.pointer(&format.key) {
                     Some(Json::String(k)) => {
-                        emit(item(format, value_ptr, e, &root, Some(k), rejects))
+                        emit(item(format, value_ptr, e, &root, Some(k), rejects));
                     }
                     Some(_) => rejects.push(Reject::WrongType),
                     None => rejects.push(Reject::MissingField),
@@ -156,17 +155,14 @@ fn item<'a>(
     };
     if let Some(ptr) = &format.timestamp {
         let raw = element.pointer(ptr).or_else(|| root.pointer(ptr));
-        match raw.map(|v| timestamp(v, format.timestamp_unit)) {
-            Some(Some(ts)) => {
-                if !PLAUSIBLE.contains(&ts.as_micros()) {
-                    rejects.push(Reject::TimestampImplausible);
-                }
-                out.ts = Some(ts);
+        if let Some(Some(ts)) = raw.map(|v| timestamp(v, format.timestamp_unit)) {
+            if !PLAUSIBLE.contains(&ts.as_micros()) {
+                rejects.push(Reject::TimestampImplausible);
             }
-            _ => {
-                rejects.push(Reject::TimestampInvalid);
-                out.quality = out.quality.worst(Quality::Bad(Reason::ClockInvalid));
-            }
+            out.ts = Some(ts);
+        } else {
+            rejects.push(Reject::TimestampInvalid);
+            out.quality = out.quality.worst(Quality::Bad(Reason::ClockInvalid));
         }
     }
     if let Some(ptr) = &format.quality {
@@ -269,7 +265,7 @@ pub fn quality(v: &Json) -> Quality {
                     Quality::Bad(Reason::status(c as u32, "bad"))
                 }
             }
-            Some(c) if c <= u64::from(u32::MAX) => {
+            Some(c) if u32::try_from(c).is_ok() => {
                 let c = c as u32;
                 match c >> 30 {
                     0 => Quality::Good,
@@ -298,13 +294,9 @@ mod tests {
         }
     }
 
-    fn json(
-        format: &JsonFormat,
-        payload: &str,
-    ) -> (
-        Vec<(Option<String>, Option<Value>, Quality, Option<Timestamp>)>,
-        Vec<Reject>,
-    ) {
+    type Decoded = (Option<String>, Option<Value>, Quality, Option<Timestamp>);
+
+    fn json(format: &JsonFormat, payload: &str) -> (Vec<Decoded>, Vec<Reject>) {
         let mut rejects = Vec::new();
         let mut items = Vec::new();
         decode_json(format, None, payload.as_bytes(), &mut rejects, &mut |i| {
@@ -314,6 +306,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names)]
     fn json_payloads_table() {
         let t = Timestamp(1_790_000_000_000_000);
         let f = fmt();

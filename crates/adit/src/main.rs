@@ -155,7 +155,7 @@ enum ProbeCommand {
         after_help = "Examples:\n  adit probe mqtt --broker mqtt://10.0.0.9:1883 --topic 'tunnel/+/sensors/+' --template 'tunnel/{bore}/sensors/{sensor}' --timestamp /ts\n  adit probe mqtt --broker mqtts://broker:8883 --topic 'spBv1.0/tunnel/#' --format sparkplug"
     )]
     Mqtt {
-        /// mqtt://host[:port] or mqtts://host[:port].
+        /// <mqtt://host>[:port] or <mqtts://host>[:port].
         #[arg(long)]
         broker: String,
         /// Topic filter to subscribe to.
@@ -627,7 +627,7 @@ async fn sim_mqtt(
     faults: &[String],
 ) -> Result<(), String> {
     use adit_core::url::{Scheme, Url};
-    let url = Url::parse(broker, &[Scheme::Mqtt]).map_err(|e| e.to_string())?;
+    let url = Url::parse(broker, &[Scheme::Mqtt]).map_err(|e| e.clone())?;
     let mut config = adit_sim_mqtt::SimConfig::tunnel(&url.host, url.port);
     config.interval = interval;
     config.json_prefix = (json_prefix != "none").then(|| json_prefix.to_string());

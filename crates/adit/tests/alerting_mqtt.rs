@@ -6,54 +6,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support_mosquitto;
 mod support_vm;
 mod support_wait;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adit::app::{App, HttpBind};
 use adit_sim_modbus::{Framing, Simulator, UnitSpec};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use support_mosquitto::Mosquitto;
 use support_vm::free_port;
 use support_wait::wait_for;
-
-struct Mosquitto {
-    child: Child,
-}
-
-impl Mosquitto {
-    fn start(dir: &std::path::Path, port: u16) -> Self {
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (tests/run.sh installs the Debian package)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// (topic, retained flag, payload) of every message a subscriber got.
 type Messages = Arc<Mutex<Vec<(String, bool, String)>>>;

@@ -19,8 +19,9 @@ const DEMO: &str = include_str!("../../../config/demo.toml");
 fn demo_config(sim: SocketAddr, dir: &Path) -> Config {
     let mut config = adit_config::load_str(DEMO, "config/demo.toml").unwrap();
     for d in &mut config.devices {
-        let adit_config::DeviceSettings::Modbus(m) = &mut d.settings;
-        m.address = sim.to_string();
+        if let adit_config::DeviceSettings::Modbus(m) = &mut d.settings {
+            m.address = sim.to_string();
+        }
     }
     if let Some(sqlite) = config.sinks.sqlite.as_mut() {
         sqlite.path = dir.join("readings.db");

@@ -376,6 +376,7 @@ fn death_payload(bd_seq: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+#[allow(clippy::many_single_char_names)]
 async fn sparkplug_loop(
     config: SimConfig,
     stats: Arc<Stats>,

@@ -39,7 +39,7 @@ pub(super) fn validate_device(
                 (u.host, u.port, u.scheme == Scheme::Mqtts)
             }
             Err(e) => {
-                p.push(format!("{path}.broker"), e.to_string());
+                p.push(format!("{path}.broker"), e.clone());
                 (String::new(), 1883, false)
             }
         },
@@ -241,17 +241,17 @@ fn validate_subscription(p: &mut Problems, path: &str, rs: &RawSubscription) -> 
         "json" => {
             let timestamp_unit = match rs.timestamp_unit.as_deref() {
                 None => TimestampUnit::Auto,
-                Some(name) => TimestampUnit::NAMES
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, u)| *u)
-                    .unwrap_or_else(|| {
+                Some(name) => {
+                    if let Some((_, unit)) = TimestampUnit::NAMES.iter().find(|(n, _)| *n == name) {
+                        *unit
+                    } else {
                         p.push(
                             format!("{path}.timestamp_unit"),
                             format!("{name:?}: expected auto, rfc3339, s, ms, us or ns"),
                         );
                         TimestampUnit::Auto
-                    }),
+                    }
+                }
             };
             PayloadFormat::Json(JsonFormat {
                 value: pointer(p, &format!("{path}.value"), rs.value.as_deref())

@@ -187,12 +187,9 @@ impl Host {
         if topic.kind == MessageKind::Other {
             return;
         }
-        let payload = match Payload::decode(payload) {
-            Ok(p) => p,
-            Err(_) => {
-                out.rejects.push(Reject::SparkplugDecode);
-                return;
-            }
+        let Ok(payload) = Payload::decode(payload) else {
+            out.rejects.push(Reject::SparkplugDecode);
+            return;
         };
         let key = (topic.group.to_string(), topic.node.to_string());
         if !self.nodes.contains_key(&key) && self.nodes.len() >= MAX_NODES {
@@ -334,17 +331,14 @@ fn check_seq(node: &mut Node, seq: Option<u64>, now_ms: i64, out: &mut HostOutpu
 }
 
 fn mark_dead(node: &Node, device: Option<&str>, out: &mut HostOutput) {
-    match device {
-        Some(d) => {
-            if let Some(m) = node.devices.get(d) {
-                out.dead.extend(m.points().cloned());
-            }
+    if let Some(d) = device {
+        if let Some(m) = node.devices.get(d) {
+            out.dead.extend(m.points().cloned());
         }
-        None => {
-            out.dead.extend(node.metrics.points().cloned());
-            for m in node.devices.values() {
-                out.dead.extend(m.points().cloned());
-            }
+    } else {
+        out.dead.extend(node.metrics.points().cloned());
+        for m in node.devices.values() {
+            out.dead.extend(m.points().cloned());
         }
     }
 }
@@ -453,12 +447,11 @@ fn value_of(dt: u32, v: &MetricValue) -> Option<Value> {
         (datatype::UINT8 | datatype::UINT16 | datatype::UINT32, MetricValue::Int(i)) => {
             Value::I64(i64::from(*i))
         }
-        (datatype::INT64, MetricValue::Long(l)) => Value::I64(*l as i64),
+        (datatype::INT64 | datatype::DATETIME, MetricValue::Long(l)) => Value::I64(*l as i64),
         (datatype::UINT64, MetricValue::Long(l)) => match i64::try_from(*l) {
             Ok(i) => Value::I64(i),
             Err(_) => Value::F64(*l as f64),
         },
-        (datatype::DATETIME, MetricValue::Long(l)) => Value::I64(*l as i64),
         (datatype::FLOAT, MetricValue::Float(f)) => Value::F64(f64::from(*f)),
         (datatype::DOUBLE, MetricValue::Double(d)) => Value::F64(*d),
         (datatype::BOOLEAN, MetricValue::Boolean(b)) => Value::Bool(*b),

@@ -1,0 +1,153 @@
+//! MQTT test helpers: an adit config for a broker, a QoS 1 publisher that
+//! counts the broker's acknowledgements (ground truth from outside adit),
+//! a recording subscriber, metric and SQLite reads.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// A config with SQLite (fsync always) and one MQTT device whose keys and
+/// tables are `device` (TOML after `[[device]] id protocol broker`).
+pub fn config_text(dir: &std::path::Path, broker_port: u16, device: &str) -> String {
+    format!(
+        "site = \"mqtt-test\"\ndata_dir = \"{data}\"\n[http]\nlisten = \"off\"\n\
+         [spool]\nfsync = \"always\"\n\
+         [sink.sqlite]\nbatch_max_delay = \"50ms\"\n\
+         [[device]]\nid = \"edge\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\n\
+         reconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n{device}\n",
+        data = dir.display()
+    )
+}
+
+/// The sum of a metric's samples whose labels include every `(k, v)`.
+pub fn metric(app: &adit::app::App, name: &str, labels: &[(&str, &str)]) -> f64 {
+    app.metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| {
+            if m.get_counter().get_value() == 0.0 {
+                m.get_gauge().get_value()
+            } else {
+                m.get_counter().get_value()
+            }
+        })
+        .sum()
+}
+
+/// (point, value, time, quality, reason) rows of SQLite, oldest first.
+pub fn rows(
+    db: &std::path::Path,
+    point: &str,
+) -> Vec<(Option<f64>, String, String, Option<String>)> {
+    let Ok(c) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut s) = c.prepare(
+        "SELECT value, time, quality, reason FROM readings_view WHERE point = ?1 ORDER BY time",
+    ) else {
+        return Vec::new();
+    };
+    s.query_map([point], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .map(|it| it.filter_map(Result::ok).collect())
+    .unwrap_or_default()
+}
+
+pub fn count(db: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .ok()
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)).ok())
+        .unwrap_or(0)
+}
+
+/// A QoS 1 publisher whose broker acknowledgements are counted.
+pub struct Publisher {
+    pub client: AsyncClient,
+    pub acked: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn connect(port: u16, id: &str) -> Self {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(32 << 20, 32 << 20)
+            .set_clean_session(false);
+        let (client, mut events) = AsyncClient::new(o, 10_000);
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let a = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Self {
+            client,
+            acked,
+            task,
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub type Messages = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Records every message on `filter`.
+pub async fn subscribe(port: u16, filter: &str) -> (Messages, tokio::task::JoinHandle<()>) {
+    let id = format!("test-sub-{}", fastrand::u32(..));
+    let (client, mut events) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
+    client.subscribe(filter, QoS::AtMostOnce).await.unwrap();
+    let messages: Messages = Arc::default();
+    let sink = messages.clone();
+    let task = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    sink.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (messages, task)
+}
