@@ -77,8 +77,9 @@ enum Level {
     Literal(String),
     /// `+` or `{name}`: one level (captured when named).
     One(Option<usize>),
-    /// `#`: the rest, zero or more levels.
-    Rest,
+    /// `#` or a final `{name#}`: the rest, zero or more levels (captured,
+    /// as one `/`-joined value, when named).
+    Rest(Option<usize>),
 }
 
 /// A topic template such as `tunnel/{bore}/sensors/{sensor}`.
@@ -89,33 +90,48 @@ pub struct TopicTemplate {
 }
 
 impl TopicTemplate {
-    /// Parses a template; `{name}` levels capture, `+` and a final `#` match
-    /// without capturing.
+    /// Parses a template; `{name}` levels capture one level, a final
+    /// `{name#}` captures the rest of the topic (`a/b/c`), `+` and a final
+    /// `#` match without capturing.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (_, body) = split_share(text);
         let mut levels = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let parts: Vec<&str> = body.split('/').collect();
         for (i, part) in parts.iter().enumerate() {
-            let level = if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+            let level = if let Some(inner) =
+                part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
             {
+                let (name, rest) = match inner.strip_suffix('#') {
+                    Some(n) => (n, true),
+                    None => (inner, false),
+                };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(format!(
-                        "{text:?}: capture {{{name}}} needs a name of A-Z a-z 0-9 _"
+                        "{text:?}: capture {{{inner}}} needs a name of A-Z a-z 0-9 _"
                     ));
                 }
                 if names.iter().any(|n| n == name) {
                     return Err(format!("{text:?}: capture {{{name}}} appears twice"));
                 }
+                if rest && i + 1 != parts.len() {
+                    return Err(format!(
+                        "{text:?}: {{{inner}}} (the rest of the topic) must be the last level"
+                    ));
+                }
                 names.push(name.to_string());
-                Level::One(Some(names.len() - 1))
+                if rest {
+                    Level::Rest(Some(names.len() - 1))
+                } else {
+                    Level::One(Some(names.len() - 1))
+                }
             } else if *part == "+" {
                 Level::One(None)
             } else if *part == "#" {
                 if i + 1 != parts.len() {
                     return Err(format!("{text:?}: '#' must be the last level"));
                 }
-                Level::Rest
+                Level::Rest(None)
             } else if part.contains(['{', '}', '+', '#']) {
                 return Err(format!(
                     "{text:?}: level {part:?} must be a literal, +, # or a whole {{name}}"
@@ -141,7 +157,7 @@ impl TopicTemplate {
             .map(|l| match l {
                 Level::Literal(s) => s.as_str(),
                 Level::One(_) => "+",
-                Level::Rest => "#",
+                Level::Rest(_) => "#",
             })
             .collect();
         parts.join("/")
@@ -152,26 +168,31 @@ impl TopicTemplate {
     pub fn capture<'t>(&self, topic: &'t str, out: &mut Vec<&'t str>) -> bool {
         out.clear();
         out.resize(self.names.len(), "");
-        let mut t = topic.split('/');
+        // `rest` is the part of the topic not yet matched; None once the
+        // last level has been taken.
+        let mut rest = Some(topic);
         for level in &self.levels {
-            match level {
-                Level::Rest => return true,
-                Level::Literal(s) => {
-                    if t.next() != Some(s.as_str()) {
-                        return false;
-                    }
+            if let Level::Rest(name) = level {
+                if let (Some(i), Some(r)) = (name, rest) {
+                    out[*i] = r;
                 }
-                Level::One(name) => match t.next() {
-                    Some(v) => {
-                        if let Some(i) = name {
-                            out[*i] = v;
-                        }
-                    }
-                    None => return false,
-                },
+                return true;
+            }
+            let Some(r) = rest else {
+                return false;
+            };
+            let (this, next) = match r.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (r, None),
+            };
+            rest = next;
+            match level {
+                Level::Literal(s) if this != s.as_str() => return false,
+                Level::One(Some(i)) => out[*i] = this,
+                _ => {}
             }
         }
-        t.next().is_none()
+        rest.is_none()
     }
 }
 
@@ -317,17 +338,33 @@ mod tests {
         let rest = TopicTemplate::parse("spBv1.0/{group}/#").unwrap();
         assert!(rest.capture("spBv1.0/g1/NDATA/n1", &mut caps));
         assert_eq!(caps, ["g1"]);
+        let named_rest = TopicTemplate::parse("tunnel/{bore}/{rest#}").unwrap();
+        assert_eq!(named_rest.filter(), "tunnel/+/#");
+        assert!(named_rest.capture("tunnel/north/fans/f1/speed", &mut caps));
+        assert_eq!(caps, ["north", "fans/f1/speed"]);
+        assert!(named_rest.capture("tunnel/north", &mut caps));
+        assert_eq!(
+            caps,
+            ["north", ""],
+            "# matches zero levels; the capture is empty"
+        );
+        assert!(TopicTemplate::parse("a/{r#}/b").is_err());
+        assert!(TopicTemplate::parse("a/{#}").is_err());
     }
 
     proptest! {
         #[test]
         fn a_template_captures_exactly_what_its_filter_matches(
             levels in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("{x}"), Just("+")], 1..5),
+            last in prop_oneof![Just(""), Just("#"), Just("{r#}")],
             topic in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("")], 0..6),
         ) {
             let mut text: Vec<String> = Vec::new();
             for (i, l) in levels.iter().enumerate() {
                 text.push(if *l == "{x}" { format!("{{x{i}}}") } else { (*l).to_string() });
+            }
+            if !last.is_empty() {
+                text.push(last.to_string());
             }
             let t = TopicTemplate::parse(&text.join("/")).unwrap();
             let topic = topic.join("/");

@@ -72,18 +72,7 @@ impl MqttConnection {
             .mqtt()
             .cloned()
             .ok_or_else(|| format!("{} is not an MQTT device", config.id))?;
-        let tls = if settings.tls {
-            let auth = settings
-                .client_auth
-                .as_ref()
-                .map(|(cert, key)| adit_tls::ClientAuth { cert, key });
-            Some(Arc::new(adit_tls::client_config(
-                settings.ca_file.as_deref(),
-                auth,
-            )?))
-        } else {
-            None
-        };
+        let tls = link::tls_config(&settings)?;
         Ok(Self {
             config,
             settings,

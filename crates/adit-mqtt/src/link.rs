@@ -59,6 +59,25 @@ pub struct LinkError {
     pub refused_auth: bool,
 }
 
+/// rumqttc's error text, with what to do about the TLS errors a site meets
+/// at commissioning (the certificate checks are rustls', unchanged).
+fn explain(message: String) -> String {
+    let hint = if message.contains("UnknownIssuer") {
+        "the broker's certificate is not signed by a CA adit trusts: give the site CA as ca_file (probe: --ca-file)"
+    } else if message.contains("NotValidForName") {
+        "the broker's certificate does not name the host in the broker URL (check its subjectAltName)"
+    } else if message.contains("Expired") {
+        "the broker's certificate has expired (or this machine's clock is wrong)"
+    } else if message.contains("CertificateRequired") {
+        "the broker requires a client certificate: give client_cert and client_key (probe: --client-cert, --client-key)"
+    } else if message.contains("UnknownCA") || message.contains("BadCertificate") {
+        "the broker refused our client certificate (not signed by a CA it trusts)"
+    } else {
+        return message;
+    };
+    format!("{message} ({hint})")
+}
+
 pub enum Client {
     V4(rumqttc::AsyncClient),
     V5(rumqttc::v5::AsyncClient),
@@ -91,6 +110,22 @@ fn qos5(q: u8) -> QoS5 {
     } else {
         QoS5::AtLeastOnce
     }
+}
+
+/// The rustls client configuration of an `mqtts://` broker (ring; the
+/// site CA and the client certificate from the settings), None for plain
+/// `mqtt://`. Shared by the collector and the probe.
+pub fn tls_config(
+    settings: &MqttSettings,
+) -> Result<Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>, String> {
+    if !settings.tls {
+        return Ok(None);
+    }
+    let auth = settings
+        .client_auth
+        .as_ref()
+        .map(|(cert, key)| adit_tls::ClientAuth { cert, key });
+    adit_tls::client_config(settings.ca_file.as_deref(), auth).map(|c| Some(Arc::new(c)))
 }
 
 /// Options for a connection to `settings`' broker; `tls` is built once by
@@ -274,7 +309,7 @@ impl EventLoop {
                                 | rumqttc::ConnectReturnCode::NotAuthorized
                         )
                     ),
-                    message: e.to_string(),
+                    message: explain(e.to_string()),
                 }),
             },
             EventLoop::V5(e) => match e.poll().await {
@@ -312,9 +347,33 @@ impl EventLoop {
                                 | p5::ConnectReturnCode::BadAuthenticationMethod
                         )
                     ),
-                    message: e.to_string(),
+                    message: explain(e.to_string()),
                 }),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[test]
+    fn tls_errors_say_what_to_do() {
+        for (error, hint) in [
+            (
+                "TLS: I/O: invalid peer certificate: UnknownIssuer",
+                "ca_file",
+            ),
+            (
+                "invalid peer certificate: NotValidForName",
+                "subjectAltName",
+            ),
+            ("received fatal alert: CertificateRequired", "client_cert"),
+        ] {
+            let said = explain(error.to_string());
+            assert!(said.starts_with(error) && said.contains(hint), "{said}");
+        }
+        assert_eq!(explain("connection refused".into()), "connection refused");
     }
 }

@@ -32,6 +32,9 @@ pub struct ProbeArgs {
     pub username: Option<String>,
     /// From the environment variable named here, never the command line.
     pub password_env: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
     pub count: usize,
     pub duration: Duration,
 }
@@ -40,15 +43,16 @@ fn toml_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The default template: each level of the filter captured (`+` and
-/// literals alike); a trailing `#` stays uncaptured.
+/// The default template: each `+` level of the filter captured, and a
+/// trailing `#` captured as the rest of the topic, so every message gets a
+/// point id (`tunnel/#` names `tunnel/north/co` as `north/co`).
 fn default_template(filter: &str) -> String {
     let (_, f) = adit_core::mqtt::split_share(filter);
     f.split('/')
         .enumerate()
         .map(|(i, l)| {
             if l == "#" {
-                "#".to_string()
+                format!("{{l{i}#}}")
             } else if l == "+" {
                 format!("{{l{i}}}")
             } else {
@@ -76,6 +80,15 @@ fn config_text(a: &ProbeArgs) -> String {
     }
     if let Some(env) = &a.password_env {
         let _ = writeln!(t, "password = {}", toml_str(&format!("${{{env}}}")));
+    }
+    for (k, v) in [
+        ("ca_file", &a.ca_file),
+        ("client_cert", &a.client_cert),
+        ("client_key", &a.client_key),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(t, "{k} = {}", toml_str(&v.display().to_string()));
+        }
     }
     let _ = writeln!(
         t,
@@ -111,14 +124,7 @@ pub async fn probe(args: &ProbeArgs, out: &mut dyn FnMut(&str)) -> Result<(), St
         adit_config::load_str(&config_text(args), "adit probe mqtt").map_err(|e| e.to_string())?;
     let device = config.devices.first().ok_or("no device")?.clone();
     let settings = device.mqtt().cloned().ok_or("no MQTT settings")?;
-    let tls = if settings.tls {
-        Some(Arc::new(adit_tls::client_config(
-            settings.ca_file.as_deref(),
-            None,
-        )?))
-    } else {
-        None
-    };
+    let tls = link::tls_config(&settings)?;
     let registry = Arc::new(PointRegistry::with_max_points(100_000));
     let refused =
         prometheus::IntCounter::new("probe_refused", "refused").map_err(|e| e.to_string())?;

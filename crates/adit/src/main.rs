@@ -120,6 +120,8 @@ enum AuditCommand {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ProbeCommand {
     /// Read registers or bits and print them as every type × byte/word order.
@@ -183,6 +185,15 @@ enum ProbeCommand {
         /// Name of the environment variable holding the password.
         #[arg(long)]
         password_env: Option<String>,
+        /// CA certificate (PEM) that signed the broker's certificate (mqtts).
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+        /// Client certificate (PEM) for brokers that require one (mqtts).
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<std::path::PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<std::path::PathBuf>,
         /// Stop after this many messages.
         #[arg(long, default_value_t = 20)]
         count: usize,
@@ -351,6 +362,9 @@ fn main() -> ExitCode {
                 many,
                 username,
                 password_env,
+                ca_file,
+                client_cert,
+                client_key,
                 count,
                 run_for,
             }) => {
@@ -365,6 +379,9 @@ fn main() -> ExitCode {
                     many,
                     username,
                     password_env,
+                    ca_file,
+                    client_cert,
+                    client_key,
                     count,
                     duration: run_for,
                 };

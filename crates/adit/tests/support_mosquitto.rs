@@ -16,6 +16,8 @@ pub struct MosquittoOptions {
     pub user: Option<(String, String)>,
     /// (port, ca, cert, key) of a TLS listener beside the plain one.
     pub tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
+    /// The TLS listener refuses clients without a certificate of its CA.
+    pub require_client_cert: bool,
 }
 
 pub struct Mosquitto {
@@ -81,6 +83,9 @@ impl Mosquitto {
                 key.display()
             )
             .unwrap();
+            if o.require_client_cert {
+                text.push_str("require_certificate true\n");
+            }
         }
         std::fs::write(&config, text).unwrap();
         let mut m = Self {

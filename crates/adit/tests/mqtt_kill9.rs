@@ -1,0 +1,190 @@
+//! kill -9 of adit while QoS 1 messages arrive, again and again, then a
+//! clean run: every message the broker acknowledged to the publisher is in
+//! `SQLite`, exactly once.
+//!
+//! The pieces are real: a Mosquitto with persistence (started here), adit's
+//! own binary as a child process with `spool.fsync = always`, and a rumqttc
+//! publisher whose PUBACKs are counted. adit acknowledges a message to the
+//! broker only when its readings are durable in the spool, so a kill between
+//! receipt and durability leaves the message unacknowledged in adit's
+//! persistent session and the broker sends it again on the next connect.
+//! Each message carries its own timestamp, which is also its `received_ts`,
+//! so a redelivery of a message that did reach the spool is the same storage
+//! key and is stored once.
+//!
+//! Ground truth from outside adit: the broker's acknowledgements to the
+//! publisher (what was published) and `SQLite`'s own count (what was stored).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support_mosquitto;
+mod support_mqtt;
+mod support_vm;
+mod support_wait;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adit_core::Timestamp;
+use support_mosquitto::{Mosquitto, MosquittoOptions};
+use support_mqtt::{config_text, count, Publisher};
+use support_vm::free_port;
+use support_wait::wait_for;
+
+const MESSAGES: i64 = 4000;
+const KILLS: usize = 8;
+
+/// adit's binary as a child process, killed if the test ends early.
+struct Adit(Child);
+
+impl Adit {
+    fn spawn(config: &Path) -> Self {
+        Self(
+            Command::new(env!("CARGO_BIN_EXE_adit"))
+                .args(["--log-level", "error", "run", "-c"])
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Adit {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A kill delay in 150..1350 ms, varied per run without a random crate.
+fn kill_delay(run: usize) -> Duration {
+    let nanos = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    );
+    Duration::from_millis(150 + (nanos.wrapping_mul(run as u64 + 7) % 1200))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Mosquitto::start_with(
+        dir.path(),
+        port,
+        &MosquittoOptions {
+            persistence: true,
+            ..MosquittoOptions::default()
+        },
+    );
+    let config_path = dir.path().join("adit.toml");
+    std::fs::write(
+        &config_path,
+        config_text(
+            dir.path(),
+            port,
+            "[[device.subscription]]\nfilter = \"k9/+\"\ntemplate = \"k9/{n}\"\npoint = \"k9.{n}\"\ntimestamp = \"/ts\"\n",
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("readings.db");
+
+    // The first start makes the persistent session (and its subscription).
+    let mut adit = Adit::spawn(&config_path);
+    wait_for(Duration::from_secs(20), "adit's SQLite file", || {
+        db.exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let publisher = Publisher::connect(port, "k9-pub");
+    let base = Timestamp::now().as_micros() / 1000 - 3_600_000;
+    let publishing = async {
+        for i in 0..MESSAGES {
+            publisher
+                .publish(
+                    &format!("k9/s{}", i % 20),
+                    format!("{{\"value\": {i}, \"ts\": {}}}", base + i),
+                )
+                .await;
+            if i % 4 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let killing = async {
+        for run in 0..KILLS {
+            tokio::time::sleep(kill_delay(run)).await;
+            adit.kill9();
+            adit = Adit::spawn(&config_path);
+        }
+    };
+    let started = Instant::now();
+    tokio::join!(publishing, killing);
+    let published_in = started.elapsed();
+    wait_for(
+        Duration::from_secs(60),
+        "the broker's acknowledgement of every message",
+        || publisher.acked() >= MESSAGES as u64,
+    )
+    .await;
+
+    let distinct = || {
+        count(
+            &db,
+            "SELECT count(DISTINCT value) FROM readings_view WHERE point LIKE 'k9.%' AND quality = 'good'",
+        )
+    };
+    let drained = wait_for(
+        Duration::from_secs(90),
+        "every acknowledged message in SQLite",
+        || distinct() >= MESSAGES,
+    )
+    .await;
+    // The last start may be only milliseconds old: let it come up (signal
+    // handlers installed, connected) before the graceful stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = adit.stop();
+    let good_rows = count(
+        &db,
+        "SELECT count(*) FROM readings_view WHERE point LIKE 'k9.%' AND quality = 'good'",
+    );
+    let out_of_range = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM readings_view WHERE point LIKE 'k9.%' AND quality = 'good' \
+             AND (value < 0 OR value >= {MESSAGES})"
+        ),
+    );
+    println!(
+        "figures: kill -9 × {KILLS} while {MESSAGES} QoS 1 messages were published ({published_in:?}); \
+         broker acked {}, SQLite holds {} distinct in {good_rows} good rows; all stored {drained:?} after the last publish",
+        publisher.acked(),
+        distinct(),
+    );
+    assert!(status.success(), "graceful stop at the end: {status:?}");
+    assert_eq!(
+        distinct(),
+        MESSAGES,
+        "a message the broker acknowledged was lost"
+    );
+    assert_eq!(good_rows, MESSAGES, "a redelivery was stored twice");
+    assert_eq!(out_of_range, 0, "values nobody published");
+}
