@@ -6,7 +6,8 @@
 # their own instances on free loopback ports), a pseudo terminal for RTU, a
 # small tmpfs for the disk-full test (root); SQLite is embedded. When a test
 # needs another real service, install it in the "services" section below
-# (today: pymodbus, prometheus-alertmanager, mosquitto, victoria-metrics).
+# (today: pymodbus, paho-mqtt, pysparkplug, prometheus-alertmanager,
+# mosquitto, openssl, victoria-metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,17 @@ if ! python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1"
     || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'pymodbus==3.16.1'
 fi
 
+# paho-mqtt and pysparkplug: the independent MQTT JSON and Sparkplug B
+# publishers of the MQTT interop test (PyPI, pinned).
+if ! python3 -c 'import paho.mqtt, pysparkplug, sys; from importlib.metadata import version as v; sys.exit(v("paho-mqtt") != "1.6.1" or v("pysparkplug") != "0.6.1")' 2>/dev/null; then
+  echo "== installing paho-mqtt 1.6.1 and pysparkplug 0.6.1 (PyPI)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3-pip
+  fi
+  python3 -m pip install --quiet --root-user-action=ignore 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1' \
+    || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1'
+fi
+
 # prometheus-alertmanager: the alert receiver of the alerting test.
 if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
   echo "== installing prometheus-alertmanager (Debian)"
@@ -33,8 +45,9 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
 fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus-alertmanager >/dev/null 2>&1 || true; fi
 
-# mosquitto: the MQTT broker of the MQTT alert test (the test runs its own
-# instance on a free loopback port; the Debian service is stopped).
+# mosquitto: the MQTT broker of the MQTT collector and alert tests (each test
+# runs its own instance on a free loopback port; the Debian service is
+# stopped).
 if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ]; then
   echo "== installing mosquitto (Debian)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto

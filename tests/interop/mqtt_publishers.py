@@ -5,13 +5,23 @@
                           each with its own millisecond; prints one line per
                           message the broker acknowledged: "acked TOPIC VALUE MS".
   sparkplug HOST PORT     a pysparkplug edge node (group interop, node py1,
-                          device d1): birth, three DDATA updates of CO, then a
-                          clean disconnect (NDEATH); prints "ddata CO VALUE".
+                          device d1): birth, three DDATA updates of CO, then
+                          the process dies without an MQTT DISCONNECT, so the
+                          broker publishes the node's will (its NDEATH);
+                          prints "ddata CO VALUE".
+
+Why a death by will, not pysparkplug's clean disconnect: pysparkplug 0.6.1
+arms the next connection's will right after NBIRTH, which advances its bdSeq,
+and its disconnect() sends an NDEATH with that next bdSeq. A host must ignore
+an NDEATH whose bdSeq is not the current birth's (Sparkplug 3.0, host
+rules), and adit does (counted as stale_death). The will of the live
+connection still carries the birth's bdSeq.
 
 Versions are pinned by tests/run.sh (paho-mqtt 1.6.1, pysparkplug 0.6.1).
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -70,8 +80,8 @@ def publish_sparkplug(host, port):
         print(f"ddata CO {value}", flush=True)
         time.sleep(0.3)
     time.sleep(0.5)
-    node.disconnect()
-    time.sleep(0.5)
+    sys.stdout.flush()
+    os._exit(0)  # no DISCONNECT: the broker sends the will (NDEATH)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+//! Interop with independent MQTT publishers, run by the test as Python
+//! programs (`tests/interop/mqtt_publishers.py`): paho-mqtt for JSON and
+//! pysparkplug (its own Sparkplug B encoder, not our prost code) for births,
+//! data and death, through a real Mosquitto. Ground truth is what the
+//! Python side says the broker acknowledged or it published.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support_mosquitto;
+mod support_mqtt;
+mod support_vm;
+mod support_wait;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use adit::app::{App, HttpBind};
+use support_mosquitto::Mosquitto;
+use support_mqtt::{config_text, metric, rows};
+use support_vm::free_port;
+use support_wait::wait_for;
+
+const JSON_MESSAGES: usize = 400;
+
+/// Runs the publisher script to the end; its stdout lines.
+async fn python(args: &[String]) -> Vec<String> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/mqtt_publishers.py");
+    let args = args.to_vec();
+    // The script bounds its own waits (30 s per acknowledgement).
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3").arg(&script).args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 must be installed (tests/run.sh installs paho-mqtt and pysparkplug)");
+    assert!(
+        out.status.success(),
+        "the Python publisher failed (is paho-mqtt 1.6.1 / pysparkplug 0.6.1 installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// (value, ts in µs, quality, reason) of a point, in time order.
+fn stored(db: &Path, point: &str) -> Vec<(Option<f64>, i64, i64, Option<String>)> {
+    let Ok(c) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut s) = c.prepare(
+        "SELECT r.value, r.ts, r.quality, r.reason FROM readings r JOIN points p ON p.id = r.point_id \
+         WHERE p.name = ?1 ORDER BY r.ts, r.received_ts",
+    ) else {
+        return Vec::new();
+    };
+    s.query_map([point], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .map(|it| it.filter_map(Result::ok).collect())
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_json_and_pysparkplug_births_data_and_death_are_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Mosquitto::start(dir.path(), port);
+    let text = config_text(
+        dir.path(),
+        port,
+        "[[device.subscription]]\nfilter = \"interop/json/+\"\ntemplate = \"interop/json/{s}\"\n\
+         point = \"py.{s}\"\nvalue = \"/v\"\ntimestamp = \"/t\"\ntimestamp_unit = \"ms\"\n\
+         [[device.subscription]]\nfilter = \"spBv1.0/interop/#\"\nformat = \"sparkplug\"\n",
+    );
+    let config = adit_config::load_str(&text, "interop.toml").unwrap();
+    let app = App::start(&config, HttpBind::BestEffort).await.unwrap();
+    wait_for(Duration::from_secs(20), "adit connected", || {
+        metric(&app, "adit_mqtt_connected", &[("device", "edge")]) == 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let db = dir.path().join("readings.db");
+
+    // paho-mqtt, JSON, QoS 1: every acknowledged message, exact value and
+    // millisecond.
+    let acked = python(&[
+        "json".into(),
+        "127.0.0.1".into(),
+        port.to_string(),
+        JSON_MESSAGES.to_string(),
+    ])
+    .await;
+    let expected: Vec<(String, f64, i64)> = acked
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("acked ")?.split(' ');
+            let topic = w.next()?;
+            let value = w.next()?.parse().ok()?;
+            let ms: i64 = w.next()?.parse().ok()?;
+            let sensor = topic.rsplit('/').next()?;
+            Some((format!("py.{sensor}"), value, ms * 1000))
+        })
+        .collect();
+    assert_eq!(expected.len(), JSON_MESSAGES, "paho's acknowledgements");
+    let took = wait_for(Duration::from_secs(30), "every paho message", || {
+        ["py.s0", "py.s1", "py.s2", "py.s3"]
+            .iter()
+            .map(|p| stored(&db, p).len())
+            .sum::<usize>()
+            >= JSON_MESSAGES
+    })
+    .await;
+    for (point, value, ts) in &expected {
+        let got = stored(&db, point);
+        assert!(
+            got.iter()
+                .any(|r| r.1 == *ts && r.0 == Some(*value) && r.2 == 0),
+            "{point} {value} at {ts} µs not stored exactly: {:?}",
+            got.iter().find(|r| r.1 == *ts)
+        );
+    }
+    let total: usize = ["py.s0", "py.s1", "py.s2", "py.s3"]
+        .iter()
+        .map(|p| stored(&db, p).len())
+        .sum();
+    assert_eq!(total, JSON_MESSAGES, "nothing more, nothing twice");
+    println!("figures: paho-mqtt {JSON_MESSAGES} JSON messages, all stored exactly, {took:?} after the last acknowledgement");
+
+    // pysparkplug: NBIRTH + DBIRTH (CO 1.5), three DDATA, then NDEATH.
+    let published = python(&["sparkplug".into(), "127.0.0.1".into(), port.to_string()]).await;
+    let mut values: Vec<f64> = vec![1.5];
+    values.extend(
+        published
+            .iter()
+            .filter_map(|l| l.strip_prefix("ddata CO ")?.parse::<f64>().ok()),
+    );
+    assert_eq!(values.len(), 4, "the publisher's output: {published:?}");
+    let co = "interop/py1/d1/CO";
+    wait_for(
+        Duration::from_secs(20),
+        "the birth, the data and the death",
+        || {
+            let r = stored(&db, co);
+            r.iter().filter(|r| r.2 == 0).count() >= values.len()
+                && r.last().is_some_and(|r| r.2 == 2)
+        },
+    )
+    .await;
+    let rows_co = stored(&db, co);
+    let good: Vec<f64> = rows_co
+        .iter()
+        .filter(|r| r.2 == 0)
+        .filter_map(|r| r.0)
+        .collect();
+    assert_eq!(good, values, "birth and data values, in order");
+    let last = rows_co.last().unwrap();
+    assert_eq!(last.3.as_deref(), Some("comm_failure"), "{rows_co:?}");
+    assert_eq!(last.0, None, "a death row carries no value of its own");
+    assert!(
+        rows(&db, "interop/py1/Uptime")
+            .iter()
+            .any(|r| r.0 == Some(7.0) && r.2 == "good"),
+        "the node's own birth metric"
+    );
+    assert_eq!(
+        metric(&app, "adit_mqtt_rejected_total", &[]),
+        0.0,
+        "an independent encoder's messages are all understood"
+    );
+    println!(
+        "figures: pysparkplug birth + {} DDATA + NDEATH read as {} good readings then bad/comm_failure",
+        values.len() - 1,
+        good.len()
+    );
+    assert!(app.shutdown().await);
+}
