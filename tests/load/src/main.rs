@@ -10,10 +10,13 @@
 //! target/release/adit-load run --devices 100 --registers 100 --interval 1s
 //! target/release/adit-load ceiling --sinks questdb
 //! target/release/adit-load memory
+//! target/release/adit-load mqtt --format json --rate 20000
+//! target/release/adit-load mqtt --format sparkplug --rate 2000 --metrics 10
 //! ```
 
 mod discard;
 mod measure;
+mod mqtt;
 mod processes;
 mod procfs;
 mod prom;
@@ -22,6 +25,10 @@ mod scenario;
 #[allow(clippy::missing_panics_doc)]
 #[path = "../../../crates/adit/tests/support_vm.rs"]
 mod support_vm;
+
+#[allow(clippy::missing_panics_doc)]
+#[path = "../../../crates/adit/tests/support_mosquitto.rs"]
+mod support_mosquitto;
 
 use std::time::Duration;
 
@@ -86,6 +93,29 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = Sinks::Sqlite)]
         sinks: Sinks,
     },
+    /// MQTT: a Mosquitto started here, a QoS 1 publisher in this process,
+    /// adit subscribed into SQLite (needs Debian's mosquitto).
+    Mqtt {
+        #[arg(long, value_enum, default_value_t = mqtt::Format::Json)]
+        format: mqtt::Format,
+        #[arg(long, value_enum, default_value_t = mqtt::Store::Sqlite)]
+        store: mqtt::Store,
+        /// Messages per second offered.
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Topics (JSON) or Sparkplug devices the messages rotate over.
+        #[arg(long, default_value_t = 20)]
+        topics: usize,
+        /// Metrics per Sparkplug DDATA.
+        #[arg(long, default_value_t = 10)]
+        metrics: usize,
+        #[arg(long, default_value = "interval")]
+        fsync: String,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        measure: Duration,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -128,6 +158,28 @@ fn main() {
 fn run(mode: Mode) -> Result<(), String> {
     let adit = processes::adit_binary()?;
     match mode {
+        Mode::Mqtt {
+            format,
+            store,
+            rate,
+            topics,
+            metrics,
+            fsync,
+            warmup,
+            measure,
+        } => mqtt::run(
+            &mqtt::MqttLoad {
+                store,
+                format,
+                rate,
+                topics,
+                metrics,
+                fsync,
+                warmup,
+                measure,
+            },
+            &adit,
+        )?,
         Mode::Run(load) => {
             let s = scenario(&load);
             let o = measure::run(&s, &adit)?;

@@ -2,6 +2,11 @@
 
 /// User + system CPU seconds of process `pid` (`USER_HZ` = 100).
 pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// (user, system) CPU seconds of process `pid` (`USER_HZ` = 100).
+pub fn cpu_split(pid: u32) -> Result<(f64, f64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // The command name may hold spaces; fields resume after the last ')'.
@@ -17,7 +22,29 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
             .ok_or_else(|| format!("/proc/{pid}/stat: field {i} missing"))
     };
     // utime and stime are fields 14 and 15 of the whole line (11, 12 here).
-    Ok((field(11)? + field(12)?) as f64 / 100.0)
+    Ok((field(11)? as f64 / 100.0, field(12)? as f64 / 100.0))
+}
+
+/// Voluntary + involuntary context switches of every thread of `pid`
+/// (`/proc/PID/task/*/status`; threads that ended are not counted).
+pub fn context_switches(pid: u32) -> Result<u64, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches")
+                    || l.starts_with("nonvoluntary_ctxt_switches")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.

@@ -780,4 +780,93 @@ mod tests {
         );
         assert_eq!(out.dead.len(), 3);
     }
+
+    const KINDS: [&str; 6] = ["NBIRTH", "NDATA", "NDEATH", "DBIRTH", "DDATA", "DDEATH"];
+
+    fn topic_of(kind: usize) -> String {
+        let k = KINDS[kind % KINDS.len()];
+        if k.starts_with('D') {
+            format!("spBv1.0/g/{k}/n/d1")
+        } else {
+            format!("spBv1.0/g/{k}/n")
+        }
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = MetricValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u32>().prop_map(MetricValue::Int),
+            any::<u64>().prop_map(MetricValue::Long),
+            any::<f32>().prop_map(MetricValue::Float),
+            any::<f64>().prop_map(MetricValue::Double),
+            any::<bool>().prop_map(MetricValue::Boolean),
+            ".{0,8}".prop_map(MetricValue::String),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Random bytes as any kind of message, in any order: no panic, and
+        /// a message that is not a payload is rejected, never half-applied.
+        #[test]
+        fn random_sparkplug_bytes_never_panic(
+            messages in proptest::collection::vec(
+                (0usize..6, proptest::collection::vec(proptest::num::u8::ANY, 0..120)),
+                1..20,
+            ),
+        ) {
+            let mut host = Host::default();
+            for (i, (kind, bytes)) in messages.iter().enumerate() {
+                let out = run(&mut host, &topic_of(*kind), bytes, i as i64);
+                if Payload::decode(bytes.as_slice()).is_err() {
+                    proptest::prop_assert!(out.samples.is_empty());
+                }
+            }
+        }
+
+        /// Well-formed payloads with random names, aliases, types, values,
+        /// timestamps and sequence numbers, in random kinds and order: no
+        /// panic, and every sample names a point.
+        #[test]
+        fn random_sparkplug_sequences_never_panic(
+            messages in proptest::collection::vec(
+                (
+                    0usize..6,
+                    proptest::option::of(0u64..300),
+                    proptest::collection::vec(
+                        (
+                            proptest::option::of("[a-zA-Z/ ]{0,6}"),
+                            proptest::option::of(0u64..6),
+                            proptest::option::of(0u32..20),
+                            proptest::option::of(any_value()),
+                            proptest::option::of(proptest::num::u64::ANY),
+                        ),
+                        0..6,
+                    ),
+                ),
+                1..30,
+            ),
+        ) {
+            let mut host = Host::default();
+            for (i, (kind, seq, metrics)) in messages.into_iter().enumerate() {
+                let metrics = metrics
+                    .into_iter()
+                    .map(|(name, alias, datatype, value, ts)| Metric {
+                        name,
+                        alias,
+                        timestamp: ts,
+                        datatype,
+                        is_historical: None,
+                        is_transient: None,
+                        is_null: None,
+                        properties: None,
+                        value,
+                    })
+                    .collect();
+                let out = run(&mut host, &topic_of(kind), &payload(seq, metrics), i as i64);
+                for sample in &out.samples {
+                    proptest::prop_assert!(!sample.point.is_empty());
+                }
+            }
+        }
+    }
 }
