@@ -452,7 +452,7 @@ impl<'a> Session<'a> {
             }
             self.last_reject_log[i] = Some(now);
             let count = std::mem::take(&mut self.rejects_since_log[i]);
-            let sample = String::from_utf8_lossy(&payload[..payload.len().min(120)]).into_owned();
+            let sample = sample_of(payload);
             tracing::warn!(device = %conn.config.id, reason = r.name(), topic, sample = %sample.escape_debug(), since_last_log = count, "MQTT message rejected (acknowledged, counted)");
             conn.audit.record(
                 "mqtt_message_rejected",
@@ -575,5 +575,46 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A short sample of a rejected payload for logs and the audit log: text
+/// when it is UTF-8 (up to 120 bytes), else hex of the first 48 bytes
+/// (Sparkplug is protobuf: lossy text of it says nothing).
+fn sample_of(payload: &[u8]) -> String {
+    let head = &payload[..payload.len().min(120)];
+    match std::str::from_utf8(head) {
+        Ok(text) => text.to_string(),
+        // A multi-byte character cut at 120 bytes is still text.
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => {
+            String::from_utf8_lossy(&head[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => {
+            use std::fmt::Write as _;
+            let mut hex = String::from("hex:");
+            for b in &payload[..payload.len().min(48)] {
+                let _ = write!(hex, "{b:02x}");
+            }
+            if payload.len() > 48 {
+                hex.push('…');
+            }
+            hex
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_of;
+
+    #[test]
+    fn rejected_payload_samples_are_text_or_hex() {
+        assert_eq!(sample_of(b"{\"value\": nope}"), "{\"value\": nope}");
+        assert_eq!(sample_of(&[0x08, 0xff, 0x01]), "hex:08ff01");
+        assert!(sample_of(&[0xff; 100]).ends_with('…'));
+        // 119 ASCII bytes then a two-byte character cut at byte 120: text.
+        let mut cut = vec![b'a'; 119];
+        cut.extend("é".as_bytes());
+        assert_eq!(sample_of(&cut), "a".repeat(119));
     }
 }

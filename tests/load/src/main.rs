@@ -100,6 +100,9 @@ enum Mode {
         format: mqtt::Format,
         #[arg(long, value_enum, default_value_t = mqtt::Store::Sqlite)]
         store: mqtt::Store,
+        /// adit's subscription QoS (the publisher always sends QoS 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
         /// Messages per second offered.
         #[arg(long, default_value_t = 20_000.0)]
         rate: f64,
@@ -161,6 +164,7 @@ fn run(mode: Mode) -> Result<(), String> {
         Mode::Mqtt {
             format,
             store,
+            qos,
             rate,
             topics,
             metrics,
@@ -170,6 +174,7 @@ fn run(mode: Mode) -> Result<(), String> {
         } => mqtt::run(
             &mqtt::MqttLoad {
                 store,
+                qos,
                 format,
                 rate,
                 topics,

@@ -43,6 +43,9 @@ pub enum Store {
 #[derive(Clone, Debug)]
 pub struct MqttLoad {
     pub store: Store,
+    /// The subscription's QoS: 1 (acknowledged when durable) or 0 (no
+    /// acknowledgement: shows what the acks cost).
+    pub qos: u8,
     pub format: Format,
     /// Messages per second offered.
     pub rate: f64,
@@ -71,15 +74,15 @@ impl MqttLoad {
         discard: Option<&str>,
     ) -> String {
         let subscription = match self.format {
-            Format::Json => {
-                "[[device.subscription]]\nfilter = \"load/+\"\ntemplate = \"load/{s}\"\n\
-                             point = \"load.{s}\"\ntimestamp = \"/ts\"\ntimestamp_unit = \"us\"\n"
-                    .to_string()
-            }
-            Format::Sparkplug => {
-                "[[device.subscription]]\nfilter = \"spBv1.0/load/#\"\nformat = \"sparkplug\"\n"
-                    .to_string()
-            }
+            Format::Json => format!(
+                "[[device.subscription]]\nfilter = \"load/+\"\ntemplate = \"load/{{s}}\"\nqos = {}\n\
+                 point = \"load.{{s}}\"\ntimestamp = \"/ts\"\ntimestamp_unit = \"us\"\n",
+                self.qos
+            ),
+            Format::Sparkplug => format!(
+                "[[device.subscription]]\nfilter = \"spBv1.0/load/#\"\nformat = \"sparkplug\"\nqos = {}\n",
+                self.qos
+            ),
         };
         format!(
             "site = \"load-mqtt\"\ndata_dir = \"{data}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
@@ -408,12 +411,13 @@ pub fn run(l: &MqttLoad, adit: &Path) -> Result<(), String> {
     let p99 = quantile_between(&b, &a, 0.99).unwrap_or(f64::NAN);
     let lost = (published as usize * l.readings_per_message() + birth_readings) as i64 - stored;
     println!(
-        "mqtt load: {:?} into {:?}, {:.0} messages/s offered over {} {}, QoS 1, spool fsync {}, {:?} measured after {:?}",
+        "mqtt load: {:?} into {:?}, {:.0} messages/s offered over {} {}, QoS {} subscription, spool fsync {}, {:?} measured after {:?}",
         l.format,
         l.store,
         l.rate,
         l.topics,
         if l.format == Format::Json { "topics" } else { "devices" },
+        l.qos,
         l.fsync,
         l.measure,
         l.warmup
