@@ -116,12 +116,21 @@ enum End {
     Shutdown,
     /// Rebuild the client (liveness): a fresh event loop and connection.
     Rebuild,
+    /// Reconnect after a growing backoff: messages were not kept (see
+    /// `Session::redeliver`).
+    Redeliver,
 }
 
 async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), SourceError> {
     let mut mapper = Mapper::new(&conn.config, &conn.ids);
     let mut backoff = Backoff::new(conn.config.reconnect_min, conn.config.reconnect_max);
     let mut state = LinkState::default();
+    // Not reset by a successful connect: a spool that keeps refusing must
+    // not turn into a reconnect loop at reconnect_min.
+    let mut redeliver_backoff = Backoff::new(
+        conn.config.reconnect_min.max(Duration::from_secs(1)),
+        conn.config.reconnect_max.max(Duration::from_secs(30)),
+    );
     loop {
         let (client, events) =
             link::connect(&conn.settings, conn.config.timeout, conn.tls.clone(), None);
@@ -130,7 +139,17 @@ async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), Sourc
             End::Shutdown => return Ok(()),
             End::Rebuild => {
                 conn.metrics.connected.set(0);
+                redeliver_backoff.reset();
                 tracing::warn!(device = %conn.config.id, "subscriptions stayed silent after a resubscribe; rebuilding the MQTT client");
+            }
+            End::Redeliver => {
+                conn.metrics.connected.set(0);
+                let delay = redeliver_backoff.next_delay();
+                tracing::warn!(device = %conn.config.id, ?delay, "reconnecting after a backoff so that the broker redelivers the messages adit could not keep");
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
         }
     }
@@ -173,6 +192,14 @@ struct Session<'a> {
     silent_strikes: Vec<u32>,
     last_reject_log: Vec<Option<Instant>>,
     rejects_since_log: Vec<u64>,
+    /// A SUBSCRIBE could not be queued (rumqttc's request channel was
+    /// full): sent again at the top of the loop until it is.
+    subscribe_pending: bool,
+    /// Messages of this connection were not made durable (spool full or
+    /// failed): their acks are withheld, so they hold places in the broker's
+    /// in-flight window until it sends them again, which it only does on a
+    /// new connection. Set: reconnect (after a backoff).
+    redeliver: bool,
 }
 
 impl<'a> Session<'a> {
@@ -203,6 +230,8 @@ impl<'a> Session<'a> {
             silent_strikes: vec![0; subs],
             last_reject_log: vec![None; Reject::ALL.len()],
             rejects_since_log: vec![0; Reject::ALL.len()],
+            subscribe_pending: false,
+            redeliver: false,
         }
     }
 
@@ -220,6 +249,14 @@ impl<'a> Session<'a> {
                 }
                 self.due.pop_front();
                 conn.metrics.acked.inc();
+            }
+            if self.subscribe_pending {
+                self.subscribe(None);
+            }
+            if self.redeliver {
+                self.flush().await?;
+                self.client.try_disconnect();
+                return Ok(End::Redeliver);
             }
             let liveness = self.next_liveness_check();
             let may_read = self.tickets.len() < MAX_TICKETS;
@@ -240,7 +277,13 @@ impl<'a> Session<'a> {
                     }
                 }
                 event = self.events.poll(), if may_read => match event {
-                    Ok(Incoming::ConnAck { session_present }) => self.connected(session_present, backoff, state),
+                    Ok(Incoming::ConnAck { session_present }) => {
+                        let relinked = state.marked_down;
+                        self.connected(session_present, backoff, state);
+                        if relinked {
+                            self.ask_for_rebirths(mapper);
+                        }
+                    }
                     Ok(Incoming::Publish(msg)) => {
                         self.message(mapper, &msg.topic, &msg.payload, msg.ack, msg.dup);
                         if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
@@ -253,6 +296,13 @@ impl<'a> Session<'a> {
                     Ok(Incoming::Other) => {}
                     Err(e) => {
                         self.flush().await?;
+                        // The connection ends here, not at the next ConnAck:
+                        // acks of its messages settled during the backoff
+                        // must not reach the next connection, where the
+                        // broker may have given their packet ids to other
+                        // messages (it redelivers these).
+                        self.generation += 1;
+                        self.due.clear();
                         self.link_lost(&e, mapper, state).await?;
                         let delay = backoff.next_delay();
                         tokio::select! {
@@ -283,6 +333,11 @@ impl<'a> Session<'a> {
                 tracing::info!(device = %conn.config.id, "broker has no session for us: subscribing again");
             }
             self.subscribe(None);
+        } else if !state.connected_once {
+            // A persistent session from an earlier run holds that run's
+            // subscriptions, not necessarily this config's: send ours (the
+            // broker replaces a subscription with the same filter).
+            self.subscribe(None);
         }
         state.connected_once = true;
         tracing::info!(device = %conn.config.id, broker = %conn.describe(), session_present, "MQTT connected");
@@ -296,6 +351,20 @@ impl<'a> Session<'a> {
         state.marked_down = false;
     }
 
+    /// After a lost link: ask every Sparkplug node we knew for its births,
+    /// so points marked Bad(CommFailure) come back without waiting for a
+    /// change (report by exception).
+    fn ask_for_rebirths(&mut self, mapper: &mut Mapper) {
+        let now = Timestamp::now();
+        let now_ms = u64::try_from(now.as_micros() / 1000).unwrap_or(0);
+        for ncmd in mapper.rebirths_after_link_loss(now) {
+            if self.client.try_publish(&ncmd, rebirth_request(now_ms)) {
+                self.conn.metrics.rebirths.inc();
+                tracing::info!(device = %self.conn.config.id, topic = ncmd, "asked a Sparkplug node to rebirth after our link came back");
+            }
+        }
+    }
+
     /// Sends SUBSCRIBE for one subscription, or all.
     fn subscribe(&mut self, only: Option<usize>) {
         let filters: Vec<(String, u8)> = self
@@ -307,8 +376,15 @@ impl<'a> Session<'a> {
             .filter(|(i, _)| only.is_none_or(|o| o == *i))
             .map(|(_, s)| (s.filter.clone(), s.qos))
             .collect();
-        if let Err(e) = self.client.try_subscribe(&filters) {
-            tracing::warn!(device = %self.conn.config.id, error = %e, "could not queue SUBSCRIBE; the liveness check retries");
+        match self.client.try_subscribe(&filters) {
+            Ok(()) => self.subscribe_pending = false,
+            Err(e) => {
+                if !self.subscribe_pending {
+                    tracing::warn!(device = %self.conn.config.id, error = %e, "could not queue SUBSCRIBE yet; retrying");
+                }
+                // Retry all (a subset retry would be as large in the worst case).
+                self.subscribe_pending = true;
+            }
         }
     }
 
@@ -504,7 +580,10 @@ impl<'a> Session<'a> {
             } else if !t.acks.is_empty() {
                 self.conn.metrics.ack_withheld.inc_by(t.acks.len() as u64);
                 if !ok {
-                    tracing::warn!(device = %self.conn.config.id, outcome = ?t.outcome, messages = t.acks.len(), "not acknowledging MQTT messages whose readings are not known to be durable; the broker will redeliver them");
+                    tracing::warn!(device = %self.conn.config.id, outcome = ?t.outcome, messages = t.acks.len(), "not acknowledging MQTT messages whose readings are not known to be durable; reconnecting so that the broker redelivers them");
+                    if t.generation == self.generation {
+                        self.redeliver = true;
+                    }
                 }
             }
         }

@@ -64,6 +64,12 @@ pub struct Mapper {
 }
 
 impl Mapper {
+    /// Sparkplug rebirth requests to send after our link came back (see
+    /// [`Host::rebirth_all`]).
+    pub fn rebirths_after_link_loss(&mut self, now: Timestamp) -> Vec<String> {
+        self.host.rebirth_all(now)
+    }
+
     /// `ids` are the registry ids of `device.points`, in order.
     pub fn new(device: &DeviceConfig, ids: &[PointId]) -> Self {
         let subscriptions = device

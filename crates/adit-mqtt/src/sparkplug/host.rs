@@ -175,6 +175,26 @@ pub fn point_name(group: &str, node: &str, device: Option<&str>, metric: &str) -
 }
 
 impl Host {
+    /// After our own link to the broker was lost, the nodes' points were
+    /// marked Bad(CommFailure), and a node that reports by exception may not
+    /// publish them again for hours: ask every born node for its births
+    /// (rate-limited per node). Returns the NCMD topics to publish on.
+    pub fn rebirth_all(&mut self, now: Timestamp) -> Vec<String> {
+        let now_ms = now.as_micros().div_euclid(1000);
+        let mut topics = Vec::new();
+        for ((group, node_id), node) in &mut self.nodes {
+            if !node.born {
+                continue;
+            }
+            let mut out = HostOutput::default();
+            request_rebirth(node, now_ms, &mut out);
+            if out.rebirth {
+                topics.push(format!("spBv1.0/{group}/NCMD/{node_id}"));
+            }
+        }
+        topics
+    }
+
     /// Handles one message of `topic` received at `now` (µs); fills `out`.
     pub fn handle(
         &mut self,
@@ -220,6 +240,7 @@ impl Host {
                     });
                 let metrics = &mut node.metrics;
                 birth(topic, None, &payload, metrics, payload_ts, now, out);
+                keep_reborn_alive(out);
             }
             MessageKind::DBirth => {
                 if !node.born {
@@ -233,6 +254,7 @@ impl Host {
                 let metrics = node.devices.entry(device.to_string()).or_default();
                 *metrics = Metrics::default();
                 birth(topic, topic.device, &payload, metrics, payload_ts, now, out);
+                keep_reborn_alive(out);
             }
             MessageKind::NData | MessageKind::DData => {
                 if !node.born {
@@ -299,6 +321,17 @@ impl Host {
             MessageKind::Other => {}
         }
     }
+}
+
+/// A birth that replaces an earlier one (no death in between, e.g. the
+/// answer to our own rebirth request) reports the old points dead; those it
+/// lists again are alive, with the birth's values, and must not end Bad.
+fn keep_reborn_alive(out: &mut HostOutput) {
+    if out.dead.is_empty() || out.samples.is_empty() {
+        return;
+    }
+    let reborn: std::collections::HashSet<&str> = out.samples.iter().map(|s| &*s.point).collect();
+    out.dead.retain(|p| !reborn.contains(&**p));
 }
 
 fn not_born(node: &mut Node, now_ms: i64, out: &mut HostOutput) {
@@ -757,7 +790,7 @@ mod tests {
             20,
         );
         assert_eq!(out.dead.len(), 4);
-        // A new NBIRTH without a death: the old points died unseen.
+        // A new NBIRTH without a death: the old points not in it died unseen.
         run(
             &mut host,
             "spBv1.0/g/DBIRTH/n/d1",
@@ -778,7 +811,10 @@ mod tests {
             &payload(Some(0), birth_metrics()),
             40,
         );
-        assert_eq!(out.dead.len(), 3);
+        // Only the device's point died unseen: the node's own metrics are in
+        // the new birth, alive.
+        assert_eq!(out.dead.len(), 1, "{out:?}");
+        assert_eq!(&*out.dead[0], "g/n/d1/T");
     }
 
     const KINDS: [&str; 6] = ["NBIRTH", "NDATA", "NDEATH", "DBIRTH", "DDATA", "DDEATH"];
@@ -868,5 +904,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_answered_rebirth_leaves_the_reborn_points_good() {
+        let mut host = Host::default();
+        run(
+            &mut host,
+            "spBv1.0/g/NBIRTH/n",
+            &payload(Some(0), birth_metrics()),
+            0,
+        );
+        let dev = vec![Metric::new(
+            "T",
+            Some(10),
+            datatype::INT16,
+            MetricValue::Int(1),
+        )];
+        run(
+            &mut host,
+            "spBv1.0/g/DBIRTH/n/d1",
+            &payload(Some(1), dev.clone()),
+            1,
+        );
+        // The node answers a rebirth request: NBIRTH again, no death.
+        let out = run(
+            &mut host,
+            "spBv1.0/g/NBIRTH/n",
+            &payload(Some(0), birth_metrics()),
+            2,
+        );
+        assert_eq!(out.samples.len(), 2, "{out:?}");
+        // Only the device's points (not in this birth) are reported dead.
+        assert_eq!(out.dead.len(), 1, "{out:?}");
+        assert_eq!(&*out.dead[0], "g/n/d1/T");
+        let out = run(
+            &mut host,
+            "spBv1.0/g/DBIRTH/n/d1",
+            &payload(Some(1), dev),
+            3,
+        );
+        assert!(out.dead.is_empty(), "{out:?}");
+        assert_eq!(out.samples.len(), 1);
+    }
+
+    #[test]
+    fn after_a_lost_link_every_born_node_is_asked_to_rebirth_once() {
+        let mut host = Host::default();
+        run(
+            &mut host,
+            "spBv1.0/g/NBIRTH/n",
+            &payload(Some(0), birth_metrics()),
+            0,
+        );
+        run(
+            &mut host,
+            "spBv1.0/g/NDATA/other",
+            &payload(Some(0), vec![]),
+            0,
+        );
+        let now = Timestamp(60_000 * 1000);
+        assert_eq!(host.rebirth_all(now), ["spBv1.0/g/NCMD/n"]);
+        assert!(host.rebirth_all(now).is_empty(), "rate-limited per node");
     }
 }
