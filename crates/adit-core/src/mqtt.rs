@@ -168,6 +168,10 @@ impl TopicTemplate {
     pub fn capture<'t>(&self, topic: &'t str, out: &mut Vec<&'t str>) -> bool {
         out.clear();
         out.resize(self.names.len(), "");
+        // Wildcards never match a `$` topic's first level (like the filter).
+        if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
+            return false;
+        }
         // `rest` is the part of the topic not yet matched; None once the
         // last level has been taken.
         let mut rest = Some(topic);
@@ -357,7 +361,7 @@ mod tests {
         fn a_template_captures_exactly_what_its_filter_matches(
             levels in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("{x}"), Just("+")], 1..5),
             last in prop_oneof![Just(""), Just("#"), Just("{r#}")],
-            topic in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("")], 0..6),
+            topic in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just(""), Just("$s")], 0..6),
         ) {
             let mut text: Vec<String> = Vec::new();
             for (i, l) in levels.iter().enumerate() {

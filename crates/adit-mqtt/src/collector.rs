@@ -285,7 +285,7 @@ impl<'a> Session<'a> {
                         }
                     }
                     Ok(Incoming::Publish(msg)) => {
-                        self.message(mapper, &msg.topic, &msg.payload, msg.ack, msg.dup);
+                        self.message(mapper, &msg);
                         if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
                             self.flush().await?;
                         } else if self.flush_at.is_none() {
@@ -452,14 +452,14 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn message(
-        &mut self,
-        mapper: &mut Mapper,
-        topic: &[u8],
-        payload: &[u8],
-        ack: AckId,
-        dup: bool,
-    ) {
+    fn message(&mut self, mapper: &mut Mapper, msg: &link::Message) {
+        let (topic, payload, ack, dup, retain) = (
+            &msg.topic[..],
+            &msg.payload[..],
+            msg.ack,
+            msg.dup,
+            msg.retain,
+        );
         let conn = self.conn;
         conn.metrics.messages.inc();
         if dup {
@@ -483,11 +483,15 @@ impl<'a> Session<'a> {
             topic,
             payload,
             now,
+            retain,
             &self.ctx.points,
             &mut self.batch,
             &mut fx,
         );
-        if let Some(i) = fx.subscription {
+        // A retained copy is what the broker kept, not a sign that the
+        // publisher is alive: it must not satisfy the liveness check (a
+        // resubscribe would otherwise bring it back and hide the silence).
+        if let Some(i) = fx.subscription.filter(|_| !retain) {
             if let (Some(t), Some(s)) = (self.last_seen.get_mut(i), self.silent_strikes.get_mut(i))
             {
                 *t = Instant::now();

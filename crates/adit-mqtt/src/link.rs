@@ -42,6 +42,8 @@ pub struct Message {
     pub payload: Bytes,
     pub ack: AckId,
     pub dup: bool,
+    /// The broker's stored copy (sent on subscribe), not a live publish.
+    pub retain: bool,
 }
 
 /// What a PUBACK needs (QoS 0: nothing to acknowledge).
@@ -286,6 +288,7 @@ impl EventLoop {
                             pkid: p.pkid,
                         },
                         dup: p.dup,
+                        retain: p.retain,
                         topic: Bytes::from(p.topic.into_bytes()),
                         payload: p.payload,
                     }),
@@ -323,6 +326,7 @@ impl EventLoop {
                             pkid: p.pkid,
                         },
                         dup: p.dup,
+                        retain: p.retain,
                         topic: p.topic,
                         payload: p.payload,
                     }),

@@ -127,12 +127,15 @@ impl Mapper {
         v
     }
 
-    /// Maps one message received at `now`; readings are appended to `out`.
+    /// Maps one message received at `now` (`retained`: the broker's stored
+    /// copy, see [`reading`]); readings are appended to `out`.
+    #[allow(clippy::too_many_arguments)]
     pub fn map(
         &mut self,
         topic: &str,
         payload: &[u8],
         now: Timestamp,
+        retained: bool,
         registrar: &PointRegistrar,
         out: &mut Vec<Reading>,
         fx: &mut Effects,
@@ -146,7 +149,7 @@ impl Mapper {
             fx.subscription = sub_index;
             let format = sub_index.map(|i| &self.subscriptions[i].format);
             for p in points {
-                let mut emit = |item: Item<'_>| out.push(reading(p.id, item, now));
+                let mut emit = |item: Item<'_>| out.push(reading(p.id, item, now, retained));
                 match format {
                     Some(PayloadFormat::Json(j)) => {
                         decode_json(j, p.field.as_deref(), payload, &mut fx.rejects, &mut emit);
@@ -210,8 +213,8 @@ impl Mapper {
                 continue;
             }
             match resolve(ids, name, device, sub, registrar) {
-                Some(id) => out.push(reading(id, item, now)),
-                None => rejects.push(Reject::PointRefused),
+                Ok(id) => out.push(reading(id, item, now, retained)),
+                Err(r) => rejects.push(r),
             }
         }
     }
@@ -238,14 +241,14 @@ impl Mapper {
             self.name.clear();
             self.name.push_str(&s.point);
             match resolve(&mut self.ids, &self.name, &self.device, sub, registrar) {
-                Some(id) => out.push(Reading {
+                Ok(id) => out.push(Reading {
                     point: id,
                     value: s.value,
                     quality: s.quality,
                     source_ts: s.ts,
                     received_ts: s.ts,
                 }),
-                None => fx.rejects.push(Reject::PointRefused),
+                Err(r) => fx.rejects.push(r),
             }
         }
         for p in self.host_out.dead.drain(..) {
@@ -259,36 +262,54 @@ impl Mapper {
     }
 }
 
-/// The id of point `name`, registering it with `sub`'s defaults.
+/// The id of point `name`, registering it with `sub`'s defaults. A name
+/// that already belongs to another device (its configured point, or another
+/// connection's run-time one) is refused: a topic must never write into
+/// someone else's point.
 fn resolve(
     ids: &mut HashMap<Arc<str>, PointId>,
     name: &str,
     device: &Arc<str>,
     sub: &Subscription,
     registrar: &PointRegistrar,
-) -> Option<PointId> {
+) -> Result<PointId, Reject> {
     if let Some(id) = ids.get(name) {
-        return Some(*id);
+        return Ok(*id);
     }
     let expected = sub.expect_every.unwrap_or(Duration::from_secs(10));
-    let id = registrar.register(PointMeta {
-        name: name.into(),
-        device: device.clone(),
-        unit: sub.unit.as_str().into(),
-        range: sub.range,
-        expected_interval_ms: expected.as_millis() as u64,
-        deadband: sub.deadband,
-        deadband_heartbeat: Duration::from_secs(60),
-        stale_after: sub.stale_after,
-    })?;
+    let id = registrar
+        .register(PointMeta {
+            name: name.into(),
+            device: device.clone(),
+            unit: sub.unit.as_str().into(),
+            range: sub.range,
+            expected_interval_ms: expected.as_millis() as u64,
+            deadband: sub.deadband,
+            deadband_heartbeat: Duration::from_secs(60),
+            stale_after: sub.stale_after,
+        })
+        .ok_or(Reject::PointRefused)?;
+    if registrar
+        .registry()
+        .get(id)
+        .is_some_and(|meta| meta.device != *device)
+    {
+        return Err(Reject::PointOfAnotherDevice);
+    }
     ids.insert(name.into(), id);
-    Some(id)
+    Ok(id)
 }
 
-fn reading(point: PointId, item: Item<'_>, now: Timestamp) -> Reading {
+/// A reading of `item`, received at `now`. A retained message that gives
+/// no time of its own is the broker's last known value, of unknown age: it
+/// is stored at the receive time as `uncertain(last_known_value)`, never as
+/// a fresh Good sample.
+fn reading(point: PointId, item: Item<'_>, now: Timestamp, retained: bool) -> Reading {
     let ts = item.ts.unwrap_or(now);
     let quality = if item.value.is_none() && item.quality.is_good() {
         Quality::Bad(Reason::Conversion)
+    } else if retained && item.ts.is_none() && item.quality.is_good() {
+        Quality::Uncertain(Reason::LastKnownValue)
     } else {
         item.quality
     };
@@ -298,5 +319,78 @@ fn reading(point: PointId, item: Item<'_>, now: Timestamp) -> Reading {
         quality,
         source_ts: ts,
         received_ts: ts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adit_core::PointRegistry;
+
+    fn mapper_and_registrar() -> (Mapper, PointRegistrar) {
+        let config = adit_config::load_str(
+            "[[device]]\nid = \"edge\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+             [[device.subscription]]\nfilter = \"t/+\"\ntemplate = \"t/{x}\"\npoint = \"{x}\"\n\
+             [[device.subscription]]\nfilter = \"s/+\"\ntemplate = \"s/{x}\"\npoint = \"s.{x}\"\ntimestamp = \"/ts\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        let registry = Arc::new(PointRegistry::with_max_points(100));
+        registry
+            .get_or_register(PointMeta::plain("taken", "another", 1000))
+            .unwrap();
+        let refused = prometheus::IntCounter::new("refused", "refused").unwrap();
+        let registrar = PointRegistrar::new(registry, refused, Arc::new(|_, _| {}));
+        (Mapper::new(&config.devices[0], &[]), registrar)
+    }
+
+    fn map(
+        m: &mut Mapper,
+        r: &PointRegistrar,
+        topic: &str,
+        payload: &str,
+        retained: bool,
+    ) -> (Vec<Reading>, Vec<Reject>) {
+        let (mut out, mut fx) = (Vec::new(), Effects::default());
+        m.map(
+            topic,
+            payload.as_bytes(),
+            Timestamp(1_790_000_000_000_000),
+            retained,
+            r,
+            &mut out,
+            &mut fx,
+        );
+        (out, fx.rejects)
+    }
+
+    #[test]
+    fn a_retained_value_without_its_own_time_is_uncertain_last_known() {
+        let (mut m, r) = mapper_and_registrar();
+        let (live, _) = map(&mut m, &r, "t/co", r#"{"value": 3}"#, false);
+        assert_eq!(live[0].quality, Quality::Good);
+        let (kept, _) = map(&mut m, &r, "t/co", r#"{"value": 3}"#, true);
+        assert_eq!(kept[0].quality, Quality::Uncertain(Reason::LastKnownValue));
+        let (timed, _) = map(
+            &mut m,
+            &r,
+            "s/co",
+            r#"{"value": 3, "ts": 1789999999000}"#,
+            true,
+        );
+        assert_eq!(
+            timed[0].quality,
+            Quality::Good,
+            "its own time says how old it is"
+        );
+    }
+
+    #[test]
+    fn a_topic_never_writes_into_another_devices_point() {
+        let (mut m, r) = mapper_and_registrar();
+        let (out, rejects) = map(&mut m, &r, "t/taken", r#"{"value": 3}"#, false);
+        assert!(out.is_empty());
+        assert_eq!(rejects, [Reject::PointOfAnotherDevice]);
+        assert!(!m.known_points().iter().any(|p| p.index() == 0));
     }
 }

@@ -96,7 +96,9 @@ fn config_text(a: &ProbeArgs) -> String {
         toml_str(&a.topic),
         toml_str(&a.format)
     );
-    if a.format != "sparkplug" {
+    // An exact topic (no wildcard, no template): one point named by it.
+    let exact = a.template.is_none() && !a.topic.contains(['+', '#']);
+    if a.format != "sparkplug" && !exact {
         let template = a
             .template
             .clone()
@@ -115,6 +117,18 @@ fn config_text(a: &ProbeArgs) -> String {
             let _ = writeln!(t, "{k} = {}", toml_str(v));
         }
     }
+    if exact && a.format != "sparkplug" {
+        let id: String = a
+            .point
+            .clone()
+            .unwrap_or_else(|| a.topic.chars().map(adit_core::mqtt::sanitize).collect());
+        let _ = writeln!(
+            t,
+            "[[device.point]]\nid = {}\ntopic = {}",
+            toml_str(&id),
+            toml_str(&a.topic)
+        );
+    }
     t
 }
 
@@ -129,7 +143,14 @@ pub async fn probe(args: &ProbeArgs, out: &mut dyn FnMut(&str)) -> Result<(), St
     let refused =
         prometheus::IntCounter::new("probe_refused", "refused").map_err(|e| e.to_string())?;
     let registrar = PointRegistrar::new(registry.clone(), refused, Arc::new(|_, _| {}));
-    let mut mapper = Mapper::new(&device, &[]);
+    // The probe's configured points (an exact topic) are registered like
+    // the app registers a config's points.
+    let ids: Vec<adit_core::PointId> = device
+        .points
+        .iter()
+        .filter_map(|p| registrar.register(adit_core::PointMeta::plain(&p.id, &device.id, 1000)))
+        .collect();
+    let mut mapper = Mapper::new(&device, &ids);
     let (client, mut events) = link::connect(&settings, Duration::from_secs(5), tls, None);
     let deadline = tokio::time::Instant::now() + args.duration;
     let mut seen = 0;
@@ -169,6 +190,7 @@ pub async fn probe(args: &ProbeArgs, out: &mut dyn FnMut(&str)) -> Result<(), St
                         &topic,
                         &msg.payload,
                         now,
+                        msg.retain,
                         &registrar,
                         &mut readings,
                         &mut fx,

@@ -37,10 +37,13 @@ pub enum Reject {
     /// A Sparkplug data set, template, bytes or file metric.
     UnsupportedType,
     TooManyNodes,
+    /// The point id the topic gives belongs to another device (a configured
+    /// point, or another connection's): never written from here.
+    PointOfAnotherDevice,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 18] = [
+    pub const ALL: [Reject; 19] = [
         Reject::TooLarge,
         Reject::InvalidUtf8,
         Reject::MalformedJson,
@@ -59,6 +62,7 @@ impl Reject {
         Reject::StaleDeath,
         Reject::UnsupportedType,
         Reject::TooManyNodes,
+        Reject::PointOfAnotherDevice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Reject {
             Reject::StaleDeath => "stale_death",
             Reject::UnsupportedType => "unsupported_type",
             Reject::TooManyNodes => "too_many_nodes",
+            Reject::PointOfAnotherDevice => "point_of_another_device",
         }
     }
 

@@ -307,6 +307,12 @@ fn validate_subscription(p: &mut Problems, path: &str, rs: &RawSubscription) -> 
                 }
                 let mut names: Vec<&str> = template.names().iter().map(String::as_str).collect();
                 if many {
+                    if names.contains(&"key") {
+                        p.push(
+                            format!("{path}.template"),
+                            "with `many`, {key} is each member's key: name the topic capture otherwise",
+                        );
+                    }
                     names.push("key");
                 }
                 let point = match rs.point.as_deref() {
@@ -433,6 +439,12 @@ pub(super) fn validate_point(
         }
         if rp.field.is_some() && !matches!(s.format, PayloadFormat::Json(_)) {
             p.push(format!("{path}.field"), "applies only to format = \"json\"");
+        }
+        if matches!(&s.format, PayloadFormat::Json(j) if j.many.is_some()) {
+            p.push(
+                format!("{path}.topic"),
+                "its subscription has `many` (one reading per member, named by the template): a point listed by topic would take every member's value",
+            );
         }
     }
     MqttAddress {
