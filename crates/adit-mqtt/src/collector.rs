@@ -269,7 +269,9 @@ impl<'a> Session<'a> {
                 }
                 Some((seq, outcome)) = self.outcomes_rx.recv() => self.settle(seq, outcome),
                 () = sleep_until_opt(self.flush_at), if self.flush_at.is_some() => self.flush().await?,
-                () = sleep_until_opt(liveness), if liveness.is_some() => {
+                // Not while reading is paused (too many tickets in flight):
+                // silence we cause ourselves is not the broker's.
+                () = sleep_until_opt(liveness), if liveness.is_some() && may_read => {
                     if self.check_liveness() {
                         self.flush().await?;
                         self.client.try_disconnect();

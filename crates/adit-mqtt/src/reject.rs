@@ -37,13 +37,15 @@ pub enum Reject {
     /// A Sparkplug data set, template, bytes or file metric.
     UnsupportedType,
     TooManyNodes,
+    /// A Sparkplug node with more devices than the host keeps.
+    TooManyDevices,
     /// The point id the topic gives belongs to another device (a configured
     /// point, or another connection's): never written from here.
     PointOfAnotherDevice,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 19] = [
+    pub const ALL: [Reject; 20] = [
         Reject::TooLarge,
         Reject::InvalidUtf8,
         Reject::MalformedJson,
@@ -62,6 +64,7 @@ impl Reject {
         Reject::StaleDeath,
         Reject::UnsupportedType,
         Reject::TooManyNodes,
+        Reject::TooManyDevices,
         Reject::PointOfAnotherDevice,
     ];
 
@@ -85,6 +88,7 @@ impl Reject {
             Reject::StaleDeath => "stale_death",
             Reject::UnsupportedType => "unsupported_type",
             Reject::TooManyNodes => "too_many_nodes",
+            Reject::TooManyDevices => "too_many_devices",
             Reject::PointOfAnotherDevice => "point_of_another_device",
         }
     }

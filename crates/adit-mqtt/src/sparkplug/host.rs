@@ -12,8 +12,10 @@
 //!   a death make the node's (device's) points Bad(CommFailure) with their
 //!   last values kept (the points a new birth lists are born again at once);
 //! - rebirth requests are at most one per node per [`REBIRTH_EVERY_MS`];
-//! - state is bounded: at most [`MAX_NODES`] nodes; names and aliases are
-//!   bounded by the payload size of the births that made them.
+//! - state is bounded: at most [`MAX_NODES`] nodes (nodes never born are
+//!   evicted first) and [`MAX_DEVICES_PER_NODE`] devices per node; names
+//!   and aliases are bounded by the payload size of the births that made
+//!   them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::reject::Reject;
 
 pub const REBIRTH_EVERY_MS: i64 = 5_000;
 pub const MAX_NODES: usize = 10_000;
+/// At most this many devices per node.
+pub const MAX_DEVICES_PER_NODE: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageKind {
@@ -213,8 +217,13 @@ impl Host {
         };
         let key = (topic.group.to_string(), topic.node.to_string());
         if !self.nodes.contains_key(&key) && self.nodes.len() >= MAX_NODES {
-            out.rejects.push(Reject::TooManyNodes);
-            return;
+            // Nodes that never were born hold only a rebirth timer: make room
+            // from them first, so junk node names cannot lock out real ones.
+            self.nodes.retain(|_, n| n.born);
+            if self.nodes.len() >= MAX_NODES {
+                out.rejects.push(Reject::TooManyNodes);
+                return;
+            }
         }
         let node = self.nodes.entry(key).or_default();
         let now_ms = now.as_micros().div_euclid(1000);
@@ -250,6 +259,9 @@ impl Host {
                 let device = topic.device.unwrap_or_default();
                 if let Some(old) = node.devices.get(device) {
                     out.dead.extend(old.points().cloned());
+                } else if node.devices.len() >= MAX_DEVICES_PER_NODE {
+                    out.rejects.push(Reject::TooManyDevices);
+                    return;
                 }
                 let metrics = node.devices.entry(device.to_string()).or_default();
                 *metrics = Metrics::default();
@@ -966,5 +978,26 @@ mod tests {
         let now = Timestamp(60_000 * 1000);
         assert_eq!(host.rebirth_all(now), ["spBv1.0/g/NCMD/n"]);
         assert!(host.rebirth_all(now).is_empty(), "rate-limited per node");
+    }
+
+    #[test]
+    fn junk_node_names_cannot_lock_out_a_real_node() {
+        let mut host = Host::default();
+        for i in 0..MAX_NODES {
+            run(
+                &mut host,
+                &format!("spBv1.0/g/NDATA/junk{i}"),
+                &payload(Some(0), vec![]),
+                0,
+            );
+        }
+        let out = run(
+            &mut host,
+            "spBv1.0/g/NBIRTH/real",
+            &payload(Some(0), birth_metrics()),
+            1,
+        );
+        assert!(out.rejects.is_empty(), "{out:?}");
+        assert_eq!(out.samples.len(), 2);
     }
 }
