@@ -671,12 +671,30 @@ async fn sim_mqtt(
     Ok(())
 }
 
+/// Waits (at most `limit`) until every MQTT connection of `app` is up, and
+/// a moment more for its SUBACK.
+async fn wait_subscribed(app: &App, limit: Duration) {
+    let connected = || {
+        app.metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "adit_mqtt_connected")
+            .flat_map(|f| f.get_metric().iter())
+            .all(|m| m.get_gauge().get_value() >= 1.0)
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while !connected() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), &[1, 2])
         .await
         .map_err(|e| e.to_string())?;
     let broker_port = adit::demo_broker::start()?;
-    let mqtt_sim = adit_sim_mqtt::start(adit_sim_mqtt::SimConfig::tunnel("127.0.0.1", broker_port));
     let mut config =
         adit_config::load_str(DEMO_CONFIG, "config/demo.toml").map_err(|e| e.to_string())?;
     let sim_addr = sim.addr().to_string();
@@ -697,6 +715,11 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     let app = App::start(&config, HttpBind::BestEffort)
         .await
         .map_err(|e| e.to_string())?;
+    // The MQTT simulator starts once adit has subscribed, so adit sees its
+    // Sparkplug births (otherwise it would first count data without a
+    // birth and ask for a rebirth: correct, but noise in a demo).
+    wait_subscribed(&app, Duration::from_secs(3)).await;
+    let mqtt_sim = adit_sim_mqtt::start(adit_sim_mqtt::SimConfig::tunnel("127.0.0.1", broker_port));
     let db = db_path.display();
     say!(
         "adit demo — a simulated road tunnel, two bores, {} points",
