@@ -49,3 +49,35 @@ fn a_small_load_runs_end_to_end_and_loses_nothing() {
     let accepted: f64 = field("readings/s accepted").parse().unwrap();
     assert!(accepted > 0.0, "readings flowed");
 }
+
+#[test]
+fn a_small_mqtt_load_runs_end_to_end_and_loses_nothing() {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_adit-load"));
+    let adit = harness.parent().unwrap().join("adit");
+    if !adit.exists() {
+        eprintln!(
+            "skipped: {} not built (run with --workspace)",
+            adit.display()
+        );
+        return;
+    }
+    for format in ["json", "sparkplug"] {
+        let out = Command::new(&harness)
+            .args(["mqtt", "--format", format, "--rate", "200", "--topics", "4"])
+            .args(["--metrics", "3", "--warmup", "1s", "--measure", "2s"])
+            .env("ADIT_BIN", &adit)
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default()),
+            )
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{format}: the harness failed (it fails when a reading is lost)"
+        );
+        assert!(report.contains(", lost 0"), "{format}: {report}");
+    }
+}
