@@ -32,7 +32,7 @@ fi
 if ! python3 -c 'import paho.mqtt, pysparkplug, sys; from importlib.metadata import version as v; sys.exit(v("paho-mqtt") != "1.6.1" or v("pysparkplug") != "0.6.1")' 2>/dev/null; then
   echo "== installing paho-mqtt 1.6.1 and pysparkplug 0.6.1 (PyPI)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq python3-pip
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
   fi
   python3 -m pip install --quiet --root-user-action=ignore 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1' \
     || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1'
@@ -54,6 +54,12 @@ if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ]; then
 fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
 export PATH="$PATH:/usr/sbin"
+
+# procps: `kill`, with which the tests stop adit and Mosquitto gracefully.
+if ! [ -x /bin/kill ] && ! [ -x /usr/bin/kill ]; then
+  echo "== installing procps (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps
+fi
 
 # openssl: makes the site CA and server certificate of the https alert test.
 if ! command -v openssl >/dev/null 2>&1; then

@@ -32,10 +32,14 @@ def publish_json(host, port, n):
 
     acked = threading.Semaphore(0)
     pending = {}
+    # paho's network thread may see the PUBACK before publish() returns and
+    # the message is in `pending`: the lock orders the two.
+    lock = threading.Lock()
     client = mqtt.Client(client_id="interop-paho-json", clean_session=True)
 
     def on_publish(_c, _u, mid):
-        topic, value, ms = pending.pop(mid)
+        with lock:
+            topic, value, ms = pending.pop(mid)
         print(f"acked {topic} {value} {ms}", flush=True)
         acked.release()
 
@@ -47,8 +51,9 @@ def publish_json(host, port, n):
         topic = f"interop/json/s{i % 4}"
         value = i * 0.25
         ms = base + i
-        info = client.publish(topic, json.dumps({"v": value, "t": ms}), qos=1)
-        pending[info.mid] = (topic, value, ms)
+        with lock:
+            info = client.publish(topic, json.dumps({"v": value, "t": ms}), qos=1)
+            pending[info.mid] = (topic, value, ms)
     for _ in range(n):
         if not acked.acquire(timeout=30):
             sys.exit("broker did not acknowledge every message")
@@ -69,7 +74,10 @@ def publish_sparkplug(host, port):
         [sp.Metric(timestamp=sp.get_current_timestamp(), name="Uptime", datatype=sp.DataType.INT64, value=7)],
     )
     node.connect(host, port=port, blocking=False)
-    time.sleep(1.0)
+    deadline = time.time() + 30
+    while not getattr(node, "_connected", True) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
     node.register(device)
     time.sleep(0.5)
     for value in (2.25, 3.5, 4.75):

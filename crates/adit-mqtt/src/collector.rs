@@ -139,11 +139,13 @@ async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), Sourc
             End::Shutdown => return Ok(()),
             End::Rebuild => {
                 conn.metrics.connected.set(0);
+                conn.metrics.subscribed.set(0);
                 redeliver_backoff.reset();
                 tracing::warn!(device = %conn.config.id, "subscriptions stayed silent after a resubscribe; rebuilding the MQTT client");
             }
             End::Redeliver => {
                 conn.metrics.connected.set(0);
+                conn.metrics.subscribed.set(0);
                 let delay = redeliver_backoff.next_delay();
                 tracing::warn!(device = %conn.config.id, ?delay, "reconnecting after a backoff so that the broker redelivers the messages adit could not keep");
                 tokio::select! {
@@ -294,7 +296,12 @@ impl<'a> Session<'a> {
                             self.flush_at = Some(Instant::now() + BATCH_DELAY);
                         }
                     }
-                    Ok(Incoming::SubAck { refused }) => self.subscription_refused(&refused),
+                    Ok(Incoming::SubAck { refused }) => {
+                        if refused.is_empty() {
+                            conn.metrics.subscribed.set(1);
+                        }
+                        self.subscription_refused(&refused);
+                    }
                     Ok(Incoming::Other) => {}
                     Err(e) => {
                         self.flush().await?;
@@ -340,6 +347,9 @@ impl<'a> Session<'a> {
             // subscriptions, not necessarily this config's: send ours (the
             // broker replaces a subscription with the same filter).
             self.subscribe(None);
+        } else {
+            // The broker kept our session and its subscriptions.
+            conn.metrics.subscribed.set(1);
         }
         state.connected_once = true;
         tracing::info!(device = %conn.config.id, broker = %conn.describe(), session_present, "MQTT connected");
@@ -414,6 +424,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), SourceError> {
         let conn = self.conn;
         conn.metrics.connected.set(0);
+        conn.metrics.subscribed.set(0);
         conn.metrics.connect_failed.inc();
         if e.refused_auth {
             if !state.auth_reported {
@@ -653,6 +664,7 @@ impl<'a> Session<'a> {
         })
         .await;
         self.conn.metrics.connected.set(0);
+        self.conn.metrics.subscribed.set(0);
     }
 }
 

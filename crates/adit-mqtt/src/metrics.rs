@@ -11,6 +11,7 @@ pub struct MqttMetrics {
     rejected: IntCounterVec,
     acks: IntCounterVec,
     connected: IntGaugeVec,
+    subscribed: IntGaugeVec,
     connects: IntCounterVec,
     resubscribes: IntCounterVec,
     rebirths: IntCounterVec,
@@ -26,6 +27,8 @@ pub struct ConnectionMetrics {
     /// Not acknowledged (durability unknown): the broker redelivers.
     pub ack_withheld: IntCounter,
     pub connected: IntGauge,
+    /// 1 once the broker confirmed our subscriptions on this connection.
+    pub subscribed: IntGauge,
     pub connect_ok: IntCounter,
     pub connect_failed: IntCounter,
     pub resubscribe_session_lost: IntCounter,
@@ -59,6 +62,13 @@ impl MqttMetrics {
                 Opts::new("adit_mqtt_connected", "1 while the broker connection is up."),
                 &["device"],
             )?,
+            subscribed: IntGaugeVec::new(
+                Opts::new(
+                    "adit_mqtt_subscribed",
+                    "1 while the broker has confirmed this connection's subscriptions (SUBACK, or a session it kept).",
+                ),
+                &["device"],
+            )?,
             connects: IntCounterVec::new(
                 Opts::new("adit_mqtt_connects_total", "Broker connection attempts by outcome (ok, failed)."),
                 &["device", "outcome"],
@@ -83,6 +93,7 @@ impl MqttMetrics {
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.acks.clone()))?;
         registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.subscribed.clone()))?;
         registry.register(Box::new(m.connects.clone()))?;
         registry.register(Box::new(m.resubscribes.clone()))?;
         registry.register(Box::new(m.rebirths.clone()))?;
@@ -100,6 +111,7 @@ impl MqttMetrics {
             acked: self.acks.with_label_values(&[device, "sent"]),
             ack_withheld: self.acks.with_label_values(&[device, "withheld"]),
             connected: self.connected.with_label_values(&[device]),
+            subscribed: self.subscribed.with_label_values(&[device]),
             connect_ok: self.connects.with_label_values(&[device, "ok"]),
             connect_failed: self.connects.with_label_values(&[device, "failed"]),
             resubscribe_session_lost: self

@@ -671,15 +671,15 @@ async fn sim_mqtt(
     Ok(())
 }
 
-/// Waits (at most `limit`) until every MQTT connection of `app` is up, and
-/// a moment more for its SUBACK.
+/// Waits (at most `limit`) until the broker confirmed the subscriptions of
+/// every MQTT connection of `app`.
 async fn wait_subscribed(app: &App, limit: Duration) {
     let connected = || {
         app.metrics
             .registry
             .gather()
             .iter()
-            .filter(|f| f.name() == "adit_mqtt_connected")
+            .filter(|f| f.name() == "adit_mqtt_subscribed")
             .flat_map(|f| f.get_metric().iter())
             .all(|m| m.get_gauge().get_value() >= 1.0)
     };
@@ -687,7 +687,6 @@ async fn wait_subscribed(app: &App, limit: Duration) {
     while !connected() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {

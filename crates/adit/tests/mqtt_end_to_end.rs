@@ -51,15 +51,15 @@ async fn start(text: &str) -> App {
     App::start(&config, HttpBind::BestEffort).await.unwrap()
 }
 
+/// adit is connected and the broker confirmed its subscriptions (SUBACK):
+/// from now on nothing published is missed.
 async fn connected(app: &App) {
     wait_for(
-        Duration::from_secs(20),
-        "adit connected to the broker",
-        || metric(app, "adit_mqtt_connected", &[("device", "edge")]) == 1.0,
+        Duration::from_secs(30),
+        "adit subscribed at the broker",
+        || metric(app, "adit_mqtt_subscribed", &[("device", "edge")]) == 1.0,
     )
     .await;
-    // The SUBACK comes right after; give the broker a moment to register it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 fn sp(seq: Option<u64>, metrics: Vec<Metric>) -> Vec<u8> {
@@ -311,6 +311,8 @@ async fn each_bad_message_is_rejected_counted_under_its_reason_and_the_collector
         || metric(&app, "adit_mqtt_acks_total", &[("outcome", "sent")]) >= (cases.len() + 1) as f64,
     )
     .await;
+    // The audit log is written by its own thread: read it after the stop.
+    assert!(app.shutdown().await);
     let audit = adit_audit::read_entries(&dir.path().join("audit")).unwrap_or_default();
     assert!(
         audit
@@ -318,7 +320,6 @@ async fn each_bad_message_is_rejected_counted_under_its_reason_and_the_collector
             .any(|e| e.to_string().contains("mqtt_message_rejected")),
         "rejections are audited"
     );
-    assert!(app.shutdown().await);
 }
 
 /// Publishes `n` messages, one per ms of a base time, on ten topics; each

@@ -78,11 +78,10 @@ async fn paho_json_and_pysparkplug_births_data_and_death_are_read_exactly() {
     );
     let config = adit_config::load_str(&text, "interop.toml").unwrap();
     let app = App::start(&config, HttpBind::BestEffort).await.unwrap();
-    wait_for(Duration::from_secs(20), "adit connected", || {
-        metric(&app, "adit_mqtt_connected", &[("device", "edge")]) == 1.0
+    wait_for(Duration::from_secs(30), "adit subscribed", || {
+        metric(&app, "adit_mqtt_subscribed", &[("device", "edge")]) == 1.0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let db = dir.path().join("readings.db");
 
     // paho-mqtt, JSON, QoS 1: every acknowledged message, exact value and

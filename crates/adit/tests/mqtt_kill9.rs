@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use adit_core::Timestamp;
 use support_mosquitto::{Mosquitto, MosquittoOptions};
 use support_mqtt::{config_text, count, Publisher};
-use support_vm::free_port;
+use support_vm::{free_port, http};
 use support_wait::wait_for;
 
 const MESSAGES: i64 = 4000;
@@ -71,7 +71,7 @@ impl Drop for Adit {
     }
 }
 
-/// A kill delay in 150..1350 ms, varied per run without a random crate.
+/// A kill delay in 150..750 ms, varied per run without a random crate.
 fn kill_delay(run: usize) -> Duration {
     let nanos = u64::from(
         std::time::SystemTime::now()
@@ -79,7 +79,7 @@ fn kill_delay(run: usize) -> Duration {
             .unwrap()
             .subsec_nanos(),
     );
-    Duration::from_millis(150 + (nanos.wrapping_mul(run as u64 + 7) % 1200))
+    Duration::from_millis(150 + (nanos.wrapping_mul(run as u64 + 7) % 600))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,24 +95,29 @@ async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
         },
     );
     let config_path = dir.path().join("adit.toml");
+    let http_port = free_port();
     std::fs::write(
         &config_path,
         config_text(
             dir.path(),
             port,
             "[[device.subscription]]\nfilter = \"k9/+\"\ntemplate = \"k9/{n}\"\npoint = \"k9.{n}\"\ntimestamp = \"/ts\"\n",
-        ),
+        )
+        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{http_port}\"")),
     )
     .unwrap();
+    // adit up, and the broker confirmed its subscription.
+    let subscribed = || {
+        http(http_port, "GET", "/metrics", "").is_some_and(|m| {
+            m.lines()
+                .any(|l| l.starts_with("adit_mqtt_subscribed{") && l.ends_with(" 1"))
+        })
+    };
     let db = dir.path().join("readings.db");
 
     // The first start makes the persistent session (and its subscription).
     let mut adit = Adit::spawn(&config_path);
-    wait_for(Duration::from_secs(20), "adit's SQLite file", || {
-        db.exists()
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for(Duration::from_secs(60), "adit subscribed", subscribed).await;
 
     let publisher = Publisher::connect(port, "k9-pub");
     let base = Timestamp::now().as_micros() / 1000 - 3_600_000;
@@ -124,15 +129,26 @@ async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
                     format!("{{\"value\": {i}, \"ts\": {}}}", base + i),
                 )
                 .await;
-            if i % 4 == 0 {
+            if i % 2 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     };
+    let distinct = || {
+        count(
+            &db,
+            "SELECT count(DISTINCT value) FROM readings_view WHERE point LIKE 'k9.%' AND quality = 'good'",
+        )
+    };
+    // Kills that landed while messages the broker had taken were not yet
+    // stored: what the test is about (at least one must).
+    let mut kills_in_flight = 0;
     let killing = async {
         for run in 0..KILLS {
             tokio::time::sleep(kill_delay(run)).await;
+            let in_flight = publisher.acked() as i64 > distinct();
             adit.kill9();
+            kills_in_flight += usize::from(in_flight);
             adit = Adit::spawn(&config_path);
         }
     };
@@ -146,12 +162,6 @@ async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
     )
     .await;
 
-    let distinct = || {
-        count(
-            &db,
-            "SELECT count(DISTINCT value) FROM readings_view WHERE point LIKE 'k9.%' AND quality = 'good'",
-        )
-    };
     let drained = wait_for(
         Duration::from_secs(90),
         "every acknowledged message in SQLite",
@@ -159,8 +169,13 @@ async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
     )
     .await;
     // The last start may be only milliseconds old: let it come up (signal
-    // handlers installed, connected) before the graceful stop.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // handlers installed, subscribed) before the graceful stop.
+    wait_for(
+        Duration::from_secs(60),
+        "the last adit subscribed",
+        subscribed,
+    )
+    .await;
     let status = adit.stop();
     let good_rows = count(
         &db,
@@ -174,10 +189,14 @@ async fn kill9_between_receipt_and_durability_loses_no_acknowledged_message() {
         ),
     );
     println!(
-        "figures: kill -9 × {KILLS} while {MESSAGES} QoS 1 messages were published ({published_in:?}); \
+        "figures: kill -9 × {KILLS} ({kills_in_flight} with messages in flight) while {MESSAGES} QoS 1 messages were published ({published_in:?}); \
          broker acked {}, SQLite holds {} distinct in {good_rows} good rows; all stored {drained:?} after the last publish",
         publisher.acked(),
         distinct(),
+    );
+    assert!(
+        kills_in_flight >= 1,
+        "no kill landed while messages were in flight: the test proved nothing"
     );
     assert!(status.success(), "graceful stop at the end: {status:?}");
     assert_eq!(

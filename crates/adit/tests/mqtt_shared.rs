@@ -60,12 +60,11 @@ async fn two_instances_on_one_share_group_get_disjoint_sets_whose_union_is_every
     };
     let a = start(&a_dir, "adit-share-a").await;
     let b = start(&b_dir, "adit-share-b").await;
-    wait_for(Duration::from_secs(20), "both instances connected", || {
-        metric(&a, "adit_mqtt_connected", &[]) == 1.0
-            && metric(&b, "adit_mqtt_connected", &[]) == 1.0
+    wait_for(Duration::from_secs(30), "both instances subscribed", || {
+        metric(&a, "adit_mqtt_subscribed", &[]) == 1.0
+            && metric(&b, "adit_mqtt_subscribed", &[]) == 1.0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let publisher = Publisher::connect(port, "shared-pub");
     let base = Timestamp::now().as_micros() / 1000 - 60_000;

@@ -133,6 +133,16 @@ pub async fn subscribe(port: u16, filter: &str) -> (Messages, tokio::task::JoinH
     let id = format!("test-sub-{}", fastrand::u32(..));
     let (client, mut events) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
     client.subscribe(filter, QoS::AtMostOnce).await.unwrap();
+    // Only once the broker confirmed it does the subscription see anything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(_) => {}
+            Err(tokio::time::error::Elapsed { .. }) => panic!("no SUBACK for {filter} within 20 s"),
+        }
+    }
     let messages: Messages = Arc::default();
     let sink = messages.clone();
     let task = tokio::spawn(async move {

@@ -297,7 +297,14 @@ pub fn run(l: &MqttLoad, adit: &Path) -> Result<(), String> {
     let mut adit_process =
         AditProcess::start(adit, &config_path, http_port, dir.path().join("adit.log"))?;
     let pid = adit_process.pid;
-    std::thread::sleep(Duration::from_millis(500)); // SUBACK
+    // Publish only once the broker confirmed adit's subscription.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Scrape::fetch(http_port)?.sum("adit_mqtt_subscribed", "") < 1.0 {
+        if Instant::now() > deadline {
+            return Err("adit did not subscribe within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let publisher = Publisher::connect(broker_port);
     let mut encoder = Encoder {
