@@ -32,16 +32,24 @@ def publish_json(host, port, n):
 
     acked = threading.Semaphore(0)
     pending = {}
+    early = set()
     # paho's network thread may see the PUBACK before publish() returns and
-    # the message is in `pending`: the lock orders the two.
+    # the message is in `pending`; the lock is never held while calling
+    # paho (its callbacks run under paho's own locks).
     lock = threading.Lock()
     client = mqtt.Client(client_id="interop-paho-json", clean_session=True)
 
-    def on_publish(_c, _u, mid):
-        with lock:
-            topic, value, ms = pending.pop(mid)
+    def report(mid):
+        topic, value, ms = pending.pop(mid)
         print(f"acked {topic} {value} {ms}", flush=True)
         acked.release()
+
+    def on_publish(_c, _u, mid):
+        with lock:
+            if mid in pending:
+                report(mid)
+            else:
+                early.add(mid)
 
     client.on_publish = on_publish
     client.connect(host, port)
@@ -51,9 +59,12 @@ def publish_json(host, port, n):
         topic = f"interop/json/s{i % 4}"
         value = i * 0.25
         ms = base + i
+        info = client.publish(topic, json.dumps({"v": value, "t": ms}), qos=1)
         with lock:
-            info = client.publish(topic, json.dumps({"v": value, "t": ms}), qos=1)
             pending[info.mid] = (topic, value, ms)
+            if info.mid in early:
+                early.discard(info.mid)
+                report(info.mid)
     for _ in range(n):
         if not acked.acquire(timeout=30):
             sys.exit("broker did not acknowledge every message")

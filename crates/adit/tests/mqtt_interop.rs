@@ -23,24 +23,41 @@ use support_wait::wait_for;
 
 const JSON_MESSAGES: usize = 400;
 
-/// Runs the publisher script to the end; its stdout lines.
+/// Runs the publisher script to the end (killed after 120 s); its stdout lines.
 async fn python(args: &[String]) -> Vec<String> {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/mqtt_publishers.py");
-    let args = args.to_vec();
-    // The script bounds its own waits (30 s per acknowledgement).
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3").arg(&script).args(&args).output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 must be installed (tests/run.sh installs paho-mqtt and pysparkplug)");
+    let out_dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (out_dir.path().join("out"), out_dir.path().join("err"));
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("python3 must be installed (tests/run.sh installs paho-mqtt and pysparkplug)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the Python publisher did not finish in 120 s: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
-        out.status.success(),
+        status.success(),
         "the Python publisher failed (is paho-mqtt 1.6.1 / pysparkplug 0.6.1 installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&stderr).unwrap_or_default()
     );
-    String::from_utf8_lossy(&out.stdout)
+    std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
         .lines()
         .map(str::to_string)
         .collect()
