@@ -266,9 +266,126 @@ fn chained(c: &mut Criterion) {
     g.finish();
 }
 
+/// One MQTT message through the collector's pure part (topic template,
+/// payload decoding, point naming): a 100-byte JSON message, and a Sparkplug
+/// DDATA of 20 metrics by alias. Reported per message.
+fn mqtt(c: &mut Criterion) {
+    use adit_mqtt::mapping::{Effects, Mapper};
+    use adit_mqtt::sparkplug::proto::{datatype, Metric, MetricValue, Payload};
+    use prost::Message as _;
+
+    let config = adit_config::load_str(
+        "[[device]]\nid = \"edge\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+         [[device.subscription]]\nfilter = \"tunnel/+/sensors/+\"\ntemplate = \"tunnel/{bore}/sensors/{sensor}\"\n\
+         point = \"{bore}.{sensor}\"\ntimestamp = \"/ts\"\n\
+         [[device.subscription]]\nfilter = \"spBv1.0/t/#\"\nformat = \"sparkplug\"\n",
+        "bench.toml",
+    )
+    .unwrap();
+    let registry = Arc::new(PointRegistry::with_max_points(10_000));
+    let refused = prometheus::IntCounter::new("refused", "refused").unwrap();
+    let registrar = adit_pipeline::PointRegistrar::new(registry, refused, Arc::new(|_, _| {}));
+    let mut mapper = Mapper::new(&config.devices[0], &[]);
+    let now = Timestamp::now();
+    let json = br#"{"value": 12.375, "ts": 1790000000123, "unit": "ppm", "seq": 123456, "pad": "xxxxxxxxxxxxx"}"#;
+    let (mut out, mut fx) = (Vec::with_capacity(64), Effects::default());
+    let mut g = c.benchmark_group("mqtt_message");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("json_100_bytes", |b| {
+        b.iter(|| {
+            out.clear();
+            mapper.map(
+                "tunnel/north/sensors/co",
+                black_box(json),
+                now,
+                false,
+                &registrar,
+                &mut out,
+                &mut fx,
+            );
+            black_box(out.len())
+        });
+    });
+    let metrics = |alias_only: bool| -> Vec<Metric> {
+        (0..20u64)
+            .map(|m| {
+                let mut metric = Metric::new(
+                    &format!("m{m}"),
+                    Some(m + 1),
+                    datatype::DOUBLE,
+                    MetricValue::Double(m as f64 * 1.5),
+                );
+                if alias_only {
+                    metric.name = None;
+                }
+                metric.timestamp = Some(1_790_000_000_000);
+                metric
+            })
+            .collect()
+    };
+    let encode = |metrics: Vec<Metric>, seq: u64| {
+        Payload {
+            timestamp: Some(1_790_000_000_000),
+            metrics,
+            seq: Some(seq),
+            uuid: None,
+            body: None,
+        }
+        .encode_to_vec()
+    };
+    let nbirth = encode(
+        vec![Metric::new(
+            "bdSeq",
+            None,
+            datatype::INT64,
+            MetricValue::Long(0),
+        )],
+        0,
+    );
+    let (mut out2, mut fx2) = (Vec::new(), Effects::default());
+    mapper.map(
+        "spBv1.0/t/NBIRTH/n1",
+        &nbirth,
+        now,
+        false,
+        &registrar,
+        &mut out2,
+        &mut fx2,
+    );
+    mapper.map(
+        "spBv1.0/t/DBIRTH/n1/d1",
+        &encode(metrics(false), 1),
+        now,
+        false,
+        &registrar,
+        &mut out2,
+        &mut fx2,
+    );
+    // Sequence numbers continue from 2; one payload per seq value.
+    let ddata: Vec<Vec<u8>> = (0..256u64).map(|s| encode(metrics(true), s)).collect();
+    let mut seq = 2usize;
+    g.bench_function("sparkplug_ddata_20_metrics", |b| {
+        b.iter(|| {
+            out.clear();
+            mapper.map(
+                "spBv1.0/t/DDATA/n1/d1",
+                black_box(&ddata[seq % 256]),
+                now,
+                false,
+                &registrar,
+                &mut out,
+                &mut fx,
+            );
+            seq += 1;
+            black_box(out.len())
+        });
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = steps, chained
+    targets = steps, chained, mqtt
 }
 criterion_main!(benches);
