@@ -302,8 +302,12 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
         (count("b.co") - b0) as f64 / secs,
     );
     println!("silent device bad after {silent_bad_after:?}; healthy rates {a_rate:.2}/s and {b_rate:.2}/s (schedule: 5/s)");
+    // One request in flight per endpoint: a breaker probe of the silent unit
+    // (300 ms timeout) may cost a healthy device a slot now and then (seen:
+    // 12 of 15 polls in 3 s on a loaded 2-core CI machine). Waiting behind
+    // every timeout instead would drop the rate below 2/s.
     assert!(
-        a_rate >= 4.0 && b_rate >= 4.0,
+        a_rate >= 3.5 && b_rate >= 3.5,
         "healthy devices slowed down: {a_rate} {b_rate}"
     );
 
