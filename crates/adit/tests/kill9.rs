@@ -26,16 +26,17 @@
     clippy::format_push_string
 )]
 
+mod support_adit;
 mod support_vm;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adit_core::Reason;
 use adit_sim_modbus::Simulator;
+use support_adit::Adit;
 use support_vm::{free_port, http, sqlite_rows, VictoriaMetrics};
 
 fn config_text(data: &Path, sim: SocketAddr, db_port: u16, http_port: u16) -> String {
@@ -77,21 +78,6 @@ batch_max_delay = "50ms"
         }
     }
     text
-}
-
-fn spawn_adit(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_adit"))
-        .args(["--log-level", "error", "run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
 }
 
 fn metric(http_port: u16, name: &str) -> Option<f64> {
@@ -183,9 +169,9 @@ async fn twenty_kill_nines_under_load_lose_no_accepted_reading() {
 
     // Phase A: database down; everything accepted stays in the spool.
     for _ in 0..runs / 2 {
-        let mut adit = spawn_adit(&config_path);
+        let mut adit = Adit::spawn(&config_path);
         tokio::time::sleep(kill_delay()).await;
-        kill9(&mut adit);
+        adit.kill9();
     }
     let truth = spooled(&config);
     assert!(
@@ -197,13 +183,13 @@ async fn twenty_kill_nines_under_load_lose_no_accepted_reading() {
     // Phase B: database up; kills land anywhere, including between a write and its ack.
     let mut vm = VictoriaMetrics::start_on(&dir.path().join("vm"), db_port);
     for _ in runs / 2..runs {
-        let mut adit = spawn_adit(&config_path);
+        let mut adit = Adit::spawn(&config_path);
         tokio::time::sleep(kill_delay()).await;
-        kill9(&mut adit);
+        adit.kill9();
     }
 
     // Final clean run: drain, then stop gracefully.
-    let mut adit = spawn_adit(&config_path);
+    let mut adit = Adit::spawn(&config_path);
     let start = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -217,11 +203,7 @@ async fn twenty_kill_nines_under_load_lose_no_accepted_reading() {
             "the spool did not drain"
         );
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(adit.id().to_string())
-        .status();
-    let status = adit.wait().unwrap();
+    let status = adit.stop();
     assert!(status.success(), "graceful stop after the loop: {status:?}");
 
     // The simulator's count of polls served against what SQLite holds.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use adit::app::{App, HttpBind};
 use support_mosquitto::Mosquitto;
-use support_mqtt::{config_text, metric, rows};
+use support_mqtt::{config_text, metric, rows, rows_us as stored};
 use support_vm::free_port;
 use support_wait::wait_for;
 
@@ -61,24 +61,6 @@ async fn python(args: &[String]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// (value, ts in µs, quality, reason) of a point, in time order.
-fn stored(db: &Path, point: &str) -> Vec<(Option<f64>, i64, i64, Option<String>)> {
-    let Ok(c) = rusqlite::Connection::open(db) else {
-        return Vec::new();
-    };
-    let Ok(mut s) = c.prepare(
-        "SELECT r.value, r.ts, r.quality, r.reason FROM readings r JOIN points p ON p.id = r.point_id \
-         WHERE p.name = ?1 ORDER BY r.ts, r.received_ts",
-    ) else {
-        return Vec::new();
-    };
-    s.query_map([point], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })
-    .map(|it| it.filter_map(Result::ok).collect())
-    .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

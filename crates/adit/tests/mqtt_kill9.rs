@@ -17,16 +17,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support_adit;
 mod support_mosquitto;
 mod support_mqtt;
 mod support_vm;
 mod support_wait;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adit_core::Timestamp;
+use support_adit::Adit;
 use support_mosquitto::{Mosquitto, MosquittoOptions};
 use support_mqtt::{config_text, count, Publisher};
 use support_vm::{free_port, http};
@@ -34,42 +34,6 @@ use support_wait::wait_for;
 
 const MESSAGES: i64 = 4000;
 const KILLS: usize = 8;
-
-/// adit's binary as a child process, killed if the test ends early.
-struct Adit(Child);
-
-impl Adit {
-    fn spawn(config: &Path) -> Self {
-        Self(
-            Command::new(env!("CARGO_BIN_EXE_adit"))
-                .args(["--log-level", "error", "run", "-c"])
-                .arg(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Adit {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A kill delay in 150..750 ms, varied per run without a random crate.
 fn kill_delay(run: usize) -> Duration {

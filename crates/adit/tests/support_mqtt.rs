@@ -47,17 +47,42 @@ pub fn metric(app: &adit::app::App, name: &str, labels: &[(&str, &str)]) -> f64 
         .sum()
 }
 
-/// (point, value, time, quality, reason) rows of SQLite, oldest first.
+/// (value, time, quality, reason) rows of a point in SQLite's
+/// `readings_view`, oldest first.
 pub fn rows(
     db: &std::path::Path,
     point: &str,
 ) -> Vec<(Option<f64>, String, String, Option<String>)> {
+    point_rows(
+        db,
+        "SELECT value, time, quality, reason FROM readings_view WHERE point = ?1 ORDER BY time",
+        point,
+    )
+}
+
+/// (value, ts in µs, quality code, reason) rows of a point in the
+/// `readings` table, in time order: exact times, for interop checks.
+pub fn rows_us(db: &std::path::Path, point: &str) -> Vec<(Option<f64>, i64, i64, Option<String>)> {
+    point_rows(
+        db,
+        "SELECT r.value, r.ts, r.quality, r.reason FROM readings r JOIN points p ON p.id = r.point_id \
+         WHERE p.name = ?1 ORDER BY r.ts, r.received_ts",
+        point,
+    )
+}
+
+/// Four-column rows of `sql` for `point` (empty while the file is not there).
+fn point_rows<A, B, C, D>(db: &std::path::Path, sql: &str, point: &str) -> Vec<(A, B, C, D)>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+    C: rusqlite::types::FromSql,
+    D: rusqlite::types::FromSql,
+{
     let Ok(c) = rusqlite::Connection::open(db) else {
         return Vec::new();
     };
-    let Ok(mut s) = c.prepare(
-        "SELECT value, time, quality, reason FROM readings_view WHERE point = ?1 ORDER BY time",
-    ) else {
+    let Ok(mut s) = c.prepare(sql) else {
         return Vec::new();
     };
     s.query_map([point], |r| {

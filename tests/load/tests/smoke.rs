@@ -7,18 +7,27 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-#[test]
-fn a_small_load_runs_end_to_end_and_loses_nothing() {
+/// The harness and the adit binary next to it (`cargo test --workspace`
+/// builds both); None (skipped, said) when adit is not built.
+fn binaries() -> Option<(PathBuf, PathBuf)> {
     let harness = PathBuf::from(env!("CARGO_BIN_EXE_adit-load"));
-    // `cargo test --workspace` builds the adit binary next to this one.
-    let adit = harness.parent().unwrap().join("adit");
-    if !adit.exists() {
+    let adit = harness.parent()?.join("adit");
+    if adit.exists() {
+        Some((harness, adit))
+    } else {
         eprintln!(
             "skipped: {} not built (run with --workspace)",
             adit.display()
         );
-        return;
+        None
     }
+}
+
+#[test]
+fn a_small_load_runs_end_to_end_and_loses_nothing() {
+    let Some((harness, adit)) = binaries() else {
+        return;
+    };
     let out = Command::new(&harness)
         .args([
             "run",
@@ -52,15 +61,9 @@ fn a_small_load_runs_end_to_end_and_loses_nothing() {
 
 #[test]
 fn a_small_mqtt_load_runs_end_to_end_and_loses_nothing() {
-    let harness = PathBuf::from(env!("CARGO_BIN_EXE_adit-load"));
-    let adit = harness.parent().unwrap().join("adit");
-    if !adit.exists() {
-        eprintln!(
-            "skipped: {} not built (run with --workspace)",
-            adit.display()
-        );
+    let Some((harness, adit)) = binaries() else {
         return;
-    }
+    };
     for format in ["json", "sparkplug"] {
         let out = Command::new(&harness)
             .args(["mqtt", "--format", format, "--rate", "200", "--topics", "4"])
