@@ -301,6 +301,12 @@ impl Metrics {
     /// The sum of a counter over every series whose labels include all of
     /// `labels` (for self-health checks, tests and tools; not a hot path).
     pub fn counter_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.sample_sum(name, labels)
+    }
+
+    /// The sum of a counter's or a gauge's series whose labels include all
+    /// of `labels` (tests and tools; not a hot path).
+    pub fn sample_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.registry
             .gather()
             .iter()
@@ -313,7 +319,8 @@ impl Metrics {
                         .any(|l| l.name() == *k && l.value() == *v)
                 })
             })
-            .map(|m| m.get_counter().get_value())
+            // A series is a counter or a gauge: the other reads 0.
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
             .sum()
     }
 

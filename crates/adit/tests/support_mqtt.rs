@@ -22,29 +22,10 @@ pub fn config_text(dir: &std::path::Path, broker_port: u16, device: &str) -> Str
     )
 }
 
-/// The sum of a metric's samples whose labels include every `(k, v)`.
+/// The sum of a metric's samples (counter or gauge) whose labels include
+/// every `(k, v)`.
 pub fn metric(app: &adit::app::App, name: &str, labels: &[(&str, &str)]) -> f64 {
-    app.metrics
-        .registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| {
-            if m.get_counter().get_value() == 0.0 {
-                m.get_gauge().get_value()
-            } else {
-                m.get_counter().get_value()
-            }
-        })
-        .sum()
+    app.metrics.sample_sum(name, labels)
 }
 
 /// (value, time, quality, reason) rows of a point in SQLite's
