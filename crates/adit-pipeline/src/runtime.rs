@@ -68,12 +68,15 @@ pub struct Pipeline {
 struct StopOnDrop {
     shutdown: CancellationToken,
     stop_sinks: Arc<StopSignal>,
+    spool: Spool,
 }
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.shutdown.cancel();
         self.stop_sinks.stop_now_unless_stopping();
+        // Wakes sink stages that sleep until a batch is due.
+        self.spool.close();
     }
 }
 
@@ -231,6 +234,7 @@ impl Pipeline {
             _stop_on_drop: StopOnDrop {
                 shutdown: shutdown.clone(),
                 stop_sinks: stop_sinks.clone(),
+                spool: spool.clone(),
             },
             shutdown,
             sources,

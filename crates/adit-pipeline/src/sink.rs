@@ -172,11 +172,15 @@ pub fn run_sink(stage: SinkStage) {
         // Read only while there is room and no failed write waits for a retry.
         if !retrying && held.readings.len() < options.batch_max_rows {
             let room = options.batch_max_rows - held.readings.len();
-            let wait = match held.first_at {
-                Some(t) => options.batch_max_delay.saturating_sub(t.elapsed()),
-                None => Duration::from_millis(200),
-            };
-            match reader.next(room, wait) {
+            // Sleep until a batch is due: a full one, or the delay since the
+            // first reading held; with nothing held, until anything comes.
+            // Appends in between do not wake this thread.
+            match held.first_at {
+                Some(t) => reader.wait_for(room as u64, Some(t + options.batch_max_delay)),
+                None if stopping.is_none() => reader.wait_for(1, None),
+                None => {}
+            }
+            match reader.next(room, Duration::ZERO) {
                 Ok(d) if d.records > 0 => {
                     held.readings.extend(d.readings);
                     held.alerts.extend(d.alerts);
@@ -238,6 +242,9 @@ pub fn run_sink(stage: SinkStage) {
         acked = held.last_seq;
         held.clear();
         m.queue_rows.set(0);
+    }
+    if let Err(e) = spool.flush_ledger() {
+        tracing::error!(sink = name, error = %e, "cannot record the last acknowledgements; these readings will be sent again after a restart");
     }
     tracing::debug!(sink = name, acked, "sink stage stopped");
 }

@@ -23,8 +23,18 @@
 //!    nothing. `fsync = interval` can lose the last interval on power loss,
 //!    `never` whatever the OS had not written back.
 //! 2. A record is delivered to a cursor until that cursor acknowledges it;
-//!    acknowledged records are never delivered again, also across restarts.
-//!    Unacknowledged ones are (at least once: sinks must be idempotent).
+//!    acknowledged records are never delivered again in this run nor after
+//!    a clean stop. Unacknowledged ones are (at least once: sinks must be
+//!    idempotent). `ledger.json` follows acknowledgements within
+//!    `LEDGER_INTERVAL` (1 s), not on each one: it only spares replays, so
+//!    after a crash up to that last second of acknowledged records is
+//!    delivered again, which the sinks' keys absorb (SQLite's primary key,
+//!    QuestDB's DEDUP keys). It is always written before a segment is
+//!    deleted (a deleted record is never counted as lost) and at close.
+//! 8. Nothing wakes without work: the flusher sleeps until an append leaves
+//!    records unsynced or a cursor moves; a reader waiting for a batch is
+//!    woken when enough items arrived for it (or at its deadline, or at
+//!    close), not by every append.
 //! 3. A segment is deleted only when every cursor has acknowledged all of it,
 //!    or when `when_full = drop_oldest` drops it; every reading dropped is
 //!    counted by reason.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -106,13 +106,37 @@ struct Ledger {
     next_seq: u64,
 }
 
+/// How often, at most, acknowledgements are written to `ledger.json` (see
+/// the crate's invariant 2): every acknowledgement updates the cursor in
+/// memory; the file follows within this interval, before any segment is
+/// deleted, and at close.
+pub const LEDGER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest a reader waits without a wake-up before it looks again (a
+/// safety net; appends that reach a reader's threshold and `close` wake it).
+const READER_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes a reader takes from a segment file per read (records are parsed
+/// from this buffer: one system call for many records).
+const READ_CHUNK: usize = 256 * 1024;
+
 struct State {
     segments: VecDeque<Segment>,
     active: Option<File>,
     next_seq: u64,
     cursors: BTreeMap<String, u64>,
     total_bytes: u64,
+    /// Appended records not yet covered by an fsync.
     dirty: bool,
+    /// Cursors moved since `ledger.json` was last written, and when it was.
+    ledger_dirty: bool,
+    ledger_written: Instant,
+    /// Items (readings or alerts, at least one per record) appended since
+    /// open; readers wait for it to reach a threshold.
+    items_total: u64,
+    /// The lowest `items_total` a waiting reader wants to be woken at
+    /// (`u64::MAX`: none waits). Appends below it wake nobody.
+    reader_wake_at: u64,
     failed: Option<String>,
     closed: bool,
     buf: Vec<u8>,
@@ -137,6 +161,64 @@ struct Shared {
     appended: Condvar,
     space: Condvar,
     stats: SpoolStats,
+    /// Wakes the background flusher (fsync under `interval`, the ledger).
+    flusher: Arc<FlushSignal>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.flusher.stop();
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if st.ledger_dirty {
+            if let Err(e) = write_ledger(&self.cfg, st) {
+                tracing::error!(error = %e, "cannot write the spool ledger at close; the last acknowledged records will be delivered again");
+            }
+        }
+    }
+}
+
+/// The flusher's doorbell: rung when something becomes due (unsynced
+/// records, an unwritten ledger); the flusher sleeps on it, so a spool with
+/// nothing to do costs no wake-ups. Held apart from [`Shared`] so the
+/// sleeping flusher does not keep the spool (and its directory lock) alive.
+#[derive(Default)]
+struct FlushSignal {
+    flags: Mutex<(bool, bool)>,
+    rung: Condvar,
+}
+
+impl FlushSignal {
+    /// Something is due: wake the flusher unless it already knows.
+    fn ring(&self) {
+        let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        if !flags.0 {
+            flags.0 = true;
+            self.rung.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        flags.1 = true;
+        self.rung.notify_one();
+    }
+
+    /// Waits until rung (true) or stopped (false), and clears the ring.
+    fn wait(&self) -> bool {
+        let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if flags.1 {
+                return false;
+            }
+            if std::mem::take(&mut flags.0) {
+                return true;
+            }
+            flags = self
+                .rung
+                .wait(flags)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// The spool. Cheap to clone; all clones share one state.
@@ -338,6 +420,10 @@ impl Spool {
                 cursors: state_cursors,
                 total_bytes,
                 dirty: false,
+                ledger_dirty: false,
+                ledger_written: Instant::now(),
+                items_total: 0,
+                reader_wake_at: u64::MAX,
                 failed: None,
                 closed: false,
                 buf: Vec::new(),
@@ -346,15 +432,21 @@ impl Spool {
             appended: Condvar::new(),
             space: Condvar::new(),
             stats,
+            flusher: Arc::new(FlushSignal::default()),
         });
         let spool = Spool { shared };
-        if let Err(e) = spool.write_ledger(&spool.lock()) {
+        if let Err(e) = write_ledger(&spool.shared.cfg, &spool.lock()) {
             // The positions are in memory; the next acknowledgement retries.
             tracing::error!(error = %e, "cannot write the spool ledger at start");
         }
-        if let FsyncPolicy::Interval(every) = spool.shared.cfg.fsync {
-            spawn_flusher(Arc::downgrade(&spool.shared), every);
-        }
+        spawn_flusher(
+            Arc::downgrade(&spool.shared),
+            spool.shared.flusher.clone(),
+            match spool.shared.cfg.fsync {
+                FsyncPolicy::Interval(every) => every,
+                _ => LEDGER_INTERVAL,
+            },
+        );
         Ok((spool, report))
     }
 
@@ -621,7 +713,11 @@ impl Spool {
             }
             match shared.cfg.fsync {
                 FsyncPolicy::Always => self.mark_durable(seq),
-                FsyncPolicy::Interval(_) => st.dirty = true,
+                FsyncPolicy::Interval(_) => {
+                    if !std::mem::replace(&mut st.dirty, true) {
+                        shared.flusher.ring();
+                    }
+                }
                 FsyncPolicy::Never => {
                     // "Durable" under `never` is in the file: it survives a
                     // process crash, which is all this policy promises.
@@ -635,8 +731,16 @@ impl Spool {
                 .fetch_add(items as u64, Ordering::Relaxed);
             s.appended_bytes.fetch_add(record_len, Ordering::Relaxed);
             s.bytes.store(st.total_bytes, Ordering::Relaxed);
+            st.items_total += items.max(1) as u64;
+            // Wake readers only when one of them wants it (a batch is due).
+            let wake = st.items_total >= st.reader_wake_at;
+            if wake {
+                st.reader_wake_at = u64::MAX;
+            }
             drop(st);
-            shared.appended.notify_all();
+            if wake {
+                shared.appended.notify_all();
+            }
             return Ok(seq);
         }
     }
@@ -808,7 +912,7 @@ impl Spool {
         }
         // Persist the moved cursors, so that the next start does not take
         // the dropped range for records lost to damage.
-        if let Err(e) = self.write_ledger(st) {
+        if let Err(e) = self.write_ledger_now(st) {
             tracing::warn!(error = %e, "cannot write the spool ledger after dropping a segment");
         }
         self.shared
@@ -818,38 +922,46 @@ impl Spool {
         true
     }
 
-    fn write_ledger(&self, st: &State) -> Result<(), SpoolError> {
-        let dir = &self.shared.cfg.dir;
-        let ledger = Ledger {
-            cursors: st.cursors.clone(),
-            next_seq: st.next_seq,
-        };
-        let tmp = dir.join("ledger.json.tmp");
-        let path = dir.join("ledger.json");
-        let bytes = serde_json::to_vec(&ledger).map_err(|e| SpoolError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        faults::check(self.shared.cfg.faults.as_ref(), FileOp::Ledger).map_err(io(&tmp))?;
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        crate::sync_dir(dir).map_err(io(dir))
+    /// Writes `ledger.json` now and marks it clean.
+    fn write_ledger_now(&self, st: &mut State) -> Result<(), SpoolError> {
+        write_ledger(&self.shared.cfg, st)?;
+        st.ledger_dirty = false;
+        st.ledger_written = Instant::now();
+        Ok(())
     }
 
-    /// Records that `cursor` has stored everything up to `seq`, persists it,
-    /// and deletes segments every cursor is done with.
+    /// Writes `ledger.json` if acknowledgements moved a cursor since it was
+    /// last written (the sink stages call it when they stop).
+    pub fn flush_ledger(&self) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        if st.ledger_dirty {
+            self.write_ledger_now(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Records that `cursor` has stored everything up to `seq` and deletes
+    /// segments every cursor is done with. The ledger file follows within
+    /// [`LEDGER_INTERVAL`] (at once when a segment is deleted).
     pub fn ack(&self, cursor: &str, seq: u64) -> Result<(), SpoolError> {
         let mut st = self.lock();
         if let Some(acked) = st.cursors.get_mut(cursor) {
             *acked = (*acked).max(seq);
         }
-        // Deleting what every cursor has is safe even if the ledger cannot be
-        // written (a full disk): deleted records cannot be replayed. It is
-        // also what frees the disk.
-        let persisted = self.write_ledger(&st);
+        st.ledger_dirty = true;
         let min_acked = st.cursors.values().copied().min().unwrap_or(0);
+        let deletes =
+            st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked);
+        // A segment is deleted only after the ledger says it is done with
+        // (else the next start would count its records as lost). Deleting
+        // is safe even if the ledger cannot be written (a full disk):
+        // deleted records cannot be replayed, and it is what frees the disk.
+        let persisted = if deletes || st.ledger_written.elapsed() >= LEDGER_INTERVAL {
+            self.write_ledger_now(&mut st)
+        } else {
+            self.shared.flusher.ring();
+            Ok(())
+        };
         let mut freed = false;
         while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked)
         {
@@ -897,6 +1009,7 @@ impl Spool {
             cursor: cursor.to_string(),
             next_seq: acked + 1,
             open: None,
+            caught_up_at: None,
             mapper: IdMapper::new(registry, self.shared.fingerprint),
         }
     }
@@ -964,56 +1077,108 @@ fn mark_durable(shared: &Shared, seq: u64) {
     shared.durable_changed.notify_all();
 }
 
-fn spawn_flusher(shared: Weak<Shared>, every: Duration) {
+/// Writes `ledger.json` durably: a temporary file, fsynced, renamed over
+/// the old one, and the directory fsynced.
+fn write_ledger(cfg: &SpoolConfig, st: &State) -> Result<(), SpoolError> {
+    let dir = &cfg.dir;
+    let ledger = Ledger {
+        cursors: st.cursors.clone(),
+        next_seq: st.next_seq,
+    };
+    let tmp = dir.join("ledger.json.tmp");
+    let path = dir.join("ledger.json");
+    let bytes = serde_json::to_vec(&ledger).map_err(|e| SpoolError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    faults::check(cfg.faults.as_ref(), FileOp::Ledger).map_err(io(&tmp))?;
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    crate::sync_dir(dir).map_err(io(dir))
+}
+
+/// The background flusher: sleeps until rung (records appended under
+/// `fsync = interval`, or a cursor moved), waits `every` so that one fsync
+/// covers everything appended meanwhile, then syncs and writes the ledger
+/// if it is due. Idle, it never wakes.
+fn spawn_flusher(shared: Weak<Shared>, signal: Arc<FlushSignal>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("adit-spool-fsync".into())
-        .spawn(move || loop {
-            std::thread::sleep(every);
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let spool = Spool { shared };
-            // fsync outside the lock, on a duplicate of the active segment's
-            // descriptor (same file): appends and readers never wait for the
-            // disk, which once made the slowest fsync everyone's latency.
-            let file = {
-                let mut st = spool.lock();
-                if st.closed {
+        .spawn(move || {
+            while signal.wait() {
+                std::thread::sleep(every);
+                let Some(shared) = shared.upgrade() else {
                     return;
-                }
-                if !st.dirty || st.failed.is_some() {
-                    continue;
-                }
-                match st.active.as_ref().map(File::try_clone) {
-                    None => None,
-                    Some(Ok(f)) => {
-                        st.dirty = false;
-                        Some((f, st.next_seq - 1))
-                    }
-                    Some(Err(_)) => {
-                        // Cannot duplicate the descriptor: sync under the lock.
-                        if let Err(e) = spool.sync_active(&mut st) {
-                            Spool::fail(&mut st, &e);
-                        }
-                        None
-                    }
-                }
-            };
-            if let Some((f, upto)) = file {
-                let stats = &spool.shared.stats;
-                let synced = faults::check(spool.shared.cfg.faults.as_ref(), FileOp::Sync)
-                    .and_then(|()| f.sync_data());
-                if let Err(e) = synced {
-                    stats.fsync_failures.fetch_add(1, Ordering::Relaxed);
-                    Spool::fail(&mut spool.lock(), &e);
-                } else {
-                    stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                    spool.mark_durable(upto);
+                };
+                let spool = Spool { shared };
+                if spool.flush_once() {
+                    // Something is still due later (the ledger's interval).
+                    signal.ring();
                 }
             }
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the spool fsync thread; data is synced at rotation and close only");
+    }
+}
+
+impl Spool {
+    /// One round of the flusher. Returns whether it must come back (the
+    /// ledger is dirty but not yet due).
+    fn flush_once(&self) -> bool {
+        // fsync outside the lock, on a duplicate of the active segment's
+        // descriptor (same file): appends and readers never wait for the
+        // disk, which once made the slowest fsync everyone's latency.
+        let (file, again) = {
+            let mut st = self.lock();
+            if st.closed {
+                return false;
+            }
+            let mut again = false;
+            if st.ledger_dirty {
+                if st.ledger_written.elapsed() >= LEDGER_INTERVAL {
+                    if let Err(e) = self.write_ledger_now(&mut st) {
+                        tracing::warn!(error = %e, "cannot write the spool ledger; retrying");
+                        again = true;
+                    }
+                } else {
+                    again = true;
+                }
+            }
+            if !st.dirty || st.failed.is_some() {
+                return again;
+            }
+            let file = match st.active.as_ref().map(File::try_clone) {
+                None => None,
+                Some(Ok(f)) => {
+                    st.dirty = false;
+                    Some((f, st.next_seq - 1))
+                }
+                Some(Err(_)) => {
+                    // Cannot duplicate the descriptor: sync under the lock.
+                    if let Err(e) = self.sync_active(&mut st) {
+                        Spool::fail(&mut st, &e);
+                    }
+                    None
+                }
+            };
+            (file, again)
+        };
+        if let Some((f, upto)) = file {
+            let stats = &self.shared.stats;
+            let synced = faults::check(self.shared.cfg.faults.as_ref(), FileOp::Sync)
+                .and_then(|()| f.sync_data());
+            if let Err(e) = synced {
+                stats.fsync_failures.fetch_add(1, Ordering::Relaxed);
+                Spool::fail(&mut self.lock(), &e);
+            } else {
+                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.mark_durable(upto);
+            }
+        }
+        again
     }
 }
 
@@ -1034,14 +1199,96 @@ pub struct Reader {
     spool: Spool,
     cursor: String,
     next_seq: u64,
-    /// (first seq of the open segment, file, offset).
-    open: Option<(u64, File, u64)>,
+    open: Option<OpenSegment>,
+    /// The spool's `items_total` when this reader last found nothing more
+    /// to read (`None`: it may not have read everything).
+    caught_up_at: Option<u64>,
     mapper: IdMapper,
+}
+
+/// The segment a reader is in, with a window of its bytes.
+struct OpenSegment {
+    first_seq: u64,
+    file: File,
+    /// Offset of the next record.
+    offset: u64,
+    /// Bytes of the file from `buf_at`; only bytes the spool has committed
+    /// (below the segment's length under the lock), so never a record cut
+    /// back after a failed write.
+    buf: Vec<u8>,
+    buf_at: u64,
+}
+
+impl OpenSegment {
+    /// Makes `buf` hold `[offset, offset + n)`, reading up to [`READ_CHUNK`]
+    /// (never past `committed`) in one call. `false`: the file is shorter.
+    fn fill(&mut self, n: u64, committed: u64) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let end = self.offset + n;
+        if self.buf_at <= self.offset && self.buf_at + self.buf.len() as u64 >= end {
+            return Ok(true);
+        }
+        let upto = committed.min(self.offset + READ_CHUNK as u64).max(end);
+        self.buf.resize((upto - self.offset) as usize, 0);
+        self.buf_at = self.offset;
+        match self.file.read_exact_at(&mut self.buf, self.offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.buf.clear();
+                Ok(false)
+            }
+            Err(e) => {
+                self.buf.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// `len` bytes at `offset` (after a successful [`fill`](Self::fill)).
+    fn bytes(&self, len: u64) -> &[u8] {
+        let start = (self.offset - self.buf_at) as usize;
+        &self.buf[start..start + len as usize]
+    }
 }
 
 impl Reader {
     pub fn cursor(&self) -> &str {
         &self.cursor
+    }
+
+    /// Waits until at least `items` readings (or alerts) were appended after
+    /// what this reader has read, or until `deadline`, or until the spool
+    /// closes; returns at once if the reader may not be caught up. Appends
+    /// below the threshold do not wake it: a sink waits for a whole batch
+    /// or its delay, not for every append.
+    pub fn wait_for(&mut self, items: u64, deadline: Option<Instant>) {
+        let Some(seen) = self.caught_up_at else {
+            return;
+        };
+        let target = seen.saturating_add(items.max(1));
+        let shared = &self.spool.shared;
+        let mut st = self.spool.lock();
+        loop {
+            if st.closed || st.items_total >= target {
+                return;
+            }
+            let now = Instant::now();
+            let left = deadline.map_or(READER_MAX_WAIT, |d| {
+                d.saturating_duration_since(now).min(READER_MAX_WAIT)
+            });
+            if left.is_zero() {
+                return;
+            }
+            st.reader_wake_at = st.reader_wake_at.min(target);
+            let (guard, timeout) = shared
+                .appended
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner);
+            st = guard;
+            if timeout.timed_out() {
+                return;
+            }
+        }
     }
 
     /// Waits up to `wait` for at least one record, then returns what is
@@ -1055,8 +1302,11 @@ impl Reader {
             while st.next_seq <= self.next_seq && !st.closed {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    self.caught_up_at = Some(st.items_total);
                     return Ok(Delivered::default());
                 }
+                // Any append from here on is one this reader waits for.
+                st.reader_wake_at = st.reader_wake_at.min(st.items_total + 1);
                 st = shared
                     .appended
                     .wait_timeout(st, left)
@@ -1122,6 +1372,7 @@ impl Reader {
                 let st = self.spool.lock();
                 let last = st.next_seq - 1;
                 if self.next_seq > last {
+                    self.caught_up_at = Some(st.items_total);
                     return Ok(None);
                 }
                 // The segment holding next_seq, or the first after it (older
@@ -1131,27 +1382,47 @@ impl Reader {
                     .segments
                     .iter()
                     .find(|s| s.last_seq >= s.first_seq && s.last_seq >= self.next_seq)
-                    .map(|s| (s.first_seq, s.path.clone(), s.last_seq, s.holes.clone()));
+                    .map(|s| {
+                        (
+                            s.first_seq,
+                            s.path.clone(),
+                            s.last_seq,
+                            s.holes.clone(),
+                            s.bytes,
+                        )
+                    });
                 (last, seg)
             };
-            let Some((first_seq, path, segment_last, holes)) = segment else {
+            self.caught_up_at = None;
+            let Some((first_seq, path, segment_last, holes, committed)) = segment else {
                 return Ok(None);
             };
-            if self.open.as_ref().is_none_or(|(f, _, _)| *f != first_seq) {
+            if self.open.as_ref().is_none_or(|o| o.first_seq != first_seq) {
                 let file = File::open(&path).map_err(io(&path))?;
-                self.open = Some((first_seq, file, 0));
+                let buf = self.open.take().map(|o| o.buf).unwrap_or_default();
+                self.open = Some(OpenSegment {
+                    first_seq,
+                    file,
+                    offset: 0,
+                    buf,
+                    buf_at: 0,
+                });
+                if let Some(o) = self.open.as_mut() {
+                    o.buf.clear();
+                }
                 self.next_seq = self.next_seq.max(first_seq);
             }
-            let Some((_, file, offset)) = self.open.as_mut() else {
+            let Some(open) = self.open.as_mut() else {
                 return Ok(None);
             };
-            if let Some(&(_, len)) = holes.iter().find(|(at, _)| *at == *offset) {
-                *offset += len; // damage recovery could not mark on disk
+            if let Some(&(_, len)) = holes.iter().find(|(at, _)| *at == open.offset) {
+                open.offset += len; // damage recovery could not mark on disk
                 continue;
             }
-            let mut header = [0u8; HEADER_LEN];
-            file.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
-            if file.read_exact(&mut header).is_err() {
+            let header = HEADER_LEN as u64;
+            let has_header = open.offset + header <= committed
+                && open.fill(header, committed).map_err(io(&path))?;
+            if !has_header {
                 if segment_last >= self.next_seq || self.next_seq > appended_to {
                     // The segment says it holds this record but the file ends:
                     // it changed under us (deleted or truncated from outside).
@@ -1167,33 +1438,37 @@ impl Reader {
                 self.open = None;
                 continue;
             }
-            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-            let mut record = header.to_vec();
-            record.resize(HEADER_LEN + len.min(MAX_PAYLOAD as usize), 0);
-            file.read_exact(&mut record[HEADER_LEN..])
-                .map_err(io(&path))?;
-            match parse_record(&record) {
-                Parsed::Record {
-                    seq,
-                    payload,
-                    total,
-                } => {
-                    *offset += total as u64;
-                    if seq < self.next_seq {
-                        continue;
-                    }
-                    self.next_seq = seq + 1;
-                    return Ok(Some((seq, payload.to_vec())));
+            let h = open.bytes(header);
+            let len = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]).min(MAX_PAYLOAD));
+            let whole = open.offset + header + len <= committed
+                && open.fill(header + len, committed).map_err(io(&path))?;
+            let parsed = if whole {
+                parse_record(open.bytes(header + len))
+            } else {
+                Parsed::Incomplete
+            };
+            if let Parsed::Record {
+                seq,
+                payload,
+                total,
+            } = parsed
+            {
+                let payload = payload.to_vec();
+                open.offset += total as u64;
+                if seq < self.next_seq {
+                    continue;
                 }
-                _ => {
-                    return Err(SpoolError::Io {
-                        path,
-                        source: std::io::Error::other(format!(
-                            "record at offset {offset} does not parse after recovery"
-                        )),
-                    })
-                }
+                self.next_seq = seq + 1;
+                return Ok(Some((seq, payload)));
             }
+            let offset = open.offset;
+            self.open = None;
+            return Err(SpoolError::Io {
+                path,
+                source: std::io::Error::other(format!(
+                    "record at offset {offset} does not parse after recovery"
+                )),
+            });
         }
     }
 }

@@ -366,6 +366,21 @@ fn block_waits_for_an_acknowledgement_and_loses_nothing() {
             }
         })
     };
+    // Nothing is read until the writer had to wait for space (it fills the
+    // 900-byte bound within a few appends).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while spool
+        .stats()
+        .block_waits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never waited"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut got = Vec::new();
     let mut reader = spool.reader("db", &reg);
     while got.len() < 100 {
@@ -652,4 +667,163 @@ fn points_named_at_run_time_keep_their_ids_across_a_restart_and_map_after_a_conf
         .collect();
     assert_eq!(names, vec!["p", "broker.x"]);
     assert_eq!(d.unknown_points, 0);
+}
+
+/// The ledger follows acknowledgements within `LEDGER_INTERVAL`, and a
+/// clean close writes the last of them: nothing acknowledged is replayed.
+#[test]
+fn acknowledgements_reach_the_ledger_coalesced_and_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let c = cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block);
+    let ledger = || std::fs::read_to_string(dir.path().join("ledger.json")).unwrap();
+    {
+        let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        for i in 0..5 {
+            spool.append(&batch(i * 10, 10)).unwrap();
+        }
+        let at_open = ledger();
+        // Acknowledgements right after open fall inside the interval: they
+        // are kept in memory (the file still says what it said at open).
+        spool.ack("db", 1).unwrap();
+        spool.ack("db", 2).unwrap();
+        assert_eq!(
+            ledger(),
+            at_open,
+            "each acknowledgement does not rewrite the ledger"
+        );
+        // The flusher writes it once the interval has passed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ledger().contains("\"db\":2") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ledger never written: {}",
+                ledger()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        spool.ack("db", 4).unwrap();
+        // Dropped without close: the last acknowledgement is written too.
+    }
+    assert!(ledger().contains("\"db\":4"), "{}", ledger());
+    let (spool, report) = Spool::open(c, &reg, &["db"]).unwrap();
+    assert_eq!(report.lost_records, 0);
+    assert_eq!(
+        drain(&spool, &reg, "db", false),
+        (40..50).collect::<Vec<_>>()
+    );
+}
+
+/// A segment is deleted only after the ledger records that every cursor is
+/// done with it: a restart right after finds no records "missing".
+#[test]
+fn segments_are_deleted_only_after_the_ledger_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    // Small segments: every few records rotate.
+    let c = cfg(dir.path(), 512, 1 << 30, WhenFull::Block);
+    let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+    for i in 0..20 {
+        spool.append(&batch(i * 10, 10)).unwrap();
+    }
+    let last = spool.last_seq();
+    spool.ack("db", last - 1).unwrap();
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("seg-")
+        })
+        .count();
+    assert!(
+        segments < 5,
+        "acknowledged segments deleted: {segments} left"
+    );
+    // A crash now (no close, no drop: the ledger file is what a restart sees).
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.json")).unwrap();
+    assert!(ledger.contains(&format!("\"db\":{}", last - 1)), "{ledger}");
+    std::mem::forget(spool);
+}
+
+/// A reader waiting for a batch is woken when enough items arrived, at its
+/// deadline, or when the spool closes; not by each smaller append.
+#[test]
+fn a_reader_waits_for_its_batch_its_deadline_or_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
+        &reg,
+        &["db"],
+    )
+    .unwrap();
+    let mut reader = spool.reader("db", &reg);
+    assert_eq!(reader.next(100, Duration::ZERO).unwrap().records, 0);
+
+    // Deadline: nothing comes.
+    let t = std::time::Instant::now();
+    reader.wait_for(50, Some(t + Duration::from_millis(100)));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+
+    // Threshold: 5 appends of 10 items wake it; it then reads all 50.
+    let writer = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            for i in 0..5 {
+                std::thread::sleep(Duration::from_millis(20));
+                spool.append(&batch(i * 10, 10)).unwrap();
+            }
+        })
+    };
+    let t = std::time::Instant::now();
+    reader.wait_for(50, Some(t + Duration::from_secs(30)));
+    let waited = t.elapsed();
+    writer.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken at its threshold: {waited:?}"
+    );
+    assert_eq!(reader.next(100, Duration::ZERO).unwrap().readings.len(), 50);
+
+    // Close wakes a reader that waits without a deadline.
+    let closer = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            spool.close();
+        })
+    };
+    let t = std::time::Instant::now();
+    reader.wait_for(1, None);
+    closer.join().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "close wakes it: {:?}",
+        t.elapsed()
+    );
+}
+
+/// Records read through the reader's window across many segments and
+/// window boundaries come back whole and in order.
+#[test]
+fn records_larger_than_the_read_window_and_many_small_ones_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let (spool, _) = Spool::open(
+        cfg(dir.path(), 4 << 20, 1 << 30, WhenFull::Block),
+        &reg,
+        &["db"],
+    )
+    .unwrap();
+    let mut expected = Vec::new();
+    let mut start = 0;
+    for n in [1usize, 30_000, 3, 7, 20_000, 1, 1, 50_000, 2] {
+        spool.append(&batch(start, n)).unwrap();
+        expected.extend(start..start + n as i64);
+        start += n as i64;
+    }
+    assert_eq!(drain(&spool, &reg, "db", false), expected);
 }

@@ -93,6 +93,24 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = Sinks::Sqlite)]
         sinks: Sinks,
     },
+    /// The site loads of issue 13, measured the same way every time:
+    /// `small` 10 devices × 100 registers every 1 s (1k readings/s),
+    /// `large` 50 × 100 every 250 ms (20k/s), `idle` 1 device × 10
+    /// registers every 1 s (reports CPU-seconds per hour).
+    Site {
+        #[arg(long, value_enum)]
+        profile: Profile,
+        #[arg(long, value_enum, default_value_t = Sinks::Questdb)]
+        sinks: Sinks,
+        #[arg(long, value_enum, default_value_t = Receiver::VictoriaMetrics)]
+        receiver: Receiver,
+        #[arg(long, default_value = "interval")]
+        fsync: String,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        measure: Duration,
+    },
     /// MQTT: a Mosquitto started here, a QoS 1 publisher in this process,
     /// adit subscribed into SQLite (needs Debian's mosquitto).
     Mqtt {
@@ -119,6 +137,13 @@ enum Mode {
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         measure: Duration,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Profile {
+    Small,
+    Large,
+    Idle,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -185,6 +210,36 @@ fn run(mode: Mode) -> Result<(), String> {
             },
             &adit,
         )?,
+        Mode::Site {
+            profile,
+            sinks,
+            receiver,
+            fsync,
+            warmup,
+            measure,
+        } => {
+            let (devices, registers, interval) = match profile {
+                Profile::Small => (10, 100, Duration::from_secs(1)),
+                Profile::Large => (50, 100, Duration::from_millis(250)),
+                Profile::Idle => (1, 10, Duration::from_secs(1)),
+            };
+            let s = Scenario {
+                devices,
+                registers,
+                interval,
+                sinks,
+                receiver,
+                fsync,
+                warmup,
+                measure,
+            };
+            let o = measure::run(&s, &adit)?;
+            measure::print(&s, &o);
+            println!(
+                "  CPU-seconds per hour     {:>12.1} ({profile:?} profile)",
+                o.cpu_fraction * 3600.0
+            );
+        }
         Mode::Run(load) => {
             let s = scenario(&load);
             let o = measure::run(&s, &adit)?;

@@ -34,6 +34,17 @@ pub struct Outcome {
     pub accepted_rate: f64,
     pub cpu_fraction: f64,
     pub cpu_us_per_reading: f64,
+    /// User and system CPU-µs per reading.
+    pub cpu_us_user: f64,
+    pub cpu_us_system: f64,
+    /// Measured window, seconds.
+    pub seconds: f64,
+    /// Context switches of all of adit's threads per second.
+    pub context_switches_per_s: f64,
+    /// Modbus requests answered in the window.
+    pub polls: f64,
+    /// System calls adit made in the window (`perf stat`), if perf ran.
+    pub syscalls: Option<u64>,
     pub peak_rss: u64,
     pub rss_end: u64,
     pub spool_pending_start: f64,
@@ -108,18 +119,22 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
 
     std::thread::sleep(s.warmup);
     let before = Scrape::fetch(http_port)?;
-    let cpu_before = procfs::cpu_seconds(pid)?;
+    let cpu_before = procfs::cpu_split(pid)?;
+    let cs_before = procfs::context_switches(pid)?;
     let started = Instant::now();
-    std::thread::sleep(s.measure);
+    let syscalls = procfs::count_syscalls(pid, s.measure);
     let after = Scrape::fetch(http_port)?;
-    let cpu_after = procfs::cpu_seconds(pid)?;
+    let cpu_after = procfs::cpu_split(pid)?;
+    let cs_after = procfs::context_switches(pid)?;
     let seconds = started.elapsed().as_secs_f64();
     let peak_rss = procfs::status_bytes(pid, "VmHWM")?;
     let rss_end = procfs::status_bytes(pid, "VmRSS")?;
 
     let delta = |name: &str, filter: &str| after.sum(name, filter) - before.sum(name, filter);
     let accepted = delta("adit_readings_total", "");
-    let cpu = cpu_after - cpu_before;
+    let polls = delta("adit_modbus_requests_total", "");
+    let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let cpu = user + system;
     let mut sinks: Vec<SinkResult> = s
         .sinks
         .names()
@@ -184,6 +199,12 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
         accepted_rate: accepted / seconds,
         cpu_fraction: cpu / seconds,
         cpu_us_per_reading: 1e6 * cpu / accepted.max(1.0),
+        cpu_us_user: 1e6 * user / accepted.max(1.0),
+        cpu_us_system: 1e6 * system / accepted.max(1.0),
+        seconds,
+        context_switches_per_s: cs_after.saturating_sub(cs_before) as f64 / seconds,
+        polls,
+        syscalls,
         peak_rss,
         rss_end,
         spool_pending_start: before.sum("adit_spool_pending_records", ""),
@@ -237,7 +258,28 @@ pub fn print(s: &Scenario, o: &Outcome) {
         "  adit CPU                 {:>12.1} % of one core",
         100.0 * o.cpu_fraction
     );
-    println!("  adit CPU-µs per reading  {:>12.2}", o.cpu_us_per_reading);
+    println!(
+        "  adit CPU-µs per reading  {:>12.2} (user {:.2} + system {:.2})",
+        o.cpu_us_per_reading, o.cpu_us_user, o.cpu_us_system
+    );
+    println!(
+        "  adit CPU-µs per poll     {:>12.1} ({:.0} polls/s)",
+        o.cpu_us_per_reading * o.accepted_rate * o.seconds / o.polls.max(1.0),
+        o.polls / o.seconds
+    );
+    println!(
+        "  context switches/s       {:>12.0} ({:.1} per poll)",
+        o.context_switches_per_s,
+        o.context_switches_per_s * o.seconds / o.polls.max(1.0)
+    );
+    match o.syscalls {
+        Some(n) => println!(
+            "  system calls/s           {:>12.0} ({:.1} per poll)",
+            n as f64 / o.seconds,
+            n as f64 / o.polls.max(1.0)
+        ),
+        None => println!("  system calls             (perf stat not available)"),
+    }
     println!(
         "  adit peak RSS            {:>12.1} MiB (at end {:.1} MiB)",
         mib(o.peak_rss),

@@ -1,10 +1,5 @@
 //! A process's own accounting from `/proc`: CPU time and memory. Linux only.
 
-/// User + system CPU seconds of process `pid` (`USER_HZ` = 100).
-pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    cpu_split(pid).map(|(user, system)| user + system)
-}
-
 /// (user, system) CPU seconds of process `pid` (`USER_HZ` = 100).
 pub fn cpu_split(pid: u32) -> Result<(f64, f64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -57,4 +52,28 @@ pub fn status_bytes(pid: u32, key: &str) -> Result<u64, String> {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
+}
+
+/// Waits `window` while `perf stat` counts the system calls of `pid`
+/// (`raw_syscalls:sys_enter`); `None` (after waiting all the same) when
+/// perf is missing or not permitted.
+pub fn count_syscalls(pid: u32, window: std::time::Duration) -> Option<u64> {
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new("perf")
+        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .arg("--")
+        .arg("sleep")
+        .arg(format!("{:.3}", window.as_secs_f64()))
+        .stdout(std::process::Stdio::null())
+        .output();
+    let counted = output.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .find(|l| l.contains("raw_syscalls:sys_enter"))
+            .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+    });
+    // Whatever happened, the caller measured a window of this length.
+    std::thread::sleep(window.saturating_sub(started.elapsed()));
+    counted
 }
