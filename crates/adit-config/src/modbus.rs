@@ -28,6 +28,21 @@ pub struct ModbusSettings {
     /// poll carry it as their source timestamp (so a device whose RTC reset
     /// to 1970 is seen, flagged and alerted on).
     pub clock: Option<DeviceClock>,
+    /// Where in each interval this device is polled.
+    pub poll_phase: PollPhase,
+}
+
+/// Where in its interval a device is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollPhase {
+    /// At whole multiples of the interval on the wall clock (every second on
+    /// the second, every 250 ms on the quarter): devices that share an
+    /// interval poll together, so one wake-up, one spool record, one fsync
+    /// and one database request serve all of them.
+    Aligned,
+    /// At a fixed offset derived from the device id: devices are spread over
+    /// the interval (a steady flow instead of a burst per interval).
+    Spread,
 }
 
 /// Where a Modbus point is and how its registers encode it.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::modbus::{
-    DataType, DeviceClock, ModbusAddress, ModbusSettings, Parity, SerialConfig, Table, WordOrder,
+    DataType, DeviceClock, ModbusAddress, ModbusSettings, Parity, PollPhase, SerialConfig, Table,
+    WordOrder,
 };
 pub use crate::mqtt::{
     JsonFormat, MqttAddress, MqttSettings, MqttVersion, PayloadFormat, Subscription, TimestampUnit,

@@ -126,6 +126,7 @@ pub struct RawDevice {
     pub retries: Option<i64>,
     pub breaker_failures: Option<i64>,
     pub inter_frame_delay: Option<String>,
+    pub poll_phase: Option<String>,
     pub serial_port: Option<String>,
     pub baud_rate: Option<i64>,
     pub parity: Option<String>,

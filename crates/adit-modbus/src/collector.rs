@@ -21,14 +21,20 @@
 //! - an exception response marks only the points of that read
 //!   `Bad(DeviceException(code))`; the link stays up;
 //! - each point group (device × interval) has a fixed-rate schedule: an
-//!   overrun skips missed slots rather than bursting, and lateness is measured.
+//!   overrun skips missed slots rather than bursting, and lateness is measured;
+//! - by default (`poll_phase = "aligned"`) the schedule sits on whole
+//!   multiples of the interval on the wall clock (computed once, then kept on
+//!   the monotonic clock), so devices that share an interval poll together:
+//!   the runtime wakes once for all of them, and their readings reach the
+//!   spool and the databases as one batch (one record, one fsync, one
+//!   request) instead of one per device.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adit_audit::Audit;
-use adit_config::{DeviceConfig, ModbusSettings};
+use adit_config::{DeviceConfig, ModbusSettings, PollPhase};
 use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
 use adit_source::{Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -241,13 +247,22 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
         return Ok(());
     };
     let start = Instant::now();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mut due: Vec<Vec<Instant>> = bus
         .devices
         .iter()
         .map(|d| {
             d.groups
                 .iter()
-                .map(|g| start + poll_phase(&d.config.id, g.interval))
+                .map(|g| {
+                    start
+                        + match d.modbus.poll_phase {
+                            PollPhase::Aligned => aligned_phase(g.interval, since_epoch),
+                            PollPhase::Spread => poll_phase(&d.config.id, g.interval),
+                        }
+                })
                 .collect()
         })
         .collect();
@@ -526,7 +541,17 @@ async fn read_device_clock(
     true
 }
 
-/// Where in its interval a device's schedule starts: a fixed fraction of the
+/// How long from `since_epoch` (wall time) to the next whole multiple of
+/// `interval`: where an aligned schedule starts.
+pub fn aligned_phase(interval: Duration, since_epoch: Duration) -> Duration {
+    let period = interval.as_nanos().max(1);
+    let into = since_epoch.as_nanos() % period;
+    let left = (period - into) % period;
+    Duration::from_nanos(u64::try_from(left).unwrap_or(0))
+}
+
+/// Where in its interval a device's schedule starts (`poll_phase =
+/// "spread"`): a fixed fraction of the
 /// interval derived from the device id (FNV-1a, then mixed). Devices that share an
 /// interval are spread over it instead of all polling at the same instant,
 /// which turns a burst of every reading at once into a steady flow (lower
@@ -563,6 +588,24 @@ pub fn next_slot(planned: Instant, interval: Duration, now: Instant) -> Instant 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_phases_land_on_whole_multiples_of_the_interval() {
+        let ms = Duration::from_millis;
+        for (interval, now, expected) in [
+            (ms(1000), ms(1_700_000_000_250), ms(750)),
+            (ms(1000), ms(1_700_000_001_000), ms(0)),
+            (ms(250), ms(1_700_000_000_240), ms(10)),
+            (ms(250), ms(1_700_000_000_260), ms(240)),
+            (Duration::from_secs(60), ms(1_700_000_030_000), ms(10_000)),
+        ] {
+            assert_eq!(aligned_phase(interval, now), expected, "{interval:?} at {now:?}");
+        }
+        // Two devices started apart agree on the wall-clock slot.
+        let a = ms(1_700_000_000_100) + aligned_phase(ms(250), ms(1_700_000_000_100));
+        let b = ms(1_700_000_000_180) + aligned_phase(ms(250), ms(1_700_000_000_180));
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn poll_phases_are_stable_within_the_interval_and_spread_devices() {

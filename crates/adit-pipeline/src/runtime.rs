@@ -1,8 +1,9 @@
-//! Wiring and lifecycle of the pipeline: sources → normalize (+ live state,
-//! deadband) → spool writer → one stage per sink. Shutdown goes in order:
-//! sources stop, normalize drains into the spool, the spool is flushed and
-//! fsynced, then each sink delivers what it can until the drain deadline;
-//! anything left is safe in the spool for the next start.
+//! Wiring and lifecycle of the pipeline: sources → ingest (normalize, live
+//! state, watchdog copy, deadband, spool append: one thread, one wake-up per
+//! batch) → one stage per sink. Shutdown goes in order: sources stop, ingest
+//! drains into the spool, the spool is flushed and fsynced, then each sink
+//! delivers what it can until the drain deadline; anything left is safe in
+//! the spool for the next start.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -47,8 +48,7 @@ pub struct Observers {
 pub struct Pipeline {
     shutdown: CancellationToken,
     sources: Vec<JoinHandle<()>>,
-    normalize: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    ingest: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
     spool_metrics: JoinHandle<()>,
     stop_sinks: Arc<StopSignal>,
@@ -108,7 +108,6 @@ impl Pipeline {
         let (metrics, audit) = (&metrics, &audit);
         let shutdown = CancellationToken::new();
         let (source_tx, source_rx) = mpsc::channel::<Envelope>(options.channel_capacity);
-        let (spool_tx, spool_rx) = mpsc::channel::<Envelope>(options.channel_capacity);
         let live = Arc::new(Mutex::new(LiveState::new_at(
             &registry,
             tokio::time::Instant::now().into_std(),
@@ -137,30 +136,18 @@ impl Pipeline {
                 tokio::task::spawn_blocking(move || run_sink(stage))
             })
             .collect();
-        let writer = {
-            let spool = spool.clone();
-            let metrics = metrics.clone();
-            let health = health.clone();
-            let audit = audit.clone();
+        let ingest = {
+            let stage = Normalizer::new(
+                watchdog,
+                registry.clone(),
+                live.clone(),
+                options.clock,
+                metrics,
+            );
+            let writer = SpoolWriter::new(spool.clone(), metrics, health.clone(), audit.clone());
             let capacity = options.channel_capacity;
-            tokio::task::spawn_blocking(move || {
-                run_spool_writer(spool_rx, &spool, &metrics, &health, &audit, capacity);
-            })
+            tokio::task::spawn_blocking(move || run_ingest(source_rx, stage, writer, capacity))
         };
-        let to_spool = ReadingSender::new(
-            spool_tx,
-            metrics.backpressure.with_label_values(&["spool"]),
-            None,
-        );
-        let normalize = tokio::spawn(run_normalize(
-            watchdog,
-            source_rx,
-            to_spool,
-            registry.clone(),
-            live.clone(),
-            options.clock,
-            metrics.clone(),
-        ));
 
         let registrar = {
             let audit = audit.clone();
@@ -238,8 +225,7 @@ impl Pipeline {
             },
             shutdown,
             sources,
-            normalize,
-            writer,
+            ingest,
             sinks,
             spool_metrics,
             stop_sinks,
@@ -274,23 +260,11 @@ impl Pipeline {
         for s in self.sources {
             let _ = s.await;
         }
-        let (mut normalized, mut written) = (false, false);
-        let spooled = tokio::time::timeout(self.drain_timeout, async {
-            let _ = (&mut self.normalize).await;
-            normalized = true;
-            let _ = (&mut self.writer).await;
-            written = true;
-        })
-        .await;
+        let spooled = tokio::time::timeout(self.drain_timeout, &mut self.ingest).await;
         if spooled.is_err() {
             tracing::warn!("the spool writer is still waiting for space at the drain deadline; closing the spool (what waits is counted as not accepted)");
             self.spool.close();
-            if !normalized {
-                let _ = self.normalize.await;
-            }
-            if !written {
-                let _ = self.writer.await;
-            }
+            let _ = self.ingest.await;
         }
         self.spool.close();
         let final_seq = self.spool.last_seq();
@@ -393,36 +367,78 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
     }
 }
 
-/// Appends every batch to the spool and settles its acks. Blocking.
+/// The ingest stage. Blocking, on its own thread: takes every batch the
+/// sources sent (and whatever else already waits, merged into one batch),
+/// normalizes it, updates the live state, gives the watchdog its copy,
+/// applies the deadband, appends it to the spool and settles its acks.
+/// Under load one wake-up of this thread carries many polls.
+fn run_ingest(
+    mut rx: mpsc::Receiver<Envelope>,
+    mut stage: Normalizer,
+    mut writer: SpoolWriter,
+    capacity: usize,
+) {
+    let mut acker = Acker::new(capacity);
+    while let Some(mut envelope) = rx.blocking_recv() {
+        // Batch across the hop: take what else is already waiting, so that
+        // under load the later stages wake (and the spool frames) once per
+        // many polls instead of once per poll. Acks travel along.
+        while envelope.readings.len() < COALESCE_MAX_READINGS {
+            match rx.try_recv() {
+                Ok(more) => envelope.merge(more),
+                Err(_) => break,
+            }
+        }
+        if stage.process(&mut envelope) {
+            writer.append(envelope, &mut acker);
+        } else {
+            // Nothing left to store: the deadband settled every reading.
+            envelope.settle(Outcome::Settled);
+        }
+    }
+    acker.finish();
+}
+
+/// Appends batches to the spool and settles their acks.
 ///
 /// Under `fsync = always` and `never` a record is as durable as promised
 /// when `append` returns, so its acks are settled at once; under `interval`
 /// they go to an acker thread that settles them when the spool's interval
 /// fsync has covered the record (a bounded queue: a full one makes the
 /// writer wait, which is backpressure, never a drop).
-fn run_spool_writer(
-    mut rx: mpsc::Receiver<Envelope>,
-    spool: &Spool,
-    metrics: &Metrics,
-    health: &Health,
-    audit: &adit_audit::Audit,
-    capacity: usize,
-) {
-    let failed = metrics
-        .sink_dropped
-        .with_label_values(&["spool", "spool_failed"]);
-    let closed = metrics
-        .sink_dropped
-        .with_label_values(&["spool", "spool_closed"]);
-    let mut reported = false;
-    let mut acker = Acker::new(capacity);
-    while let Some(envelope) = rx.blocking_recv() {
+struct SpoolWriter {
+    spool: Spool,
+    health: Arc<Health>,
+    audit: adit_audit::Audit,
+    failed: prometheus::IntCounter,
+    closed: prometheus::IntCounter,
+    reported: bool,
+}
+
+impl SpoolWriter {
+    fn new(spool: Spool, metrics: &Metrics, health: Arc<Health>, audit: adit_audit::Audit) -> Self {
+        Self {
+            spool,
+            health,
+            audit,
+            failed: metrics
+                .sink_dropped
+                .with_label_values(&["spool", "spool_failed"]),
+            closed: metrics
+                .sink_dropped
+                .with_label_values(&["spool", "spool_closed"]),
+            reported: false,
+        }
+    }
+
+    fn append(&mut self, envelope: Envelope, acker: &mut Acker) {
         let Envelope { readings, acks } = envelope;
+        let spool = &self.spool;
         let outcome = match spool.append(&readings) {
             Ok(seq) => {
                 if !acks.is_empty() && matches!(spool.fsync_policy(), FsyncPolicy::Interval(_)) {
                     acker.settle_when_durable(spool, seq, acks);
-                    continue;
+                    return;
                 }
                 Outcome::Durable
             }
@@ -430,23 +446,23 @@ fn run_spool_writer(
             Err(AppendError::Dropped(_)) => Outcome::Dropped(DropReason::SpoolFull),
             Err(AppendError::TooLarge(_)) => Outcome::Dropped(DropReason::TooLarge),
             Err(AppendError::Failed(why)) => {
-                failed.inc_by(readings.len() as u64);
-                health.set_fatal(true);
-                if !reported {
+                self.failed.inc_by(readings.len() as u64);
+                self.health.set_fatal(true);
+                if !self.reported {
                     tracing::error!(error = %why, "spool writer failed: readings cannot be stored until adit restarts");
-                    audit.record("spool_writer_failed", serde_json::json!({ "error": why }));
-                    reported = true;
+                    self.audit
+                        .record("spool_writer_failed", serde_json::json!({ "error": why }));
+                    self.reported = true;
                 }
                 Outcome::Dropped(DropReason::SpoolFailed)
             }
             Err(AppendError::Closed) => {
-                closed.inc_by(readings.len() as u64);
+                self.closed.inc_by(readings.len() as u64);
                 Outcome::Dropped(DropReason::SpoolClosed)
             }
         };
         adit_source::ack::settle_all(acks, outcome);
     }
-    acker.finish();
 }
 
 /// The thread that settles acks, in append order, once the interval fsync
@@ -516,77 +532,87 @@ fn settle_when_durable(spool: &Spool, seq: u64, acks: Vec<Ack>) {
     adit_source::ack::settle_all(acks, outcome);
 }
 
-/// Most readings the normalize stage merges into one batch.
+/// Most readings the ingest stage merges into one batch.
 const COALESCE_MAX_READINGS: usize = 8192;
 
-async fn run_normalize(
+/// Normalization and what is fed from it: clock and range rules, the
+/// per-quality counters, the live state, the watchdog's copy, the deadband.
+struct Normalizer {
     watchdog: Option<mpsc::Sender<Batch>>,
-    mut rx: mpsc::Receiver<Envelope>,
-    out: ReadingSender,
     registry: Arc<PointRegistry>,
     live: Arc<Mutex<LiveState>>,
     rules: ClockRules,
     metrics: Metrics,
-) {
-    let by_class = [
-        QualityClass::Good,
-        QualityClass::Uncertain,
-        QualityClass::Bad,
-    ]
-    .map(|c| metrics.readings.with_label_values(&[c.name()]));
-    let flagged_conversion = metrics.flagged.with_label_values(&["conversion"]);
-    let flagged_range = metrics.flagged.with_label_values(&["out_of_range"]);
-    let flagged_clock = metrics.flagged.with_label_values(&["clock_invalid"]);
-    let spool_gone = metrics
-        .sink_dropped
-        .with_label_values(&["spool", "writer_stopped"]);
-    let mut deadband = Deadband::new(&registry);
-    while let Some(mut envelope) = rx.recv().await {
-        // Batch across the hop: take what else is already waiting, so that
-        // under load the later stages wake (and the spool frames) once per
-        // many polls instead of once per poll. Acks travel along.
-        while envelope.readings.len() < COALESCE_MAX_READINGS {
-            match rx.try_recv() {
-                Ok(more) => envelope.merge(more),
-                Err(_) => break,
+    by_class: [prometheus::IntCounter; 3],
+    flagged: [prometheus::IntCounter; 3],
+    deadband: Deadband,
+}
+
+impl Normalizer {
+    fn new(
+        watchdog: Option<mpsc::Sender<Batch>>,
+        registry: Arc<PointRegistry>,
+        live: Arc<Mutex<LiveState>>,
+        rules: ClockRules,
+        metrics: &Metrics,
+    ) -> Self {
+        let deadband = Deadband::new(&registry);
+        Self {
+            watchdog,
+            live,
+            rules,
+            by_class: [
+                QualityClass::Good,
+                QualityClass::Uncertain,
+                QualityClass::Bad,
+            ]
+            .map(|c| metrics.readings.with_label_values(&[c.name()])),
+            flagged: ["conversion", "out_of_range", "clock_invalid"]
+                .map(|reason| metrics.flagged.with_label_values(&[reason])),
+            metrics: metrics.clone(),
+            deadband,
+            registry,
+        }
+    }
+
+    /// Normalizes the batch in place; returns whether anything is left to
+    /// store (the deadband may settle every reading).
+    fn process(&mut self, envelope: &mut Envelope) -> bool {
+        let batch = &mut envelope.readings;
+        let flagged = normalize_batch(batch, &self.registry, self.rules, Timestamp::now());
+        for (counter, n) in self.flagged.iter().zip([
+            flagged.conversion,
+            flagged.out_of_range,
+            flagged.clock_invalid,
+        ]) {
+            if n > 0 {
+                counter.inc_by(n);
             }
         }
-        let batch = &mut envelope.readings;
-        let flagged = normalize_batch(batch, &registry, rules, Timestamp::now());
-        flagged_conversion.inc_by(flagged.conversion);
-        flagged_range.inc_by(flagged.out_of_range);
-        flagged_clock.inc_by(flagged.clock_invalid);
         let mut counts = [0u64; 3];
         for r in batch.iter() {
             counts[r.quality.class() as usize] += 1;
         }
-        for (counter, n) in by_class.iter().zip(counts) {
-            counter.inc_by(n);
+        for (counter, n) in self.by_class.iter().zip(counts) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
         }
         let now = tokio::time::Instant::now().into_std();
         {
-            let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
-            live.grow(&registry, now);
+            let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            live.grow(&self.registry, now);
             live.apply(batch, now);
         }
-        if let Some(tx) = &watchdog {
+        if let Some(tx) = &self.watchdog {
             if tx.try_send(batch.clone()).is_err() {
-                metrics.watchdog_dropped.inc_by(batch.len() as u64);
+                self.metrics.watchdog_dropped.inc_by(batch.len() as u64);
             }
         }
-        if deadband.is_active() {
-            let suppressed = deadband.filter(batch, now);
-            metrics.deadband_suppressed.inc_by(suppressed as u64);
+        if self.deadband.is_active() {
+            let suppressed = self.deadband.filter(batch, now);
+            self.metrics.deadband_suppressed.inc_by(suppressed as u64);
         }
-        let n = batch.len();
-        if n == 0 {
-            // Nothing left to store: the deadband settled every reading.
-            envelope.settle(Outcome::Settled);
-            continue;
-        }
-        if out.send_envelope(envelope).await.is_err() {
-            spool_gone.inc_by(n as u64);
-            tracing::error!(readings = n, "spool writer is gone; readings not stored");
-        }
+        !batch.is_empty()
     }
 }

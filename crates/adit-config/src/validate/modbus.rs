@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Problems;
 use crate::model::{
     DataType, DeviceClock, DeviceConfig, ModbusAddress, ModbusSettings, Parity, PointConfig,
-    Protocol, SerialConfig, Table, WordOrder,
+    PollPhase, Protocol, SerialConfig, Table, WordOrder,
 };
 use crate::raw::{RawDevice, RawDeviceClock, RawPoint};
 
@@ -90,8 +90,20 @@ pub(super) fn validate_device(
         &format!("{path}.no_read_ranges"),
         rd.no_read_ranges.as_deref(),
     );
+    let poll_phase = match rd.poll_phase.as_deref().unwrap_or("aligned") {
+        "aligned" => PollPhase::Aligned,
+        "spread" => PollPhase::Spread,
+        other => {
+            p.push(
+                format!("{path}.poll_phase"),
+                format!("unknown poll_phase {other:?}; expected aligned or spread"),
+            );
+            PollPhase::Aligned
+        }
+    };
     ModbusDevice {
         settings: ModbusSettings {
+            poll_phase,
             address,
             serial,
             unit_id,

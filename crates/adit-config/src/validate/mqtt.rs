@@ -493,6 +493,7 @@ pub(super) fn check_foreign_keys(p: &mut Problems, path: &str, rd: &RawDevice, m
         ("retries", rd.retries.is_some()),
         ("breaker_failures", rd.breaker_failures.is_some()),
         ("inter_frame_delay", rd.inter_frame_delay.is_some()),
+        ("poll_phase", rd.poll_phase.is_some()),
         ("serial_port", rd.serial_port.is_some()),
         ("baud_rate", rd.baud_rate.is_some()),
         ("parity", rd.parity.is_some()),
