@@ -599,7 +599,11 @@ mod tests {
             (ms(250), ms(1_700_000_000_260), ms(240)),
             (Duration::from_secs(60), ms(1_700_000_030_000), ms(10_000)),
         ] {
-            assert_eq!(aligned_phase(interval, now), expected, "{interval:?} at {now:?}");
+            assert_eq!(
+                aligned_phase(interval, now),
+                expected,
+                "{interval:?} at {now:?}"
+            );
         }
         // Two devices started apart agree on the wall-clock slot.
         let a = ms(1_700_000_000_100) + aligned_phase(ms(250), ms(1_700_000_000_100));

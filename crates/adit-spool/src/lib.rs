@@ -26,8 +26,8 @@
 //!    acknowledged records are never delivered again in this run nor after
 //!    a clean stop. Unacknowledged ones are (at least once: sinks must be
 //!    idempotent). `ledger.json` follows acknowledgements within
-//!    `LEDGER_INTERVAL` (1 s), not on each one: it only spares replays, so
-//!    after a crash up to that last second of acknowledged records is
+//!    `LEDGER_INTERVAL` (5 s), not on each one: it only spares replays, so
+//!    after a crash up to those last seconds of acknowledged records are
 //!    delivered again, which the sinks' keys absorb (SQLite's primary key,
 //!    QuestDB's DEDUP keys). It is always written before a segment is
 //!    deleted (a deleted record is never counted as lost) and at close.

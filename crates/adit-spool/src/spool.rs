@@ -110,7 +110,7 @@ struct Ledger {
 /// the crate's invariant 2): every acknowledgement updates the cursor in
 /// memory; the file follows within this interval, before any segment is
 /// deleted, and at close.
-pub const LEDGER_INTERVAL: Duration = Duration::from_secs(1);
+pub const LEDGER_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Longest a reader waits without a wake-up before it looks again (a
 /// safety net; appends that reach a reader's threshold and `close` wake it).
@@ -203,22 +203,41 @@ impl FlushSignal {
         self.rung.notify_one();
     }
 
-    /// Waits until rung (true) or stopped (false), and clears the ring.
-    fn wait(&self) -> bool {
+    /// Waits until rung (clearing the ring), stopped, or `limit` passed.
+    fn wait(&self, limit: Option<Duration>) -> Wake {
+        let deadline = limit.map(|l| Instant::now() + l);
         let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if flags.1 {
-                return false;
+                return Wake::Stopped;
             }
             if std::mem::take(&mut flags.0) {
-                return true;
+                return Wake::Rung;
             }
-            flags = self
-                .rung
-                .wait(flags)
-                .unwrap_or_else(PoisonError::into_inner);
+            flags = match deadline {
+                None => self
+                    .rung
+                    .wait(flags)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Wake::TimedOut;
+                    }
+                    self.rung
+                        .wait_timeout(flags, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
     }
+}
+
+enum Wake {
+    Rung,
+    TimedOut,
+    Stopped,
 }
 
 /// The spool. Cheap to clone; all clones share one state.
@@ -948,7 +967,7 @@ impl Spool {
         if let Some(acked) = st.cursors.get_mut(cursor) {
             *acked = (*acked).max(seq);
         }
-        st.ledger_dirty = true;
+        let was_dirty = std::mem::replace(&mut st.ledger_dirty, true);
         let min_acked = st.cursors.values().copied().min().unwrap_or(0);
         let deletes =
             st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked);
@@ -959,7 +978,10 @@ impl Spool {
         let persisted = if deletes || st.ledger_written.elapsed() >= LEDGER_INTERVAL {
             self.write_ledger_now(&mut st)
         } else {
-            self.shared.flusher.ring();
+            if !was_dirty {
+                // The flusher writes it when due (it already knows if dirty).
+                self.shared.flusher.ring();
+            }
             Ok(())
         };
         let mut freed = false;
@@ -1101,22 +1123,24 @@ fn write_ledger(cfg: &SpoolConfig, st: &State) -> Result<(), SpoolError> {
 
 /// The background flusher: sleeps until rung (records appended under
 /// `fsync = interval`, or a cursor moved), waits `every` so that one fsync
-/// covers everything appended meanwhile, then syncs and writes the ledger
-/// if it is due. Idle, it never wakes.
+/// covers everything appended meanwhile, then syncs; a moved cursor is
+/// written to the ledger when [`LEDGER_INTERVAL`] has passed since the last
+/// write (it sleeps until then unless rung). Idle, it never wakes.
 fn spawn_flusher(shared: Weak<Shared>, signal: Arc<FlushSignal>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("adit-spool-fsync".into())
         .spawn(move || {
-            while signal.wait() {
-                std::thread::sleep(every);
+            let mut ledger_due = None;
+            loop {
+                match signal.wait(ledger_due) {
+                    Wake::Stopped => return,
+                    Wake::Rung => std::thread::sleep(every),
+                    Wake::TimedOut => {}
+                }
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                let spool = Spool { shared };
-                if spool.flush_once() {
-                    // Something is still due later (the ledger's interval).
-                    signal.ring();
-                }
+                ledger_due = Spool { shared }.flush_once();
             }
         });
     if let Err(e) = spawned {
@@ -1125,26 +1149,27 @@ fn spawn_flusher(shared: Weak<Shared>, signal: Arc<FlushSignal>, every: Duration
 }
 
 impl Spool {
-    /// One round of the flusher. Returns whether it must come back (the
-    /// ledger is dirty but not yet due).
-    fn flush_once(&self) -> bool {
+    /// One round of the flusher. Returns when it must come back for the
+    /// ledger (dirty, not yet due, or its write failed).
+    fn flush_once(&self) -> Option<Duration> {
         // fsync outside the lock, on a duplicate of the active segment's
         // descriptor (same file): appends and readers never wait for the
         // disk, which once made the slowest fsync everyone's latency.
         let (file, again) = {
             let mut st = self.lock();
             if st.closed {
-                return false;
+                return None;
             }
-            let mut again = false;
+            let mut again = None;
             if st.ledger_dirty {
-                if st.ledger_written.elapsed() >= LEDGER_INTERVAL {
+                let since = st.ledger_written.elapsed();
+                if since >= LEDGER_INTERVAL {
                     if let Err(e) = self.write_ledger_now(&mut st) {
                         tracing::warn!(error = %e, "cannot write the spool ledger; retrying");
-                        again = true;
+                        again = Some(LEDGER_INTERVAL);
                     }
                 } else {
-                    again = true;
+                    again = Some(LEDGER_INTERVAL - since);
                 }
             }
             if !st.dirty || st.failed.is_some() {

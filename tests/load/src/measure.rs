@@ -45,6 +45,8 @@ pub struct Outcome {
     pub polls: f64,
     /// System calls adit made in the window (`perf stat`), if perf ran.
     pub syscalls: Option<u64>,
+    /// CPU time is perf's task-clock (else /proc ticks of 10 ms).
+    pub cpu_from_perf: bool,
     pub peak_rss: u64,
     pub rss_end: u64,
     pub spool_pending_start: f64,
@@ -122,7 +124,7 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
     let cpu_before = procfs::cpu_split(pid)?;
     let cs_before = procfs::context_switches(pid)?;
     let started = Instant::now();
-    let syscalls = procfs::count_syscalls(pid, s.measure);
+    let perf = procfs::perf_counts(pid, s.measure);
     let after = Scrape::fetch(http_port)?;
     let cpu_after = procfs::cpu_split(pid)?;
     let cs_after = procfs::context_switches(pid)?;
@@ -134,7 +136,20 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
     let accepted = delta("adit_readings_total", "");
     let polls = delta("adit_modbus_requests_total", "");
     let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
-    let cpu = user + system;
+    // perf's task-clock when it ran (ns resolution); /proc's ticks split it
+    // into user and system.
+    let (cpu, user, system) = match perf {
+        Some(p) if user + system > 0.0 => {
+            let share = user / (user + system);
+            (
+                p.cpu_seconds,
+                p.cpu_seconds * share,
+                p.cpu_seconds * (1.0 - share),
+            )
+        }
+        Some(p) => (p.cpu_seconds, f64::NAN, f64::NAN),
+        None => (user + system, user, system),
+    };
     let mut sinks: Vec<SinkResult> = s
         .sinks
         .names()
@@ -204,7 +219,8 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
         seconds,
         context_switches_per_s: cs_after.saturating_sub(cs_before) as f64 / seconds,
         polls,
-        syscalls,
+        syscalls: perf.map(|p| p.syscalls),
+        cpu_from_perf: perf.is_some(),
         peak_rss,
         rss_end,
         spool_pending_start: before.sum("adit_spool_pending_records", ""),
@@ -259,8 +275,15 @@ pub fn print(s: &Scenario, o: &Outcome) {
         100.0 * o.cpu_fraction
     );
     println!(
-        "  adit CPU-µs per reading  {:>12.2} (user {:.2} + system {:.2})",
-        o.cpu_us_per_reading, o.cpu_us_user, o.cpu_us_system
+        "  adit CPU-µs per reading  {:>12.2} (user {:.2} + system {:.2}; {})",
+        o.cpu_us_per_reading,
+        o.cpu_us_user,
+        o.cpu_us_system,
+        if o.cpu_from_perf {
+            "perf task-clock, split by /proc ticks"
+        } else {
+            "/proc ticks"
+        }
     );
     println!(
         "  adit CPU-µs per poll     {:>12.1} ({:.0} polls/s)",

@@ -54,13 +54,29 @@ pub fn status_bytes(pid: u32, key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
 }
 
-/// Waits `window` while `perf stat` counts the system calls of `pid`
-/// (`raw_syscalls:sys_enter`); `None` (after waiting all the same) when
-/// perf is missing or not permitted.
-pub fn count_syscalls(pid: u32, window: std::time::Duration) -> Option<u64> {
+/// What `perf stat` counted for a process over a window.
+#[derive(Debug, Clone, Copy)]
+pub struct PerfCounts {
+    pub syscalls: u64,
+    /// CPU time of every thread (also threads started and ended within the
+    /// window), in seconds: far finer than `/proc`'s 10 ms ticks.
+    pub cpu_seconds: f64,
+}
+
+/// Waits `window` while `perf stat` counts the system calls
+/// (`raw_syscalls:sys_enter`) and CPU time (`task-clock`) of `pid`; `None`
+/// (after waiting all the same) when perf is missing or not permitted.
+pub fn perf_counts(pid: u32, window: std::time::Duration) -> Option<PerfCounts> {
     let started = std::time::Instant::now();
     let output = std::process::Command::new("perf")
-        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            "raw_syscalls:sys_enter,task-clock",
+            "-p",
+        ])
         .arg(pid.to_string())
         .arg("--")
         .arg("sleep")
@@ -68,10 +84,16 @@ pub fn count_syscalls(pid: u32, window: std::time::Duration) -> Option<u64> {
         .stdout(std::process::Stdio::null())
         .output();
     let counted = output.ok().and_then(|o| {
-        String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .find(|l| l.contains("raw_syscalls:sys_enter"))
-            .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+        let text = String::from_utf8_lossy(&o.stderr).to_string();
+        let value = |event: &str| -> Option<f64> {
+            text.lines()
+                .find(|l| l.contains(event))
+                .and_then(|l| l.split(',').next()?.trim().parse::<f64>().ok())
+        };
+        Some(PerfCounts {
+            syscalls: value("raw_syscalls:sys_enter")? as u64,
+            cpu_seconds: value("task-clock")? / 1e3,
+        })
     });
     // Whatever happened, the caller measured a window of this length.
     std::thread::sleep(window.saturating_sub(started.elapsed()));
