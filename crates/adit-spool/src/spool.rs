@@ -1169,7 +1169,7 @@ impl Spool {
                         again = Some(LEDGER_INTERVAL);
                     }
                 } else {
-                    again = Some(LEDGER_INTERVAL - since);
+                    again = Some(LEDGER_INTERVAL.saturating_sub(since));
                 }
             }
             if !st.dirty || st.failed.is_some() {
