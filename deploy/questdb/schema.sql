@@ -7,11 +7,15 @@
 --                 time when the device clock was invalid (1970, far future)
 --   point, device symbols from the config; quality good/uncertain/bad;
 --                 reason comm_failure, device_exception, out_of_range, ...
---   value         the reading as a number; value_int exact for integers;
---                 value_text for text points; NULL when there was no value
+--   value         the reading as a number; value_text for text points; NULL
+--                 when there was no value
+--   value_int     only for integers beyond ±2^53, which value would round
+--                 (exact integers: coalesce(value_int, value))
 --   reason_code   the Modbus exception code (or protocol status)
---   source_us     the device's own timestamp (µs since the epoch), kept even
---                 when it was invalid; received_us when adit received it
+--   source_us     the device's own timestamp (µs since the epoch) when it is
+--                 not ts (its clock was invalid); NULL when it equals ts:
+--                 the device's time is coalesce(source_us, ts)
+--   received_us   when adit received it
 --
 -- Replays are idempotent and distinct samples never collapse: adit delivers
 -- every spooled record at least once (after kill -9 or a database outage a

@@ -5,12 +5,17 @@
 //! - symbols `point`, `device`, `quality` (`good`/`uncertain`/`bad`) and
 //!   `reason` (absent when good);
 //! - columns `value` (double: f64, i64 and bool as a number), `value_int`
-//!   (long, exact for i64), `value_text` (text values), `reason_code` (long,
-//!   the exception code), `source_us` (the device's own time, µs since the
-//!   epoch) and `received_us`;
+//!   (long: only for integers beyond ±2^53, which `value` would round),
+//!   `value_text` (text values), `reason_code` (long, the exception code),
+//!   `source_us` (the device's own time, µs since the epoch: only when it is
+//!   not the designated timestamp) and `received_us`;
 //! - designated timestamp: the source time, or the receive time when the
 //!   source clock was judged invalid (so rows from a device stuck in 1970
 //!   still land now, with their original time kept in `source_us`).
+//!
+//! No column repeats another: a row costs the encoder, the wire and the
+//! database only what it says (`value_int` and `source_us` would otherwise
+//! double the numbers of almost every row).
 //!
 //! Timestamp columns are written as plain longs (`source_us`, `received_us`):
 //! in ILP v1 a timestamp column is `<micros>t`, which other line-protocol
@@ -130,9 +135,10 @@ pub fn encode_rows_up_to(
                 buffer.column_f64(value, *v)?;
             }
             Some(Value::I64(v)) => {
-                buffer
-                    .column_f64(value, *v as f64)?
-                    .column_i64(value_int, *v)?;
+                buffer.column_f64(value, *v as f64)?;
+                if !fits_f64_exactly(*v) {
+                    buffer.column_i64(value_int, *v)?;
+                }
             }
             Some(Value::Bool(v)) => {
                 buffer.column_f64(value, f64::from(u8::from(*v)))?;
@@ -144,11 +150,20 @@ pub fn encode_rows_up_to(
         }
         buffer
             .column_i64_opt(reason_code, reason.and_then(Reason::detail).map(i64::from))?
-            .column_i64(source_us, r.source_ts.as_micros())?
+            .column_i64_opt(
+                source_us,
+                (designated != r.source_ts).then(|| r.source_ts.as_micros()),
+            )?
             .column_i64(received_us, r.received_ts.as_micros())?
             .at(TimestampMicros::new(designated.as_micros()))?;
     }
     Ok(readings.len())
+}
+
+/// Whether a double holds `v` exactly (|v| ≤ 2^53).
+fn fits_f64_exactly(v: i64) -> bool {
+    const EXACT: u64 = 1 << 53;
+    v.unsigned_abs() <= EXACT
 }
 
 /// Appends one ILP row per alert transition to table `alerts`.
@@ -306,15 +321,34 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "readings,point=bore_a.co,device=plc,quality=good value=12.5,source_us=1700000000000000i,received_us=1800000000000000i 1700000000000000000",
-                "readings,point=bore_a.co,device=plc,quality=bad,reason=out_of_range value=-32768.0,value_int=-32768i,source_us=1700000000100000i,received_us=1800000000000000i 1700000000100000000",
-                "readings,point=bore_a.co,device=plc,quality=bad,reason=device_exception reason_code=2i,source_us=1700000000200000i,received_us=1800000000000000i 1700000000200000000",
+                "readings,point=bore_a.co,device=plc,quality=good value=12.5,received_us=1800000000000000i 1700000000000000000",
+                "readings,point=bore_a.co,device=plc,quality=bad,reason=out_of_range value=-32768.0,received_us=1800000000000000i 1700000000100000000",
+                "readings,point=bore_a.co,device=plc,quality=bad,reason=device_exception reason_code=2i,received_us=1800000000000000i 1700000000200000000",
             ]
         );
         assert!(
             !text.contains("t,") && !text.contains("t "),
             "no timestamp-typed columns in v1"
         );
+    }
+
+    #[test]
+    fn value_int_appears_only_where_value_would_round() {
+        let exact = (1i64 << 53) + 1;
+        let text = wire(
+            ProtocolVersion::V1,
+            &[
+                reading(Some(Value::I64(1 << 53)), Quality::Good, 1_700_000_000_000_000),
+                reading(Some(Value::I64(exact)), Quality::Good, 1_700_000_000_000_001),
+                reading(Some(Value::I64(-exact)), Quality::Good, 1_700_000_000_000_002),
+                reading(Some(Value::I64(i64::MIN)), Quality::Good, 1_700_000_000_000_003),
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines[0].contains("value_int"), "{}", lines[0]);
+        assert!(lines[1].contains("value_int=9007199254740993i"), "{}", lines[1]);
+        assert!(lines[2].contains("value_int=-9007199254740993i"), "{}", lines[2]);
+        assert!(lines[3].contains("value_int=-9223372036854775808i"), "{}", lines[3]);
     }
 
     #[test]
