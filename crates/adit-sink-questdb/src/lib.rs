@@ -64,6 +64,10 @@ pub struct QuestDbSink {
     table: String,
     registry: Arc<PointRegistry>,
     sender: Option<Sender>,
+    /// The request buffer, kept between batches (its capacity too): a fresh
+    /// one per batch grew by doubling, copying each batch several times.
+    /// Made anew with each new sender (its protocol version).
+    buffer: Option<Buffer>,
     /// Request size in force: [`FLUSH_BYTES`], quartered after questdb-rs
     /// refused a request as larger than its `max_buf_size`.
     flush_bytes: usize,
@@ -78,6 +82,7 @@ impl QuestDbSink {
             table,
             registry,
             sender: None,
+            buffer: None,
             flush_bytes: FLUSH_BYTES,
         }
     }
@@ -211,6 +216,7 @@ impl QuestDbSink {
         if self.sender.is_none() {
             let sender = Sender::from_conf(&self.conf.0)
                 .map_err(|e| SinkError::Retryable(format!("connect: {}", e.msg())))?;
+            self.buffer = Some(sender.new_buffer());
             self.sender = Some(sender);
         }
         self.sender
@@ -236,6 +242,30 @@ impl QuestDbSink {
     }
 }
 
+impl QuestDbSink {
+    fn write_with(
+        &mut self,
+        buffer: &mut Buffer,
+        registry: &PointRegistry,
+        readings: &[Reading],
+    ) -> Result<u64, SinkError> {
+        let mut done = 0;
+        while done < readings.len() {
+            buffer.clear();
+            done += encode_rows_up_to(
+                buffer,
+                &self.table,
+                registry,
+                &readings[done..],
+                self.flush_bytes,
+            )
+            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+            self.flush(buffer)?;
+        }
+        Ok(readings.len() as u64)
+    }
+}
+
 impl Sink for QuestDbSink {
     fn name(&self) -> &'static str {
         "questdb"
@@ -252,21 +282,16 @@ impl Sink for QuestDbSink {
     /// partial flush resends the whole batch, which the DEDUP keys absorb.
     fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
         let registry = self.registry.clone();
-        let mut buffer = self.sender()?.new_buffer();
-        let mut done = 0;
-        while done < readings.len() {
-            buffer.clear();
-            done += encode_rows_up_to(
-                &mut buffer,
-                &self.table,
-                &registry,
-                &readings[done..],
-                self.flush_bytes,
-            )
-            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
-            self.flush(&mut buffer)?;
+        let mut buffer = match self.buffer.take() {
+            Some(buffer) => buffer,
+            None => self.sender()?.new_buffer(),
+        };
+        let result = self.write_with(&mut buffer, &registry, readings);
+        buffer.clear();
+        if self.sender.is_some() {
+            self.buffer = Some(buffer);
         }
-        Ok(readings.len() as u64)
+        result
     }
 }
 
