@@ -73,7 +73,8 @@ impl Scenario {
     ) -> String {
         let interval = format!("{}ms", self.interval.as_millis().max(1));
         let mut text = format!(
-            "site = \"load\"\ndata_dir = \"{data_dir}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[spool]\nfsync = \"{}\"\nmax_size = \"8 GiB\"\n[sink.sqlite]\nenabled = {}\n",
+            "site = \"load\"\ndata_dir = \"{data_dir}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[pipeline]\nmax_points = {}\n[spool]\nfsync = \"{}\"\nmax_size = \"8 GiB\"\n[sink.sqlite]\nenabled = {}\n",
+            self.points().max(65_536),
             self.fsync,
             self.sinks.sqlite()
         );
