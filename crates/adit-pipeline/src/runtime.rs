@@ -39,9 +39,10 @@ pub struct Observers {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     pub audit: adit_audit::Audit,
-    /// The watchdog's input: a copy of every normalized batch, sent without
-    /// waiting (a full queue is counted, the pipeline never waits for it).
-    pub watchdog: Option<mpsc::Sender<Batch>>,
+    /// The watchdog's input: every normalized batch, shared (not copied)
+    /// with the spool writer, sent without waiting (a full queue is counted,
+    /// the pipeline never waits for it).
+    pub watchdog: Option<mpsc::Sender<Arc<Batch>>>,
 }
 
 /// A running pipeline.
@@ -389,11 +390,11 @@ fn run_ingest(
                 Err(_) => break,
             }
         }
-        if stage.process(&mut envelope) {
-            writer.append(envelope, &mut acker);
-        } else {
+        let Envelope { readings, acks } = envelope;
+        match stage.process(readings) {
+            Some(batch) => writer.append(&batch, acks, &mut acker),
             // Nothing left to store: the deadband settled every reading.
-            envelope.settle(Outcome::Settled);
+            None => adit_source::ack::settle_all(acks, Outcome::Settled),
         }
     }
     acker.finish();
@@ -431,10 +432,9 @@ impl SpoolWriter {
         }
     }
 
-    fn append(&mut self, envelope: Envelope, acker: &mut Acker) {
-        let Envelope { readings, acks } = envelope;
+    fn append(&mut self, readings: &[Reading], acks: Vec<Ack>, acker: &mut Acker) {
         let spool = &self.spool;
-        let outcome = match spool.append(&readings) {
+        let outcome = match spool.append(readings) {
             Ok(seq) => {
                 if !acks.is_empty() && matches!(spool.fsync_policy(), FsyncPolicy::Interval(_)) {
                     acker.settle_when_durable(spool, seq, acks);
@@ -538,7 +538,7 @@ const COALESCE_MAX_READINGS: usize = 8192;
 /// Normalization and what is fed from it: clock and range rules, the
 /// per-quality counters, the live state, the watchdog's copy, the deadband.
 struct Normalizer {
-    watchdog: Option<mpsc::Sender<Batch>>,
+    watchdog: Option<mpsc::Sender<Arc<Batch>>>,
     registry: Arc<PointRegistry>,
     live: Arc<Mutex<LiveState>>,
     rules: ClockRules,
@@ -550,7 +550,7 @@ struct Normalizer {
 
 impl Normalizer {
     fn new(
-        watchdog: Option<mpsc::Sender<Batch>>,
+        watchdog: Option<mpsc::Sender<Arc<Batch>>>,
         registry: Arc<PointRegistry>,
         live: Arc<Mutex<LiveState>>,
         rules: ClockRules,
@@ -575,11 +575,13 @@ impl Normalizer {
         }
     }
 
-    /// Normalizes the batch in place; returns whether anything is left to
-    /// store (the deadband may settle every reading).
-    fn process(&mut self, envelope: &mut Envelope) -> bool {
-        let batch = &mut envelope.readings;
-        let flagged = normalize_batch(batch, &self.registry, self.rules, Timestamp::now());
+    /// Normalizes the batch and feeds the live state and the watchdog;
+    /// returns what is left to store (the deadband may settle every
+    /// reading). The watchdog and the spool writer share one batch: it is
+    /// copied only when the deadband must drop readings from it while the
+    /// watchdog still holds it.
+    fn process(&mut self, mut batch: Batch) -> Option<Arc<Batch>> {
+        let flagged = normalize_batch(&mut batch, &self.registry, self.rules, Timestamp::now());
         for (counter, n) in self.flagged.iter().zip([
             flagged.conversion,
             flagged.out_of_range,
@@ -590,7 +592,7 @@ impl Normalizer {
             }
         }
         let mut counts = [0u64; 3];
-        for r in batch.iter() {
+        for r in &batch {
             counts[r.quality.class() as usize] += 1;
         }
         for (counter, n) in self.by_class.iter().zip(counts) {
@@ -602,17 +604,19 @@ impl Normalizer {
         {
             let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
             live.grow(&self.registry, now);
-            live.apply(batch, now);
+            live.apply(&batch, now);
         }
+        let mut shared = Arc::new(batch);
         if let Some(tx) = &self.watchdog {
-            if tx.try_send(batch.clone()).is_err() {
-                self.metrics.watchdog_dropped.inc_by(batch.len() as u64);
+            if tx.try_send(shared.clone()).is_err() {
+                self.metrics.watchdog_dropped.inc_by(shared.len() as u64);
             }
         }
         if self.deadband.is_active() {
+            let batch = Arc::make_mut(&mut shared);
             let suppressed = self.deadband.filter(batch, now);
             self.metrics.deadband_suppressed.inc_by(suppressed as u64);
         }
-        !batch.is_empty()
+        (!shared.is_empty()).then_some(shared)
     }
 }

@@ -363,17 +363,45 @@ mod tests {
         let text = wire(
             ProtocolVersion::V1,
             &[
-                reading(Some(Value::I64(1 << 53)), Quality::Good, 1_700_000_000_000_000),
-                reading(Some(Value::I64(exact)), Quality::Good, 1_700_000_000_000_001),
-                reading(Some(Value::I64(-exact)), Quality::Good, 1_700_000_000_000_002),
-                reading(Some(Value::I64(i64::MIN)), Quality::Good, 1_700_000_000_000_003),
+                reading(
+                    Some(Value::I64(1 << 53)),
+                    Quality::Good,
+                    1_700_000_000_000_000,
+                ),
+                reading(
+                    Some(Value::I64(exact)),
+                    Quality::Good,
+                    1_700_000_000_000_001,
+                ),
+                reading(
+                    Some(Value::I64(-exact)),
+                    Quality::Good,
+                    1_700_000_000_000_002,
+                ),
+                reading(
+                    Some(Value::I64(i64::MIN)),
+                    Quality::Good,
+                    1_700_000_000_000_003,
+                ),
             ],
         );
         let lines: Vec<&str> = text.lines().collect();
         assert!(!lines[0].contains("value_int"), "{}", lines[0]);
-        assert!(lines[1].contains("value_int=9007199254740993i"), "{}", lines[1]);
-        assert!(lines[2].contains("value_int=-9007199254740993i"), "{}", lines[2]);
-        assert!(lines[3].contains("value_int=-9223372036854775808i"), "{}", lines[3]);
+        assert!(
+            lines[1].contains("value_int=9007199254740993i"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("value_int=-9007199254740993i"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("value_int=-9223372036854775808i"),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]

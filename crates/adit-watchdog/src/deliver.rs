@@ -159,7 +159,7 @@ pub struct WatchdogMetrics {
 /// and publishes the alert state to one delivery task per receiver.
 pub async fn run_watchdog(
     mut engine: Engine,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<std::sync::Arc<Batch>>,
     receivers: Receivers,
     options: DeliveryOptions,
     metrics: WatchdogMetrics,

@@ -68,7 +68,7 @@ pub fn build_registry(config: &Config) -> Result<(PointRegistry, Vec<Vec<PointId
 }
 
 type WatchdogParts = (
-    Option<tokio::sync::mpsc::Sender<adit_core::Batch>>,
+    Option<tokio::sync::mpsc::Sender<Arc<adit_core::Batch>>>,
     Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 );
 
