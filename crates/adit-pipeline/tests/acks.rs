@@ -272,9 +272,10 @@ async fn a_full_spool_under_drop_newest_reaches_the_source_as_a_named_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_spool_reaches_the_source_and_forbids_acknowledging_upstream() {
     let faults = Faults::new();
-    // The first append succeeds; every later one fails. (The ingest stage
-    // merges what is waiting, so the ten batches may take only two appends.)
-    faults.arm(FileOp::Write, 1, u32::MAX, Fault::Eio);
+    // Every append fails. (The ingest stage merges what is waiting: under
+    // load the ten batches can take a single append, so a fault armed for a
+    // later write may never be reached.)
+    faults.arm(FileOp::Write, 0, u32::MAX, Fault::Eio);
     let run = start(
         registry(None),
         move |dir| SpoolConfig {
