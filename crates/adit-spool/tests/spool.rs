@@ -721,8 +721,7 @@ fn segments_are_deleted_only_after_the_ledger_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(&["p"]);
     // Small segments: every few records rotate.
-    let c = cfg(dir.path(), 512, 1 << 30, WhenFull::Block);
-    let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+    let spool = open_unbounded(dir.path(), &reg, 512);
     for i in 0..20 {
         spool.append(&batch(i * 10, 10)).unwrap();
     }
@@ -754,12 +753,7 @@ fn segments_are_deleted_only_after_the_ledger_says_so() {
 fn a_reader_waits_for_its_batch_its_deadline_or_close() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(&["p"]);
-    let (spool, _) = Spool::open(
-        cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block),
-        &reg,
-        &["db"],
-    )
-    .unwrap();
+    let spool = open_unbounded(dir.path(), &reg, 1 << 20);
     let mut reader = spool.reader("db", &reg);
     assert_eq!(reader.next(100, Duration::ZERO).unwrap().records, 0);
 
@@ -812,12 +806,7 @@ fn a_reader_waits_for_its_batch_its_deadline_or_close() {
 fn records_larger_than_the_read_window_and_many_small_ones_read_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(&["p"]);
-    let (spool, _) = Spool::open(
-        cfg(dir.path(), 4 << 20, 1 << 30, WhenFull::Block),
-        &reg,
-        &["db"],
-    )
-    .unwrap();
+    let spool = open_unbounded(dir.path(), &reg, 4 << 20);
     let mut expected = Vec::new();
     let mut start = 0;
     for n in [1usize, 30_000, 3, 7, 20_000, 1, 1, 50_000, 2] {
@@ -826,4 +815,16 @@ fn records_larger_than_the_read_window_and_many_small_ones_read_back_in_order() 
         start += n as i64;
     }
     assert_eq!(drain(&spool, &reg, "db", false), expected);
+}
+
+/// A spool with one cursor `db`, `segment_bytes` per segment, no size bound
+/// to speak of, `when_full = block`.
+fn open_unbounded(dir: &Path, reg: &PointRegistry, segment_bytes: u64) -> Spool {
+    Spool::open(
+        cfg(dir, segment_bytes, 1 << 30, WhenFull::Block),
+        reg,
+        &["db"],
+    )
+    .unwrap()
+    .0
 }
