@@ -577,9 +577,9 @@ impl Normalizer {
 
     /// Normalizes the batch and feeds the live state and the watchdog;
     /// returns what is left to store (the deadband may settle every
-    /// reading). The watchdog and the spool writer share one batch: it is
-    /// copied only when the deadband must drop readings from it while the
-    /// watchdog still holds it.
+    /// reading). The watchdog and the spool writer share one batch; with
+    /// the deadband on, the spool's part is a copy (the watchdog usually
+    /// still holds the original when the deadband filters).
     fn process(&mut self, mut batch: Batch) -> Option<Arc<Batch>> {
         let flagged = normalize_batch(&mut batch, &self.registry, self.rules, Timestamp::now());
         for (counter, n) in self.flagged.iter().zip([

@@ -18,10 +18,13 @@ use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 type Outcomes = Arc<Mutex<Vec<(u32, Outcome)>>>;
 
 /// Sends `batches` acked batches of `size` readings each (values numbered),
-/// then idles until shutdown.
+/// then idles until shutdown. `one_at_a_time`: each batch only after the
+/// previous one was settled, so the ingest stage never merges them (each
+/// append, drop or deadband decision is about one batch).
 struct PushedSource {
     batches: u32,
     size: u32,
+    one_at_a_time: bool,
     outcomes: Outcomes,
 }
 
@@ -51,6 +54,12 @@ impl Source for PushedSource {
                 let ack = Ack::new(move |o| outcomes.lock().unwrap().push((b, o)));
                 if ctx.out.send_acked(batch, ack).await.is_err() {
                     return Ok(());
+                }
+                while self.one_at_a_time && self.outcomes.lock().unwrap().len() <= b as usize {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                        () = ctx.shutdown.cancelled() => return Ok(()),
+                    }
                 }
             }
             ctx.shutdown.cancelled().await;
@@ -102,6 +111,7 @@ fn start(
     sink: Box<dyn Sink>,
     batches: u32,
     size: u32,
+    one_at_a_time: bool,
 ) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let cfg = spool_cfg(dir.path());
@@ -112,6 +122,7 @@ fn start(
         Box::new(PushedSource {
             batches,
             size,
+            one_at_a_time,
             outcomes: o.clone(),
         })
     });
@@ -190,6 +201,7 @@ async fn every_acked_batch_is_settled_once_as_durable_under_each_fsync_policy_me
             Box::new(CountingSink(stored.clone())),
             200,
             5,
+            false,
         );
         let outcomes = run.outcomes.clone();
         wait_for("200 acks", || outcomes.lock().unwrap().len() >= 200).await;
@@ -225,6 +237,7 @@ async fn under_interval_an_ack_waits_for_the_fsync_that_covers_its_record() {
         Box::new(DownSink),
         1,
         3,
+        false,
     );
     let spool = run.pipeline.spool().clone();
     wait_for("the batch appended", || spool.last_seq() >= 1).await;
@@ -250,6 +263,7 @@ async fn a_full_spool_under_drop_newest_reaches_the_source_as_a_named_drop() {
         Box::new(DownSink),
         100,
         10,
+        true,
     );
     let outcomes = run.outcomes.clone();
     wait_for("100 acks", || outcomes.lock().unwrap().len() >= 100).await;
@@ -272,10 +286,9 @@ async fn a_full_spool_under_drop_newest_reaches_the_source_as_a_named_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_spool_reaches_the_source_and_forbids_acknowledging_upstream() {
     let faults = Faults::new();
-    // Every append fails. (The ingest stage merges what is waiting: under
-    // load the ten batches can take a single append, so a fault armed for a
-    // later write may never be reached.)
-    faults.arm(FileOp::Write, 0, u32::MAX, Fault::Eio);
+    // The first three appends succeed, every later one fails (one batch per
+    // append: the source sends the next only when the last was settled).
+    faults.arm(FileOp::Write, 3, u32::MAX, Fault::Eio);
     let run = start(
         registry(None),
         move |dir| SpoolConfig {
@@ -289,6 +302,7 @@ async fn a_failed_spool_reaches_the_source_and_forbids_acknowledging_upstream() 
         Box::new(DownSink),
         10,
         1,
+        true,
     );
     let outcomes = run.outcomes.clone();
     wait_for("10 acks", || outcomes.lock().unwrap().len() >= 10).await;
@@ -322,6 +336,7 @@ async fn a_batch_the_deadband_suppresses_entirely_is_settled() {
         Box::new(CountingSink(Arc::default())),
         20,
         1,
+        true,
     );
     let outcomes = run.outcomes.clone();
     wait_for("20 acks", || outcomes.lock().unwrap().len() >= 20).await;

@@ -459,6 +459,10 @@ async fn a_silent_point_goes_stale_keeps_its_value_is_recorded_and_recovers() {
 
     silent.store(true, Ordering::SeqCst);
     let went_silent = std::time::Instant::now();
+    // A batch sent just before the silence may still be on its way to the
+    // live state: let it land (well inside stale_after) before taking the
+    // value the stale point must keep.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let last_value = state().value.clone();
     while !live.lock().unwrap().is_stale(PointId(0)) {
         assert!(

@@ -909,7 +909,6 @@ impl Spool {
         let Some(seg) = st.segments.pop_front() else {
             return false;
         };
-        let _ = std::fs::remove_file(&seg.path);
         st.total_bytes -= seg.bytes;
         let min_acked = st.cursors.values().copied().min().unwrap_or(seg.last_seq);
         if min_acked < seg.last_seq {
@@ -929,11 +928,12 @@ impl Spool {
         for acked in st.cursors.values_mut() {
             *acked = (*acked).max(seg.last_seq);
         }
-        // Persist the moved cursors, so that the next start does not take
-        // the dropped range for records lost to damage.
+        // Persist the moved cursors before the file goes, so that the next
+        // start does not take the dropped range for records lost to damage.
         if let Err(e) = self.write_ledger_now(st) {
-            tracing::warn!(error = %e, "cannot write the spool ledger after dropping a segment");
+            tracing::warn!(error = %e, "cannot write the spool ledger before dropping a segment");
         }
+        let _ = std::fs::remove_file(&seg.path);
         self.shared
             .stats
             .bytes
@@ -976,7 +976,12 @@ impl Spool {
         // is safe even if the ledger cannot be written (a full disk):
         // deleted records cannot be replayed, and it is what frees the disk.
         let persisted = if deletes || st.ledger_written.elapsed() >= LEDGER_INTERVAL {
-            self.write_ledger_now(&mut st)
+            let written = self.write_ledger_now(&mut st);
+            if written.is_err() {
+                // The flusher tries again (the next acknowledgement too).
+                self.shared.flusher.ring();
+            }
+            written
         } else {
             if !was_dirty {
                 // The flusher writes it when due (it already knows if dirty).
@@ -1044,6 +1049,11 @@ impl Spool {
                 // Waiters on durability must learn it will not come.
                 tracing::error!(error = %e, "spool fsync at close failed");
                 Self::fail(&mut st, &e);
+            }
+        }
+        if st.ledger_dirty {
+            if let Err(e) = self.write_ledger_now(&mut st) {
+                tracing::warn!(error = %e, "cannot write the spool ledger at close; retried when the sinks stop");
             }
         }
         st.closed = true;
@@ -1157,10 +1167,9 @@ impl Spool {
         // disk, which once made the slowest fsync everyone's latency.
         let (file, again) = {
             let mut st = self.lock();
-            if st.closed {
-                return None;
-            }
             let mut again = None;
+            // The ledger also while closed: sinks go on acknowledging while
+            // shutdown drains them.
             if st.ledger_dirty {
                 let since = st.ledger_written.elapsed();
                 if since >= LEDGER_INTERVAL {
@@ -1172,7 +1181,10 @@ impl Spool {
                     again = Some(LEDGER_INTERVAL.saturating_sub(since));
                 }
             }
-            if !st.dirty || st.failed.is_some() {
+            // Data only under `interval`: `never` promised no fsync, and
+            // `always` has synced every record already.
+            let interval = matches!(self.shared.cfg.fsync, FsyncPolicy::Interval(_));
+            if st.closed || !interval || !st.dirty || st.failed.is_some() {
                 return again;
             }
             let file = match st.active.as_ref().map(File::try_clone) {
@@ -1393,7 +1405,7 @@ impl Reader {
     /// The next record at or after `next_seq` that has been appended.
     fn read_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
         loop {
-            let (appended_to, segment) = {
+            let (appended_to, segment, items_total) = {
                 let st = self.spool.lock();
                 let last = st.next_seq - 1;
                 if self.next_seq > last {
@@ -1416,12 +1428,15 @@ impl Reader {
                             s.bytes,
                         )
                     });
-                (last, seg)
+                (last, seg, st.items_total)
             };
-            self.caught_up_at = None;
             let Some((first_seq, path, segment_last, holes, committed)) = segment else {
+                // No record left to read (those up to `last` were lost at
+                // recovery): caught up, so a waiting sink sleeps.
+                self.caught_up_at = Some(items_total);
                 return Ok(None);
             };
+            self.caught_up_at = None;
             if self.open.as_ref().is_none_or(|o| o.first_seq != first_seq) {
                 let file = File::open(&path).map_err(io(&path))?;
                 let buf = self.open.take().map(|o| o.buf).unwrap_or_default();
