@@ -183,23 +183,31 @@ impl Drop for Shared {
 /// sleeping flusher does not keep the spool (and its directory lock) alive.
 #[derive(Default)]
 struct FlushSignal {
-    flags: Mutex<(bool, bool)>,
+    flags: Mutex<FlushFlags>,
     rung: Condvar,
+}
+
+#[derive(Default)]
+struct FlushFlags {
+    /// Rung and not yet seen by the flusher.
+    rung: bool,
+    /// The spool is gone: the flusher ends.
+    stopped: bool,
 }
 
 impl FlushSignal {
     /// Something is due: wake the flusher unless it already knows.
     fn ring(&self) {
         let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
-        if !flags.0 {
-            flags.0 = true;
+        if !flags.rung {
+            flags.rung = true;
             self.rung.notify_one();
         }
     }
 
     fn stop(&self) {
         let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
-        flags.1 = true;
+        flags.stopped = true;
         self.rung.notify_one();
     }
 
@@ -208,10 +216,10 @@ impl FlushSignal {
         let deadline = limit.map(|l| Instant::now() + l);
         let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if flags.1 {
+            if flags.stopped {
                 return Wake::Stopped;
             }
-            if std::mem::take(&mut flags.0) {
+            if std::mem::take(&mut flags.rung) {
                 return Wake::Rung;
             }
             flags = match deadline {
