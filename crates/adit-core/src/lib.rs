@@ -14,14 +14,18 @@
 //!
 //! Modules: `point` (ids, registry), `quality` (Good/Uncertain/Bad and
 //! reasons, protocol statuses), `reading` (readings, values, batches),
-//! `time` (wall-clock timestamps), [`backoff`] (the one retry backoff),
+//! `time` (wall-clock timestamps), [`engineering`] (scale and offset of
+//! raw numbers, every protocol), [`backoff`] (the one retry backoff),
 //! [`url`] (the one endpoint URL parser), [`modbus`] (the register
 //! vocabulary of the pure Modbus codec and planner), [`mqtt`] (topic
-//! filters, templates with captures, point-id patterns).
+//! filters, templates with captures, point-id patterns), [`opcua`] (node
+//! references with namespaces by index or URI).
 
 pub mod backoff;
+pub mod engineering;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 mod point;
 mod quality;
 mod reading;

@@ -9,14 +9,7 @@
 
 use adit_core::modbus::{DataType, WordOrder};
 
-/// A decoded number before scaling.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RawValue {
-    Bool(bool),
-    Unsigned(u64),
-    Signed(i64),
-    Float(f64),
-}
+pub use adit_core::engineering::RawValue;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -1,4 +1,5 @@
-//! Modbus for adit: the pure core (codec, request planner, value conversion,
+//! Modbus for adit: the pure core (codec, request planner, value conversion
+//! (shared with every protocol: `adit_core::engineering`),
 //! answer decoding) and the collector that polls a device with tokio-modbus.
 //!
 //! The pure modules do no I/O and are table- and property-tested; the collector
@@ -8,7 +9,7 @@
 pub mod breaker;
 pub mod codec;
 pub mod collector;
-pub mod convert;
+pub use adit_core::engineering as convert;
 pub mod endpoint;
 pub mod metrics;
 pub mod plan;

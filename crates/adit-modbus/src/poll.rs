@@ -6,8 +6,8 @@ use adit_core::modbus::{DataType, DeviceClock, WordOrder};
 use adit_core::{PointId, Quality, Reading, Reason, Timestamp};
 
 use crate::codec::{decode_bit, decode_registers, decode_string, RawValue};
-use crate::convert::to_engineering;
 use crate::plan::PlannedRead;
+use adit_core::engineering::to_engineering;
 
 /// What a read returned.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,5 @@
-//! Raw decoded numbers → engineering values (scale and offset). Pure.
+//! Raw decoded numbers → engineering values (scale and offset), for every
+//! protocol (Modbus registers, OPC UA variants). Pure.
 //!
 //! Unscaled integers stay integers (`Value::I64`) so counters keep every digit;
 //! anything scaled becomes `Value::F64`. A decimal scale such as 0.1 or 0.01 is
@@ -6,9 +7,16 @@
 //! 12.300000000000001. NaN and infinity pass through: normalization turns them
 //! into `Bad(Conversion)`.
 
-use adit_core::Value;
+use crate::Value;
 
-use crate::codec::RawValue;
+/// A decoded number before scaling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RawValue {
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+}
 
 /// Applies `value = raw × scale + offset`.
 pub fn to_engineering(raw: RawValue, scale: f64, offset: f64) -> Value {
