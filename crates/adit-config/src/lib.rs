@@ -9,6 +9,7 @@ mod human;
 pub mod modbus;
 pub mod model;
 pub mod mqtt;
+pub mod opcua;
 mod raw;
 mod spans;
 mod validate;

@@ -13,6 +13,10 @@ pub use crate::mqtt::{
     JsonFormat, MqttAddress, MqttSettings, MqttVersion, PayloadFormat, Subscription, TimestampUnit,
     TopicNaming,
 };
+pub use crate::opcua::{
+    DataChangeTrigger, Group, GroupMode, Identity, OpcuaAddress, OpcuaSettings, SecurityMode,
+    SecurityPolicy, ServerDeadband, SubscribeSettings, TimestampSource,
+};
 
 /// Where a config came from, for the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,6 +209,8 @@ pub struct SqliteSinkConfig {
 pub enum Protocol {
     /// A connection to an MQTT broker (`broker = "mqtt://…"`).
     Mqtt,
+    /// A connection to an OPC UA server (`endpoint = "opc.tcp://…"`).
+    Opcua,
     /// Modbus TCP (MBAP framing) to `address`.
     ModbusTcp,
     /// Modbus RTU framing over a TCP connection (serial gateways in
@@ -215,8 +221,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Mqtt,
+        Protocol::Opcua,
         Protocol::ModbusTcp,
         Protocol::ModbusRtuOverTcp,
         Protocol::ModbusRtu,
@@ -225,6 +232,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Mqtt => "mqtt",
+            Protocol::Opcua => "opcua",
             Protocol::ModbusTcp => "modbus_tcp",
             Protocol::ModbusRtuOverTcp => "modbus_rtu_over_tcp",
             Protocol::ModbusRtu => "modbus_rtu",
@@ -257,6 +265,7 @@ pub struct DeviceConfig {
 pub enum DeviceSettings {
     Modbus(ModbusSettings),
     Mqtt(MqttSettings),
+    Opcua(OpcuaSettings),
 }
 
 impl DeviceConfig {
@@ -264,7 +273,7 @@ impl DeviceConfig {
     pub fn modbus(&self) -> Option<&ModbusSettings> {
         match &self.settings {
             DeviceSettings::Modbus(m) => Some(m),
-            DeviceSettings::Mqtt(_) => None,
+            DeviceSettings::Mqtt(_) | DeviceSettings::Opcua(_) => None,
         }
     }
 
@@ -272,7 +281,15 @@ impl DeviceConfig {
     pub fn mqtt(&self) -> Option<&MqttSettings> {
         match &self.settings {
             DeviceSettings::Mqtt(m) => Some(m),
-            DeviceSettings::Modbus(_) => None,
+            DeviceSettings::Modbus(_) | DeviceSettings::Opcua(_) => None,
+        }
+    }
+
+    /// The OPC UA settings, if this is an OPC UA connection.
+    pub fn opcua(&self) -> Option<&OpcuaSettings> {
+        match &self.settings {
+            DeviceSettings::Opcua(o) => Some(o),
+            DeviceSettings::Modbus(_) | DeviceSettings::Mqtt(_) => None,
         }
     }
 }
@@ -303,6 +320,7 @@ pub struct PointConfig {
 pub enum PointAddress {
     Modbus(ModbusAddress),
     Mqtt(MqttAddress),
+    Opcua(OpcuaAddress),
 }
 
 impl PointConfig {
@@ -310,7 +328,7 @@ impl PointConfig {
     pub fn modbus(&self) -> Option<&ModbusAddress> {
         match &self.address {
             PointAddress::Modbus(m) => Some(m),
-            PointAddress::Mqtt(_) => None,
+            PointAddress::Mqtt(_) | PointAddress::Opcua(_) => None,
         }
     }
 
@@ -318,7 +336,15 @@ impl PointConfig {
     pub fn mqtt(&self) -> Option<&MqttAddress> {
         match &self.address {
             PointAddress::Mqtt(m) => Some(m),
-            PointAddress::Modbus(_) => None,
+            PointAddress::Modbus(_) | PointAddress::Opcua(_) => None,
+        }
+    }
+
+    /// The OPC UA node, if this is an OPC UA point.
+    pub fn opcua(&self) -> Option<&OpcuaAddress> {
+        match &self.address {
+            PointAddress::Opcua(o) => Some(o),
+            PointAddress::Modbus(_) | PointAddress::Mqtt(_) => None,
         }
     }
 }

@@ -151,8 +151,33 @@ pub struct RawDevice {
     pub max_payload_size: Option<String>,
     #[serde(default)]
     pub subscription: Vec<RawSubscription>,
+    // OPC UA connections (username/password/password_file/keep_alive shared).
+    pub endpoint: Option<String>,
+    pub security_mode: Option<String>,
+    pub security_policy: Option<String>,
+    pub allow_insecure: Option<bool>,
+    pub pki_dir: Option<String>,
+    pub application_uri: Option<String>,
+    pub user_cert: Option<String>,
+    pub user_key: Option<String>,
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub group: Vec<RawGroup>,
     #[serde(default)]
     pub point: Vec<RawPoint>,
+}
+
+/// `[[device.group]]` of an OPC UA connection.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawGroup {
+    pub name: Option<String>,
+    pub mode: Option<String>,
+    pub interval: Option<String>,
+    pub sampling_interval: Option<String>,
+    pub queue_size: Option<i64>,
+    pub trigger: Option<String>,
+    pub server_deadband: Option<f64>,
+    pub server_deadband_type: Option<String>,
 }
 
 /// `[[device.subscription]]` of an MQTT connection.
@@ -209,4 +234,8 @@ pub struct RawPoint {
     // MQTT points.
     pub topic: Option<String>,
     pub field: Option<String>,
+    // OPC UA points.
+    pub node: Option<String>,
+    pub group: Option<String>,
+    pub index: Option<i64>,
 }

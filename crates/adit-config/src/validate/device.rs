@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{modbus, mqtt, validate_id, Problems};
+use super::{foreign, modbus, mqtt, opcua, validate_id, Problems};
 use crate::model::{DeviceConfig, DeviceSettings, PointAddress, PointConfig, Protocol};
 use crate::raw::{RawDevice, RawPoint};
 
@@ -23,14 +23,17 @@ pub(super) fn validate_device(
         Some(name) => Protocol::ALL.into_iter().find(|pr| pr.name() == name).unwrap_or_else(|| {
             p.push(
                 format!("{path}.protocol"),
-                format!("unknown protocol {name:?}; expected \"modbus_tcp\", \"modbus_rtu_over_tcp\", \"modbus_rtu\" or \"mqtt\""),
+                format!("unknown protocol {name:?}; expected \"modbus_tcp\", \"modbus_rtu_over_tcp\", \"modbus_rtu\", \"mqtt\" or \"opcua\""),
             );
             Protocol::ModbusTcp
         }),
     };
-    mqtt::check_foreign_keys(p, path, rd, protocol == Protocol::Mqtt);
+    foreign::check(p, path, rd, protocol);
     if protocol == Protocol::Mqtt {
         return validate_mqtt_device(p, path, rd, id, data_dir);
+    }
+    if protocol == Protocol::Opcua {
+        return validate_opcua_device(p, path, rd, id, data_dir);
     }
     // The protocol's own keys (and its default point order).
     let modbus = modbus::validate_device(p, path, rd, protocol);
@@ -103,6 +106,47 @@ fn validate_mqtt_device(
         reconnect_max,
         points,
         settings: DeviceSettings::Mqtt(settings),
+    }
+}
+
+/// An OPC UA connection: its settings, groups and points (whose expected
+/// interval is their group's).
+fn validate_opcua_device(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    id: String,
+    data_dir: &Path,
+) -> DeviceConfig {
+    let settings = opcua::validate_device(p, path, rd, data_dir);
+    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
+    if rd.point.is_empty() {
+        p.push(
+            path.to_string(),
+            "device has no points; add [[device.point]] tables with `node`",
+        );
+    }
+    let points = rd
+        .point
+        .iter()
+        .enumerate()
+        .map(|(i, rp)| {
+            let path = format!("{path}.point[{i}]");
+            let address = opcua::validate_point(p, &path, rp, &settings);
+            let expected = opcua::expected_interval(&settings, &address);
+            validate_point(p, &path, rp, expected, PointAddress::Opcua(address))
+        })
+        .collect();
+    DeviceConfig {
+        id,
+        protocol: Protocol::Opcua,
+        description: rd.description.clone().unwrap_or_default(),
+        poll_interval: Duration::from_secs(1),
+        timeout,
+        reconnect_min,
+        reconnect_max,
+        points,
+        settings: DeviceSettings::Opcua(settings),
     }
 }
 

@@ -9,7 +9,8 @@
 //! [`device`] (what every device and point has, whatever its protocol),
 //! [`modbus`] (the Modbus keys of a device and its points, shared
 //! connections), [`mqtt`] (broker connections, subscriptions, topics of
-//! points), [`storage`] (spool, sinks, audit), [`alerting`] (rules,
+//! points), [`opcua`] (server connections, security, groups, nodes),
+//! [`foreign`] (keys of one protocol on a device of another), [`storage`] (spool, sinks, audit), [`alerting`] (rules,
 //! receivers, self-health). A new protocol adds its module beside `modbus`
 //! and one arm in `device`.
 
@@ -24,8 +25,10 @@ use crate::raw::RawConfig;
 
 mod alerting;
 mod device;
+mod foreign;
 mod modbus;
 mod mqtt;
+mod opcua;
 mod storage;
 
 /// One problem found by validation: where and what.
@@ -213,6 +216,41 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
 /// Expands `${NAME}` from the environment (for secrets such as passwords in
 /// connection strings). A missing variable is a config error that names the
 /// variable, never its value.
+/// `password` (with `${ENV}` expanded) or `password_file` (its first line),
+/// never both: the credential of MQTT and OPC UA connections.
+fn password(
+    p: &mut Problems,
+    path: &str,
+    rd: &crate::raw::RawDevice,
+    data_dir: &Path,
+) -> Option<crate::model::Secret> {
+    use crate::model::Secret;
+    match (rd.password.as_deref(), rd.password_file.as_deref()) {
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{path}.password_file"),
+                "give password or password_file, not both",
+            );
+            None
+        }
+        (Some(raw), None) => Some(Secret::new(expand_env(p, &format!("{path}.password"), raw))),
+        (None, Some(file)) => {
+            let file = resolve_in(data_dir, file);
+            match std::fs::read_to_string(&file) {
+                Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
+                Err(e) => {
+                    p.push(
+                        format!("{path}.password_file"),
+                        format!("{}: {e}", file.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
 fn expand_env(p: &mut Problems, path: &str, text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

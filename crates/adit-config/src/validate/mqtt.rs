@@ -1,7 +1,6 @@
 //! The MQTT keys of `[[device]]` (`protocol = "mqtt"`: `broker`,
 //! `client_id`, credentials, TLS, session), its `[[device.subscription]]`
-//! tables and the `topic`/`field` of its explicit points; and the check that
-//! no device carries the other protocol's keys.
+//! tables and the `topic`/`field` of its explicit points.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,11 +8,11 @@ use std::time::Duration;
 use adit_core::mqtt::{check_filter, filter_matches, PointPattern, TopicTemplate};
 use adit_core::url::{Scheme, Url};
 
-use super::{expand_env, resolve_in, Problems};
+use super::{resolve_in, Problems};
 use crate::human::parse_size;
 use crate::model::{
-    JsonFormat, MqttAddress, MqttSettings, MqttVersion, PayloadFormat, Secret, Subscription,
-    TimestampUnit, TopicNaming,
+    JsonFormat, MqttAddress, MqttSettings, MqttVersion, PayloadFormat, Subscription, TimestampUnit,
+    TopicNaming,
 };
 use crate::raw::{RawDevice, RawPoint, RawSubscription};
 
@@ -71,30 +70,7 @@ pub(super) fn validate_device(
         }
         None => format!("adit-{}", rd.id.as_deref().unwrap_or("mqtt")),
     };
-    let password = match (rd.password.as_deref(), rd.password_file.as_deref()) {
-        (Some(_), Some(_)) => {
-            p.push(
-                format!("{path}.password_file"),
-                "give password or password_file, not both",
-            );
-            None
-        }
-        (Some(raw), None) => Some(Secret::new(expand_env(p, &format!("{path}.password"), raw))),
-        (None, Some(file)) => {
-            let file = resolve_in(data_dir, file);
-            match std::fs::read_to_string(&file) {
-                Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
-                Err(e) => {
-                    p.push(
-                        format!("{path}.password_file"),
-                        format!("{}: {e}", file.display()),
-                    );
-                    None
-                }
-            }
-        }
-        (None, None) => None,
-    };
+    let password = super::password(p, path, rd, data_dir);
     if password.is_some() && rd.username.is_none() {
         p.push(format!("{path}.username"), "a password needs a username");
     }
@@ -461,78 +437,6 @@ pub(super) fn expected_interval(settings: &MqttSettings, address: &MqttAddress) 
         .get(address.subscription)
         .and_then(|s| s.expect_every)
         .unwrap_or(DEFAULT_EXPECTED)
-}
-
-/// Keys of one protocol on a device of another are mistakes worth naming.
-pub(super) fn check_foreign_keys(p: &mut Problems, path: &str, rd: &RawDevice, mqtt: bool) {
-    let mqtt_keys = [
-        ("broker", rd.broker.is_some()),
-        ("client_id", rd.client_id.is_some()),
-        ("mqtt_version", rd.mqtt_version.is_some()),
-        ("username", rd.username.is_some()),
-        ("password", rd.password.is_some()),
-        ("password_file", rd.password_file.is_some()),
-        ("ca_file", rd.ca_file.is_some()),
-        ("client_cert", rd.client_cert.is_some()),
-        ("client_key", rd.client_key.is_some()),
-        ("keep_alive", rd.keep_alive.is_some()),
-        ("clean_session", rd.clean_session.is_some()),
-        ("session_expiry", rd.session_expiry.is_some()),
-        ("max_payload_size", rd.max_payload_size.is_some()),
-        ("subscription", !rd.subscription.is_empty()),
-    ];
-    let modbus_keys = [
-        ("address", rd.address.is_some()),
-        ("unit_id", rd.unit_id.is_some()),
-        ("order", rd.order.is_some()),
-        (
-            "max_registers_per_read",
-            rd.max_registers_per_read.is_some(),
-        ),
-        ("max_gap", rd.max_gap.is_some()),
-        ("retries", rd.retries.is_some()),
-        ("breaker_failures", rd.breaker_failures.is_some()),
-        ("inter_frame_delay", rd.inter_frame_delay.is_some()),
-        ("poll_phase", rd.poll_phase.is_some()),
-        ("serial_port", rd.serial_port.is_some()),
-        ("baud_rate", rd.baud_rate.is_some()),
-        ("parity", rd.parity.is_some()),
-        ("data_bits", rd.data_bits.is_some()),
-        ("stop_bits", rd.stop_bits.is_some()),
-        ("no_read_ranges", rd.no_read_ranges.is_some()),
-        ("clock", rd.clock.is_some()),
-        ("poll_interval", rd.poll_interval.is_some()),
-    ];
-    let (foreign, owner): (&[(&str, bool)], &str) = if mqtt {
-        (&modbus_keys, "Modbus devices")
-    } else {
-        (&mqtt_keys, "protocol = \"mqtt\"")
-    };
-    for (key, set) in foreign {
-        if *set {
-            p.push(format!("{path}.{key}"), format!("applies only to {owner}"));
-        }
-    }
-    for (i, rp) in rd.point.iter().enumerate() {
-        let here = format!("{path}.point[{i}]");
-        let point_keys: &[(&str, bool)] = if mqtt {
-            &[
-                ("table", rp.table.is_some()),
-                ("address", rp.address.is_some()),
-                ("type", rp.data_type.is_some()),
-                ("order", rp.order.is_some()),
-                ("bit", rp.bit.is_some()),
-                ("length", rp.length.is_some()),
-            ]
-        } else {
-            &[("topic", rp.topic.is_some()), ("field", rp.field.is_some())]
-        };
-        for (key, set) in point_keys {
-            if *set {
-                p.push(format!("{here}.{key}"), format!("applies only to {owner}"));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
