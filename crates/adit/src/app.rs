@@ -354,6 +354,7 @@ impl App {
         let metrics = Metrics::new(prometheus::Registry::new())?;
         let modbus_metrics = ModbusMetrics::register(&metrics.registry)?;
         let mqtt_metrics = adit_mqtt::MqttMetrics::register(&metrics.registry)?;
+        let opcua_metrics = adit_opcua::OpcuaMetrics::register(&metrics.registry)?;
         let health = Arc::new(Health::default());
         let (registry, ids_per_device) = build_registry(config)?;
 
@@ -371,6 +372,19 @@ impl App {
                 let factory: SourceFactory =
                     Box::new(move || Box::new(adit_mqtt::MqttCollector::new(shared.clone())));
                 sources.push(("mqtt", factory));
+                continue;
+            }
+            if device.opcua().is_some() {
+                let cm = opcua_metrics.for_connection(&device.id);
+                let conn = adit_opcua::OpcuaConnection::new(device.clone(), ids, cm, audit.clone())
+                    .map_err(|reason| AppError::Device {
+                        device: device.id.clone(),
+                        reason,
+                    })?;
+                let shared = Arc::new(conn);
+                let factory: SourceFactory =
+                    Box::new(move || Box::new(adit_opcua::OpcuaCollector::new(shared.clone())));
+                sources.push(("opcua", factory));
                 continue;
             }
             let dm = modbus_metrics.for_device(&device.id);

@@ -7,5 +7,6 @@ pub mod app;
 pub mod demo_broker;
 pub mod http;
 pub mod logging;
+pub mod opcua_cmd;
 pub mod spool_cmd;
 pub mod summary;

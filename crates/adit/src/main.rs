@@ -6,6 +6,9 @@
 //! - `sim mqtt …`       publish the tunnel scenario to a broker (JSON, Sparkplug B);
 //! - `probe modbus …`   read a block once and show it decoded every way;
 //! - `probe mqtt …`     show each message as adit would map it, or why not;
+//! - `sim opcua …`      serve the tunnel scenario as an OPC UA server;
+//! - `probe opcua …`    list endpoints, browse, read values with status;
+//! - `opcua trust FILE` trust a server certificate adit refused;
 //! - `audit verify|tail` check or read the hash-chained audit log;
 //! - `spool quarantine list|retry DIR` show or re-deliver quarantined batches.
 
@@ -86,6 +89,21 @@ enum Command {
     /// The spool's quarantine: list it, or re-deliver refused batches.
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// OPC UA certificates.
+    #[command(subcommand)]
+    Opcua(OpcuaCommand),
+}
+
+#[derive(Subcommand)]
+enum OpcuaCommand {
+    /// Trust a server certificate adit refused (moves it from
+    /// `<pki>/rejected/` to `<pki>/trusted/`); check its thumbprint first.
+    Trust {
+        file: PathBuf,
+        /// The PKI directory (default: the file's grandparent).
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +219,32 @@ enum ProbeCommand {
         #[arg(long = "for", default_value = "30s", value_parser = parse_duration)]
         run_for: Duration,
     },
+    /// List an OPC UA server's endpoints; browse a node; read values.
+    Opcua {
+        /// opc.tcp://host:port[/path]
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = "sign_and_encrypt", value_parser = ["none", "sign", "sign_and_encrypt"])]
+        security_mode: String,
+        #[arg(long, default_value = "Basic256Sha256", value_parser = ["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"])]
+        security_policy: String,
+        /// adit's PKI directory (own certificate, trusted/, rejected/).
+        #[arg(long, default_value = "./pki")]
+        pki_dir: PathBuf,
+        #[arg(long)]
+        username: Option<String>,
+        /// Name of the environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// Browse one level under this node, e.g. `i=85` (Objects).
+        #[arg(long)]
+        browse: Option<String>,
+        /// Read these nodes, e.g. `nsu=urn:adit:sim:tunnel;s=Tunnel.North.CO`.
+        #[arg(long, num_args = 1..)]
+        read: Vec<String>,
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +297,25 @@ enum SimCommand {
         #[arg(long = "fault", value_name = "SPEC")]
         faults: Vec<String>,
     },
+    /// Serve the tunnel scenario as an OPC UA server (namespace
+    /// urn:adit:sim:tunnel; secure endpoints; its certificate in --pki-dir/own).
+    Opcua {
+        #[arg(long, default_value = "127.0.0.1:4840")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "./sim-pki")]
+        pki_dir: PathBuf,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Also serve this many `Load.<i>` doubles that change every interval.
+        #[arg(long, default_value_t = 0)]
+        bulk: usize,
+        /// Also offer the insecure `None` endpoint.
+        #[arg(long)]
+        insecure: bool,
+        /// A user for username/password identity, NAME:PASSWORD (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -267,6 +330,18 @@ fn main() -> ExitCode {
     }
     if let Command::Audit(cmd) = &cli.command {
         return audit(cmd);
+    }
+    if let Command::Opcua(OpcuaCommand::Trust { file, pki_dir }) = &cli.command {
+        return match adit::opcua_cmd::trust(file, pki_dir.as_deref()) {
+            Ok(text) => {
+                say!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("adit: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::Spool(SpoolCommand::Quarantine(cmd)) = &cli.command {
         let result = match cmd {
@@ -394,7 +469,60 @@ fn main() -> ExitCode {
                 sparkplug,
                 faults,
             }) => sim_mqtt(&broker, interval, &json_prefix, &sparkplug, &faults).await,
-            Command::Check { .. } | Command::Audit(_) | Command::Spool(_) => Ok(()),
+            Command::Sim(SimCommand::Opcua {
+                listen,
+                pki_dir,
+                interval,
+                bulk,
+                insecure,
+                users,
+            }) => adit::opcua_cmd::sim(listen, pki_dir, interval, bulk, insecure, &users).await,
+            Command::Probe(ProbeCommand::Opcua {
+                endpoint,
+                security_mode,
+                security_policy,
+                pki_dir,
+                username,
+                password_env,
+                browse,
+                read,
+                timeout,
+            }) => {
+                let identity = match username {
+                    None => adit_config::Identity::Anonymous,
+                    Some(user) => adit_config::Identity::UserName {
+                        user,
+                        password: adit_config::Secret::new(
+                            password_env
+                                .and_then(|v| std::env::var(v).ok())
+                                .unwrap_or_default(),
+                        ),
+                    },
+                };
+                let pick = |n: &str| match n {
+                    "none" => adit_config::SecurityMode::None,
+                    "sign" => adit_config::SecurityMode::Sign,
+                    _ => adit_config::SecurityMode::SignAndEncrypt,
+                };
+                let policy = adit_config::SecurityPolicy::NAMES
+                    .iter()
+                    .find(|(n, _)| *n == security_policy)
+                    .map_or(adit_config::SecurityPolicy::Basic256Sha256, |(_, p)| *p);
+                let args = adit_opcua::probe::ProbeArgs {
+                    endpoint,
+                    security_mode: pick(&security_mode),
+                    security_policy: policy,
+                    pki_dir,
+                    identity,
+                    browse,
+                    read,
+                    timeout,
+                };
+                adit_opcua::probe::probe(&args, &mut |line| say!("{line}")).await
+            }
+            Command::Check { .. } | Command::Audit(_) | Command::Spool(_) | Command::Opcua(_) => {
+                Ok(())
+            }
         }
     });
     match result {
@@ -701,6 +829,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         match &mut device.settings {
             adit_config::DeviceSettings::Modbus(m) => m.address.clone_from(&sim_addr),
             adit_config::DeviceSettings::Mqtt(m) => m.port = broker_port,
+            adit_config::DeviceSettings::Opcua(_) => {}
         }
     }
     let db_path = dir.join("readings.db");

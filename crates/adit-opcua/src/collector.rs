@@ -1,0 +1,677 @@
+//! The OPC UA collector: one task per server connection.
+//!
+//! Invariants:
+//! - the session is driven with `event_loop.enter()` in this task, never
+//!   `spawn()`: on every `Reconnected` the task calls
+//!   `session.trigger_publish_now()`, because async-opcua 0.17–0.19 never
+//!   sends a Publish after it transferred or recreated subscriptions (the
+//!   new subscription loop treats the trigger fired during the transfer as
+//!   already seen);
+//! - subscription ids are never kept: the group of a subscription is found
+//!   from its monitored items' client handles (point index + 1), which the
+//!   library keeps when it recreates subscriptions;
+//! - liveness: a subscribed group that hears nothing (data or keep-alive;
+//!   keep-alive count 1, so one per publishing interval) for
+//!   [`SILENT_INTERVALS`] intervals (at least [`SILENT_MIN`]) while the
+//!   session is up gets the whole client rebuilt;
+//! - namespaces are resolved by URI at connect and after every reconnect;
+//!   if an index changed, the client is rebuilt (its recreated items would
+//!   name other nodes);
+//! - when the link is lost, every point is marked `Bad(CommFailure)` (last
+//!   values kept by the live state) and no old value is re-confirmed; fresh
+//!   values make points good again;
+//! - a node the server refuses (`BadNodeIdUnknown`, …) is `Bad` with that
+//!   status for that point only and retried every [`RETRY_FAILED`]; the
+//!   others go on;
+//! - `None` security is logged and audited at every connect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adit_audit::Audit;
+use adit_config::{
+    DataChangeTrigger, DeviceConfig, GroupMode, OpcuaSettings, SecurityMode, ServerDeadband,
+};
+use adit_core::{Backoff, PointId, Quality, Reason, Timestamp};
+use adit_source::{Source, SourceContext, SourceError, SourceFuture};
+use futures_util::StreamExt;
+use opcua::client::{Session, SessionPollResult};
+use opcua::types::{
+    AttributeId, DataChangeFilter, DeadbandType, ExtensionObject, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NodeId, QualifiedName, ReadValueId, StatusCode,
+    TimestampsToReturn,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::{self, build_client, endpoint, identity_token};
+use crate::convert::Scaling;
+use crate::metrics::ConnectionMetrics;
+use crate::node::{resolution, resolve};
+use crate::pending::{GroupCallback, Pending, PointTable};
+use crate::status::reason_of;
+
+/// Silent publishing intervals before the client is rebuilt.
+pub const SILENT_INTERVALS: u32 = 5;
+/// The liveness bound is never shorter than this.
+pub const SILENT_MIN: Duration = Duration::from_secs(3);
+/// Refused nodes are tried again this often.
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// Monitored items created per request.
+pub const ITEMS_PER_CALL: usize = 1000;
+/// Nodes read per request (poll groups).
+pub const NODES_PER_READ: usize = 1000;
+
+/// One server connection as configured, with what it needs at run time.
+pub struct OpcuaConnection {
+    pub config: DeviceConfig,
+    pub settings: OpcuaSettings,
+    /// Registry ids of `config.points`, in order.
+    pub ids: Vec<PointId>,
+    pub metrics: ConnectionMetrics,
+    pub audit: Audit,
+}
+
+impl OpcuaConnection {
+    pub fn new(
+        config: DeviceConfig,
+        ids: Vec<PointId>,
+        metrics: ConnectionMetrics,
+        audit: Audit,
+    ) -> Result<Self, String> {
+        let settings = config
+            .opcua()
+            .cloned()
+            .ok_or_else(|| format!("{} is not an OPC UA device", config.id))?;
+        Ok(Self {
+            config,
+            settings,
+            ids,
+            metrics,
+            audit,
+        })
+    }
+
+    fn table(&self) -> PointTable {
+        let points = &self.config.points;
+        let mut members = vec![Vec::new(); self.settings.groups.len()];
+        let mut group = Vec::with_capacity(points.len());
+        let mut scaling = Vec::with_capacity(points.len());
+        for (i, p) in points.iter().enumerate() {
+            let (g, index) = p.opcua().map_or((0, None), |a| (a.group, a.index));
+            if let Some(m) = members.get_mut(g) {
+                m.push(i);
+            }
+            group.push(g);
+            scaling.push(Scaling {
+                index,
+                scale: p.scale,
+                offset: p.offset,
+            });
+        }
+        PointTable {
+            ids: self.ids.clone(),
+            scaling,
+            group,
+            interval: points.iter().map(|p| p.interval).collect(),
+            members,
+            timestamps: self.settings.timestamp,
+        }
+    }
+}
+
+/// The collector of one connection (rebuilt by the supervisor if it fails).
+pub struct OpcuaCollector {
+    conn: Arc<OpcuaConnection>,
+}
+
+impl OpcuaCollector {
+    pub fn new(conn: Arc<OpcuaConnection>) -> Self {
+        Self { conn }
+    }
+}
+
+/// Why one client's life ended.
+enum End {
+    Shutdown,
+    Rebuild(String),
+}
+
+impl Source for OpcuaCollector {
+    fn name(&self) -> &str {
+        &self.conn.config.id
+    }
+
+    fn protocol(&self) -> &'static str {
+        "opcua"
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
+        Box::pin(async move {
+            let conn = &self.conn;
+            let table = Arc::new(conn.table());
+            let mut backoff = Backoff::new(conn.config.reconnect_min, conn.config.reconnect_max);
+            loop {
+                let pending = Pending::new(table.clone(), conn.metrics.clone());
+                let started = Instant::now();
+                let end = run_client(conn, ctx, &pending).await;
+                conn.metrics.connected.set(0);
+                // Whatever arrived before the end still goes out.
+                let left = pending.take();
+                if !left.is_empty() {
+                    ctx.out
+                        .send(left)
+                        .await
+                        .map_err(|_| SourceError::PipelineClosed)?;
+                }
+                match end {
+                    End::Shutdown => return Ok(()),
+                    End::Rebuild(why) => {
+                        tracing::warn!(device = %conn.config.id, reason = %why, "OPC UA client rebuilt");
+                        if ctx
+                            .out
+                            .mark_bad(&conn.ids, Reason::CommFailure)
+                            .await
+                            .is_err()
+                        {
+                            return Err(SourceError::PipelineClosed);
+                        }
+                    }
+                }
+                if started.elapsed() > conn.config.reconnect_max * 2 {
+                    backoff.reset();
+                }
+                let wait = backoff.next_delay();
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        })
+    }
+}
+
+/// One client, from connect to rebuild or shutdown.
+async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pending) -> End {
+    let s = &conn.settings;
+    let c = &conn.config;
+    let mut client = match build_client(s, c.timeout, c.reconnect_min, c.reconnect_max) {
+        Ok(client) => client,
+        Err(e) => return End::Rebuild(e),
+    };
+    if let Some(days) = client::own_certificate(&s.pki_dir)
+        .as_ref()
+        .and_then(client::days_left)
+    {
+        conn.metrics.own_cert_days.set(days);
+        if days < 30 {
+            tracing::warn!(device = %c.id, days, "adit's OPC UA application certificate expires soon");
+        }
+    }
+    let identity = match identity_token(&s.identity) {
+        Ok(t) => t,
+        Err(e) => return End::Rebuild(e),
+    };
+    // GetEndpoints first: it tells what the server offers, and its certificate.
+    let offered = tokio::select! {
+        () = ctx.shutdown.cancelled() => return End::Shutdown,
+        r = tokio::time::timeout(c.timeout * 5, client.get_server_endpoints_from_url(s.endpoint.as_str())) => r,
+    };
+    let offered = match offered {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => {
+            conn.metrics.rebuild_failed.inc();
+            return End::Rebuild(format!("{}: GetEndpoints failed: {e}", s.endpoint));
+        }
+        Err(_) => {
+            conn.metrics.rebuild_failed.inc();
+            return End::Rebuild(format!("{}: GetEndpoints timed out", s.endpoint));
+        }
+    };
+    let wanted = endpoint(s);
+    let Some(mut matching) = opcua::client::Client::find_matching_endpoint(
+        &offered,
+        s.endpoint.as_str(),
+        client::ua_policy(s.security_policy),
+        client::ua_mode(s.security_mode),
+    ) else {
+        let why = format!(
+            "{} offers no endpoint with {}/{:?} (it offers: {}); adit does not fall back to weaker security",
+            s.endpoint,
+            s.security_policy.name(),
+            wanted.security_mode,
+            client::describe_endpoints(&offered)
+        );
+        conn.audit.record(
+            "opcua_refused",
+            serde_json::json!({"device": c.id, "endpoint": s.endpoint, "why": why}),
+        );
+        conn.metrics.rebuild_failed.inc();
+        return End::Rebuild(why);
+    };
+    // Connect where the config says, not where the server advertises: the
+    // library replaces only the host name, and a server behind a port
+    // forward or a relay advertises a port adit cannot reach.
+    matching.endpoint_url = s.endpoint.as_str().into();
+    let server_cert = matching.server_certificate.clone();
+    if let Some(days) = client::days_left(&server_cert) {
+        conn.metrics.server_cert_days.set(days);
+        if days < 30 {
+            tracing::warn!(device = %c.id, days, "the OPC UA server's certificate expires soon");
+        }
+    }
+    if s.security_mode == SecurityMode::None {
+        tracing::warn!(device = %c.id, endpoint = %s.endpoint, "OPC UA connection WITHOUT security (allow_insecure = true): values and credentials travel in clear");
+        conn.audit.record(
+            "opcua_insecure_connect",
+            serde_json::json!({"device": c.id, "endpoint": s.endpoint}),
+        );
+    }
+    let (session, event_loop) = match client.connect_to_endpoint_directly(matching, identity) {
+        Ok(pair) => pair,
+        Err(e) => {
+            conn.metrics.rebuild_failed.inc();
+            return End::Rebuild(format!("{}: {e}", s.endpoint));
+        }
+    };
+    let stream = event_loop.enter();
+    tokio::pin!(stream);
+    let mut workers = JoinSet::new();
+    let (reconnected_tx, reconnected_rx) = tokio::sync::watch::channel(0u64);
+    workers.spawn(worker(
+        session.clone(),
+        conn.settings.clone(),
+        conn.config.clone(),
+        pending.clone(),
+        reconnected_rx,
+    ));
+    let silent_after: Vec<Option<Duration>> = s
+        .groups
+        .iter()
+        .map(|g| match g.mode {
+            GroupMode::Subscribe(_) => Some((g.interval * SILENT_INTERVALS).max(SILENT_MIN)),
+            GroupMode::Poll => None,
+        })
+        .collect();
+    let mut connected = false;
+    let mut reconnects = 0u64;
+    let mut last_refusal: Option<String> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => break End::Shutdown,
+            event = stream.next() => match event {
+                None => break End::Rebuild("the session loop ended".into()),
+                Some(Err(code)) => {
+                    conn.metrics.rebuild_failed.inc();
+                    break End::Rebuild(format!("session failed: {code}"));
+                }
+                Some(Ok(SessionPollResult::Reconnected(mode))) => {
+                    // The publish trap: without this, no Publish is ever sent again.
+                    session.trigger_publish_now();
+                    reconnects += 1;
+                    if reconnects > 1 {
+                        conn.metrics.reconnects.inc();
+                        tracing::info!(device = %c.id, ?mode, "OPC UA session re-established; publishing re-triggered");
+                    }
+                    connected = true;
+                    conn.metrics.connected.set(1);
+                    last_refusal = None;
+                    pending.reset_heard();
+                    let _ = reconnected_tx.send(reconnects);
+                }
+                Some(Ok(SessionPollResult::ConnectionLost(code))) => {
+                    tracing::warn!(device = %c.id, status = %code, "OPC UA connection lost");
+                    connected = false;
+                    conn.metrics.connected.set(0);
+                    pending.forget();
+                    if ctx.out.mark_bad(&conn.ids, Reason::CommFailure).await.is_err() {
+                        break End::Shutdown;
+                    }
+                }
+                Some(Ok(SessionPollResult::ReconnectFailed(code))) => {
+                    let why = client::explain_rejection(code, &s.pki_dir, Some(&server_cert))
+                        .unwrap_or_else(|| format!("{}: connect failed: {code}", s.endpoint));
+                    if last_refusal.as_deref() != Some(why.as_str()) {
+                        tracing::error!(device = %c.id, "{why}");
+                        if code.is_bad() && why.contains("certificate") {
+                            conn.audit.record(
+                                "opcua_certificate_rejected",
+                                serde_json::json!({"device": c.id, "endpoint": s.endpoint, "status": code.sub_code().name(), "message": why}),
+                            );
+                        }
+                        last_refusal = Some(why);
+                    }
+                    if !connected && reconnects == 0 {
+                        pending.forget();
+                        if ctx.out.mark_bad(&conn.ids, Reason::CommFailure).await.is_err() {
+                            break End::Shutdown;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+            result = workers.join_next() => {
+                let why = match result {
+                    Some(Ok(why)) => why,
+                    Some(Err(e)) => format!("worker failed: {e}"),
+                    None => "worker gone".into(),
+                };
+                if why.contains("namespace") {
+                    conn.metrics.rebuild_namespaces.inc();
+                } else {
+                    conn.metrics.rebuild_failed.inc();
+                }
+                break End::Rebuild(why);
+            }
+            _ = check.tick() => {
+                if connected {
+                    let now = Instant::now();
+                    let silent = silent_after.iter().enumerate().find_map(|(g, bound)| {
+                        bound.filter(|b| now.duration_since(pending.heard(g)) > *b).map(|b| (g, b))
+                    });
+                    if let Some((g, bound)) = silent {
+                        conn.metrics.rebuild_silent.inc();
+                        break End::Rebuild(format!(
+                            "subscription of group {:?} silent for more than {bound:?} (no data, no keep-alive)",
+                            s.groups[g].name
+                        ));
+                    }
+                }
+            }
+            () = pending.wake.notified() => {}
+        }
+        let batch = pending.take();
+        if !batch.is_empty() && ctx.out.send(batch).await.is_err() {
+            break End::Shutdown;
+        }
+    };
+    workers.abort_all();
+    // A graceful close (bounded), so the server frees the session at once.
+    let close = session.disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tokio::pin!(close);
+        loop {
+            tokio::select! {
+                _ = &mut close => break,
+                ev = stream.next() => if ev.is_none() { break },
+            }
+        }
+    })
+    .await;
+    end
+}
+
+/// Resolves namespaces, creates subscriptions and items, polls the poll
+/// groups, retries refused nodes, and checks namespaces after reconnects.
+/// Returns why the client must be rebuilt.
+async fn worker(
+    session: Arc<Session>,
+    settings: OpcuaSettings,
+    config: DeviceConfig,
+    pending: Pending,
+    mut reconnected: tokio::sync::watch::Receiver<u64>,
+) -> String {
+    if !session.wait_for_connection().await {
+        return "the session never connected".into();
+    }
+    let refs: Vec<&adit_core::opcua::NodeRef> = config
+        .points
+        .iter()
+        .filter_map(|p| p.opcua().map(|a| &a.node))
+        .collect();
+    let namespaces = match session.read_namespace_array().await {
+        Ok(map) => resolution(&refs, &map),
+        Err(e) => return format!("reading the namespace array failed: {e}"),
+    };
+    let table = pending.table.clone();
+    // Resolve every point; the ones that cannot be resolved are bad alone.
+    let mut nodes: Vec<Option<NodeId>> = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        match resolve(r, &namespaces) {
+            Ok(id) => nodes.push(Some(id)),
+            Err(why) => {
+                tracing::warn!(device = %config.id, point = %config.points[i].id, "{why}");
+                let bad = StatusCode::BadNodeIdUnknown;
+                pending.push(i, None, Quality::Bad(reason_of(bad)), Timestamp::now());
+                nodes.push(None);
+            }
+        }
+    }
+    let mut failed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut created: Vec<Option<u32>> = vec![None; settings.groups.len()];
+    for (g, group) in settings.groups.iter().enumerate() {
+        let GroupMode::Subscribe(sub) = &group.mode else {
+            continue;
+        };
+        let id = match session
+            .create_subscription(
+                group.interval,
+                30,
+                1,
+                0,
+                0,
+                true,
+                GroupCallback {
+                    group: g,
+                    pending: pending.clone(),
+                },
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                return format!(
+                    "creating the subscription of group {:?} failed: {e}",
+                    group.name
+                )
+            }
+        };
+        created[g] = Some(id);
+        let members: Vec<usize> = table.members[g]
+            .iter()
+            .copied()
+            .filter(|&i| nodes[i].is_some())
+            .collect();
+        let refused = create_items(&session, id, sub, &members, &nodes, &pending).await;
+        match refused {
+            Ok(r) => {
+                if !r.is_empty() {
+                    failed.insert(g, r);
+                }
+            }
+            Err(e) => {
+                return format!(
+                    "creating monitored items of group {:?} failed: {e}",
+                    group.name
+                )
+            }
+        }
+    }
+    pending.metrics_items_failed(failed.values().map(Vec::len).sum());
+    let mut polls: Vec<(usize, tokio::time::Interval)> = settings
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.mode == GroupMode::Poll)
+        .map(|(g, group)| {
+            let mut t = tokio::time::interval(group.interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (g, t)
+        })
+        .collect();
+    let mut retry = tokio::time::interval_at(Instant::now() + RETRY_FAILED, RETRY_FAILED);
+    loop {
+        let next_poll = async {
+            if polls.is_empty() {
+                std::future::pending::<usize>().await
+            } else {
+                let ticks = polls.iter_mut().map(|(g, t)| {
+                    Box::pin(async move {
+                        t.tick().await;
+                        *g
+                    })
+                });
+                futures_util::future::select_all(ticks).await.0
+            }
+        };
+        tokio::select! {
+            g = next_poll => {
+                let members: Vec<usize> = table.members[g].iter().copied().filter(|&i| nodes[i].is_some()).collect();
+                read_group(&session, &members, &nodes, &pending).await;
+            }
+            _ = retry.tick(), if !failed.is_empty() => {
+                let mut still = BTreeMap::new();
+                for (g, points) in std::mem::take(&mut failed) {
+                    let GroupMode::Subscribe(sub) = &settings.groups[g].mode else { continue };
+                    let Some(id) = current_subscription(&session, &table, g, created[g]) else {
+                        still.insert(g, points);
+                        continue;
+                    };
+                    match create_items(&session, id, sub, &points, &nodes, &pending).await {
+                        Ok(r) if !r.is_empty() => { still.insert(g, r); }
+                        Ok(_) => {}
+                        Err(_) => { still.insert(g, points); }
+                    }
+                }
+                failed = still;
+                pending.metrics_items_failed(failed.values().map(Vec::len).sum());
+            }
+            changed = reconnected.changed() => {
+                if changed.is_err() {
+                    return "collector gone".into();
+                }
+                match session.read_namespace_array().await {
+                    Ok(map) => {
+                        let now = resolution(&refs, &map);
+                        if now != namespaces {
+                            return format!("namespace indexes changed on reconnect ({namespaces:?} → {now:?})");
+                        }
+                    }
+                    Err(e) => tracing::warn!(device = %config.id, error = %e, "re-reading the namespace array failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Creates the monitored items of `points` on subscription `id`; returns
+/// the points the server refused (each marked Bad with its status).
+async fn create_items(
+    session: &Session,
+    id: u32,
+    sub: &adit_config::SubscribeSettings,
+    points: &[usize],
+    nodes: &[Option<NodeId>],
+    pending: &Pending,
+) -> Result<Vec<usize>, opcua::types::Error> {
+    let filter = data_change_filter(sub);
+    let mut refused = Vec::new();
+    for chunk in points.chunks(ITEMS_PER_CALL) {
+        let requests: Vec<MonitoredItemCreateRequest> = chunk
+            .iter()
+            .filter_map(|&i| {
+                let node = nodes[i].clone()?;
+                Some(MonitoredItemCreateRequest {
+                    item_to_monitor: value_of(node),
+                    monitoring_mode: MonitoringMode::Reporting,
+                    requested_parameters: MonitoringParameters {
+                        client_handle: PointTable::handle(i),
+                        sampling_interval: sub.sampling_interval.as_secs_f64() * 1000.0,
+                        filter: filter.clone(),
+                        queue_size: sub.queue_size,
+                        discard_oldest: true,
+                    },
+                })
+            })
+            .collect();
+        let results = session
+            .create_monitored_items(id, TimestampsToReturn::Both, requests)
+            .await?;
+        for (r, &i) in results.iter().zip(chunk) {
+            let status = r.result.status_code;
+            if !status.is_good() {
+                refused.push(i);
+                pending.push(i, None, Quality::Bad(reason_of(status)), Timestamp::now());
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// The current id of group `g`'s subscription: found by its items' client
+/// handles (ids change when the library recreates subscriptions).
+fn current_subscription(
+    session: &Session,
+    table: &PointTable,
+    g: usize,
+    created: Option<u32>,
+) -> Option<u32> {
+    let state = session.subscription_state().lock();
+    let ids = state.subscription_ids().unwrap_or_default();
+    let by_items = ids.iter().copied().find(|id| {
+        state.get(*id).is_some_and(|s| {
+            s.monitored_items().any(|m| {
+                table
+                    .point_of(m.client_handle())
+                    .is_some_and(|i| table.group[i] == g)
+            })
+        })
+    });
+    by_items.or(created.filter(|id| state.subscription_exists(*id)))
+}
+
+fn data_change_filter(sub: &adit_config::SubscribeSettings) -> ExtensionObject {
+    let trigger = match sub.trigger {
+        DataChangeTrigger::Status => opcua::types::DataChangeTrigger::Status,
+        DataChangeTrigger::StatusValue => opcua::types::DataChangeTrigger::StatusValue,
+        DataChangeTrigger::StatusValueTimestamp => {
+            opcua::types::DataChangeTrigger::StatusValueTimestamp
+        }
+    };
+    let (deadband_type, deadband_value) = match sub.deadband {
+        None => (DeadbandType::None as u32, 0.0),
+        Some(ServerDeadband::Absolute(v)) => (DeadbandType::Absolute as u32, v),
+        Some(ServerDeadband::Percent(v)) => (DeadbandType::Percent as u32, v),
+    };
+    ExtensionObject::from_message(DataChangeFilter {
+        trigger,
+        deadband_type,
+        deadband_value,
+    })
+}
+
+fn value_of(node_id: NodeId) -> ReadValueId {
+    ReadValueId {
+        node_id,
+        attribute_id: AttributeId::Value as u32,
+        index_range: opcua::types::NumericRange::None,
+        data_encoding: QualifiedName::null(),
+    }
+}
+
+/// Reads `points` of a poll group; a failed Read marks them all Bad.
+async fn read_group(
+    session: &Session,
+    points: &[usize],
+    nodes: &[Option<NodeId>],
+    pending: &Pending,
+) {
+    for chunk in points.chunks(NODES_PER_READ) {
+        let ids: Vec<ReadValueId> = chunk
+            .iter()
+            .filter_map(|&i| nodes[i].clone().map(value_of))
+            .collect();
+        match session.read(&ids, TimestampsToReturn::Both, 0.0).await {
+            Ok(values) => pending.on_read(chunk, &values),
+            Err(e) => {
+                let reason = reason_of(e.status());
+                for &i in chunk {
+                    pending.push(i, None, Quality::Bad(reason), Timestamp::now());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Configured node references → the server's `NodeId`s, resolving
+//! namespace URIs against the server's namespace array (read at connect and
+//! after every reconnect: indexes differ between servers and may change
+//! when one restarts).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use adit_core::opcua::{Identifier, Namespace, NodeRef};
+use opcua::types::{ByteString, Guid, NamespaceMap, NodeId};
+
+/// The namespace indexes the configured URIs resolved to (compared after a
+/// reconnect).
+pub type Resolution = BTreeMap<String, Option<u16>>;
+
+/// Resolves every URI `nodes` name against `map`.
+pub fn resolution(nodes: &[&NodeRef], map: &NamespaceMap) -> Resolution {
+    nodes
+        .iter()
+        .filter_map(|n| match &n.namespace {
+            Namespace::Uri(u) => Some(u.clone()),
+            Namespace::Index(_) => None,
+        })
+        .map(|u| {
+            let index = map.get_index(&u);
+            (u, index)
+        })
+        .collect()
+}
+
+/// The node id of `node`, or why there is none.
+pub fn resolve(node: &NodeRef, namespaces: &Resolution) -> Result<NodeId, String> {
+    let ns = match &node.namespace {
+        Namespace::Index(i) => *i,
+        Namespace::Uri(u) => match namespaces.get(u) {
+            Some(Some(i)) => *i,
+            _ => return Err(format!("the server has no namespace {u:?}")),
+        },
+    };
+    Ok(match &node.identifier {
+        Identifier::Numeric(n) => NodeId::new(ns, *n),
+        Identifier::String(s) => NodeId::new(ns, s.clone()),
+        Identifier::Guid(g) => {
+            NodeId::new(ns, Guid::from_str(g).map_err(|_| format!("bad GUID {g}"))?)
+        }
+        Identifier::Opaque(b) => NodeId::new(
+            ns,
+            ByteString::from_base64(b).ok_or_else(|| format!("bad base64 {b}"))?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_resolve_per_server_and_unknown_ones_are_errors() {
+        let a = NodeRef::parse("nsu=urn:tunnel;s=North.CO").unwrap();
+        let b = NodeRef::parse("ns=3;i=7").unwrap();
+        let c = NodeRef::parse("nsu=urn:missing;i=1").unwrap();
+        let mut map = NamespaceMap::new();
+        map.add_namespace("urn:other");
+        map.add_namespace("urn:tunnel");
+        let r = resolution(&[&a, &b, &c], &map);
+        assert_eq!(resolve(&a, &r).unwrap(), NodeId::new(2, "North.CO"));
+        assert_eq!(resolve(&b, &r).unwrap(), NodeId::new(3, 7u32));
+        assert!(resolve(&c, &r).unwrap_err().contains("urn:missing"));
+        // Another server orders its namespaces differently.
+        let mut other = NamespaceMap::new();
+        other.add_namespace("urn:tunnel");
+        let r2 = resolution(&[&a], &other);
+        assert_eq!(resolve(&a, &r2).unwrap(), NodeId::new(1, "North.CO"));
+        assert_ne!(r.get("urn:tunnel"), r2.get("urn:tunnel"));
+    }
+}

@@ -1,0 +1,251 @@
+//! What the subscription callbacks (run inside the session event loop) and
+//! the read worker hand to the collector task: readings waiting to be sent,
+//! each point's last value (to re-confirm unchanged values), and when each
+//! group last heard from the server.
+//!
+//! Invariants:
+//! - bounded: past [`MAX_PENDING`] readings, new ones are dropped and
+//!   counted (the collector drains after every event, so this takes a
+//!   pipeline that stopped accepting);
+//! - a point is re-confirmed (its last value and quality sent again with
+//!   the publish time) only when its subscription is live and it was not
+//!   sent within its interval: a constant value on a live subscription is
+//!   current, not stale; a silent subscription confirms nothing.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use adit_config::TimestampSource;
+use adit_core::{PointId, Quality, Reading, Timestamp, Value};
+use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore};
+use opcua::types::{DataChangeNotification, NotificationMessage};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::convert::{convert, to_timestamp, Scaling};
+use crate::metrics::ConnectionMetrics;
+
+pub const MAX_PENDING: usize = 1 << 20;
+
+/// What never changes for a connection's points.
+pub struct PointTable {
+    pub ids: Vec<PointId>,
+    pub scaling: Vec<Scaling>,
+    pub group: Vec<usize>,
+    pub interval: Vec<Duration>,
+    /// Points of each group, by index.
+    pub members: Vec<Vec<usize>>,
+    pub timestamps: TimestampSource,
+}
+
+impl PointTable {
+    /// The monitored item's client handle of point `i` (never 0).
+    pub fn handle(i: usize) -> u32 {
+        i as u32 + 1
+    }
+
+    pub fn point_of(&self, handle: u32) -> Option<usize> {
+        let i = handle.checked_sub(1)? as usize;
+        (i < self.ids.len()).then_some(i)
+    }
+}
+
+struct Last {
+    value: Option<Value>,
+    quality: Quality,
+    sent: Instant,
+}
+
+pub struct State {
+    pub readings: Vec<Reading>,
+    last: Vec<Option<Last>>,
+    /// When each group last had a publish response (data or keep-alive).
+    pub heard: Vec<Instant>,
+}
+
+/// Shared between callbacks, the read worker and the collector task.
+#[derive(Clone)]
+pub struct Pending {
+    pub table: Arc<PointTable>,
+    state: Arc<Mutex<State>>,
+    pub wake: Arc<Notify>,
+    metrics: ConnectionMetrics,
+}
+
+impl Pending {
+    pub fn new(table: Arc<PointTable>, metrics: ConnectionMetrics) -> Self {
+        let now = Instant::now();
+        let state = State {
+            readings: Vec::new(),
+            last: (0..table.ids.len()).map(|_| None).collect(),
+            heard: vec![now; table.members.len()],
+        };
+        Self {
+            table,
+            state: Arc::new(Mutex::new(state)),
+            wake: Arc::new(Notify::new()),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the readings waiting to be sent.
+    pub fn take(&self) -> Vec<Reading> {
+        std::mem::take(&mut self.lock().readings)
+    }
+
+    /// When group `g` last heard from the server.
+    pub fn heard(&self, g: usize) -> Instant {
+        self.lock()
+            .heard
+            .get(g)
+            .copied()
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// How many points the server currently refuses.
+    pub fn metrics_items_failed(&self, n: usize) {
+        self.metrics.items_failed.set(n as i64);
+    }
+
+    /// Forgets every last value (the link was lost: nothing from before
+    /// may be re-confirmed as current).
+    pub fn forget(&self) {
+        self.lock().last.iter_mut().for_each(|l| *l = None);
+    }
+
+    /// Every group counts as heard now (after a (re)connect).
+    pub fn reset_heard(&self) {
+        let now = Instant::now();
+        self.lock().heard.iter_mut().for_each(|h| *h = now);
+    }
+
+    /// Adds a reading of point `i`.
+    pub fn push(&self, i: usize, value: Option<Value>, quality: Quality, ts: Timestamp) {
+        let mut st = self.lock();
+        self.push_locked(&mut st, i, value, quality, ts, Timestamp::now());
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn push_locked(
+        &self,
+        st: &mut State,
+        i: usize,
+        value: Option<Value>,
+        quality: Quality,
+        ts: Timestamp,
+        received: Timestamp,
+    ) {
+        if st.readings.len() >= MAX_PENDING {
+            self.metrics.dropped.inc();
+            return;
+        }
+        st.readings.push(Reading {
+            point: self.table.ids[i],
+            value: value.clone(),
+            quality,
+            source_ts: ts,
+            received_ts: received,
+        });
+        st.last[i] = Some(Last {
+            value,
+            quality,
+            sent: Instant::now(),
+        });
+    }
+
+    /// One publish response of group `g`'s subscription.
+    pub fn on_publish(&self, g: usize, message: NotificationMessage) {
+        self.metrics.publishes.inc();
+        let received = Timestamp::now();
+        let now = Instant::now();
+        let publish_ts = to_timestamp(Some(&message.publish_time)).unwrap_or(received);
+        let mut st = self.lock();
+        if let Some(h) = st.heard.get_mut(g) {
+            *h = now;
+        }
+        let mut values = 0u64;
+        for obj in message.notification_data.into_iter().flatten() {
+            let Some(change) = obj.into_inner_as::<DataChangeNotification>() else {
+                continue; // events and status changes carry no readings
+            };
+            for item in change.monitored_items.into_iter().flatten() {
+                let Some(i) = self.table.point_of(item.client_handle) else {
+                    continue;
+                };
+                values += 1;
+                let c = convert(
+                    &item.value,
+                    self.table.scaling[i],
+                    self.table.timestamps,
+                    received,
+                );
+                self.push_locked(&mut st, i, c.value, c.quality, c.ts, received);
+            }
+        }
+        self.metrics.notifications.inc_by(values);
+        // Re-confirm unchanged values of this (live) subscription.
+        let confirm_ts = match self.table.timestamps {
+            TimestampSource::Receive => received,
+            _ => publish_ts,
+        };
+        let mut refreshed = 0u64;
+        if let Some(members) = self.table.members.get(g) {
+            for &i in members {
+                let due = match &st.last[i] {
+                    Some(last) => now.duration_since(last.sent) >= self.table.interval[i],
+                    None => false,
+                };
+                if due {
+                    if let Some(last) = st.last[i].take() {
+                        refreshed += 1;
+                        self.push_locked(
+                            &mut st,
+                            i,
+                            last.value,
+                            last.quality,
+                            confirm_ts,
+                            received,
+                        );
+                    }
+                }
+            }
+        }
+        self.metrics.refreshed.inc_by(refreshed);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Results of a Read of group `g`'s points `points` (same order).
+    pub fn on_read(&self, points: &[usize], values: &[opcua::types::DataValue]) {
+        let received = Timestamp::now();
+        let mut st = self.lock();
+        for (&i, dv) in points.iter().zip(values) {
+            let c = convert(dv, self.table.scaling[i], self.table.timestamps, received);
+            self.push_locked(&mut st, i, c.value, c.quality, c.ts, received);
+        }
+        self.metrics.notifications.inc_by(values.len() as u64);
+        drop(st);
+        self.wake.notify_one();
+    }
+}
+
+/// The subscription callback of one group.
+pub struct GroupCallback {
+    pub group: usize,
+    pub pending: Pending,
+}
+
+impl OnSubscriptionNotificationCore for GroupCallback {
+    fn on_subscription_notification(
+        &mut self,
+        notification: NotificationMessage,
+        _items: MonitoredItemMap<'_>,
+    ) {
+        self.pending.on_publish(self.group, notification);
+    }
+}
