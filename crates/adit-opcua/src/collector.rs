@@ -312,7 +312,9 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                     // The publish trap: without this, no Publish is ever sent again.
                     session.trigger_publish_now();
                     reconnects += 1;
-                    if reconnects > 1 {
+                    if reconnects == 1 {
+                        tracing::info!(device = %c.id, endpoint = %s.endpoint, policy = s.security_policy.name(), mode = ?s.security_mode, "connected");
+                    } else {
                         conn.metrics.reconnects.inc();
                         tracing::info!(device = %c.id, ?mode, "OPC UA session re-established; publishing re-triggered");
                     }

@@ -15,11 +15,21 @@ pub fn init(format: LogFormat, level: &str) {
             // The demo's embedded broker logs every connection at info, and
             // at error the demo's own readiness probe and its stop (whose
             // failures adit reports itself): off unless asked for by name.
-            if level.contains("rumqttd") {
-                EnvFilter::try_new(level)
-            } else {
-                EnvFilter::try_new(format!("{level},rumqttd=off"))
+            // async-opcua logs every connection, session and publish at
+            // info, and a publish sent before the first subscription (or a
+            // graceful close) at error or warn; adit reports connects,
+            // losses, rebuilds and certificate refusals itself: the
+            // library's crates are quiet unless asked for by name.
+            let mut filter = level.to_string();
+            if !level.contains("rumqttd") {
+                filter.push_str(",rumqttd=off");
             }
+            if !level.contains("opcua") {
+                filter.push_str(
+                    ",opcua_client=off,opcua_core=error,opcua_crypto=error,opcua_server=off",
+                );
+            }
+            EnvFilter::try_new(filter)
         })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -822,6 +822,7 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         .await
         .map_err(|e| e.to_string())?;
     let broker_port = adit::demo_broker::start()?;
+    let opcua_sim = adit::opcua_cmd::demo_sim(&dir).await?;
     let mut config =
         adit_config::load_str(DEMO_CONFIG, "config/demo.toml").map_err(|e| e.to_string())?;
     let sim_addr = sim.addr().to_string();
@@ -829,9 +830,13 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         match &mut device.settings {
             adit_config::DeviceSettings::Modbus(m) => m.address.clone_from(&sim_addr),
             adit_config::DeviceSettings::Mqtt(m) => m.port = broker_port,
-            adit_config::DeviceSettings::Opcua(_) => {}
+            adit_config::DeviceSettings::Opcua(o) => {
+                o.endpoint = opcua_sim.endpoint();
+                o.pki_dir = dir.join("pki");
+            }
         }
     }
+    adit::opcua_cmd::trust_demo_sim(&dir.join("sim-pki"), &dir.join("pki"))?;
     let db_path = dir.join("readings.db");
     if let Some(sqlite) = config.sinks.sqlite.as_mut() {
         sqlite.path.clone_from(&db_path);
@@ -855,6 +860,11 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     );
     say!("  simulator  Modbus TCP on {sim_addr}, units 1 (bore A) and 2 (bore B)");
     say!("  simulator  MQTT on mqtt://127.0.0.1:{broker_port} (embedded broker): JSON tunnel/+/sensors/+, Sparkplug B spBv1.0/tunnel/#");
+    say!(
+        "  simulator  OPC UA on {} (SignAndEncrypt, Basic256Sha256; namespace {})",
+        opcua_sim.endpoint(),
+        adit_sim_opcua::NAMESPACE_URI
+    );
     say!("  readings   {db} (SQLite)");
     if let Some(addr) = app.http_addr {
         say!("  metrics    http://{addr}/metrics   health: /healthz /readyz");

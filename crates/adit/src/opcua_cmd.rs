@@ -54,3 +54,23 @@ pub fn trust(file: &Path, pki_dir: Option<&Path>) -> Result<String, String> {
         t.not_after
     ))
 }
+
+/// The demo's OPC UA simulator: a free loopback port, its PKI under `dir`.
+pub async fn demo_sim(dir: &Path) -> Result<OpcuaSim, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("OPC UA simulator: {e}"))?;
+    OpcuaSim::start(&SimOptions::new(dir.join("sim-pki")), listener)
+}
+
+/// The demo trusts its own simulator: copies the simulator's certificate
+/// into adit's `trusted/` under the name async-opcua looks for.
+pub fn trust_demo_sim(sim_pki: &Path, adit_pki: &Path) -> Result<(), String> {
+    let cert = sim_pki.join("own").join("cert.der");
+    let der = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let name = adit_opcua::client::cert_file_name(&der.clone().into())
+        .ok_or_else(|| format!("{} is not a certificate", cert.display()))?;
+    let trusted = adit_pki.join("trusted");
+    std::fs::create_dir_all(&trusted).map_err(|e| format!("{}: {e}", trusted.display()))?;
+    std::fs::write(trusted.join(name), der).map_err(|e| format!("{}: {e}", trusted.display()))
+}

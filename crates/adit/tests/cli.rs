@@ -32,7 +32,7 @@ fn check_accepts_every_example_config_with_a_summary() {
     );
     assert!(
         stdout.contains(
-            "demo.toml: ok — site \"demo-tunnel\": 3 device(s) (modbus_tcp, mqtt), 42 point(s)"
+            "demo.toml: ok — site \"demo-tunnel\": 4 device(s) (modbus_tcp, mqtt, opcua), 48 point(s)"
         ),
         "{stdout}"
     );

@@ -24,7 +24,6 @@ use support_mqtt::{count, metric, rows_us};
 use support_wait::wait_for;
 use tokio::net::TcpListener;
 
-
 fn sim_options(pki: &Path) -> SimOptions {
     let mut o = SimOptions::new(pki);
     o.update_interval = Duration::from_millis(200);
