@@ -156,6 +156,23 @@ async fn subscribed_values_arrive_and_resume_after_a_server_restart() {
         metric(&app, "adit_opcua_items_failed", &[("device", "plc")])
     );
 
+    // A variable that goes bad is stored with its status name and code.
+    sim.set_bad(
+        "Tunnel.North.CO",
+        adit_opcua::opcua::types::StatusCode::BadSensorFailure,
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "CO stored as BadSensorFailure",
+        || {
+            rows_us(&db, "north.co")
+                .iter()
+                .any(|r| r.2 == 2 && r.3.as_deref() == Some("BadSensorFailure"))
+        },
+    )
+    .await;
+    sim.clear_faults();
+
     // Restart the server on the same port, same certificate.
     let updates_before = sim.updates();
     assert!(updates_before > 0);
