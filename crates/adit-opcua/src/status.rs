@@ -34,7 +34,7 @@ mod tests {
     fn status_codes_map_to_classes_and_keep_their_names() {
         for (bits, class, name) in [
             (0x0000_0000, QualityClass::Good, "Good"),
-            (0x00A2_0000, QualityClass::Good, "GoodClamped"),
+            (0x0030_0000, QualityClass::Good, "GoodClamped"),
             (0x0096_0000, QualityClass::Good, "GoodLocalOverride"),
             (
                 0x4090_0000,
@@ -42,7 +42,7 @@ mod tests {
                 "UncertainLastUsableValue",
             ),
             (
-                0x4092_0000,
+                0x4093_0000,
                 QualityClass::Uncertain,
                 "UncertainSensorNotAccurate",
             ),
@@ -60,10 +60,10 @@ mod tests {
             (0x8032_0000, QualityClass::Bad, "BadWaitingForInitialData"),
             (0x8033_0000, QualityClass::Bad, "BadNodeIdInvalid"),
             (0x8074_0000, QualityClass::Bad, "BadTypeMismatch"),
-            (0x806D_0000, QualityClass::Bad, "BadOutOfService"),
+            (0x808D_0000, QualityClass::Bad, "BadOutOfService"),
             (0x8035_0000, QualityClass::Bad, "BadAttributeIdInvalid"),
-            (0x803D_0000, QualityClass::Bad, "BadNotReadable"),
-            (0x80AB_0000, QualityClass::Bad, "BadConfigurationError"),
+            (0x803A_0000, QualityClass::Bad, "BadNotReadable"),
+            (0x8089_0000, QualityClass::Bad, "BadConfigurationError"),
             // The reserved severity 11 is bad; unknown sub-codes keep their bits.
             (0xC000_0000, QualityClass::Bad, "Invalid"),
             (0x8FFF_0000, QualityClass::Bad, "Invalid"),
