@@ -13,7 +13,8 @@
 //! - liveness: a subscribed group that hears nothing (data or keep-alive;
 //!   keep-alive count 1, so one per publishing interval) for
 //!   [`SILENT_INTERVALS`] intervals (at least [`SILENT_MIN`]) while the
-//!   session is up gets the whole client rebuilt;
+//!   session is up gets the whole client rebuilt; the check is a timer set
+//!   to the earliest such deadline, none while disconnected;
 //! - namespaces are resolved by URI at connect and after every reconnect;
 //!   if an index changed, the client is rebuilt (its recreated items would
 //!   name other nodes);
@@ -297,9 +298,16 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
     let mut connected = false;
     let mut reconnects = 0u64;
     let mut last_refusal: Option<String> = None;
-    let mut check = tokio::time::interval(Duration::from_millis(250));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut marked_bad = false;
     let end = loop {
+        // The next moment a subscription could be silent for too long (no
+        // timer at all while disconnected or with only poll groups).
+        let check_at = silent_after
+            .iter()
+            .enumerate()
+            .filter_map(|(g, bound)| bound.map(|b| pending.heard(g) + b))
+            .min()
+            .filter(|_| connected);
         tokio::select! {
             () = ctx.shutdown.cancelled() => break End::Shutdown,
             event = stream.next() => match event {
@@ -319,6 +327,7 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                         tracing::info!(device = %c.id, ?mode, "OPC UA session re-established; publishing re-triggered");
                     }
                     connected = true;
+                    marked_bad = false;
                     conn.metrics.connected.set(1);
                     last_refusal = None;
                     pending.reset_heard();
@@ -329,16 +338,19 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                     connected = false;
                     conn.metrics.connected.set(0);
                     pending.forget();
+                    marked_bad = true;
                     if ctx.out.mark_bad(&conn.ids, Reason::CommFailure).await.is_err() {
                         break End::Shutdown;
                     }
                 }
                 Some(Ok(SessionPollResult::ReconnectFailed(code))) => {
-                    let why = client::explain_rejection(code, &s.pki_dir, Some(&server_cert))
+                    let rejection = client::explain_rejection(code, &s.pki_dir, Some(&server_cert));
+                    let why = rejection
+                        .clone()
                         .unwrap_or_else(|| format!("{}: connect failed: {code}", s.endpoint));
                     if last_refusal.as_deref() != Some(why.as_str()) {
                         tracing::error!(device = %c.id, "{why}");
-                        if code.is_bad() && why.contains("certificate") {
+                        if rejection.is_some() {
                             conn.audit.record(
                                 "opcua_certificate_rejected",
                                 serde_json::json!({"device": c.id, "endpoint": s.endpoint, "status": code.sub_code().name(), "message": why}),
@@ -346,7 +358,8 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                         }
                         last_refusal = Some(why);
                     }
-                    if !connected && reconnects == 0 {
+                    if !marked_bad {
+                        marked_bad = true;
                         pending.forget();
                         if ctx.out.mark_bad(&conn.ids, Reason::CommFailure).await.is_err() {
                             break End::Shutdown;
@@ -368,19 +381,17 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                 }
                 break End::Rebuild(why);
             }
-            _ = check.tick() => {
-                if connected {
-                    let now = Instant::now();
-                    let silent = silent_after.iter().enumerate().find_map(|(g, bound)| {
-                        bound.filter(|b| now.duration_since(pending.heard(g)) > *b).map(|b| (g, b))
-                    });
-                    if let Some((g, bound)) = silent {
-                        conn.metrics.rebuild_silent.inc();
-                        break End::Rebuild(format!(
-                            "subscription of group {:?} silent for more than {bound:?} (no data, no keep-alive)",
-                            s.groups[g].name
-                        ));
-                    }
+            () = sleep_until_some(check_at) => {
+                let now = Instant::now();
+                let silent = silent_after.iter().enumerate().find_map(|(g, bound)| {
+                    bound.filter(|b| now.duration_since(pending.heard(g)) > *b).map(|b| (g, b))
+                });
+                if let Some((g, bound)) = silent {
+                    conn.metrics.rebuild_silent.inc();
+                    break End::Rebuild(format!(
+                        "subscription of group {:?} silent for more than {bound:?} (no data, no keep-alive)",
+                        s.groups[g].name
+                    ));
                 }
             }
             () = pending.wake.notified() => {}
@@ -404,6 +415,14 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
     })
     .await;
     end
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at + Duration::from_millis(1)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves namespaces, creates subscriptions and items, polls the poll

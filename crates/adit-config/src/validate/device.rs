@@ -84,29 +84,21 @@ fn validate_mqtt_device(
     data_dir: &Path,
 ) -> DeviceConfig {
     let settings = mqtt::validate_device(p, path, rd, data_dir);
-    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
-    let points = rd
-        .point
-        .iter()
-        .enumerate()
-        .map(|(i, rp)| {
-            let path = format!("{path}.point[{i}]");
-            let address = mqtt::validate_point(p, &path, rp, &settings);
-            let expected = mqtt::expected_interval(&settings, &address);
-            validate_point(p, &path, rp, expected, PointAddress::Mqtt(address))
-        })
-        .collect();
-    DeviceConfig {
+    let points = connection_points(p, path, rd, |p, path, rp| {
+        let address = mqtt::validate_point(p, path, rp, &settings);
+        let expected = mqtt::expected_interval(&settings, &address);
+        (PointAddress::Mqtt(address), expected)
+    });
+    connection(
+        p,
+        path,
+        rd,
         id,
-        protocol: Protocol::Mqtt,
-        description: rd.description.clone().unwrap_or_default(),
-        poll_interval: mqtt::DEFAULT_EXPECTED,
-        timeout,
-        reconnect_min,
-        reconnect_max,
+        Protocol::Mqtt,
+        mqtt::DEFAULT_EXPECTED,
         points,
-        settings: DeviceSettings::Mqtt(settings),
-    }
+        DeviceSettings::Mqtt(settings),
+    )
 }
 
 /// An OPC UA connection: its settings, groups and points (whose expected
@@ -119,34 +111,73 @@ fn validate_opcua_device(
     data_dir: &Path,
 ) -> DeviceConfig {
     let settings = opcua::validate_device(p, path, rd, data_dir);
-    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
     if rd.point.is_empty() {
         p.push(
             path.to_string(),
             "device has no points; add [[device.point]] tables with `node`",
         );
     }
-    let points = rd
-        .point
+    let points = connection_points(p, path, rd, |p, path, rp| {
+        let address = opcua::validate_point(p, path, rp, &settings);
+        let expected = opcua::expected_interval(&settings, &address);
+        (PointAddress::Opcua(address), expected)
+    });
+    let default_interval = Duration::from_secs(1);
+    connection(
+        p,
+        path,
+        rd,
+        id,
+        Protocol::Opcua,
+        default_interval,
+        points,
+        DeviceSettings::Opcua(settings),
+    )
+}
+
+/// The points of a pushed connection: `address` validates a point's
+/// protocol keys and says how often it is expected.
+fn connection_points(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    mut address: impl FnMut(&mut Problems, &str, &RawPoint) -> (PointAddress, Duration),
+) -> Vec<PointConfig> {
+    rd.point
         .iter()
         .enumerate()
         .map(|(i, rp)| {
             let path = format!("{path}.point[{i}]");
-            let address = opcua::validate_point(p, &path, rp, &settings);
-            let expected = opcua::expected_interval(&settings, &address);
-            validate_point(p, &path, rp, expected, PointAddress::Opcua(address))
+            let (address, expected) = address(p, &path, rp);
+            validate_point(p, &path, rp, expected, address)
         })
-        .collect();
+        .collect()
+}
+
+/// A pushed connection (MQTT, OPC UA): what every device has, around its
+/// protocol's settings and points.
+#[allow(clippy::too_many_arguments)] // one constructor for two protocols
+fn connection(
+    p: &mut Problems,
+    path: &str,
+    rd: &RawDevice,
+    id: String,
+    protocol: Protocol,
+    poll_interval: Duration,
+    points: Vec<PointConfig>,
+    settings: DeviceSettings,
+) -> DeviceConfig {
+    let (timeout, reconnect_min, reconnect_max) = link_timings(p, path, rd);
     DeviceConfig {
         id,
-        protocol: Protocol::Opcua,
+        protocol,
         description: rd.description.clone().unwrap_or_default(),
-        poll_interval: Duration::from_secs(1),
+        poll_interval,
         timeout,
         reconnect_min,
         reconnect_max,
         points,
-        settings: DeviceSettings::Opcua(settings),
+        settings,
     }
 }
 
