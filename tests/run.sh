@@ -6,7 +6,7 @@
 # their own instances on free loopback ports), a pseudo terminal for RTU, a
 # small tmpfs for the disk-full test (root); SQLite is embedded. When a test
 # needs another real service, install it in the "services" section below
-# (today: pymodbus, paho-mqtt, pysparkplug, prometheus-alertmanager,
+# (today: pymodbus, paho-mqtt, pysparkplug, asyncua, prometheus-alertmanager,
 # mosquitto, openssl, victoria-metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,16 @@ if ! python3 -c 'import paho.mqtt, pysparkplug, sys; from importlib.metadata imp
   fi
   python3 -m pip install --quiet --root-user-action=ignore 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1' \
     || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'paho-mqtt==1.6.1' 'pysparkplug==0.6.1'
+fi
+
+# asyncua: the independent OPC UA server of the OPC UA interop test (PyPI, pinned).
+if ! python3 -c 'import sys; from importlib.metadata import version as v; sys.exit(v("asyncua") != "2.1.0")' 2>/dev/null; then
+  echo "== installing asyncua 2.1.0 (PyPI)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  fi
+  python3 -m pip install --quiet --root-user-action=ignore 'asyncua==2.1.0' \
+    || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages 'asyncua==2.1.0'
 fi
 
 # prometheus-alertmanager: the alert receiver of the alerting test.

@@ -129,40 +129,75 @@ pub fn own_certificate(pki_dir: &Path) -> Option<ByteString> {
         .map(ByteString::from)
 }
 
-/// What to tell the engineer when a secure connection failed with `status`
-/// against a server whose certificate is `server_cert`.
+/// What to tell the engineer when a secure connection to `endpoint` failed
+/// with `status` against a server whose certificate is `server_cert`;
+/// `None` when the failure is not about certificates.
 pub fn explain_rejection(
     status: StatusCode,
+    endpoint: &str,
     pki_dir: &Path,
     server_cert: Option<&ByteString>,
 ) -> Option<String> {
     let code = status.sub_code().name();
-    let security = matches!(
-        code,
-        "BadCertificateUntrusted"
-            | "BadSecurityChecksFailed"
-            | "BadCertificateInvalid"
-            | "BadCertificateHostNameInvalid"
-            | "BadCertificateUriInvalid"
-            | "BadCertificateTimeInvalid"
-            | "BadCertificateIssuerRevocationUnknown"
-    );
-    if !security {
-        return None;
-    }
+    let host = endpoint
+        .strip_prefix("opc.tcp://")
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or(endpoint);
+    let own = pki_dir.join("own").join("cert.der");
     let rejected: Option<PathBuf> = server_cert
         .and_then(cert_file_name)
         .map(|name| pki_dir.join("rejected").join(name))
         .filter(|p| p.is_file());
-    Some(match rejected {
-        Some(file) => format!(
+    Some(match (code, rejected) {
+        ("BadCertificateUntrusted" | "BadSecurityChecksFailed" | "BadCertificateInvalid", Some(file)) => format!(
             "{code}: adit does not trust the server's certificate; it was saved as {} — check its thumbprint with the server's administrator, then run: adit opcua trust {:?}",
             file.display(),
             file.display().to_string()
         ),
-        None => format!(
-            "{code}: the secure channel was refused; if the server does not trust adit, trust adit's certificate {} on the server (its CN is \"adit\")",
-            pki_dir.join("own").join("cert.der").display()
+        ("BadCertificateHostNameInvalid", _) => format!(
+            "{code}: the server's certificate does not name the host {host:?} of the endpoint URL; write the endpoint with a host name the certificate names (see `adit probe opcua`), or have the server's certificate reissued"
         ),
+        ("BadCertificateUriInvalid", _) => format!(
+            "{code}: the server's certificate does not carry the application URI the server announces; have the server's certificate reissued"
+        ),
+        ("BadCertificateTimeInvalid", _) => format!(
+            "{code}: a certificate is expired or not yet valid (the server's, or adit's own {}); check both dates and the clocks",
+            own.display()
+        ),
+        ("BadCertificateUntrusted" | "BadSecurityChecksFailed" | "BadCertificateInvalid"
+        | "BadCertificateIssuerRevocationUnknown" | "BadCertificateRevoked", None) => format!(
+            "{code}: the secure channel was refused; if the server does not trust adit, trust adit's certificate {} on the server (its CN is \"adit\")",
+            own.display()
+        ),
+        _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_failures_are_explained_and_others_are_not() {
+        let dir = Path::new("/nonexistent-pki");
+        let explain = |bits: u32| {
+            explain_rejection(
+                StatusCode::from(bits),
+                "opc.tcp://127.0.0.1:4840/",
+                dir,
+                None,
+            )
+        };
+        let host = explain(0x8016_0000).unwrap_or_default();
+        assert!(host.contains("\"127.0.0.1\""), "{host}");
+        let untrusted = explain(0x801A_0000).unwrap_or_default();
+        assert!(
+            untrusted.contains("/nonexistent-pki/own/cert.der"),
+            "{untrusted}"
+        );
+        assert!(
+            explain(0x8005_0000).is_none(),
+            "BadCommunicationError is not a certificate problem"
+        );
+    }
 }

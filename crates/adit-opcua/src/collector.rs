@@ -344,7 +344,7 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                     }
                 }
                 Some(Ok(SessionPollResult::ReconnectFailed(code))) => {
-                    let rejection = client::explain_rejection(code, &s.pki_dir, Some(&server_cert));
+                    let rejection = client::explain_rejection(code, &s.endpoint, &s.pki_dir, Some(&server_cert));
                     let why = rejection
                         .clone()
                         .unwrap_or_else(|| format!("{}: connect failed: {code}", s.endpoint));

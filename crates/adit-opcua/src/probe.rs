@@ -15,6 +15,9 @@ use opcua::types::{
     ReferenceTypeId, TimestampsToReturn,
 };
 
+use futures_util::StreamExt;
+use opcua::client::SessionPollResult;
+
 use crate::client::{self, build_client, endpoint, identity_token};
 use crate::convert::{convert, Scaling};
 use crate::node::{resolution, resolve};
@@ -100,18 +103,31 @@ pub async fn probe(args: &ProbeArgs, out: &mut dyn FnMut(String)) -> Result<(), 
     let (session, event_loop) = client
         .connect_to_endpoint_directly(matching, identity_token(&args.identity)?)
         .map_err(|e| e.to_string())?;
-    let handle = event_loop.spawn();
-    let connected = tokio::time::timeout(args.timeout * 10, session.wait_for_connection())
-        .await
-        .unwrap_or(false);
-    if !connected {
-        handle.abort();
-        let status = opcua::types::StatusCode::BadSecurityChecksFailed;
-        return Err(
-            client::explain_rejection(status, &args.pki_dir, Some(&server_cert))
-                .unwrap_or_else(|| format!("{}: no session", args.endpoint)),
-        );
+    // Drive the loop here until the first connect succeeds or fails, to
+    // report the real status; then in a task while the probe works.
+    let mut stream = Box::pin(event_loop.enter());
+    let first = tokio::time::timeout(args.timeout * 10, async {
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(SessionPollResult::Reconnected(_)) => return Ok(()),
+                Ok(SessionPollResult::ReconnectFailed(code)) | Err(code) => return Err(code),
+                Ok(_) => {}
+            }
+        }
+        Err(opcua::types::StatusCode::BadNotConnected)
+    })
+    .await
+    .unwrap_or(Err(opcua::types::StatusCode::BadTimeout));
+    if let Err(code) = first {
+        return Err(client::explain_rejection(
+            code,
+            &args.endpoint,
+            &args.pki_dir,
+            Some(&server_cert),
+        )
+        .unwrap_or_else(|| format!("{}: no session: {code}", args.endpoint)));
     }
+    let handle = tokio::spawn(async move { while stream.next().await.is_some() {} });
     let result = session_work(args, &session, out).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
     handle.abort();
