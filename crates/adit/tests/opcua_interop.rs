@@ -1,7 +1,7 @@
 //! Interop with an independent OPC UA stack: python asyncua
-//! (`tests/interop/asyncua_server.py`, installed from PyPI by
+//! (`tests/interop/asyncua_server.py`, installed from `PyPI` by
 //! `tests/run.sh`) serves known values of many types under its own
-//! namespace index, over Basic256Sha256 SignAndEncrypt with its own
+//! namespace index, over `Basic256Sha256` `SignAndEncrypt` with its own
 //! self-signed certificate. adit must resolve the namespace by URI, store
 //! every value exactly (subscribed and polled), store a variable with a bad
 //! status under its name, and refuse the certificate for a host name it
