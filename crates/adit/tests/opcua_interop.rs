@@ -12,6 +12,7 @@
 mod support_mqtt;
 mod support_wait;
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -88,9 +89,10 @@ fn config(dir: &Path, host: &str, port: u16) -> String {
         ("numeric", "i=5001", "polled", ""),
         ("double_polled", "s=Double", "polled", ""),
     ] {
-        points.push_str(&format!(
+        let _ = write!(
+            points,
             "[[device.point]]\nid = \"py.{id}\"\nnode = \"nsu={URI};{node}\"\ngroup = \"{group}\"\n{extra}\n"
-        ));
+        );
     }
     format!(
         "site = \"opcua-interop\"\ndata_dir = \"{data}\"\n[http]\nlisten = \"off\"\n\
@@ -104,8 +106,11 @@ fn config(dir: &Path, host: &str, port: u16) -> String {
     )
 }
 
-/// The newest stored (value as SQL text, quality, reason) of a point.
-fn last(db: &Path, point: &str) -> Option<(String, i64, Option<String>)> {
+/// A stored (value as SQL text, quality, reason).
+type Row = (String, i64, Option<String>);
+
+/// The newest stored row of a point.
+fn last(db: &Path, point: &str) -> Option<Row> {
     let c = rusqlite::Connection::open(db).ok()?;
     c.query_row(
         "SELECT quote(r.value), r.quality, r.reason FROM readings r JOIN points p ON p.id = r.point_id \
@@ -142,7 +147,7 @@ async fn values_from_python_asyncua_are_stored_exactly() {
     let app = App::start(&config, HttpBind::BestEffort).await.unwrap();
     let db = dir.path().join("readings.db");
     let good = |v: &str| (v.to_string(), 0, None);
-    let expected: Vec<(&str, (String, i64, Option<String>))> = vec![
+    let expected: Vec<(&str, Row)> = vec![
         ("py.double", good("12.625")),
         ("py.float", good("-3.5")),
         ("py.int16", good("-12345")),
