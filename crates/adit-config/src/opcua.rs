@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use adit_core::opcua::NodeRef;
+use adit_core::opcua::NodeTarget;
 
 use crate::model::Secret;
 
@@ -161,7 +161,8 @@ pub enum ServerDeadband {
 /// Where an OPC UA point is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpcuaAddress {
-    pub node: NodeRef,
+    /// A node, or a browse path from a root node (resolved at connect).
+    pub target: NodeTarget,
     /// Index into the device's groups.
     pub group: usize,
     /// An element of an array value (arrays without one are refused).

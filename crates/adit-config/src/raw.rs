@@ -236,6 +236,8 @@ pub struct RawPoint {
     pub field: Option<String>,
     // OPC UA points.
     pub node: Option<String>,
+    pub browse_path: Option<Vec<String>>,
+    pub browse_namespace: Option<String>,
     pub group: Option<String>,
     pub index: Option<i64>,
 }

@@ -3,6 +3,8 @@
 //! resolved against each server's namespace array at connect and after
 //! every reconnect), and the four identifier kinds (`i=` numeric, `s=`
 //! string, `g=` GUID, `b=` opaque base64). No namespace prefix means 0.
+//! A point may instead name a browse path from a root node: browse names
+//! in one namespace (given by URI), `0:Name` for the standard namespace.
 
 use std::fmt;
 
@@ -94,6 +96,77 @@ impl NodeRef {
     }
 }
 
+/// One step of a browse path: a browse name in a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BrowseName {
+    pub namespace: Namespace,
+    pub name: String,
+}
+
+impl BrowseName {
+    /// `Name` (in `default`), or `N:Name` with an explicit namespace index.
+    pub fn parse(text: &str, default: &Namespace) -> Result<BrowseName, String> {
+        let (namespace, name) = match text.split_once(':') {
+            Some((index, name))
+                if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let i = index.parse::<u16>().map_err(|_| {
+                    format!("{text:?}: the namespace index is not a number 0-65535")
+                })?;
+                (Namespace::Index(i), name)
+            }
+            _ => (default.clone(), text),
+        };
+        if name.is_empty() {
+            return Err(format!("{text:?}: a browse name is not empty"));
+        }
+        Ok(BrowseName {
+            namespace,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Where a point is: a node, or a browse path from a root node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NodeTarget {
+    Node(NodeRef),
+    Path {
+        root: NodeRef,
+        path: Vec<BrowseName>,
+    },
+}
+
+impl NodeTarget {
+    /// Every namespace the target names (to resolve by URI).
+    pub fn namespaces(&self) -> Vec<&Namespace> {
+        match self {
+            NodeTarget::Node(n) => vec![&n.namespace],
+            NodeTarget::Path { root, path } => std::iter::once(&root.namespace)
+                .chain(path.iter().map(|b| &b.namespace))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for NodeTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeTarget::Node(n) => write!(f, "{n}"),
+            NodeTarget::Path { root, path } => {
+                write!(f, "{root}")?;
+                for b in path {
+                    match &b.namespace {
+                        Namespace::Index(i) => write!(f, "/{i}:{}", b.name)?,
+                        Namespace::Uri(u) => write!(f, "/<{u}>{}", b.name)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn is_guid(v: &str) -> bool {
     let parts: Vec<&str> = v.split('-').collect();
     parts.len() == 5
@@ -158,6 +231,22 @@ mod tests {
             assert_eq!(n.identifier, id, "{text}");
             assert_eq!(NodeRef::parse(&n.to_string()).unwrap(), n, "{text}");
         }
+    }
+
+    #[test]
+    fn browse_names_take_the_default_namespace_or_an_index() {
+        let uri = Namespace::Uri("urn:t".into());
+        let b = BrowseName::parse("North", &uri).unwrap();
+        assert_eq!(b.namespace, uri);
+        let b = BrowseName::parse("0:Objects", &uri).unwrap();
+        assert_eq!(
+            (b.namespace, b.name.as_str()),
+            (Namespace::Index(0), "Objects")
+        );
+        let b = BrowseName::parse("Pump:1", &uri).unwrap();
+        assert_eq!(b.name, "Pump:1");
+        assert!(BrowseName::parse("", &uri).is_err());
+        assert!(BrowseName::parse("2:", &uri).is_err());
     }
 
     #[test]

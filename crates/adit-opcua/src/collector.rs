@@ -34,14 +34,15 @@ use adit_audit::Audit;
 use adit_config::{
     DataChangeTrigger, DeviceConfig, GroupMode, OpcuaSettings, SecurityMode, ServerDeadband,
 };
-use adit_core::{Backoff, PointId, Quality, Reason, Timestamp};
+use adit_core::opcua::NodeTarget;
+use adit_core::{Backoff, PointId, Quality, Reason};
 use adit_source::{Source, SourceContext, SourceError, SourceFuture};
 use futures_util::StreamExt;
 use opcua::client::{Session, SessionPollResult};
 use opcua::types::{
-    AttributeId, DataChangeFilter, DeadbandType, ExtensionObject, MonitoredItemCreateRequest,
-    MonitoringMode, MonitoringParameters, NodeId, QualifiedName, ReadValueId, StatusCode,
-    TimestampsToReturn,
+    AttributeId, BrowsePath, DataChangeFilter, DeadbandType, ExtensionObject,
+    MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, QualifiedName,
+    ReadValueId, StatusCode, TimestampsToReturn,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -49,7 +50,7 @@ use tokio::time::Instant;
 use crate::client::{self, build_client, endpoint, identity_token};
 use crate::convert::Scaling;
 use crate::metrics::ConnectionMetrics;
-use crate::node::{resolution, resolve};
+use crate::node::{browse_path, resolution, resolve};
 use crate::pending::{GroupCallback, Pending, PointTable};
 use crate::status::reason_of;
 
@@ -438,29 +439,22 @@ async fn worker(
     if !session.wait_for_connection().await {
         return "the session never connected".into();
     }
-    let refs: Vec<&adit_core::opcua::NodeRef> = config
+    let targets: Vec<&NodeTarget> = config
         .points
         .iter()
-        .filter_map(|p| p.opcua().map(|a| &a.node))
+        .filter_map(|p| p.opcua().map(|a| &a.target))
         .collect();
+    let namespaces_of = || targets.iter().flat_map(|t| t.namespaces());
     let namespaces = match session.read_namespace_array().await {
-        Ok(map) => resolution(&refs, &map),
+        Ok(map) => resolution(namespaces_of(), &map),
         Err(e) => return format!("reading the namespace array failed: {e}"),
     };
     let table = pending.table.clone();
     // Resolve every point; the ones that cannot be resolved are bad alone.
-    let mut nodes: Vec<Option<NodeId>> = Vec::with_capacity(refs.len());
-    for (i, r) in refs.iter().enumerate() {
-        match resolve(r, &namespaces) {
-            Ok(id) => nodes.push(Some(id)),
-            Err(why) => {
-                tracing::warn!(device = %config.id, point = %config.points[i].id, "{why}");
-                let bad = StatusCode::BadNodeIdUnknown;
-                pending.push(i, None, Quality::Bad(reason_of(bad)), Timestamp::now());
-                nodes.push(None);
-            }
-        }
-    }
+    let nodes = match resolve_targets(&session, &targets, &namespaces, &pending, &config).await {
+        Ok(nodes) => nodes,
+        Err(e) => return format!("translating browse paths failed: {e}"),
+    };
     let mut failed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut created: Vec<Option<u32>> = vec![None; settings.groups.len()];
     for (g, group) in settings.groups.iter().enumerate() {
@@ -566,7 +560,7 @@ async fn worker(
                 }
                 match session.read_namespace_array().await {
                     Ok(map) => {
-                        let now = resolution(&refs, &map);
+                        let now = resolution(namespaces_of(), &map);
                         if now != namespaces {
                             return format!("namespace indexes changed on reconnect ({namespaces:?} → {now:?})");
                         }
@@ -576,6 +570,53 @@ async fn worker(
             }
         }
     }
+}
+
+/// The node id of every target (`None`, with a Bad reading for that point
+/// alone, where there is none): nodes directly, browse paths through
+/// `TranslateBrowsePathsToNodeIds` in chunks.
+async fn resolve_targets(
+    session: &Session,
+    targets: &[&NodeTarget],
+    namespaces: &crate::node::Resolution,
+    pending: &Pending,
+    config: &DeviceConfig,
+) -> Result<Vec<Option<NodeId>>, opcua::types::Error> {
+    let unresolved = |i: usize, status: StatusCode, why: &str| {
+        tracing::warn!(device = %config.id, point = %config.points[i].id, target = %targets[i], "{why}");
+        pending.mark_unmonitored(i, Quality::Bad(reason_of(status)));
+    };
+    let mut nodes: Vec<Option<NodeId>> = vec![None; targets.len()];
+    let mut paths: Vec<(usize, BrowsePath)> = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        match target {
+            NodeTarget::Node(node) => match resolve(node, namespaces) {
+                Ok(id) => nodes[i] = Some(id),
+                Err(why) => unresolved(i, StatusCode::BadNodeIdUnknown, &why),
+            },
+            NodeTarget::Path { root, path } => match browse_path(root, path, namespaces) {
+                Ok(p) => paths.push((i, p)),
+                Err(why) => unresolved(i, StatusCode::BadNoMatch, &why),
+            },
+        }
+    }
+    for chunk in paths.chunks(NODES_PER_READ) {
+        let request: Vec<BrowsePath> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let results = session.translate_browse_paths_to_node_ids(&request).await?;
+        for ((i, _), r) in chunk.iter().zip(results) {
+            let target = r
+                .targets
+                .into_iter()
+                .flatten()
+                .next()
+                .filter(|_| r.status_code.is_good());
+            match target {
+                Some(t) => nodes[*i] = Some(t.target_id.node_id),
+                None => unresolved(*i, r.status_code, "the browse path leads nowhere"),
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 /// Creates the monitored items of `points` on subscription `id`; returns
@@ -615,7 +656,7 @@ async fn create_items(
             let status = r.result.status_code;
             if !status.is_good() {
                 refused.push(i);
-                pending.push(i, None, Quality::Bad(reason_of(status)), Timestamp::now());
+                pending.mark_unmonitored(i, Quality::Bad(reason_of(status)));
             }
         }
     }
@@ -687,12 +728,7 @@ async fn read_group(
             .collect();
         match session.read(&ids, TimestampsToReturn::Both, 0.0).await {
             Ok(values) => pending.on_read(chunk, &values),
-            Err(e) => {
-                let reason = reason_of(e.status());
-                for &i in chunk {
-                    pending.push(i, None, Quality::Bad(reason), Timestamp::now());
-                }
-            }
+            Err(e) => pending.on_read_failed(chunk, Quality::Bad(reason_of(e.status()))),
         }
     }
 }

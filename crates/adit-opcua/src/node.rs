@@ -1,4 +1,5 @@
-//! Configured node references → the server's `NodeId`s, resolving
+//! Configured node references and browse paths → the server's `NodeId`s
+//! (browse paths through `TranslateBrowsePathsToNodeIds`), resolving
 //! namespace URIs against the server's namespace array (read at connect and
 //! after every reconnect: indexes differ between servers and may change
 //! when one restarts).
@@ -6,18 +7,24 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use adit_core::opcua::{Identifier, Namespace, NodeRef};
-use opcua::types::{ByteString, Guid, NamespaceMap, NodeId};
+use adit_core::opcua::{BrowseName, Identifier, Namespace, NodeRef};
+use opcua::types::{
+    BrowsePath, ByteString, Guid, NamespaceMap, NodeId, QualifiedName, ReferenceTypeId,
+    RelativePath, RelativePathElement,
+};
 
 /// The namespace indexes the configured URIs resolved to (compared after a
 /// reconnect).
 pub type Resolution = BTreeMap<String, Option<u16>>;
 
-/// Resolves every URI `nodes` name against `map`.
-pub fn resolution(nodes: &[&NodeRef], map: &NamespaceMap) -> Resolution {
-    nodes
-        .iter()
-        .filter_map(|n| match &n.namespace {
+/// Resolves every URI of `namespaces` against `map`.
+pub fn resolution<'a>(
+    namespaces: impl IntoIterator<Item = &'a Namespace>,
+    map: &NamespaceMap,
+) -> Resolution {
+    namespaces
+        .into_iter()
+        .filter_map(|n| match n {
             Namespace::Uri(u) => Some(u.clone()),
             Namespace::Index(_) => None,
         })
@@ -28,15 +35,45 @@ pub fn resolution(nodes: &[&NodeRef], map: &NamespaceMap) -> Resolution {
         .collect()
 }
 
+/// The index of `ns` on this server, or why there is none.
+fn index(ns: &Namespace, namespaces: &Resolution) -> Result<u16, String> {
+    match ns {
+        Namespace::Index(i) => Ok(*i),
+        Namespace::Uri(u) => match namespaces.get(u) {
+            Some(Some(i)) => Ok(*i),
+            _ => Err(format!("the server has no namespace {u:?}")),
+        },
+    }
+}
+
+/// The `TranslateBrowsePathsToNodeIds` request of a browse path.
+pub fn browse_path(
+    root: &NodeRef,
+    path: &[BrowseName],
+    namespaces: &Resolution,
+) -> Result<BrowsePath, String> {
+    let elements = path
+        .iter()
+        .map(|b| {
+            Ok(RelativePathElement {
+                reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+                is_inverse: false,
+                include_subtypes: true,
+                target_name: QualifiedName::new(index(&b.namespace, namespaces)?, b.name.as_str()),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(BrowsePath {
+        starting_node: resolve(root, namespaces)?,
+        relative_path: RelativePath {
+            elements: Some(elements),
+        },
+    })
+}
+
 /// The node id of `node`, or why there is none.
 pub fn resolve(node: &NodeRef, namespaces: &Resolution) -> Result<NodeId, String> {
-    let ns = match &node.namespace {
-        Namespace::Index(i) => *i,
-        Namespace::Uri(u) => match namespaces.get(u) {
-            Some(Some(i)) => *i,
-            _ => return Err(format!("the server has no namespace {u:?}")),
-        },
-    };
+    let ns = index(&node.namespace, namespaces)?;
     Ok(match &node.identifier {
         Identifier::Numeric(n) => NodeId::new(ns, *n),
         Identifier::String(s) => NodeId::new(ns, s.clone()),
@@ -62,14 +99,14 @@ mod tests {
         let mut map = NamespaceMap::new();
         map.add_namespace("urn:other");
         map.add_namespace("urn:tunnel");
-        let r = resolution(&[&a, &b, &c], &map);
+        let r = resolution([&a.namespace, &b.namespace, &c.namespace], &map);
         assert_eq!(resolve(&a, &r).unwrap(), NodeId::new(2, "North.CO"));
         assert_eq!(resolve(&b, &r).unwrap(), NodeId::new(3, 7u32));
         assert!(resolve(&c, &r).unwrap_err().contains("urn:missing"));
         // Another server orders its namespaces differently.
         let mut other = NamespaceMap::new();
         other.add_namespace("urn:tunnel");
-        let r2 = resolution(&[&a], &other);
+        let r2 = resolution([&a.namespace], &other);
         assert_eq!(resolve(&a, &r2).unwrap(), NodeId::new(1, "North.CO"));
         assert_ne!(r.get("urn:tunnel"), r2.get("urn:tunnel"));
     }

@@ -123,10 +123,14 @@ impl Pending {
         self.lock().heard.iter_mut().for_each(|h| *h = now);
     }
 
-    /// Adds a reading of point `i`.
-    pub fn push(&self, i: usize, value: Option<Value>, quality: Quality, ts: Timestamp) {
+    /// Marks point `i` bad now because the server has no item for it (a
+    /// node that cannot be resolved, an item refused): its subscription
+    /// says nothing about it, so nothing is re-confirmed for it.
+    pub fn mark_unmonitored(&self, i: usize, quality: Quality) {
         let mut st = self.lock();
-        self.push_locked(&mut st, i, value, quality, ts, Timestamp::now());
+        let now = Timestamp::now();
+        self.push_locked(&mut st, i, None, quality, now, now);
+        st.last[i] = None;
         drop(st);
         self.wake.notify_one();
     }
@@ -220,7 +224,18 @@ impl Pending {
         self.wake.notify_one();
     }
 
-    /// Results of a Read of group `g`'s points `points` (same order).
+    /// A Read of `points` failed with `quality`.
+    pub fn on_read_failed(&self, points: &[usize], quality: Quality) {
+        let mut st = self.lock();
+        let now = Timestamp::now();
+        for &i in points {
+            self.push_locked(&mut st, i, None, quality, now, now);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Results of a Read of `points` (same order).
     pub fn on_read(&self, points: &[usize], values: &[opcua::types::DataValue]) {
         let received = Timestamp::now();
         let mut st = self.lock();

@@ -147,8 +147,7 @@ async fn session_work(
     for text in args.browse.iter().chain(&args.read) {
         refs.push(NodeRef::parse(text)?);
     }
-    let all: Vec<&NodeRef> = refs.iter().collect();
-    let namespaces = resolution(&all, &map);
+    let namespaces = resolution(refs.iter().map(|r| &r.namespace), &map);
     let mut refs = refs.into_iter();
     if args.browse.is_some() {
         let root = refs.next().ok_or("no node to browse")?;

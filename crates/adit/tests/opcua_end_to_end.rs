@@ -82,6 +82,18 @@ node = \"nsu=urn:adit:sim:tunnel;s=Tunnel.North.EnergyWh\"
 group = \"fast\"
 
 [[device.point]]
+id = \"south.co.by_path\"
+browse_path = [\"Tunnel\", \"South\", \"CO\"]
+browse_namespace = \"urn:adit:sim:tunnel\"
+group = \"fast\"
+
+[[device.point]]
+id = \"south.nowhere\"
+browse_path = [\"Tunnel\", \"South\", \"Nowhere\"]
+browse_namespace = \"urn:adit:sim:tunnel\"
+group = \"fast\"
+
+[[device.point]]
 id = \"north.missing\"
 node = \"nsu=urn:adit:sim:tunnel;s=Tunnel.North.NoSuchSensor\"
 group = \"fast\"
@@ -176,6 +188,22 @@ async fn subscribed_values_arrive_and_resume_after_a_server_restart() {
     // Restart the server on the same port, same certificate.
     let updates_before = sim.updates();
     assert!(updates_before > 0);
+    // A browse path resolves to its node; one that leads nowhere is bad alone.
+    wait_for(Duration::from_secs(10), "values by browse path", || {
+        good_rows_after(&db, "south.co.by_path", 0) >= 2
+            && rows_us(&db, "south.nowhere")
+                .iter()
+                .any(|r| r.0.is_none() && r.2 == 2)
+    })
+    .await;
+    println!(
+        "a path that leads nowhere: {:?}",
+        rows_us(&db, "south.nowhere").first()
+    );
+    // It has no monitored item: the live subscription does not re-confirm it.
+    let nowhere = rows_us(&db, "south.nowhere").len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(rows_us(&db, "south.nowhere").len(), nowhere);
     sim.shutdown().await;
     let down_at = now_us();
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -88,10 +88,17 @@ fn config(dir: &Path, host: &str, port: u16) -> String {
         ("counter", "s=Counter", "subscribed", ""),
         ("numeric", "i=5001", "polled", ""),
         ("double_polled", "s=Double", "polled", ""),
+        (
+            "double_by_path",
+            "i=85",
+            "subscribed",
+            "browse_path = [\"Interop\", \"Double\"]\n",
+        ),
     ] {
         let _ = write!(
             points,
-            "[[device.point]]\nid = \"py.{id}\"\nnode = \"nsu={URI};{node}\"\ngroup = \"{group}\"\n{extra}\n"
+            "[[device.point]]\nid = \"py.{id}\"\nnode = \"{ns}{node}\"\ngroup = \"{group}\"\n{extra}\n",
+            ns = if node.starts_with("i=85") { String::new() } else { format!("nsu={URI};") }
         );
     }
     format!(
@@ -159,6 +166,7 @@ async fn values_from_python_asyncua_are_stored_exactly() {
         ("py.array2", good("3.5")),
         ("py.numeric", good("42")),
         ("py.double_polled", good("12.625")),
+        ("py.double_by_path", good("12.625")),
         (
             "py.broken",
             ("NULL".into(), 2, Some("BadSensorFailure".into())),

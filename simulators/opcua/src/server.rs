@@ -18,7 +18,7 @@ use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
 use opcua::server::{ServerBuilder, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
 use opcua::types::{
-    DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode, Variant,
+    DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, QualifiedName, StatusCode, Variant,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -256,15 +256,22 @@ struct Served {
 fn add_variables(manager: &SimpleNodeManager, ns: u16, bulk: usize) -> Served {
     let mut space = manager.address_space().write();
     let root = NodeId::new(ns, "Tunnel");
-    space.add_folder(&root, "Tunnel", "Tunnel", &ObjectId::ObjectsFolder.into());
+    // Browse names in the simulator's namespace (browse paths name it by URI).
+    let q = |name: &str| QualifiedName::new(ns, name);
+    space.add_folder(
+        &root,
+        q("Tunnel"),
+        "Tunnel",
+        &ObjectId::ObjectsFolder.into(),
+    );
     let model = TunnelModel::new(0.0);
     let mut bore_vars = Vec::new();
     for (b, bore) in BORES.iter().enumerate() {
         let folder = NodeId::new(ns, format!("Tunnel.{bore}"));
-        space.add_folder(&folder, *bore, *bore, &root);
+        space.add_folder(&folder, q(bore), *bore, &root);
         for (v, spec) in BORE_VARIABLES.iter().enumerate() {
             let id = NodeId::new(ns, node_name(bore, spec));
-            let variable = Variable::new(&id, spec.name, spec.name, value_of(&model, spec));
+            let variable = Variable::new(&id, q(spec.name), spec.name, value_of(&model, spec));
             space.add_variables(vec![variable], &folder);
             bore_vars.push((id, b, v));
         }
@@ -273,10 +280,10 @@ fn add_variables(manager: &SimpleNodeManager, ns: u16, bulk: usize) -> Served {
     let clock = NodeId::new(ns, CLOCK_ID);
     space.add_variables(
         vec![
-            Variable::new(&mode, "Mode", "Mode", Variant::String("normal".into())),
+            Variable::new(&mode, q("Mode"), "Mode", Variant::String("normal".into())),
             Variable::new(
                 &clock,
-                "Clock",
+                q("Clock"),
                 "Clock",
                 Variant::DateTime(Box::new(DateTime::now())),
             ),
@@ -286,12 +293,12 @@ fn add_variables(manager: &SimpleNodeManager, ns: u16, bulk: usize) -> Served {
     let mut bulk_ids = Vec::with_capacity(bulk);
     if bulk > 0 {
         let folder = NodeId::new(ns, "Load");
-        space.add_folder(&folder, "Load", "Load", &root);
+        space.add_folder(&folder, q("Load"), "Load", &root);
         let vars = (0..bulk)
             .map(|i| {
                 let id = NodeId::new(ns, bulk_name(i));
                 bulk_ids.push(id.clone());
-                Variable::new(&id, bulk_name(i), bulk_name(i), Variant::Double(0.0))
+                Variable::new(&id, q(&bulk_name(i)), bulk_name(i), Variant::Double(0.0))
             })
             .collect();
         space.add_variables(vars, &folder);

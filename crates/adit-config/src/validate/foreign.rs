@@ -103,7 +103,7 @@ pub(super) fn check(p: &mut Problems, path: &str, rd: &RawDevice, protocol: Prot
     }
     for (i, rp) in rd.point.iter().enumerate() {
         let here = format!("{path}.point[{i}]");
-        let point_keys: [(&str, bool, &[Family]); 11] = [
+        let point_keys: [(&str, bool, &[Family]); 13] = [
             ("table", rp.table.is_some(), &[Modbus]),
             ("address", rp.address.is_some(), &[Modbus]),
             ("type", rp.data_type.is_some(), &[Modbus]),
@@ -113,6 +113,8 @@ pub(super) fn check(p: &mut Problems, path: &str, rd: &RawDevice, protocol: Prot
             ("topic", rp.topic.is_some(), &[Mqtt]),
             ("field", rp.field.is_some(), &[Mqtt]),
             ("node", rp.node.is_some(), &[Opcua]),
+            ("browse_path", rp.browse_path.is_some(), &[Opcua]),
+            ("browse_namespace", rp.browse_namespace.is_some(), &[Opcua]),
             ("group", rp.group.is_some(), &[Opcua]),
             ("index", rp.index.is_some(), &[Opcua]),
         ];

@@ -9,7 +9,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use adit_core::opcua::NodeRef;
+use adit_core::opcua::{BrowseName, Identifier, Namespace, NodeRef, NodeTarget};
+
+/// `i=85`: the standard Objects folder, where browse paths start.
+const OBJECTS_FOLDER: u32 = 85;
 
 use super::{resolve_in, Problems};
 use crate::model::{
@@ -315,12 +318,60 @@ pub(super) fn validate_point(
     rp: &RawPoint,
     settings: &OpcuaSettings,
 ) -> OpcuaAddress {
-    let node = match p.required(&format!("{path}.node"), rp.node.as_deref()) {
-        Some(text) => NodeRef::parse(text).unwrap_or_else(|e| {
+    let node = |p: &mut Problems, text: &str| {
+        NodeRef::parse(text).unwrap_or_else(|e| {
             p.push(format!("{path}.node"), e);
             placeholder()
-        }),
-        None => placeholder(),
+        })
+    };
+    let target = match (&rp.browse_path, rp.node.as_deref()) {
+        (None, None) => {
+            p.push(
+                format!("{path}.node"),
+                "is required (or browse_path, from node or the Objects folder)",
+            );
+            NodeTarget::Node(placeholder())
+        }
+        (None, Some(text)) => {
+            if rp.browse_namespace.is_some() {
+                p.push(
+                    format!("{path}.browse_namespace"),
+                    "applies only with browse_path",
+                );
+            }
+            NodeTarget::Node(node(p, text))
+        }
+        (Some(elements), root) => {
+            let root = root.map_or(
+                NodeRef {
+                    namespace: Namespace::Index(0),
+                    identifier: Identifier::Numeric(OBJECTS_FOLDER),
+                },
+                |text| node(p, text),
+            );
+            let default = rp
+                .browse_namespace
+                .clone()
+                .map_or(Namespace::Index(0), Namespace::Uri);
+            if elements.is_empty() {
+                p.push(
+                    format!("{path}.browse_path"),
+                    "names at least one browse name, e.g. [\"Tunnel\", \"North\", \"CO\"]",
+                );
+            }
+            let path_elements = elements
+                .iter()
+                .filter_map(|e| {
+                    BrowseName::parse(e, &default)
+                        .map_err(|why| p.push(format!("{path}.browse_path"), why))
+                        .ok()
+                })
+                .collect();
+            NodeTarget::Path {
+                root,
+                path: path_elements,
+            }
+        }
     };
     let group_name = rp.group.as_deref().unwrap_or(DEFAULT_GROUP);
     let group = settings
@@ -344,13 +395,17 @@ pub(super) fn validate_point(
         }
         ok
     });
-    OpcuaAddress { node, group, index }
+    OpcuaAddress {
+        target,
+        group,
+        index,
+    }
 }
 
 fn placeholder() -> NodeRef {
     NodeRef {
-        namespace: adit_core::opcua::Namespace::Index(0),
-        identifier: adit_core::opcua::Identifier::Numeric(0),
+        namespace: Namespace::Index(0),
+        identifier: Identifier::Numeric(0),
     }
 }
 
