@@ -315,6 +315,10 @@ enum SimCommand {
         /// A user for username/password identity, NAME:PASSWORD (repeatable).
         #[arg(long = "user")]
         users: Vec<String>,
+        /// `bad=NODE:STATUS`, `stuck=NODE`, `restart_every=PERIOD[:DOWN]`,
+        /// `quiet_every=PERIOD[:FOR]` (repeatable).
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<String>,
     },
 }
 
@@ -476,7 +480,11 @@ fn main() -> ExitCode {
                 bulk,
                 insecure,
                 users,
-            }) => adit::opcua_cmd::sim(listen, pki_dir, interval, bulk, insecure, &users).await,
+                faults,
+            }) => {
+                adit::opcua_cmd::sim(listen, pki_dir, interval, bulk, insecure, &users, &faults)
+                    .await
+            }
             Command::Probe(ProbeCommand::Opcua {
                 endpoint,
                 security_mode,

@@ -202,7 +202,7 @@ async fn subscribed_values_arrive_and_resume_after_a_server_restart() {
     );
     // It has no monitored item: the live subscription does not re-confirm it.
     let nowhere = rows_us(&db, "south.nowhere").len();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(rows_us(&db, "south.nowhere").len(), nowhere);
     sim.shutdown().await;
     let down_at = now_us();

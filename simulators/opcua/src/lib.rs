@@ -8,14 +8,17 @@
 //! - [`variables`]: the served variables, their node ids and how they move;
 //! - [`server`]: the async-opcua server (endpoints, PKI, limits, users) and
 //!   its handle ([`OpcuaSim`]): faults, ground-truth counters, shutdown;
+//! - [`faults`]: the faults of `adit sim opcua --fault` (pure parsing);
 //! - [`freeze`]: a relay in front of the server that can stop forwarding
 //!   while keeping the TCP connection (a server that goes quiet but keeps
 //!   the session).
 
+pub mod faults;
 pub mod freeze;
 pub mod server;
 pub mod variables;
 
+pub use faults::Fault;
 pub use freeze::FreezeRelay;
 pub use server::{OpcuaSim, SimOptions};
 pub use variables::NAMESPACE_URI;
