@@ -12,11 +12,13 @@
 //! target/release/adit-load memory
 //! target/release/adit-load mqtt --format json --rate 20000
 //! target/release/adit-load mqtt --format sparkplug --rate 2000 --metrics 10
+//! target/release/adit-load opcua --items 20000 --interval 100ms
 //! ```
 
 mod discard;
 mod measure;
 mod mqtt;
+mod opcua;
 mod processes;
 mod procfs;
 mod prom;
@@ -109,6 +111,23 @@ enum Mode {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         warmup: Duration,
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        measure: Duration,
+    },
+    /// OPC UA: adit's simulator in its own process serving `items`
+    /// doubles that change every `interval`, adit subscribed to all of them.
+    Opcua {
+        #[arg(long, default_value_t = 5000)]
+        items: usize,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long, value_enum, default_value_t = opcua::Security::Encrypt)]
+        security: opcua::Security,
+        /// Store into SQLite (default: the discard ILP receiver).
+        #[arg(long)]
+        sqlite: bool,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
         measure: Duration,
     },
     /// MQTT: a Mosquitto started here, a QoS 1 publisher in this process,
@@ -205,6 +224,24 @@ fn run(mode: Mode) -> Result<(), String> {
                 topics,
                 metrics,
                 fsync,
+                warmup,
+                measure,
+            },
+            &adit,
+        )?,
+        Mode::Opcua {
+            items,
+            interval,
+            security,
+            sqlite,
+            warmup,
+            measure,
+        } => opcua::run(
+            &opcua::OpcuaLoad {
+                items,
+                interval,
+                security,
+                sqlite,
                 warmup,
                 measure,
             },
