@@ -146,6 +146,33 @@ pub struct AuditConfig {
 pub struct HttpConfig {
     /// `None` disables the HTTP endpoint.
     pub listen: Option<SocketAddr>,
+    /// Whether the control-room page (`/`, `/events`) is served.
+    pub page: bool,
+    /// How often the page's event stream sends what changed.
+    pub update_interval: Duration,
+    /// Most event-stream clients at once; more get 503.
+    pub max_clients: usize,
+    /// Who may read the page and `/api` (`/metrics`, `/healthz` and
+    /// `/readyz` stay open for probes and scrapers).
+    pub auth: HttpAuth,
+    /// Accesses by one client to one path are audited at most this often
+    /// (the entry counts the ones in between); refusals always are.
+    pub audit_every: Duration,
+}
+
+/// Credentials the page and `/api` accept: any one that is configured.
+#[derive(Debug, Clone, Default)]
+pub struct HttpAuth {
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// HTTP basic auth (user, password).
+    pub basic: Option<(String, Secret)>,
+}
+
+impl HttpAuth {
+    pub fn is_open(&self) -> bool {
+        self.token.is_none() && self.basic.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]

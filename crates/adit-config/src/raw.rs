@@ -62,6 +62,15 @@ pub struct RawSelfHealth {
 #[derive(Debug, Deserialize, Default)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    pub page: Option<bool>,
+    pub update_interval: Option<String>,
+    pub max_clients: Option<i64>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub audit_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

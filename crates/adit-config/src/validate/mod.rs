@@ -5,7 +5,8 @@
 //! fields still run. Errors carry key paths (`device[0].point[2].address`); the
 //! caller turns paths into lines.
 //!
-//! By area: this file (the entry point, ids, paths, `http`, `pipeline`),
+//! By area: this file (the entry point, ids, paths, `pipeline`), [`http`]
+//! (the listener, the page and its access control),
 //! [`device`] (what every device and point has, whatever its protocol),
 //! [`modbus`] (the Modbus keys of a device and its points, shared
 //! connections), [`mqtt`] (broker connections, subscriptions, topics of
@@ -15,17 +16,17 @@
 //! and one arm in `device`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::human::parse_duration;
-use crate::model::{Config, ConfigOrigin, HttpConfig, PipelineConfig};
+use crate::model::{Config, ConfigOrigin, PipelineConfig};
 use crate::raw::RawConfig;
 
 mod alerting;
 mod device;
 mod foreign;
+mod http;
 mod modbus;
 mod mqtt;
 mod opcua;
@@ -95,26 +96,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let site = raw.site.clone().unwrap_or_else(|| "adit".to_string());
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or("./adit-data"));
 
-    let http = {
-        let listen = raw
-            .http
-            .as_ref()
-            .and_then(|h| h.listen.as_deref())
-            .unwrap_or("127.0.0.1:9464");
-        let listen = if listen == "off" {
-            None
-        } else {
-            let parsed = listen.parse::<SocketAddr>().ok();
-            if parsed.is_none() {
-                p.push(
-                    "http.listen",
-                    format!("{listen:?} is not an IP:port address (or \"off\")"),
-                );
-            }
-            parsed
-        };
-        HttpConfig { listen }
-    };
+    let http = http::validate_http(&mut p, raw.http.as_ref(), &data_dir);
 
     let rp = raw.pipeline.as_ref();
     let pipeline = PipelineConfig {
@@ -224,25 +206,41 @@ fn password(
     rd: &crate::raw::RawDevice,
     data_dir: &Path,
 ) -> Option<crate::model::Secret> {
+    secret(
+        p,
+        (&format!("{path}.password"), rd.password.as_deref()),
+        (
+            &format!("{path}.password_file"),
+            rd.password_file.as_deref(),
+        ),
+        data_dir,
+    )
+}
+
+/// A secret given inline (with `${ENV}` expanded) or as a file (its first
+/// line, resolved in `data_dir`), never both. Each side is (key path, value).
+fn secret(
+    p: &mut Problems,
+    (inline_key, inline): (&str, Option<&str>),
+    (file_key, file): (&str, Option<&str>),
+    data_dir: &Path,
+) -> Option<crate::model::Secret> {
     use crate::model::Secret;
-    match (rd.password.as_deref(), rd.password_file.as_deref()) {
+    match (inline, file) {
         (Some(_), Some(_)) => {
             p.push(
-                format!("{path}.password_file"),
-                "give password or password_file, not both",
+                file_key,
+                format!("give {inline_key} or {file_key}, not both"),
             );
             None
         }
-        (Some(raw), None) => Some(Secret::new(expand_env(p, &format!("{path}.password"), raw))),
+        (Some(raw), None) => Some(Secret::new(expand_env(p, inline_key, raw))),
         (None, Some(file)) => {
             let file = resolve_in(data_dir, file);
             match std::fs::read_to_string(&file) {
                 Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
                 Err(e) => {
-                    p.push(
-                        format!("{path}.password_file"),
-                        format!("{}: {e}", file.display()),
-                    );
+                    p.push(file_key, format!("{}: {e}", file.display()));
                     None
                 }
             }
