@@ -146,6 +146,8 @@ pub trait AlertRecorder: Send + 'static {
 pub struct Hooks {
     pub probe: Option<Box<dyn SelfHealthProbe>>,
     pub recorder: Option<Box<dyn AlertRecorder>>,
+    /// Receives every new alert state (the control-room page shows it).
+    pub published: Option<watch::Sender<Arc<AlertState>>>,
 }
 
 /// Counters of the watchdog.
@@ -166,7 +168,11 @@ pub async fn run_watchdog(
     hooks: Hooks,
     shutdown: CancellationToken,
 ) {
-    let Hooks { probe, recorder } = hooks;
+    let Hooks {
+        probe,
+        recorder,
+        published,
+    } = hooks;
     let mut self_rules = SelfHealthRules::new(options.self_health);
     let thresholds = options.self_health;
     let mut self_firing: std::collections::BTreeMap<Raised, Timestamp> =
@@ -191,7 +197,13 @@ pub async fn run_watchdog(
         alerts.extend(resolved.iter().map(|(a, _)| a.clone()));
         Arc::new(AlertState::new(alerts))
     };
-    let (state_tx, _) = watch::channel(current(&engine, &self_firing, &resolved));
+    let state_tx = match published {
+        Some(tx) => {
+            tx.send_replace(current(&engine, &self_firing, &resolved));
+            tx
+        }
+        None => watch::channel(current(&engine, &self_firing, &resolved)).0,
+    };
     let stop_receivers = shutdown.child_token();
     let mut tasks = Vec::new();
     let client = match receivers.http.clone() {
