@@ -162,6 +162,7 @@ fn start_watchdog(
     metrics: &Metrics,
     health: &Arc<Health>,
     spool: Option<Spool>,
+    published: tokio::sync::watch::Sender<Arc<adit_watchdog::deliver::AlertState>>,
 ) -> Result<WatchdogParts, AppError> {
     use adit_config::RuleKind;
     use adit_watchdog::rules::Condition;
@@ -259,6 +260,7 @@ fn start_watchdog(
             recorder: spool.map(|spool| {
                 Box::new(SpoolRecorder { spool }) as Box<dyn adit_watchdog::deliver::AlertRecorder>
             }),
+            published: Some(published),
         },
         stop.clone(),
     ));
@@ -490,6 +492,9 @@ impl App {
             },
             drain_timeout: Duration::from_secs(10),
         };
+        // The watchdog publishes its alert state here; the page shows it.
+        let (alerts_tx, alerts_rx) =
+            tokio::sync::watch::channel(Arc::new(adit_watchdog::deliver::AlertState::default()));
         let (watchdog_tx, watchdog) = start_watchdog(
             config,
             registry.clone(),
@@ -497,6 +502,7 @@ impl App {
             &metrics,
             &health,
             Some(spool.clone()),
+            alerts_tx,
         )?;
         let pipeline = Pipeline::start(
             registry,
@@ -522,14 +528,46 @@ impl App {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     let bound = listener.local_addr().ok();
+                    if !addr.ip().is_loopback() && config.http.auth.is_open() {
+                        tracing::warn!(
+                            %addr,
+                            "http: the page and /api are readable by anyone who reaches this \
+                             address; set http.token_file or http.user + http.password_file"
+                        );
+                    }
                     let state = crate::http::HttpState {
                         metrics: metrics.clone(),
                         health: health.clone(),
                         live: pipeline.live(),
                         registry: pipeline.registry(),
                     };
+                    let page = crate::http::PageParts {
+                        feed: if config.http.page {
+                            let feed = crate::web::feed::Feed::new(
+                                crate::web::feed::FeedSettings {
+                                    site: config.site.clone(),
+                                    interval: config.http.update_interval,
+                                    max_clients: config.http.max_clients,
+                                },
+                                pipeline.live(),
+                                pipeline.registry(),
+                                alerts_rx.clone(),
+                                crate::web::feed::PageMetrics::register(&metrics.registry)?,
+                                http_stop.clone(),
+                            );
+                            tokio::spawn(feed.clone().run());
+                            Some(feed)
+                        } else {
+                            None
+                        },
+                        gate: crate::web::access::Gate::new(
+                            &config.http.auth,
+                            audit.clone(),
+                            config.http.audit_every,
+                        ),
+                    };
                     let handle =
-                        tokio::spawn(crate::http::serve(listener, state, http_stop.clone()));
+                        tokio::spawn(crate::http::serve(listener, state, page, http_stop.clone()));
                     (bound, Some(handle))
                 }
                 Err(source) if http_bind == HttpBind::BestEffort => {

@@ -7,6 +7,11 @@
 //!
 //! Every point carries its last value (kept while bad or stale), quality,
 //! reason, source and receive times, age in ms and a stale flag.
+//!
+//! The control-room page (`/`, `/assets/*`, `/events`, `/api/trends`, see
+//! [`crate::web`]) and `/api` sit behind [`crate::web::access`]: optional
+//! credentials, and every access in the audit log. `/metrics`, `/healthz`
+//! and `/readyz` stay open for probes and scrapers.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -22,6 +27,9 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::web::access::Gate;
+use crate::web::feed::Feed;
+
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
@@ -30,14 +38,37 @@ pub struct HttpState {
     pub registry: Arc<PointRegistry>,
 }
 
-pub fn router(state: HttpState) -> Router {
+/// The control-room page's parts: `None` when `http.page = false`.
+pub struct PageParts {
+    pub feed: Option<Arc<Feed>>,
+    pub gate: Arc<Gate>,
+}
+
+pub fn router(state: HttpState, page: PageParts) -> Router {
+    let mut guarded = Router::new()
+        .route("/api/points", get(points))
+        .route("/api/points/{id}", get(point))
+        .with_state(state.clone());
+    if let Some(feed) = page.feed {
+        guarded = guarded.merge(
+            Router::new()
+                .route("/", get(crate::web::assets::index))
+                .route("/assets/{name}", get(crate::web::assets::asset))
+                .route("/events", get(crate::web::events::events))
+                .route("/api/trends", get(crate::web::events::trends))
+                .with_state(feed),
+        );
+    }
+    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+        page.gate,
+        crate::web::access::guard,
+    ));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/points", get(points))
-        .route("/api/points/{id}", get(point))
         .with_state(state)
+        .merge(guarded)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,8 +161,14 @@ async fn point(State(state): State<HttpState>, Path(name): Path<String>) -> Resp
     }
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, stop: CancellationToken) {
-    let result = axum::serve(listener, router(state))
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    page: PageParts,
+    stop: CancellationToken,
+) {
+    let app = router(state, page).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = result {

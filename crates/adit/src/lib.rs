@@ -2,6 +2,12 @@
 //! HTTP endpoint into one running process. The binary (`main.rs`) is a thin
 //! command-line layer over this library, so integration tests can run the same
 //! assembly in-process.
+//!
+//! - [`app`]: start and stop everything; [`http`]: the HTTP endpoint
+//!   (metrics, health, JSON API); [`web`]: the control-room page, its event
+//!   stream and access control; [`demo_broker`]: the demo's in-process MQTT
+//!   broker; [`logging`]; [`opcua_cmd`], [`spool_cmd`], [`summary`]: CLI
+//!   subcommands' bodies.
 
 pub mod app;
 pub mod demo_broker;
@@ -10,3 +16,4 @@ pub mod logging;
 pub mod opcua_cmd;
 pub mod spool_cmd;
 pub mod summary;
+pub mod web;
