@@ -7,7 +7,8 @@
 # small tmpfs for the disk-full test (root); SQLite is embedded. When a test
 # needs another real service, install it in the "services" section below
 # (today: pymodbus, paho-mqtt, pysparkplug, asyncua, prometheus-alertmanager,
-# mosquitto, openssl, victoria-metrics).
+# mosquitto, openssl, victoria-metrics, chromium + chromium-driver,
+# prometheus for promtool, python3-yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,6 +87,27 @@ fi
 # The Debian package enables a system service; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop victoria-metrics >/dev/null 2>&1 || true; fi
 
+# chromium + chromium-driver: the real browser of the control-room page test
+# (the test starts chromedriver and a headless Chromium on a free loopback
+# port and kills both).
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
+
+# prometheus (for promtool) and python3-yaml: deploy/validate.sh checks the
+# deploy kit's rules, their unit tests, and that every YAML file parses. The
+# Debian package's own service is stopped: nothing here needs it running.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing prometheus (Debian, for promtool)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "== installing python3-yaml (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml
+fi
+
 # ---- checks -----------------------------------------------------------------
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -101,3 +123,6 @@ timeout --kill-after=30s 40m cargo test --workspace --locked
 
 echo "== adit check config/*.toml"
 cargo run --locked --quiet -p adit -- check -c config/*.toml
+
+echo "== deploy kit (deploy/validate.sh)"
+ADIT=target/debug/adit deploy/validate.sh
