@@ -76,6 +76,10 @@ enum Command {
         /// Seconds between summary lines.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         every: Duration,
+        /// No scripted faults (by default a 150 s cycle: CO rise in bore B,
+        /// bore A's values stuck, bore B's PLC silent, each then recovering).
+        #[arg(long)]
+        no_faults: bool,
     },
     /// Device simulators for tests, demos and commissioning.
     #[command(subcommand)]
@@ -380,7 +384,8 @@ fn main() -> ExitCode {
                 dir,
                 run_for,
                 every,
-            } => demo(dir, run_for, every).await,
+                no_faults,
+            } => demo(dir, run_for, every, !no_faults).await,
             Command::Sim(SimCommand::Modbus {
                 listen,
                 units,
@@ -649,7 +654,11 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(addr) = app.http_addr {
-        tracing::info!(%addr, "http endpoint: /metrics /healthz /readyz");
+        if config.http.page {
+            tracing::info!(%addr, "http endpoint: the page at / (/events, /api/points), /metrics /healthz /readyz");
+        } else {
+            tracing::info!(%addr, "http endpoint: /api/points /metrics /healthz /readyz");
+        }
     }
     let live = app.live();
     let mut clock = SummaryClock::new(&app.metrics);
@@ -825,7 +834,12 @@ async fn wait_subscribed(app: &App, limit: Duration) {
     }
 }
 
-async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Result<(), String> {
+async fn demo(
+    dir: PathBuf,
+    run_for: Option<Duration>,
+    every: Duration,
+    faults: bool,
+) -> Result<(), String> {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), &[1, 2])
         .await
         .map_err(|e| e.to_string())?;
@@ -875,6 +889,9 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
     );
     say!("  readings   {db} (SQLite)");
     if let Some(addr) = app.http_addr {
+        if config.http.page {
+            say!("  page       http://{addr}/   (the control room: live values, quality, age, alerts)");
+        }
         say!("  metrics    http://{addr}/metrics   health: /healthz /readyz");
     }
     say!("  look       sqlite3 {db} \"SELECT * FROM readings_view ORDER BY time DESC LIMIT 20\"");
@@ -883,6 +900,12 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         "  audit      adit audit tail {0}   ·   adit audit verify {0}",
         config.audit.dir.display()
     );
+    if faults {
+        say!(
+            "  faults     a {} s cycle from 30 s: CO rise (bore B), values stuck (bore A), PLC silent (bore B); --no-faults turns it off",
+            adit::demo_faults::CYCLE
+        );
+    }
     say!("  stop       Ctrl-C");
 
     let live = app.live();
@@ -899,10 +922,18 @@ async fn demo(dir: PathBuf, run_for: Option<Duration>, every: Duration) -> Resul
         }
     };
     tokio::pin!(until);
+    let started = tokio::time::Instant::now();
+    let mut script = adit::demo_faults::Script::default();
+    let mut fault_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = &mut stop => break,
             () = &mut until => break,
+            _ = fault_tick.tick(), if faults => {
+                if let Some(line) = script.tick(&sim, started.elapsed()) {
+                    say!("{}  {line}", wall_clock());
+                }
+            }
             _ = tick.tick() => {
                 let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
                 say!("{}  {line}", wall_clock());

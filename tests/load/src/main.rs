@@ -13,12 +13,14 @@
 //! target/release/adit-load mqtt --format json --rate 20000
 //! target/release/adit-load mqtt --format sparkplug --rate 2000 --metrics 10
 //! target/release/adit-load opcua --items 20000 --interval 100ms
+//! target/release/adit-load page --clients 100
 //! ```
 
 mod discard;
 mod measure;
 mod mqtt;
 mod opcua;
+mod page;
 mod processes;
 mod procfs;
 mod prom;
@@ -130,6 +132,22 @@ enum Mode {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         measure: Duration,
     },
+    /// The control-room page: adit measured with no page open, then with
+    /// `clients` event streams connected (10k points by default).
+    Page {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 100)]
+        registers: u16,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        measure: Duration,
+    },
     /// MQTT: a Mosquitto started here, a QoS 1 publisher in this process,
     /// adit subscribed into SQLite (needs Debian's mosquitto).
     Mqtt {
@@ -224,6 +242,24 @@ fn run(mode: Mode) -> Result<(), String> {
                 topics,
                 metrics,
                 fsync,
+                warmup,
+                measure,
+            },
+            &adit,
+        )?,
+        Mode::Page {
+            devices,
+            registers,
+            interval,
+            clients,
+            warmup,
+            measure,
+        } => page::run(
+            &page::PageLoad {
+                devices,
+                registers,
+                interval,
+                clients,
                 warmup,
                 measure,
             },

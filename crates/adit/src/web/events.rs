@@ -156,4 +156,23 @@ mod tests {
         assert!(feed.join().is_none());
         assert_eq!(feed.metrics.refused.get(), 1);
     }
+
+    #[tokio::test]
+    async fn clients_arriving_together_share_one_snapshot_until_a_frame_is_sent() {
+        let feed = feed();
+        let rendered = |f: &Feed| f.metrics.frames.with_label_values(&["snapshot"]).get();
+        let a = feed.snapshot();
+        let b = feed.snapshot();
+        assert_eq!(a, b);
+        assert_eq!(
+            rendered(&feed),
+            1,
+            "the second client shares the first rendering"
+        );
+        // A frame was sent: a client subscribing now must not miss what it
+        // carried, so its snapshot is rendered afresh.
+        feed.send_for_test("delta", "{}");
+        let _c = feed.snapshot();
+        assert_eq!(rendered(&feed), 2);
+    }
 }

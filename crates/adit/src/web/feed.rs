@@ -96,7 +96,12 @@ pub struct Feed {
     pub metrics: PageMetrics,
     pub max_clients: usize,
     clients: AtomicUsize,
+    /// Bumped before every frame is sent: a snapshot rendered at `seq` is
+    /// still complete for a client that subscribed while `seq` is unchanged.
     seq: AtomicU64,
+    /// The last snapshot and the `seq` it was rendered at: clients arriving
+    /// together share one rendering (a snapshot of 10k points is ~1 MB).
+    snapshot_cache: Mutex<Option<(u64, Bytes)>>,
     /// Wakes the feed when the first client arrives.
     watcher_arrived: Notify,
     /// Ends the feed and every client's stream (the HTTP server waits for
@@ -148,6 +153,7 @@ impl Feed {
             max_clients,
             clients: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
+            snapshot_cache: Mutex::new(None),
             watcher_arrived: Notify::new(),
             stop,
         })
@@ -166,10 +172,32 @@ impl Feed {
         Some(ClientSlot(self.clone()))
     }
 
-    /// Everything a client needs to start, as one SSE event.
+    /// Everything a client needs to start, as one SSE event. Call after
+    /// subscribing: a frame sent after the snapshot reaches the client.
     pub fn snapshot(&self) -> Bytes {
-        let now = Instant::now().into_std();
         let seq = self.seq.load(Ordering::Acquire);
+        let mut cache = self
+            .snapshot_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, bytes)) = cache.as_ref() {
+            // Nothing was sent since it was rendered: every later change
+            // reaches this client as a frame.
+            if *at == seq {
+                self.metrics
+                    .frames
+                    .with_label_values(&["snapshot_shared"])
+                    .inc();
+                return bytes.clone();
+            }
+        }
+        let bytes = self.render_snapshot(seq);
+        *cache = Some((seq, bytes.clone()));
+        bytes
+    }
+
+    fn render_snapshot(&self, seq: u64) -> Bytes {
+        let now = Instant::now().into_std();
         let alerts = self.alerts.borrow().clone();
         let data = {
             let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -202,6 +230,7 @@ impl Feed {
 
     #[cfg(test)]
     pub fn send_for_test(&self, event: &str, data: &str) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
         self.send_text(event, data);
     }
 
@@ -228,6 +257,7 @@ impl Feed {
                 r = alerts.changed(), if alerts_open => {
                     match r {
                         Ok(()) => {
+                            self.seq.fetch_add(1, Ordering::AcqRel);
                             let data = frames::alerts_data(&alerts.borrow_and_update().alerts);
                             self.send_text("alerts", &data);
                             last_sent = Instant::now();
