@@ -296,6 +296,7 @@ pub struct App {
     pub http_addr: Option<SocketAddr>,
     http_stop: CancellationToken,
     http: Option<tokio::task::JoinHandle<()>>,
+    gate: Option<Arc<crate::web::access::Gate>>,
 }
 
 /// Whether a failure to bind the HTTP endpoint stops startup.
@@ -523,8 +524,8 @@ impl App {
         );
 
         let http_stop = CancellationToken::new();
-        let (http_addr, http) = match config.http.listen {
-            None => (None, None),
+        let (http_addr, http, gate) = match config.http.listen {
+            None => (None, None, None),
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     let bound = listener.local_addr().ok();
@@ -566,13 +567,14 @@ impl App {
                             config.http.audit_every,
                         ),
                     };
+                    let gate = page.gate.clone();
                     let handle =
                         tokio::spawn(crate::http::serve(listener, state, page, http_stop.clone()));
-                    (bound, Some(handle))
+                    (bound, Some(handle), Some(gate))
                 }
                 Err(source) if http_bind == HttpBind::BestEffort => {
                     tracing::warn!(%addr, error = %source, "http endpoint disabled: cannot bind");
-                    (None, None)
+                    (None, None, None)
                 }
                 Err(source) => {
                     pipeline.shutdown().await;
@@ -589,6 +591,7 @@ impl App {
             http_addr,
             http_stop,
             http,
+            gate,
         })
     }
 
@@ -610,6 +613,9 @@ impl App {
         if let Some((stop, task)) = self.watchdog {
             stop.cancel();
             let _ = task.await;
+        }
+        if let Some(gate) = &self.gate {
+            gate.flush_suppressed();
         }
         self.audit.record(
             "adit_stop",

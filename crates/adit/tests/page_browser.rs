@@ -323,12 +323,34 @@ async fn with_a_token_the_page_and_api_refuse_strangers_with_401_and_audit_every
         .iter()
         .filter(|e| e["kind"] == "http_access")
         .collect();
+    // Each entry stands for itself (unless it is a summary) and for the
+    // repeats the rate limit held back.
+    let accounted = |entries: &[&Value]| -> u64 {
+        entries
+            .iter()
+            .map(|e| {
+                u64::from(e["data"]["summary"] != true) + e["data"]["suppressed"].as_u64().unwrap()
+            })
+            .sum()
+    };
     println!(
-        "auth: {} refusals and {} accesses audited (10 refused attempts, 2 granted; rate limit per address)",
+        "auth: {} refusal entries standing for {} refused requests, {} access entries for {} granted",
         denied.len(),
-        granted.len()
+        accounted(&denied),
+        granted.len(),
+        accounted(&granted)
     );
     assert!(!denied.is_empty(), "a refusal is audited: {audit:?}");
+    assert_eq!(
+        accounted(&denied),
+        10,
+        "every refused request is counted: {denied:?}"
+    );
+    assert_eq!(
+        accounted(&granted),
+        2,
+        "every granted request is counted: {granted:?}"
+    );
     let first = &denied[0]["data"];
     assert_eq!(first["status"], 401);
     assert_eq!(first["path"], "/");

@@ -56,6 +56,37 @@ impl Gate {
         })
     }
 
+    /// Writes the accesses the rate limit held back and no later entry
+    /// reported (at shutdown), so the audit log's counts are complete.
+    pub fn flush_suppressed(&self) {
+        let held = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_suppressed();
+        self.write_held(held);
+    }
+
+    fn write_held(&self, held: Held) {
+        for ((who, path, ip), n) in held.accesses {
+            self.audit.record(
+                "http_access",
+                serde_json::json!({
+                    "who": who, "from": ip.to_string(), "path": path,
+                    "suppressed": n, "summary": true,
+                }),
+            );
+        }
+        for (ip, n) in held.refusals {
+            self.audit.record(
+                "http_denied",
+                serde_json::json!({
+                    "from": ip.to_string(), "status": 401, "suppressed": n, "summary": true,
+                }),
+            );
+        }
+    }
+
     /// Who the request is, `None` when a credential is required and none
     /// matched.
     pub fn identify(&self, headers: &HeaderMap) -> Option<String> {
@@ -113,11 +144,12 @@ pub async fn guard(
     let now = Instant::now();
     match gate.identify(request.headers()) {
         None => {
-            let decision = gate
-                .limiter
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .refusal(peer.ip(), now);
+            let (decision, held) = {
+                let mut limiter = gate.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = limiter.make_room();
+                (limiter.refusal(peer.ip(), now), held)
+            };
+            gate.write_held(held);
             if let Some(suppressed) = decision {
                 tracing::warn!(%peer, %method, %path, "http access refused: no valid credentials");
                 gate.audit.record(
@@ -132,11 +164,12 @@ pub async fn guard(
         }
         Some(who) => {
             let response = next.run(request).await;
-            let decision = gate
-                .limiter
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .access(&who, &path, peer.ip(), now);
+            let (decision, held) = {
+                let mut limiter = gate.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = limiter.make_room();
+                (limiter.access(&who, &path, peer.ip(), now), held)
+            };
+            gate.write_held(held);
             if let Some(suppressed) = decision {
                 gate.audit.record(
                     "http_access",
@@ -149,6 +182,13 @@ pub async fn guard(
             response
         }
     }
+}
+
+/// Accesses and refusals counted but not yet written.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub accesses: Vec<((String, String, IpAddr), u64)>,
+    pub refusals: Vec<(IpAddr, u64)>,
 }
 
 /// Decides which accesses are written to the audit log. Pure apart from
@@ -173,9 +213,6 @@ impl Limiter {
     /// `Some(n)` when this access is to be written, with the `n` accesses
     /// since the last entry that were not.
     pub fn access(&mut self, who: &str, path: &str, ip: IpAddr, now: Instant) -> Option<u64> {
-        if self.seen.len() >= MAX_KEYS {
-            self.seen.clear();
-        }
         let key = (who.to_string(), path.to_string(), ip);
         Self::decide(
             self.seen.entry(key).or_insert((now, u64::MAX)),
@@ -186,11 +223,39 @@ impl Limiter {
 
     /// The same for a refused request (at most once a second per address).
     pub fn refusal(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
-        if self.refused.len() >= MAX_KEYS {
-            self.refused.clear();
-        }
         let entry = self.refused.entry(ip).or_insert((now, u64::MAX));
         Self::decide(entry, Duration::from_secs(1), now)
+    }
+
+    /// When either table is full, empties it and returns what it held back
+    /// (to be written now): memory stays bounded, no count is lost.
+    pub fn make_room(&mut self) -> Held {
+        let mut held = Held::default();
+        if self.seen.len() >= MAX_KEYS {
+            held.accesses = Self::held(std::mem::take(&mut self.seen));
+        }
+        if self.refused.len() >= MAX_KEYS {
+            held.refusals = Self::held(std::mem::take(&mut self.refused));
+        }
+        held
+    }
+
+    /// Everything held back; the tables start over.
+    pub fn take_suppressed(&mut self) -> Held {
+        Held {
+            accesses: Self::held(std::mem::take(&mut self.seen)),
+            refusals: Self::held(std::mem::take(&mut self.refused)),
+        }
+    }
+
+    fn held<K: Ord>(table: HashMap<K, (Instant, u64)>) -> Vec<(K, u64)> {
+        let mut held: Vec<(K, u64)> = table
+            .into_iter()
+            .filter(|(_, (_, n))| *n > 0 && *n != u64::MAX)
+            .map(|(k, (_, n))| (k, n))
+            .collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        held
     }
 
     fn decide(entry: &mut (Instant, u64), every: Duration, now: Instant) -> Option<u64> {
@@ -291,13 +356,30 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_forgets_rather_than_grows() {
+    fn the_limiter_stays_bounded_and_loses_no_count() {
         let mut l = Limiter::new(Duration::from_secs(60));
         let t0 = Instant::now();
+        let mut written = 0u64;
+        let mut held_back = 0u64;
         for k in 0..(MAX_KEYS as u32 * 3) {
-            l.access("op", "/", IpAddr::from(k.to_be_bytes()), t0);
-            l.refusal(IpAddr::from(k.to_be_bytes()), t0);
+            let ip = IpAddr::from(k.to_be_bytes());
+            for _ in 0..2 {
+                let held = l.make_room();
+                held_back += held.accesses.iter().map(|(_, n)| n).sum::<u64>();
+                held_back += held.refusals.iter().map(|(_, n)| n).sum::<u64>();
+                written += u64::from(l.access("op", "/", ip, t0).is_some());
+                written += u64::from(l.refusal(ip, t0).is_some());
+                assert!(l.seen.len() <= MAX_KEYS && l.refused.len() <= MAX_KEYS);
+            }
         }
-        assert!(l.seen.len() <= MAX_KEYS && l.refused.len() <= MAX_KEYS);
+        let rest = l.take_suppressed();
+        held_back += rest.accesses.iter().map(|(_, n)| n).sum::<u64>();
+        held_back += rest.refusals.iter().map(|(_, n)| n).sum::<u64>();
+        assert_eq!(
+            written + held_back,
+            u64::from(MAX_KEYS as u32 * 3) * 4,
+            "every access either written or counted into a later entry"
+        );
+        assert!(l.seen.is_empty() && l.refused.is_empty());
     }
 }
