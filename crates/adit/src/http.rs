@@ -49,26 +49,43 @@ pub fn router(state: HttpState, page: PageParts) -> Router {
         .route("/api/points", get(points))
         .route("/api/points/{id}", get(point))
         .with_state(state.clone());
+    // The page's shell (HTML, JS, CSS: no site data) is open under a bearer
+    // token, so a browser can load it and ask for the token before it opens
+    // the event stream; under basic auth it is guarded too, so the browser
+    // asks for the credentials itself.
+    let mut shell = Router::new();
     if let Some(feed) = page.feed {
+        shell = shell
+            .route("/", get(crate::web::assets::index))
+            .route("/assets/{name}", get(crate::web::assets::asset));
         guarded = guarded.merge(
             Router::new()
-                .route("/", get(crate::web::assets::index))
-                .route("/assets/{name}", get(crate::web::assets::asset))
                 .route("/events", get(crate::web::events::events))
                 .route("/api/trends", get(crate::web::events::trends))
                 .with_state(feed),
         );
     }
+    let shell_guarded = page.gate.browser_asks_for_credentials();
+    let open_shell = if shell_guarded {
+        guarded = guarded.merge(shell);
+        None
+    } else {
+        Some(shell)
+    };
     let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
         page.gate,
         crate::web::access::guard,
     ));
-    Router::new()
+    let open = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
-        .merge(guarded)
+        .with_state(state);
+    let open = match open_shell {
+        Some(shell) => open.merge(shell),
+        None => open,
+    };
+    open.merge(guarded)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -121,6 +121,11 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // A page's prompt stays open for the test to answer, and
+            // navigation returns once the document is parsed (a prompt
+            // opened by the page's script must not block it).
+            "unhandledPromptBehavior": "ignore",
+            "pageLoadStrategy": "eager",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": [
@@ -162,6 +167,23 @@ impl Browser {
             "execute/sync",
             Some(&json!({ "script": script, "args": [] })),
         )
+    }
+
+    /// Waits for a `window.prompt`, types `answer` and accepts it; returns
+    /// the prompt's text.
+    pub fn answer_prompt(&self, answer: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let path = format!("/session/{}/alert/text", self.session);
+            if let Some((200, v)) = request(self.port, "GET", &path, None) {
+                let text = v["value"].as_str().unwrap_or_default().to_string();
+                self.call("POST", "alert/text", Some(&json!({ "text": answer })));
+                self.call("POST", "alert/accept", Some(&json!({})));
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no prompt within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A PNG of the window.

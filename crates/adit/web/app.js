@@ -6,6 +6,9 @@
 //   own too (ages keep counting on this screen between updates);
 // - a dropped or silent stream (no event for LOST_AFTER_MS; the server sends
 //   at least one a second) marks every value NO CONNECTION at once;
+// - a frame that arrives late counts as old: every frame carries the
+//   server's monotonic time (SSE `id:`), and the delay beyond the quickest
+//   frame seen on this connection is added to every age it carries;
 // - last values are kept when a point goes bad or stale, visibly marked;
 // - nothing here can write to a device.
 'use strict';
@@ -17,6 +20,9 @@ const TREND_LEN = 120;
 const model = {
   site: '', intervalMs: 250, points: [], byDevice: new Map(), alerts: [],
   conn: 'connecting', lastEventAt: 0, lostSince: null, abort: null, retryMs: 1000,
+  // min(page time − server time) over this connection's frames, and the
+  // delay of the last frame beyond it (ms).
+  transitMin: null, delayMs: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -61,6 +67,8 @@ function ageOf(p, field, now) {
 // live | uncertain | bad | stale | never (the connection is shown separately).
 function stateOf(p, now) {
   if (p.q === 'never') return 'never';
+  // A good reading always has a value: anything else is not live.
+  if ((p.v === null || p.v === undefined) && p.q !== 'bad') return 'stale';
   const age = ageOf(p, 'a', now);
   const bound = p.stale_ms + model.intervalMs + 1000;
   if (p.s || p.r === 'stale' || (age !== null && age > bound)) return 'stale';
@@ -253,6 +261,7 @@ function setConn(conn, why) {
   model.conn = conn;
   document.body.dataset.conn = conn;
   const text = { live: 'LIVE', connecting: 'CONNECTING…', lost: 'NO CONNECTION' }[conn];
+  $('conn').title = '';
   $('conn').querySelector('.shape').textContent = conn === 'live' ? '●' : '⊘';
   $('conn-text').textContent = text + (why ? ` (${why})` : '');
   if (conn === 'live') {
@@ -268,16 +277,25 @@ function setConn(conn, why) {
   renderDevices(now);
 }
 
-function onEvent(name, data) {
-  model.lastEventAt = performance.now();
+function onEvent(name, data, serverMs) {
+  const arrived = performance.now();
+  model.lastEventAt = arrived;
   const msg = JSON.parse(data);
-  const now = performance.now();
+  if (Number.isFinite(serverMs)) {
+    const transit = arrived - serverMs;
+    if (model.transitMin === null || transit < model.transitMin) model.transitMin = transit;
+    model.delayMs = transit - model.transitMin;
+  }
+  // What this frame says was true when it was rendered: ages count from then.
+  const rx = arrived - model.delayMs;
+  const now = arrived;
+  showDelay();
   if (name === 'snapshot') {
     const old = new Map(model.points.filter(Boolean).map((p) => [p.id, p.trend]));
     model.site = msg.site;
     model.intervalMs = msg.interval_ms;
     model.points = [];
-    for (const p of msg.points) { p.rxAt = now; p.trend = old.get(p.id) || []; model.points[p.i] = p; }
+    for (const p of msg.points) { p.rxAt = rx; p.trend = old.get(p.id) || []; model.points[p.i] = p; }
     model.alerts = msg.alerts;
     $('site').textContent = msg.site;
     document.title = `${msg.site} — adit`;
@@ -290,7 +308,7 @@ function onEvent(name, data) {
       const p = model.points[u.i];
       if (!p) continue;
       Object.assign(p, u);
-      p.rxAt = now;
+      p.rxAt = rx;
       renderPoint(p, now);
     }
     if (msg.points.length) renderDevices(now);
@@ -318,11 +336,20 @@ function authHeaders() {
   return t ? { Authorization: 'Bearer ' + t } : {};
 }
 
+function showDelay() {
+  if (model.conn !== 'live') return;
+  const behind = model.delayMs >= 1000 ? ` · ${(model.delayMs / 1000).toFixed(1)} s behind` : '';
+  const text = 'LIVE' + behind;
+  if ($('conn-text').textContent !== text) $('conn-text').textContent = text;
+}
+
 async function connect() {
   setConn(model.points.length ? 'lost' : 'connecting', model.points.length ? 'reconnecting' : '');
   const ctl = new AbortController();
   model.abort = ctl;
   model.lastEventAt = performance.now();
+  model.transitMin = null;
+  model.delayMs = 0;
   let why = 'stream ended';
   try {
     const r = await fetch('/events', { headers: authHeaders(), signal: ctl.signal, cache: 'no-store' });
@@ -343,12 +370,13 @@ async function connect() {
         while ((end = buf.indexOf('\n\n')) >= 0) {
           const block = buf.slice(0, end);
           buf = buf.slice(end + 2);
-          let name = 'message'; let data = '';
+          let name = 'message'; let data = ''; let id = NaN;
           for (const line of block.split('\n')) {
             if (line.startsWith('event: ')) name = line.slice(7);
+            else if (line.startsWith('id: ')) id = Number(line.slice(4));
             else if (line.startsWith('data: ')) data += line.slice(6);
           }
-          if (data) onEvent(name, data);
+          if (data) onEvent(name, data, id);
         }
       }
     }
@@ -356,9 +384,10 @@ async function connect() {
     why = ctl.signal.aborted ? 'no data for ' + LOST_AFTER_MS / 1000 + ' s' : 'connection failed';
   }
   if (model.abort === ctl) model.abort = null;
-  setConn('lost', why);
+  // The retry first: nothing below may stop the page from reconnecting.
   setTimeout(connect, model.retryMs);
   model.retryMs = Math.min(model.retryMs * 2, 5000);
+  try { setConn('lost', why); } catch (e) { /* shown at the next tick */ }
 }
 
 // ---- clocks ------------------------------------------------------------
@@ -368,6 +397,10 @@ function everySecond() {
   if (model.conn === 'live' && now - model.lastEventAt > LOST_AFTER_MS) {
     setConn('lost', 'no data for ' + LOST_AFTER_MS / 1000 + ' s');
     if (model.abort) model.abort.abort();
+  } else if (model.conn !== 'live' && model.abort && now - model.lastEventAt > LOST_AFTER_MS + 5000) {
+    // A connection attempt that hangs (half-open TCP, a proxy that never
+    // answers) is given up too, so the page keeps retrying.
+    model.abort.abort();
   }
   for (const p of model.points) if (p) renderPoint(p, now);
   renderDevices(now);
@@ -389,6 +422,8 @@ function sampleTrends() {
 
 for (const id of ['search', 'filter', 'area']) $(id).addEventListener('input', applyFilter);
 setInterval(everySecond, 1000);
+// Background tabs run timers rarely: catch up as soon as it is seen again.
+document.addEventListener('visibilitychange', () => { if (!document.hidden) everySecond(); });
 setInterval(sampleTrends, TREND_STEP_MS);
 setInterval(applyFilter, 5000);
 connect();

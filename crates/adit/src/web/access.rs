@@ -56,6 +56,12 @@ impl Gate {
         })
     }
 
+    /// Under basic auth the browser asks for credentials on a 401 by
+    /// itself; under a bearer token only the page's script can.
+    pub fn browser_asks_for_credentials(&self) -> bool {
+        self.basic.is_some()
+    }
+
     /// Writes the accesses the rate limit held back and no later entry
     /// reported (at shutdown), so the audit log's counts are complete.
     pub fn flush_suppressed(&self) {

@@ -42,6 +42,9 @@ async fn next_frame(mut c: Client) -> Option<(Result<Bytes, std::convert::Infall
 }
 
 pub async fn events(State(feed): State<Arc<Feed>>) -> Response {
+    // Subscribed before joining (joining wakes the feed, which must then
+    // see a watcher) and before the snapshot (no change falls between).
+    let rx = feed.tx.subscribe();
     let Some(slot) = feed.join() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -50,8 +53,6 @@ pub async fn events(State(feed): State<Arc<Feed>>) -> Response {
         )
             .into_response();
     };
-    // Subscribed before the snapshot is taken: no change falls between.
-    let rx = feed.tx.subscribe();
     let first = Some(feed.snapshot());
     let client = Client {
         feed,

@@ -101,7 +101,11 @@ pub struct Feed {
     seq: AtomicU64,
     /// The last snapshot and the `seq` it was rendered at: clients arriving
     /// together share one rendering (a snapshot of 10k points is ~1 MB).
-    snapshot_cache: Mutex<Option<(u64, Bytes)>>,
+    /// Also bounded in age: a snapshot older than one interval is rendered
+    /// again (its ages would be understated by its own age).
+    snapshot_cache: Mutex<Option<(u64, Instant, Bytes)>>,
+    /// Where the frames' `id` (ms of server monotonic time) counts from.
+    epoch: Instant,
     /// Wakes the feed when the first client arrives.
     watcher_arrived: Notify,
     /// Ends the feed and every client's stream (the HTTP server waits for
@@ -154,6 +158,7 @@ impl Feed {
             clients: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             snapshot_cache: Mutex::new(None),
+            epoch: Instant::now(),
             watcher_arrived: Notify::new(),
             stop,
         })
@@ -180,10 +185,10 @@ impl Feed {
             .snapshot_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, bytes)) = cache.as_ref() {
+        if let Some((at, rendered, bytes)) = cache.as_ref() {
             // Nothing was sent since it was rendered: every later change
             // reaches this client as a frame.
-            if *at == seq {
+            if *at == seq && rendered.elapsed() < self.interval {
                 self.metrics
                     .frames
                     .with_label_values(&["snapshot_shared"])
@@ -192,37 +197,49 @@ impl Feed {
             }
         }
         let bytes = self.render_snapshot(seq);
-        *cache = Some((seq, bytes.clone()));
+        *cache = Some((seq, Instant::now(), bytes.clone()));
         bytes
     }
 
     fn render_snapshot(&self, seq: u64) -> Bytes {
-        let now = Instant::now().into_std();
         let alerts = self.alerts.borrow().clone();
-        let data = {
+        // Copied under the lock, rendered outside it: the pipeline waits
+        // for a copy, never for JSON.
+        let (states, now) = {
             let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-            let points = self
+            let states: Vec<_> = self
                 .registry
                 .iter()
-                .filter_map(|(id, meta)| live.get(id).map(|s| (id, meta, s, live.is_stale(id))));
-            frames::snapshot_data(
-                &self.site,
-                seq,
-                u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
-                points,
-                &alerts.alerts,
-                now,
-            )
+                .filter_map(|(id, meta)| {
+                    live.get(id)
+                        .map(|s| (id, meta, s.clone(), live.is_stale(id)))
+                })
+                .collect();
+            (states, Instant::now())
         };
+        let data = frames::snapshot_data(
+            &self.site,
+            seq,
+            u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+            states
+                .iter()
+                .map(|(id, meta, s, stale)| (*id, *meta, s, *stale)),
+            &alerts.alerts,
+            now.into_std(),
+        );
         self.metrics.frames.with_label_values(&["snapshot"]).inc();
-        let mut out = String::with_capacity(data.len() + 32);
-        frames::push_event(&mut out, "snapshot", &data);
+        let mut out = String::with_capacity(data.len() + 48);
+        frames::push_event_at(&mut out, "snapshot", self.ms_since_epoch(now), &data);
         Bytes::from(out)
     }
 
+    fn ms_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn send_text(&self, event: &str, data: &str) {
-        let mut out = String::with_capacity(data.len() + 32);
-        frames::push_event(&mut out, event, data);
+        let mut out = String::with_capacity(data.len() + 48);
+        frames::push_event_at(&mut out, event, self.ms_since_epoch(Instant::now()), data);
         self.metrics.frames.with_label_values(&[event]).inc();
         // No receivers is not an error: nobody is watching.
         let _ = self.tx.send(Frame::Text(Bytes::from(out)));
@@ -242,11 +259,14 @@ impl Feed {
         let mut shadow: Vec<Seen> = Vec::new();
         let mut changed: Vec<(PointId, PointState, bool)> = Vec::new();
         let mut next_trend = Instant::now() + TREND_STEP;
+        // Deadlines, not delays: an alerts frame between ticks neither
+        // postpones the next delta nor the next beat.
+        let mut next_delta = Instant::now();
         let mut last_sent = Instant::now();
         loop {
             let watching = self.tx.receiver_count() > 0;
             let next_tick = if watching {
-                (Instant::now() + self.interval).min(next_trend)
+                next_delta.min(next_trend).min(last_sent + BEAT_EVERY)
             } else {
                 next_trend
             };
@@ -273,7 +293,12 @@ impl Feed {
                 next_trend = now + TREND_STEP;
             }
             let watching = self.tx.receiver_count() > 0;
+            let delta_due = watching && now >= next_delta;
+            if delta_due {
+                next_delta = now + self.interval;
+            }
             let mut resync = false;
+            changed.clear();
             {
                 let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
                 if sample_trend {
@@ -284,12 +309,11 @@ impl Feed {
                             .map_or(f32::NAN, |s| trend_value(s, live.is_stale(id)))
                     }));
                 }
-                if watching {
+                if delta_due {
                     if live.len() != shadow.len() {
                         resync = !shadow.is_empty();
                         shadow.resize(live.len(), Seen::default());
                     }
-                    changed.clear();
                     for (i, seen) in shadow.iter_mut().enumerate() {
                         let id = PointId(i as u32);
                         let Some(state) = live.get(id) else { continue };

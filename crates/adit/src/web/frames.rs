@@ -29,6 +29,13 @@ pub fn push_event(out: &mut String, event: &str, data: &str) {
     let _ = write!(out, "event: {event}\ndata: {data}\n\n");
 }
 
+/// The same, with the server's monotonic time of rendering (ms) as the
+/// event's `id`: the page adds any delay in delivery to the ages it shows.
+pub fn push_event_at(out: &mut String, event: &str, rendered_ms: u64, data: &str) {
+    debug_assert!(!data.contains('\n'));
+    let _ = write!(out, "event: {event}\nid: {rendered_ms}\ndata: {data}\n\n");
+}
+
 #[derive(Serialize)]
 struct PointStateJson<'a> {
     i: u32,
@@ -370,5 +377,8 @@ mod tests {
         let mut out = String::new();
         push_event(&mut out, "beat", "{\"seq\":1}");
         assert_eq!(out, "event: beat\ndata: {\"seq\":1}\n\n");
+        out.clear();
+        push_event_at(&mut out, "beat", 1234, "{}");
+        assert_eq!(out, "event: beat\nid: 1234\ndata: {}\n\n");
     }
 }
