@@ -292,11 +292,9 @@ impl Engine {
         let mut annotations = vec![
             (
                 "summary".to_string(),
-                format!(
-                    "{what}: {} {}",
-                    spec.condition.kind(),
-                    spec.condition.describe()
-                ),
+                // "bore_b.co_1: above 70 (clears below 60)": the rule's
+                // kind is in its name and labels, not repeated here.
+                format!("{what}: {}", spec.condition.describe()),
             ),
             ("value".to_string(), value),
             (
@@ -399,6 +397,7 @@ mod tests {
         let ann: HashMap<_, _> = events[0].alert.annotations.iter().cloned().collect();
         assert_eq!(ann["value"], "120 ppm");
         assert!(ann["summary"].contains("above 70"));
+        assert!(!ann["summary"].contains("above above"), "{}", ann["summary"]);
         assert_eq!(e.firing().len(), 1);
     }
 
