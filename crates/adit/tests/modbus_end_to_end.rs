@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support_demo.rs"]
+mod support_demo;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,24 +17,8 @@ use adit_config::Config;
 use adit_core::{Quality, Reason, Value};
 use adit_sim_modbus::Simulator;
 
-const DEMO: &str = include_str!("../../../config/demo.toml");
-
 fn demo_config(sim: SocketAddr, dir: &Path) -> Config {
-    let mut config = adit_config::load_str(DEMO, "config/demo.toml").unwrap();
-    // The Modbus part of the demo (its MQTT device has its own tests).
-    config.devices.retain(|d| d.modbus().is_some());
-    for d in &mut config.devices {
-        if let adit_config::DeviceSettings::Modbus(m) = &mut d.settings {
-            m.address = sim.to_string();
-        }
-    }
-    if let Some(sqlite) = config.sinks.sqlite.as_mut() {
-        sqlite.path = dir.join("readings.db");
-    }
-    config.spool.dir = dir.join("spool");
-    config.audit.dir = dir.join("audit");
-    config.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config
+    support_demo::modbus_demo_config(sim, dir)
 }
 
 async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -341,7 +328,7 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
 
 #[test]
 fn the_demo_config_matches_the_simulator_register_map() {
-    let config = adit_config::load_str(DEMO, "config/demo.toml").unwrap();
+    let config = adit_config::load_str(support_demo::DEMO, "config/demo.toml").unwrap();
     let signals: HashMap<&str, adit_sim_modbus::Signal> = adit_sim_modbus::tunnel_signals()
         .into_iter()
         .map(|s| (s.name, s))

@@ -11,6 +11,9 @@
 #[path = "support_browser.rs"]
 mod support_browser;
 
+#[path = "support_demo.rs"]
+mod support_demo;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,23 +26,8 @@ use adit_sim_modbus::Simulator;
 use serde_json::Value;
 use support_browser::Browser;
 
-const DEMO: &str = include_str!("../../../config/demo.toml");
-
 fn config(sim: SocketAddr, dir: &Path) -> Config {
-    let mut config = adit_config::load_str(DEMO, "config/demo.toml").unwrap();
-    config.devices.retain(|d| d.modbus().is_some());
-    for d in &mut config.devices {
-        if let adit_config::DeviceSettings::Modbus(m) = &mut d.settings {
-            m.address = sim.to_string();
-        }
-    }
-    if let Some(sqlite) = config.sinks.sqlite.as_mut() {
-        sqlite.path = dir.join("readings.db");
-    }
-    config.spool.dir = dir.join("spool");
-    config.audit.dir = dir.join("audit");
-    config.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config
+    support_demo::modbus_demo_config(sim, dir)
 }
 
 /// Copies `r` to `w`, holding bytes back while `frozen`.
