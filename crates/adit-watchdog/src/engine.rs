@@ -397,7 +397,11 @@ mod tests {
         let ann: HashMap<_, _> = events[0].alert.annotations.iter().cloned().collect();
         assert_eq!(ann["value"], "120 ppm");
         assert!(ann["summary"].contains("above 70"));
-        assert!(!ann["summary"].contains("above above"), "{}", ann["summary"]);
+        assert!(
+            !ann["summary"].contains("above above"),
+            "{}",
+            ann["summary"]
+        );
         assert_eq!(e.firing().len(), 1);
     }
 
