@@ -17,7 +17,7 @@ pub struct Browser {
     driver: Child,
     port: u16,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -144,7 +144,7 @@ impl Browser {
             driver,
             port,
             session,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -202,5 +202,30 @@ impl Drop for Browser {
         let _ = request(self.port, "DELETE", &path, None);
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // If the session could not be ended (a test failed mid-command),
+        // Chromium outlives its driver: end every process of this profile.
+        kill_processes_mentioning(&self.profile.path().display().to_string());
+    }
+}
+
+/// SIGKILLs every process whose command line contains `needle`.
+fn kill_processes_mentioning(needle: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }

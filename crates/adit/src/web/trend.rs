@@ -13,7 +13,8 @@ pub const TREND_LEN: usize = 120;
 
 #[derive(Debug, Default)]
 pub struct Trends {
-    /// `TREND_LEN` samples per point, point-major; slot `head` is the oldest.
+    /// `TREND_LEN` rows of one sample per point, time-major (a sample is
+    /// one sequential write of a row); row `head` is the oldest.
     values: Vec<f32>,
     points: usize,
     head: usize,
@@ -27,11 +28,29 @@ impl Trends {
     pub fn sample(&mut self, samples: impl ExactSizeIterator<Item = f32>) {
         let n = samples.len();
         if n > self.points {
-            self.values.resize(n * TREND_LEN, f32::NAN);
+            // Rare (points named at run time): lay the rows out again.
+            let mut wider = vec![f32::NAN; n * TREND_LEN];
+            if self.points > 0 {
+                for (old, new) in self
+                    .values
+                    .chunks_exact(self.points)
+                    .zip(wider.chunks_exact_mut(n))
+                {
+                    new[..self.points].copy_from_slice(old);
+                }
+            }
+            self.values = wider;
             self.points = n;
         }
-        for (p, v) in samples.enumerate() {
-            self.values[p * TREND_LEN + self.head] = v;
+        let row = &mut self.values[self.head * self.points..(self.head + 1) * self.points];
+        let mut written = 0;
+        for (slot, v) in row.iter_mut().zip(samples) {
+            *slot = v;
+            written += 1;
+        }
+        // Fewer samples than points (cannot happen today): gaps, not old values.
+        for slot in &mut row[written..] {
+            *slot = f32::NAN;
         }
         self.head = (self.head + 1) % TREND_LEN;
         self.filled = (self.filled + 1).min(TREND_LEN);
@@ -39,12 +58,9 @@ impl Trends {
 
     /// The samples of point `p`, oldest first.
     pub fn series(&self, p: usize) -> impl Iterator<Item = f32> + '_ {
-        let ring = self
-            .values
-            .get(p * TREND_LEN..(p + 1) * TREND_LEN)
-            .unwrap_or(&[]);
         let start = (self.head + TREND_LEN - self.filled) % TREND_LEN;
-        (0..self.filled.min(ring.len())).map(move |k| ring[(start + k) % TREND_LEN])
+        let filled = if p < self.points { self.filled } else { 0 };
+        (0..filled).map(move |k| self.values[((start + k) % TREND_LEN) * self.points + p])
     }
 
     /// `{"step_ms":..,"series":[[..],..]}` for every point (gaps as null).
