@@ -198,6 +198,12 @@ impl PointRegistry {
         self.chunks.get(i / CHUNK)?.get()?.get(i % CHUNK)?.get()
     }
 
+    /// Whether `id` is registered, without touching its metadata (one
+    /// atomic load: slots are set before `len` is published).
+    pub fn contains(&self, id: PointId) -> bool {
+        id.index() < self.len.load(Ordering::Acquire)
+    }
+
     pub fn id_of(&self, name: &str) -> Option<PointId> {
         self.by_name
             .read()
@@ -265,6 +271,10 @@ mod tests {
         assert_eq!(r.register(meta("d")), Err(PointRegistryError::Full(3)));
         assert_eq!(r.iter().count(), 3);
         assert!(r.get(PointId(3)).is_none());
+        // `contains` agrees with `get` for every id.
+        for i in 0..5 {
+            assert_eq!(r.contains(PointId(i)), r.get(PointId(i)).is_some(), "{i}");
+        }
     }
 
     #[test]

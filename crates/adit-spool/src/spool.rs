@@ -1377,7 +1377,7 @@ impl Reader {
                         ) {
                             // A point the registry does not have (it was full
                             // when an earlier run's points were registered again).
-                            Some(id) if live.as_ref().is_some_and(|l| l.get(id).is_none()) => {
+                            Some(id) if live.as_ref().is_some_and(|l| !l.contains(id)) => {
                                 out.unknown_points += 1;
                             }
                             Some(id) => {
