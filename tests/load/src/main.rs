@@ -143,6 +143,9 @@ enum Mode {
         interval: Duration,
         #[arg(long, default_value_t = 100)]
         clients: usize,
+        /// Extra clients that connect and do not read during the window.
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         warmup: Duration,
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -252,6 +255,7 @@ fn run(mode: Mode) -> Result<(), String> {
             registers,
             interval,
             clients,
+            stalled,
             warmup,
             measure,
         } => page::run(
@@ -260,6 +264,7 @@ fn run(mode: Mode) -> Result<(), String> {
                 registers,
                 interval,
                 clients,
+                stalled,
                 warmup,
                 measure,
             },

@@ -24,6 +24,8 @@ pub struct PageLoad {
     pub registers: u16,
     pub interval: Duration,
     pub clients: usize,
+    /// Clients that connect and then do not read until the window ended.
+    pub stalled: usize,
     pub warmup: Duration,
     pub measure: Duration,
 }
@@ -35,6 +37,9 @@ struct ClientTotals {
     events: AtomicU64,
     snapshots: AtomicU64,
     failed: AtomicU64,
+    /// Snapshots the stalled clients got (their first, and one more each
+    /// after they fell behind).
+    stalled_snapshots: AtomicU64,
     /// Connect → end of the first snapshot, per client.
     first_snapshot: Mutex<Vec<Duration>>,
 }
@@ -147,6 +152,46 @@ impl Occurrences {
     }
 }
 
+/// Connects, asks for the stream, reads nothing until `resume`, then reads
+/// until `stop`, counting snapshots.
+fn stalled_client(
+    port: u16,
+    totals: &ClientTotals,
+    resume: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    while !resume.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut snapshots = Occurrences::new(b"event: snapshot");
+    let mut buf = vec![0u8; 256 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => return Err("stream closed".into()),
+            Ok(n) => {
+                totals
+                    .stalled_snapshots
+                    .fetch_add(snapshots.feed(&buf[..n]), Ordering::Relaxed);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -178,7 +223,7 @@ pub fn run(l: &PageLoad, adit: &std::path::Path) -> Result<(), String> {
     // More streams than the default limit may be asked for.
     config = config.replacen(
         "[http]\n",
-        &format!("[http]\nmax_clients = {}\n", l.clients.max(1)),
+        &format!("[http]\nmax_clients = {}\n", (l.clients + l.stalled).max(1)),
         1,
     );
     let config_path = dir.path().join("load.toml");
@@ -192,7 +237,8 @@ pub fn run(l: &PageLoad, adit: &std::path::Path) -> Result<(), String> {
 
     let totals = Arc::new(ClientTotals::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..l.clients)
+    let resume = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<_> = (0..l.clients)
         .map(|_| {
             let (totals, stop) = (totals.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -202,6 +248,14 @@ pub fn run(l: &PageLoad, adit: &std::path::Path) -> Result<(), String> {
             })
         })
         .collect();
+    threads.extend((0..l.stalled).map(|_| {
+        let (totals, stop, resume) = (totals.clone(), stop.clone(), resume.clone());
+        std::thread::spawn(move || {
+            if stalled_client(port, &totals, &resume, &stop).is_err() {
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }));
     // Every client has its snapshot and the feed runs steadily.
     std::thread::sleep(Duration::from_secs(5));
     let lagged_before = Scrape::fetch(port)?.sum("adit_page_clients_lagged_total", "");
@@ -218,6 +272,11 @@ pub fn run(l: &PageLoad, adit: &std::path::Path) -> Result<(), String> {
     let connected = scrape.sum("adit_page_clients", "");
     let lagged = scrape.sum("adit_page_clients_lagged_total", "") - lagged_before;
     let refused = scrape.sum("adit_page_clients_refused_total", "");
+    // The stalled clients read again: they catch up through a snapshot.
+    resume.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(10));
+    let lagged_after_resume =
+        Scrape::fetch(port)?.sum("adit_page_clients_lagged_total", "") - lagged_before;
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -284,6 +343,16 @@ pub fn run(l: &PageLoad, adit: &std::path::Path) -> Result<(), String> {
         q(1.0),
         firsts.len()
     );
+    if l.stalled > 0 {
+        println!(
+            "  {} stalled clients (connected, not reading for the whole window): pipeline {:.0} readings/s with them vs {:.0} without; once they read again: lagged {lagged_after_resume:.0} in all, {} snapshots received by them ({} first + the rest after falling behind)",
+            l.stalled,
+            watched.readings / watched.seconds,
+            alone.readings / alone.seconds,
+            totals.stalled_snapshots.load(Ordering::Relaxed),
+            l.stalled
+        );
+    }
     let accepted = accounting["accepted"].as_u64().unwrap_or(0);
     let stored = accounting["stored"]
         .as_str()
