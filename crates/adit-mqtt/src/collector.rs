@@ -184,7 +184,8 @@ struct Session<'a> {
     next_seq: u64,
     outcomes_tx: tokio::sync::mpsc::Sender<(u64, Outcome)>,
     outcomes_rx: tokio::sync::mpsc::Receiver<(u64, Outcome)>,
-    /// Acks due, waiting for room in rumqttc's request channel.
+    /// Acks due: sent at the top of the next loop turn (MQTT 5: as room
+    /// in rumqttc's request channel allows).
     due: VecDeque<AckId>,
     batch: Vec<Reading>,
     batch_acks: Vec<AckId>,
@@ -245,12 +246,12 @@ impl<'a> Session<'a> {
     ) -> Result<End, SourceError> {
         let conn = self.conn;
         loop {
-            while let Some(a) = self.due.front() {
-                if !self.client.try_ack(*a) {
-                    break;
-                }
-                self.due.pop_front();
-                conn.metrics.acked.inc();
+            if !self.due.is_empty() {
+                let sent = self
+                    .events
+                    .send_acks(&self.client, &mut self.due, conn.config.timeout)
+                    .await;
+                conn.metrics.acked.inc_by(sent as u64);
             }
             if self.subscribe_pending {
                 self.subscribe(None);
@@ -280,48 +281,73 @@ impl<'a> Session<'a> {
                         return Ok(End::Rebuild);
                     }
                 }
-                event = self.events.poll(), if may_read => match event {
-                    Ok(Incoming::ConnAck { session_present }) => {
-                        let relinked = state.marked_down;
-                        self.connected(session_present, backoff, state);
-                        if relinked {
-                            self.ask_for_rebirths(mapper);
+                event = self.events.poll(), if may_read => {
+                    if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
+                        return Ok(end);
+                    }
+                    // What rumqttc read with this event (up to ten packets)
+                    // is handled in this turn, not one `select!` turn each.
+                    while self.events.has_buffered() && self.tickets.len() < MAX_TICKETS {
+                        let event = self.events.poll().await;
+                        if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
+                            return Ok(end);
                         }
                     }
-                    Ok(Incoming::Publish(msg)) => {
-                        self.message(mapper, &msg);
-                        if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
-                            self.flush().await?;
-                        } else if self.flush_at.is_none() {
-                            self.flush_at = Some(Instant::now() + BATCH_DELAY);
-                        }
-                    }
-                    Ok(Incoming::SubAck { refused }) => {
-                        if refused.is_empty() {
-                            conn.metrics.subscribed.set(1);
-                        }
-                        self.subscription_refused(&refused);
-                    }
-                    Ok(Incoming::Other) => {}
-                    Err(e) => {
-                        self.flush().await?;
-                        // The connection ends here, not at the next ConnAck:
-                        // acks of its messages settled during the backoff
-                        // must not reach the next connection, where the
-                        // broker may have given their packet ids to other
-                        // messages (it redelivers these).
-                        self.generation += 1;
-                        self.due.clear();
-                        self.link_lost(&e, mapper, state).await?;
-                        let delay = backoff.next_delay();
-                        tokio::select! {
-                            () = self.ctx.shutdown.cancelled() => return Ok(End::Shutdown),
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                },
+                }
             }
         }
+    }
+
+    /// Acts on one event of the link; `Some` ends the session.
+    async fn on_event(
+        &mut self,
+        event: Result<Incoming, LinkError>,
+        mapper: &mut Mapper,
+        backoff: &mut Backoff,
+        state: &mut LinkState,
+    ) -> Result<Option<End>, SourceError> {
+        let conn = self.conn;
+        match event {
+            Ok(Incoming::ConnAck { session_present }) => {
+                let relinked = state.marked_down;
+                self.connected(session_present, backoff, state);
+                if relinked {
+                    self.ask_for_rebirths(mapper);
+                }
+            }
+            Ok(Incoming::Publish(msg)) => {
+                self.message(mapper, &msg);
+                if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
+                    self.flush().await?;
+                } else if self.flush_at.is_none() {
+                    self.flush_at = Some(Instant::now() + BATCH_DELAY);
+                }
+            }
+            Ok(Incoming::SubAck { refused }) => {
+                if refused.is_empty() {
+                    conn.metrics.subscribed.set(1);
+                }
+                self.subscription_refused(&refused);
+            }
+            Ok(Incoming::Other) => {}
+            Err(e) => {
+                self.flush().await?;
+                // The connection ends here, not at the next ConnAck:
+                // acks of its messages settled during the backoff
+                // must not reach the next connection, where the
+                // broker may have given their packet ids to other
+                // messages (it redelivers these).
+                self.generation += 1;
+                self.due.clear();
+                self.link_lost(&e, mapper, state).await?;
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    () = self.ctx.shutdown.cancelled() => return Ok(Some(End::Shutdown)),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn connected(&mut self, session_present: bool, backoff: &mut Backoff, state: &mut LinkState) {
@@ -653,11 +679,11 @@ impl<'a> Session<'a> {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        while let Some(a) = self.due.pop_front() {
-            if self.client.try_ack(a) {
-                self.conn.metrics.acked.inc();
-            }
-        }
+        let sent = self
+            .events
+            .send_acks(&self.client, &mut self.due, self.conn.config.timeout)
+            .await;
+        self.conn.metrics.acked.inc_by(sent as u64);
         self.client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while self.events.poll().await.is_ok() {}

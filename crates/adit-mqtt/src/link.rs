@@ -3,15 +3,18 @@
 //! acts on, acks, subscribes, publishes).
 //!
 //! Invariants (from rumqttc's behaviour, see dependency notes):
-//! - acks are manual and only ever sent with `try_*` from the task that
-//!   drives `poll()`: never awaited there (that can deadlock on the bounded
-//!   request channel); a full request channel leaves the ack queued by the
+//! - acks are manual and only ever sent from the task that drives
+//!   `poll()`, between polls: on 3.1.1 written into the connection directly
+//!   (one write for all that are due, under a timeout); on 5 with
+//!   `try_ack`, never awaited there (that can deadlock on the bounded
+//!   request channel): a full request channel leaves the ack queued by the
 //!   caller, and the next `poll()` drains the channel;
 //! - `poll()` is cancel safe (rumqttc keeps partial reads in its state), so
 //!   it can sit in a `select!`;
 //! - rumqttc does not resubscribe when the broker has lost the session:
 //!   the caller subscribes on every `ConnAck` with `session_present = false`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,6 +276,78 @@ impl Client {
 }
 
 impl EventLoop {
+    /// Whether rumqttc holds events it has already read: the next `poll()`
+    /// returns one at once, without touching the socket.
+    pub fn has_buffered(&self) -> bool {
+        match self {
+            EventLoop::V4(e) => !e.state.events.is_empty(),
+            EventLoop::V5(e) => !e.state.events.is_empty(),
+        }
+    }
+
+    /// Sends the acks in `due`, in order, and returns how many went out.
+    ///
+    /// 3.1.1: every PUBACK is written straight into the connection's buffer
+    /// and the buffer is flushed once (one `writev` for all of them).
+    /// rumqttc's own path (`try_ack`) takes one request per event-loop turn
+    /// and flushes each alone: one system call, and one loop turn, per
+    /// message. Called from the task that drives `poll()`, never while a
+    /// `poll()` is in progress (the `select!` has dropped it), so the bytes
+    /// cannot interleave with rumqttc's. A write that fails or times out
+    /// loses the acks with the connection; the broker redelivers.
+    ///
+    /// 5: rumqttc keeps the connection private; acks are queued with
+    /// `try_ack` until its request channel is full (the rest stay in `due`).
+    pub async fn send_acks(
+        &mut self,
+        client: &Client,
+        due: &mut VecDeque<AckId>,
+        timeout: Duration,
+    ) -> usize {
+        match self {
+            EventLoop::V4(e) => {
+                let Some(network) = e.network.as_mut() else {
+                    // Between connections: these acks are void (the caller
+                    // drops them at the next ConnAck; the broker redelivers).
+                    return 0;
+                };
+                let count = due.iter().filter(|a| a.qos > 0).count();
+                let written = tokio::time::timeout(timeout, async {
+                    for a in due.drain(..).filter(|a| a.qos > 0) {
+                        network
+                            .write(rumqttc::Packet::PubAck(rumqttc::PubAck::new(a.pkid)))
+                            .await?;
+                    }
+                    network.flush().await
+                })
+                .await;
+                due.clear();
+                match written {
+                    Ok(Ok(())) => count,
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, count, "PUBACKs not written: the connection is failing (the broker redelivers)");
+                        0
+                    }
+                    Err(_) => {
+                        tracing::debug!(count, "PUBACKs not flushed in time: the broker is not reading (it redelivers)");
+                        0
+                    }
+                }
+            }
+            EventLoop::V5(_) => {
+                let mut sent = 0;
+                while let Some(a) = due.front() {
+                    if !client.try_ack(*a) {
+                        break;
+                    }
+                    due.pop_front();
+                    sent += 1;
+                }
+                sent
+            }
+        }
+    }
+
     /// The next event; an error means the connection is gone (the next
     /// call reconnects).
     pub async fn poll(&mut self) -> Result<Incoming, LinkError> {
