@@ -6,6 +6,7 @@
 //! Modules:
 //! - [`payload`]: plain and JSON payloads → items (pure, table and
 //!   property tested);
+//! - [`doc`]: the JSON tree `payload` reads, borrowed from the payload;
 //! - [`sparkplug`]: the Sparkplug B messages and the host state machine
 //!   (pure);
 //! - [`mapping`]: topic + payload → readings of named points;
@@ -17,6 +18,7 @@
 //! - [`probe`]: `adit probe mqtt`, what a field engineer runs.
 
 pub mod collector;
+pub mod doc;
 pub mod link;
 pub mod mapping;
 pub mod metrics;

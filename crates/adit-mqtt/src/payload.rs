@@ -11,9 +11,9 @@
 //!   receive time; a readable one outside 2000–2100 is kept (and flagged by
 //!   normalization) and counted.
 
+use crate::doc::Doc;
 use adit_config::{JsonFormat, TimestampUnit};
 use adit_core::{Quality, Reason, Timestamp, Value};
-use serde_json::Value as Json;
 
 use crate::reject::Reject;
 
@@ -88,9 +88,7 @@ pub fn decode_json(
         rejects.push(Reject::InvalidUtf8);
         return emit(bad(None));
     }
-    let root: Json = if let Ok(v) = serde_json::from_slice(payload) {
-        v
-    } else {
+    let Ok(root) = Doc::parse(payload) else {
         rejects.push(Reject::MalformedJson);
         return emit(bad(None));
     };
@@ -99,9 +97,9 @@ pub fn decode_json(
         return emit(item(format, value_ptr, &root, &root, None, rejects));
     };
     match root.pointer(many) {
-        Some(Json::Object(members)) => {
-            for (k, v) in members {
-                if v.is_object() {
+        Some(members @ Doc::Object(_)) => {
+            for (k, v) in members.members() {
+                if matches!(v, Doc::Object(_)) {
                     emit(item(format, value_ptr, v, &root, Some(k), rejects));
                 } else {
                     // `{"co": 12.5, "no2": 0.4}`: the member is the value.
@@ -109,11 +107,11 @@ pub fn decode_json(
                 }
             }
         }
-        Some(Json::Array(elements)) => {
+        Some(Doc::Array(elements)) => {
             for e in elements {
                 match e.pointer(&format.key) {
-                    Some(Json::String(k)) => {
-                        emit(item(format, value_ptr, e, &root, Some(k), rejects));
+                    Some(Doc::Str(k)) => {
+                        emit(item(format, value_ptr, e, &root, Some(k.as_ref()), rejects));
                     }
                     Some(_) => rejects.push(Reject::WrongType),
                     None => rejects.push(Reject::MissingField),
@@ -130,8 +128,8 @@ pub fn decode_json(
 fn item<'a>(
     format: &JsonFormat,
     value_ptr: &str,
-    element: &Json,
-    root: &Json,
+    element: &Doc<'_>,
+    root: &Doc<'_>,
     key: Option<&'a str>,
     rejects: &mut Vec<Reject>,
 ) -> Item<'a> {
@@ -173,32 +171,32 @@ fn item<'a>(
     out
 }
 
-fn json_value(v: &Json) -> Result<Value, Reject> {
+fn json_value(v: &Doc<'_>) -> Result<Value, Reject> {
     match v {
-        Json::Number(n) => {
+        Doc::Num(n) => {
             if let Some(i) = n.as_i64() {
                 Ok(Value::I64(i))
             } else {
                 match n.as_f64() {
-                    Some(f) if f.is_finite() => Ok(Value::F64(f)),
+                    f if f.is_finite() => Ok(Value::F64(f)),
                     _ => Err(Reject::NotANumber),
                 }
             }
         }
-        Json::Bool(b) => Ok(Value::Bool(*b)),
-        Json::String(s) => match s.as_str() {
+        Doc::Bool(b) => Ok(Value::Bool(*b)),
+        Doc::Str(s) => match s.as_ref() {
             "NaN" | "nan" | "Infinity" | "-Infinity" | "inf" | "-inf" => Err(Reject::NotANumber),
-            _ => Ok(Value::Text(s.as_str().into())),
+            text => Ok(Value::Text(text.into())),
         },
-        Json::Null | Json::Array(_) | Json::Object(_) => Err(Reject::WrongType),
+        Doc::Null | Doc::Array(_) | Doc::Object(_) => Err(Reject::WrongType),
     }
 }
 
 /// A JSON timestamp: RFC 3339 text, or epoch seconds/ms/µs/ns (by `unit`,
 /// or for `auto` by magnitude: < 1e11 s, < 1e14 ms, < 1e17 µs, else ns).
-pub fn timestamp(v: &Json, unit: TimestampUnit) -> Option<Timestamp> {
+pub fn timestamp(v: &Doc<'_>, unit: TimestampUnit) -> Option<Timestamp> {
     let number = match v {
-        Json::String(s) => {
+        Doc::Str(s) => {
             if unit == TimestampUnit::Rfc3339 || unit == TimestampUnit::Auto {
                 if let Some(ts) = Timestamp::parse_rfc3339(s) {
                     return Some(ts);
@@ -209,7 +207,7 @@ pub fn timestamp(v: &Json, unit: TimestampUnit) -> Option<Timestamp> {
             }
             s.trim().parse::<f64>().ok()?
         }
-        Json::Number(n) if unit != TimestampUnit::Rfc3339 => n.as_f64()?,
+        Doc::Num(n) if unit != TimestampUnit::Rfc3339 => n.as_f64(),
         _ => return None,
     };
     if !number.is_finite() {
@@ -243,19 +241,26 @@ pub fn timestamp(v: &Json, unit: TimestampUnit) -> Option<Timestamp> {
 /// text is bad under that name); a number up to 255 as OPC classic
 /// quality (≥ 192 good, ≥ 64 uncertain, else bad), above as an OPC UA
 /// status code (top bits 00 good, 01 uncertain, 1x bad).
-pub fn quality(v: &Json) -> Quality {
+pub fn quality(v: &Doc<'_>) -> Quality {
     let generic_bad = Quality::Bad(Reason::status(0x8000_0000, "bad"));
     match v {
-        Json::Bool(true) => Quality::Good,
-        Json::Bool(false) => generic_bad,
-        Json::String(s) => match s.to_ascii_lowercase().as_str() {
-            "good" | "ok" => Quality::Good,
-            "uncertain" => Quality::Uncertain(Reason::status(0x4000_0000, "uncertain")),
-            "bad" => generic_bad,
-            "stale" => Quality::Bad(Reason::Stale),
-            _ => Quality::Bad(Reason::status(0x8000_0000, "quality_unknown")),
-        },
-        Json::Number(n) => match n.as_u64() {
+        Doc::Bool(true) => Quality::Good,
+        Doc::Bool(false) => generic_bad,
+        Doc::Str(s) => {
+            let is = |name: &str| s.eq_ignore_ascii_case(name);
+            if is("good") || is("ok") {
+                Quality::Good
+            } else if is("uncertain") {
+                Quality::Uncertain(Reason::status(0x4000_0000, "uncertain"))
+            } else if is("bad") {
+                generic_bad
+            } else if is("stale") {
+                Quality::Bad(Reason::Stale)
+            } else {
+                Quality::Bad(Reason::status(0x8000_0000, "quality_unknown"))
+            }
+        }
+        Doc::Num(n) => match n.as_u64() {
             Some(c @ 0..=255) => {
                 if c >= 192 {
                     Quality::Good
