@@ -287,6 +287,8 @@ impl<'a> Session<'a> {
                     }
                     // What rumqttc read with this event (up to ten packets)
                     // is handled in this turn, not one `select!` turn each.
+                    // (An error has emptied rumqttc's buffer: a reconnect
+                    // only happens in a `select!` turn, where shutdown is heard.)
                     while self.events.has_buffered() && self.tickets.len() < MAX_TICKETS {
                         let event = self.events.poll().await;
                         if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
@@ -339,6 +341,11 @@ impl<'a> Session<'a> {
                 // messages (it redelivers these).
                 self.generation += 1;
                 self.due.clear();
+                let unread = self.events.discard_buffered();
+                if unread > 0 {
+                    conn.metrics.ack_withheld.inc_by(unread as u64);
+                    tracing::warn!(device = %conn.config.id, messages = unread, "dropped messages read just before the connection failed (not acknowledged: the broker redelivers those of QoS 1)");
+                }
                 self.link_lost(&e, mapper, state).await?;
                 let delay = backoff.next_delay();
                 tokio::select! {

@@ -285,6 +285,37 @@ impl EventLoop {
         }
     }
 
+    /// Drops what rumqttc read before its connection failed (it keeps it
+    /// and would hand it out after the next `ConnAck`, where an ack would
+    /// carry a packet id of the old connection). Returns the messages
+    /// dropped: the broker redelivers those of QoS 1.
+    pub fn discard_buffered(&mut self) -> usize {
+        match self {
+            EventLoop::V4(e) => {
+                let n = e
+                    .state
+                    .events
+                    .iter()
+                    .filter(|ev| {
+                        matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))
+                    })
+                    .count();
+                e.state.events.clear();
+                n
+            }
+            EventLoop::V5(e) => {
+                let n = e
+                    .state
+                    .events
+                    .iter()
+                    .filter(|ev| matches!(ev, rumqttc::v5::Event::Incoming(p5::Packet::Publish(_))))
+                    .count();
+                e.state.events.clear();
+                n
+            }
+        }
+    }
+
     /// Sends the acks in `due`, in order, and returns how many went out.
     ///
     /// 3.1.1: every PUBACK is written straight into the connection's buffer
