@@ -8,6 +8,12 @@
 //! - a topic is handled by the first subscription whose filter matches it;
 //!   an exact topic of an explicit point wins over every template;
 //! - every item a payload gives becomes a reading or a counted reject;
+//! - a topic in the topic cache maps exactly as the full path would: it is
+//!   cached only once that path named one point for it (a single-reading
+//!   format, no `many`), and what that path reads (subscriptions, the
+//!   explicit table, the name → id cache) never changes a name already
+//!   resolved. The cache holds at most `MAX_CACHED_TOPICS` topics; past
+//!   that, topics take the full path (slower, same result);
 //! - a reading that carries the message's own timestamp also gets it as
 //!   `received_ts`: a broker's redelivery of the same message is then the
 //!   same storage key `(point, ts, received_ts)` and deduplicates. Without a
@@ -26,6 +32,9 @@ use adit_source::PointRegistrar;
 use crate::payload::{decode_json, decode_plain, Item};
 use crate::reject::Reject;
 use crate::sparkplug::{Host, HostOutput, SparkplugTopic};
+
+/// Topics remembered with their point (about 100 bytes each).
+const MAX_CACHED_TOPICS: usize = 100_000;
 
 /// What a message asks of the connection besides its readings.
 #[derive(Debug, Default)]
@@ -58,6 +67,10 @@ pub struct Mapper {
     subscriptions: Vec<Subscription>,
     explicit: HashMap<String, Vec<ExplicitPoint>>,
     ids: HashMap<Arc<str>, PointId>,
+    /// topic → (subscription, point) for template topics of single-reading
+    /// formats: skips the filter match, the captures, rendering the name and
+    /// looking it up (about 7 % of adit's CPU per JSON message).
+    topic_points: HashMap<Box<str>, (usize, PointId)>,
     host: Host,
     host_out: HostOutput,
     name: String,
@@ -93,6 +106,7 @@ impl Mapper {
             subscriptions,
             explicit,
             ids: HashMap::new(),
+            topic_points: HashMap::new(),
             host: Host::default(),
             host_out: HostOutput::default(),
             name: String::new(),
@@ -159,6 +173,15 @@ impl Mapper {
             }
             return;
         }
+        if let Some(&(sub_index, id)) = self.topic_points.get(topic) {
+            fx.subscription = Some(sub_index);
+            let mut emit = |item: Item<'_>| out.push(reading(id, item, now, retained));
+            match &self.subscriptions[sub_index].format {
+                PayloadFormat::Json(j) => decode_json(j, None, payload, &mut fx.rejects, &mut emit),
+                _ => decode_plain(payload, &mut fx.rejects, &mut emit),
+            }
+            return;
+        }
         let Some(sub_index) = self
             .subscriptions
             .iter()
@@ -194,8 +217,8 @@ impl Mapper {
                 _ => decode_plain(payload, rejects, &mut emit),
             }
         }
+        let many = matches!(&sub.format, PayloadFormat::Json(j) if j.many.is_some());
         for (key, item) in items {
-            let many = matches!(&sub.format, PayloadFormat::Json(j) if j.many.is_some());
             if many && key.is_none() {
                 // A payload that is not JSON at all: no point to flag.
                 continue;
@@ -213,7 +236,12 @@ impl Mapper {
                 continue;
             }
             match resolve(ids, name, device, sub, registrar) {
-                Ok(id) => out.push(reading(id, item, now, retained)),
+                Ok(id) => {
+                    if !many && self.topic_points.len() < MAX_CACHED_TOPICS {
+                        self.topic_points.insert(topic.into(), (sub_index, id));
+                    }
+                    out.push(reading(id, item, now, retained));
+                }
                 Err(r) => rejects.push(r),
             }
         }
@@ -392,5 +420,41 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(rejects, [Reject::PointOfAnotherDevice]);
         assert!(!m.known_points().iter().any(|p| p.index() == 0));
+    }
+
+    proptest::proptest! {
+        /// The topic cache changes nothing: a mapper whose cache is emptied
+        /// after every message (the full path each time) maps every message
+        /// of a random stream exactly as the caching one does: readings,
+        /// rejects and the subscription that took it.
+        #[test]
+        fn the_topic_cache_maps_as_the_full_path_does(
+            messages in proptest::collection::vec((0usize..6, 0usize..7, proptest::bool::ANY), 1..60)
+        ) {
+            const TOPICS: [&str; 6] = ["t/co", "t/no2", "s/co", "t/taken", "u/co", "t/a/b"];
+            const PAYLOADS: [&str; 7] = [
+                r#"{"value": 3}"#,
+                r#"{"value": 4.5, "ts": 1789999999000}"#,
+                r#"{"value": "x"}"#,
+                r#"{"other": 1}"#,
+                "{not json",
+                "12.5",
+                r#"{"value": 1e400}"#,
+            ];
+            let (mut cached, r) = mapper_and_registrar();
+            let (mut full, _) = mapper_and_registrar();
+            for (t, p, retained) in messages {
+                let (mut a, mut fa) = (Vec::new(), Effects::default());
+                let (mut b, mut fb) = (Vec::new(), Effects::default());
+                let now = Timestamp(1_790_000_000_000_000);
+                cached.map(TOPICS[t], PAYLOADS[p].as_bytes(), now, retained, &r, &mut a, &mut fa);
+                full.map(TOPICS[t], PAYLOADS[p].as_bytes(), now, retained, &r, &mut b, &mut fb);
+                full.topic_points.clear();
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(fa.rejects, fb.rejects);
+                proptest::prop_assert_eq!(fa.subscription, fb.subscription);
+            }
+            proptest::prop_assert!(cached.topic_points.len() <= 3, "only t/co, t/no2 and s/co name a point");
+        }
     }
 }
