@@ -298,6 +298,27 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// `decode_json` relies on this to check UTF-8 only for payloads
+        /// refused: whatever bytes sit in a key, a string or between the
+        /// tokens, a document that parses is valid UTF-8.
+        #[test]
+        fn a_document_that_parses_is_valid_utf8(
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..6),
+            text in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            between in proptest::collection::vec(proptest::num::u8::ANY, 0..2),
+        ) {
+            let mut payload = b"{\"".to_vec();
+            payload.extend(key.iter().filter(|b| !matches!(b, b'"' | b'\\')));
+            payload.extend_from_slice(b"\":");
+            payload.extend(&between);
+            payload.push(b'"');
+            payload.extend(text.iter().filter(|b| !matches!(b, b'"' | b'\\')));
+            payload.extend_from_slice(b"\"}");
+            if Doc::parse(&payload).is_ok() {
+                proptest::prop_assert!(std::str::from_utf8(&payload).is_ok());
+            }
+        }
+
         #[test]
         fn reads_every_document_as_serde_json_does(
             text in json_text(),

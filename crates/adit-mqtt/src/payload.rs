@@ -84,12 +84,15 @@ pub fn decode_json(
     rejects: &mut Vec<Reject>,
     emit: &mut dyn FnMut(Item<'_>),
 ) {
-    if std::str::from_utf8(payload).is_err() {
-        rejects.push(Reject::InvalidUtf8);
-        return emit(bad(None));
-    }
+    // serde_json checks UTF-8 as it reads (every string is read, anything
+    // else must be ASCII syntax): a payload it accepts is valid UTF-8, so
+    // the bytes are checked apart only to name why one was refused.
     let Ok(root) = Doc::parse(payload) else {
-        rejects.push(Reject::MalformedJson);
+        rejects.push(if std::str::from_utf8(payload).is_err() {
+            Reject::InvalidUtf8
+        } else {
+            Reject::MalformedJson
+        });
         return emit(bad(None));
     };
     let value_ptr = field.unwrap_or(&format.value);
