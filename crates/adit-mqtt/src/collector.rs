@@ -203,6 +203,9 @@ struct Session<'a> {
     /// in-flight window until it sends them again, which it only does on a
     /// new connection. Set: reconnect (after a backoff).
     redeliver: bool,
+    /// The receive time of the messages rumqttc read together (up to ten,
+    /// handled in one loop turn): read once per turn, not per message.
+    turn_clock: Option<(Timestamp, Instant)>,
 }
 
 impl<'a> Session<'a> {
@@ -235,7 +238,16 @@ impl<'a> Session<'a> {
             rejects_since_log: vec![0; Reject::ALL.len()],
             subscribe_pending: false,
             redeliver: false,
+            turn_clock: None,
         }
+    }
+
+    /// Wall time for the readings and monotonic time for liveness, read
+    /// once per loop turn.
+    fn turn_clock(&mut self) -> (Timestamp, Instant) {
+        *self
+            .turn_clock
+            .get_or_insert_with(|| (Timestamp::now(), Instant::now()))
     }
 
     async fn run(
@@ -282,6 +294,7 @@ impl<'a> Session<'a> {
                     }
                 }
                 event = self.events.poll(), if may_read => {
+                    self.turn_clock = None;
                     if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
                         return Ok(end);
                     }
@@ -514,7 +527,7 @@ impl<'a> Session<'a> {
         if ack.qos > 0 {
             self.batch_acks.push(ack);
         }
-        let now = Timestamp::now();
+        let (now, seen_at) = self.turn_clock();
         self.fx.clear();
         let Ok(topic) = std::str::from_utf8(topic) else {
             self.fx.rejects.push(Reject::InvalidUtf8);
@@ -540,7 +553,7 @@ impl<'a> Session<'a> {
         if let Some(i) = fx.subscription.filter(|_| !retain) {
             if let (Some(t), Some(s)) = (self.last_seen.get_mut(i), self.silent_strikes.get_mut(i))
             {
-                *t = Instant::now();
+                *t = seen_at;
                 *s = 0;
             }
         }
