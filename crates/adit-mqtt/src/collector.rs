@@ -620,11 +620,11 @@ impl<'a> Session<'a> {
             let _ = tx.try_send((seq, o));
         });
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_READINGS));
-        self.ctx
-            .out
-            .send_acked(batch, ack)
-            .await
-            .map_err(|_| SourceError::PipelineClosed)
+        let sent = self.ctx.out.send_acked(batch, ack).await;
+        // The pipeline may have made us wait: what is handled next in this
+        // turn reads the clock again (liveness must not see an old time).
+        self.turn_clock = None;
+        sent.map_err(|_| SourceError::PipelineClosed)
     }
 
     /// Records a ticket's outcome; moves the acks of every settled ticket

@@ -12,8 +12,11 @@
 //!   cached only once that path named one point for it (a single-reading
 //!   format, no `many`), and what that path reads (subscriptions, the
 //!   explicit table, the name → id cache) never changes a name already
-//!   resolved. The cache holds at most `MAX_CACHED_TOPICS` topics; past
-//!   that, topics take the full path (slower, same result);
+//!   resolved. It is bounded in entries and in topic bytes, and takes no
+//!   topic longer than `MAX_CACHED_TOPIC_LEN` (`+`, `#` and sanitizing can
+//!   map any number of topics to one point; a publisher must not be able to
+//!   grow it); topics it does not hold take the full path (slower, same
+//!   result);
 //! - a reading that carries the message's own timestamp also gets it as
 //!   `received_ts`: a broker's redelivery of the same message is then the
 //!   same storage key `(point, ts, received_ts)` and deduplicates. Without a
@@ -33,8 +36,12 @@ use crate::payload::{decode_json, decode_plain, Item};
 use crate::reject::Reject;
 use crate::sparkplug::{Host, HostOutput, SparkplugTopic};
 
-/// Topics remembered with their point (about 100 bytes each).
+/// Topics remembered with their point: at most this many, holding at
+/// most `MAX_CACHED_TOPIC_BYTES` of topic text (≈ 7 MiB at worst with the
+/// table), none longer than `MAX_CACHED_TOPIC_LEN`.
 const MAX_CACHED_TOPICS: usize = 100_000;
+const MAX_CACHED_TOPIC_BYTES: usize = 4 << 20;
+const MAX_CACHED_TOPIC_LEN: usize = 256;
 
 /// What a message asks of the connection besides its readings.
 #[derive(Debug, Default)]
@@ -71,6 +78,8 @@ pub struct Mapper {
     /// formats: skips the filter match, the captures, rendering the name and
     /// looking it up (about 7 % of adit's CPU per JSON message).
     topic_points: HashMap<Box<str>, (usize, PointId)>,
+    /// Bytes of topic text in `topic_points`.
+    topic_bytes: usize,
     host: Host,
     host_out: HostOutput,
     name: String,
@@ -107,6 +116,7 @@ impl Mapper {
             explicit,
             ids: HashMap::new(),
             topic_points: HashMap::new(),
+            topic_bytes: 0,
             host: Host::default(),
             host_out: HostOutput::default(),
             name: String::new(),
@@ -237,8 +247,17 @@ impl Mapper {
             }
             match resolve(ids, name, device, sub, registrar) {
                 Ok(id) => {
-                    if !many && self.topic_points.len() < MAX_CACHED_TOPICS {
-                        self.topic_points.insert(topic.into(), (sub_index, id));
+                    let room = self.topic_points.len() < MAX_CACHED_TOPICS
+                        && topic.len() <= MAX_CACHED_TOPIC_LEN
+                        && self.topic_bytes + topic.len() <= MAX_CACHED_TOPIC_BYTES;
+                    if !many
+                        && room
+                        && self
+                            .topic_points
+                            .insert(topic.into(), (sub_index, id))
+                            .is_none()
+                    {
+                        self.topic_bytes += topic.len();
                     }
                     out.push(reading(id, item, now, retained));
                 }
@@ -359,7 +378,10 @@ mod tests {
         let config = adit_config::load_str(
             "[[device]]\nid = \"edge\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:1883\"\n\
              [[device.subscription]]\nfilter = \"t/+\"\ntemplate = \"t/{x}\"\npoint = \"{x}\"\n\
-             [[device.subscription]]\nfilter = \"s/+\"\ntemplate = \"s/{x}\"\npoint = \"s.{x}\"\ntimestamp = \"/ts\"\n",
+             [[device.subscription]]\nfilter = \"s/+\"\ntemplate = \"s/{x}\"\npoint = \"s.{x}\"\ntimestamp = \"/ts\"\n\
+             [[device.subscription]]\nfilter = \"m/+\"\ntemplate = \"m/{x}\"\npoint = \"m.{x}.{key}\"\nmany = \"/r\"\n\
+             [[device.subscription]]\nfilter = \"n/+/+\"\ntemplate = \"n/+/{x}\"\npoint = \"n.{x}\"\nformat = \"plain\"\n\
+             [[device.subscription]]\nfilter = \"#\"\ntemplate = \"{rest#}\"\npoint = \"all.{rest}\"\nformat = \"plain\"\n",
             "test.toml",
         )
         .unwrap();
@@ -422,6 +444,21 @@ mod tests {
         assert!(!m.known_points().iter().any(|p| p.index() == 0));
     }
 
+    #[test]
+    fn a_long_topic_is_mapped_but_not_cached() {
+        let (mut m, r) = mapper_and_registrar();
+        let long = format!("n/{}/co", "a".repeat(MAX_CACHED_TOPIC_LEN));
+        let (out, rejects) = map(&mut m, &r, &long, "1.5", false);
+        assert!(rejects.is_empty(), "{rejects:?}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].quality, Quality::Good);
+        assert!(m.topic_points.is_empty());
+        let (again, _) = map(&mut m, &r, "n/a/co", "1.5", false);
+        assert_eq!(again[0].point, out[0].point, "same point, other topic");
+        assert_eq!(m.topic_points.len(), 1);
+        assert_eq!(m.topic_bytes, "n/a/co".len());
+    }
+
     proptest::proptest! {
         /// The topic cache changes nothing: a mapper whose cache is emptied
         /// after every message (the full path each time) maps every message
@@ -429,10 +466,12 @@ mod tests {
         /// rejects and the subscription that took it.
         #[test]
         fn the_topic_cache_maps_as_the_full_path_does(
-            messages in proptest::collection::vec((0usize..6, 0usize..7, proptest::bool::ANY), 1..60)
+            messages in proptest::collection::vec((0usize..8, 0usize..9, proptest::bool::ANY), 1..60)
         ) {
-            const TOPICS: [&str; 6] = ["t/co", "t/no2", "s/co", "t/taken", "u/co", "t/a/b"];
-            const PAYLOADS: [&str; 7] = [
+            const TOPICS: [&str; 8] = ["t/co", "t/no2", "s/co", "t/taken", "u/co", "t/a/b", "m/tube", "m/x"];
+            const PAYLOADS: [&str; 9] = [
+                r#"{"r": {"co": 1, "no2": {"value": 2}}}"#,
+                r#"{"r": [{"id": "vis", "value": 0.004}, {"id": "co", "value": 7}]}"#,
                 r#"{"value": 3}"#,
                 r#"{"value": 4.5, "ts": 1789999999000}"#,
                 r#"{"value": "x"}"#,
@@ -454,7 +493,10 @@ mod tests {
                 proptest::prop_assert_eq!(fa.rejects, fb.rejects);
                 proptest::prop_assert_eq!(fa.subscription, fb.subscription);
             }
-            proptest::prop_assert!(cached.topic_points.len() <= 3, "only t/co, t/no2 and s/co name a point");
+            proptest::prop_assert!(
+                cached.topic_points.keys().all(|t| !t.starts_with("m/")),
+                "a topic whose payload names many points is never cached"
+            );
         }
     }
 }

@@ -89,7 +89,7 @@ impl StaleTracker {
         };
         *deadline = later(now, after);
         if std::mem::replace(stale, false) {
-            // A stale point has no entry in the set: queue it again.
+            // A stale point has no entry in the heap: queue it again.
             self.by_deadline.push(Reverse((*deadline, id)));
             true
         } else {
@@ -249,6 +249,8 @@ mod tests {
                     }
                 }
                 proptest::prop_assert_eq!(got, want);
+                let fresh = tracker.stale.iter().filter(|s| !**s).count();
+                proptest::prop_assert_eq!(tracker.by_deadline.len(), fresh, "one entry per fresh point");
                 let earliest = (0..5usize)
                     .filter(|&i| !reported[i])
                     .map(|i| last_seen[i] + Duration::from_secs(i as u64 + 1))
