@@ -346,6 +346,17 @@ impl<'a> Session<'a> {
             }
             Ok(Incoming::Other) => {}
             Err(e) => {
+                // What rumqttc read before the failure: QoS 0 has no
+                // redelivery, so it is handled now (read in this turn, so
+                // at the time it was read); QoS 1 is left to the broker.
+                let unread = self.events.take_buffered_after_failure();
+                for msg in &unread.qos0 {
+                    self.message(mapper, msg);
+                }
+                if unread.qos1_dropped > 0 {
+                    conn.metrics.ack_withheld.inc_by(unread.qos1_dropped as u64);
+                    tracing::warn!(device = %conn.config.id, messages = unread.qos1_dropped, "dropped QoS 1 messages read just before the connection failed (not acknowledged: the broker redelivers them)");
+                }
                 self.flush().await?;
                 // The connection ends here, not at the next ConnAck:
                 // acks of its messages settled during the backoff
@@ -354,11 +365,6 @@ impl<'a> Session<'a> {
                 // messages (it redelivers these).
                 self.generation += 1;
                 self.due.clear();
-                let unread = self.events.discard_buffered();
-                if unread > 0 {
-                    conn.metrics.ack_withheld.inc_by(unread as u64);
-                    tracing::warn!(device = %conn.config.id, messages = unread, "dropped messages read just before the connection failed (not acknowledged: the broker redelivers those of QoS 1)");
-                }
                 self.link_lost(&e, mapper, state).await?;
                 let delay = backoff.next_delay();
                 tokio::select! {

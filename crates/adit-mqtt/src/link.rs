@@ -285,35 +285,38 @@ impl EventLoop {
         }
     }
 
-    /// Drops what rumqttc read before its connection failed (it keeps it
+    /// Empties what rumqttc read before its connection failed (it keeps it
     /// and would hand it out after the next `ConnAck`, where an ack would
-    /// carry a packet id of the old connection). Returns the messages
-    /// dropped: the broker redelivers those of QoS 1.
-    pub fn discard_buffered(&mut self) -> usize {
+    /// carry a packet id of the old connection, and the receive time would
+    /// be after the reconnect). QoS 1 messages are dropped and counted in
+    /// the result: the broker redelivers them. QoS 0 messages, which have
+    /// no packet id and no redelivery, are returned to be handled now.
+    pub fn take_buffered_after_failure(&mut self) -> AfterFailure {
+        let mut out = AfterFailure::default();
+        let mut take = |m: Message| {
+            if m.ack.qos == 0 {
+                out.qos0.push(m);
+            } else {
+                out.qos1_dropped += 1;
+            }
+        };
         match self {
             EventLoop::V4(e) => {
-                let n = e
-                    .state
-                    .events
-                    .iter()
-                    .filter(|ev| {
-                        matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))
-                    })
-                    .count();
-                e.state.events.clear();
-                n
+                for ev in e.state.events.drain(..) {
+                    if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                        take(message_v4(p));
+                    }
+                }
             }
             EventLoop::V5(e) => {
-                let n = e
-                    .state
-                    .events
-                    .iter()
-                    .filter(|ev| matches!(ev, rumqttc::v5::Event::Incoming(p5::Packet::Publish(_))))
-                    .count();
-                e.state.events.clear();
-                n
+                for ev in e.state.events.drain(..) {
+                    if let rumqttc::v5::Event::Incoming(p5::Packet::Publish(p)) = ev {
+                        take(message_v5(p));
+                    }
+                }
             }
         }
+        out
     }
 
     /// Sends the acks in `due`, in order, and returns how many went out.
@@ -388,16 +391,7 @@ impl EventLoop {
                     rumqttc::Packet::ConnAck(a) => Incoming::ConnAck {
                         session_present: a.session_present,
                     },
-                    rumqttc::Packet::Publish(p) => Incoming::Publish(Message {
-                        ack: AckId {
-                            qos: u8::from(p.qos != QoS::AtMostOnce),
-                            pkid: p.pkid,
-                        },
-                        dup: p.dup,
-                        retain: p.retain,
-                        topic: Bytes::from(p.topic.into_bytes()),
-                        payload: p.payload,
-                    }),
+                    rumqttc::Packet::Publish(p) => Incoming::Publish(message_v4(p)),
                     rumqttc::Packet::SubAck(s) => Incoming::SubAck {
                         refused: s
                             .return_codes
@@ -426,16 +420,7 @@ impl EventLoop {
                     p5::Packet::ConnAck(a) => Incoming::ConnAck {
                         session_present: a.session_present,
                     },
-                    p5::Packet::Publish(p) => Incoming::Publish(Message {
-                        ack: AckId {
-                            qos: u8::from(p.qos != QoS5::AtMostOnce),
-                            pkid: p.pkid,
-                        },
-                        dup: p.dup,
-                        retain: p.retain,
-                        topic: p.topic,
-                        payload: p.payload,
-                    }),
+                    p5::Packet::Publish(p) => Incoming::Publish(message_v5(p)),
                     p5::Packet::SubAck(s) => Incoming::SubAck {
                         refused: s
                             .return_codes
@@ -464,9 +449,75 @@ impl EventLoop {
     }
 }
 
+/// What a failed connection left unhandled (see
+/// [`EventLoop::take_buffered_after_failure`]).
+#[derive(Default)]
+pub struct AfterFailure {
+    pub qos0: Vec<Message>,
+    pub qos1_dropped: usize,
+}
+
+fn message_v4(p: rumqttc::Publish) -> Message {
+    Message {
+        ack: AckId {
+            qos: u8::from(p.qos != QoS::AtMostOnce),
+            pkid: p.pkid,
+        },
+        dup: p.dup,
+        retain: p.retain,
+        topic: Bytes::from(p.topic.into_bytes()),
+        payload: p.payload,
+    }
+}
+
+fn message_v5(p: p5::Publish) -> Message {
+    Message {
+        ack: AckId {
+            qos: u8::from(p.qos != QoS5::AtMostOnce),
+            pkid: p.pkid,
+        },
+        dup: p.dup,
+        retain: p.retain,
+        topic: p.topic,
+        payload: p.payload,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::explain;
+    use super::{explain, EventLoop};
+    use rumqttc::{Event, MqttOptions, Packet, Publish, QoS};
+
+    #[test]
+    fn after_a_failure_qos0_is_handed_back_and_qos1_left_to_the_broker() {
+        let mut inner = rumqttc::EventLoop::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
+        let publish = |topic: &str, qos: QoS, pkid: u16| {
+            let mut p = Publish::new(topic, qos, b"1.5".to_vec());
+            p.pkid = pkid;
+            Event::Incoming(Packet::Publish(p))
+        };
+        inner.state.events.extend([
+            publish("a", QoS::AtLeastOnce, 7),
+            publish("b", QoS::AtMostOnce, 0),
+            Event::Incoming(Packet::PingResp),
+            publish("c", QoS::AtLeastOnce, 8),
+            publish("d", QoS::AtMostOnce, 0),
+        ]);
+        let mut events = EventLoop::V4(Box::new(inner));
+        let after = events.take_buffered_after_failure();
+        assert_eq!(after.qos1_dropped, 2);
+        let topics: Vec<&[u8]> = after.qos0.iter().map(|m| &m.topic[..]).collect();
+        assert_eq!(
+            topics,
+            [b"b".as_slice(), b"d".as_slice()],
+            "in the order read"
+        );
+        assert!(after.qos0.iter().all(|m| m.ack.qos == 0));
+        assert!(
+            !events.has_buffered(),
+            "nothing left for the next connection"
+        );
+    }
 
     #[test]
     fn tls_errors_say_what_to_do() {
