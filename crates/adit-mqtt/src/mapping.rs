@@ -174,23 +174,22 @@ impl Mapper {
             let format = sub_index.map(|i| &self.subscriptions[i].format);
             for p in points {
                 let mut emit = |item: Item<'_>| out.push(reading(p.id, item, now, retained));
-                match format {
-                    Some(PayloadFormat::Json(j)) => {
-                        decode_json(j, p.field.as_deref(), payload, &mut fx.rejects, &mut emit);
-                    }
-                    _ => decode_plain(payload, &mut fx.rejects, &mut emit),
-                }
+                let format = format.unwrap_or(&PayloadFormat::Plain);
+                decode(
+                    format,
+                    p.field.as_deref(),
+                    payload,
+                    &mut fx.rejects,
+                    &mut emit,
+                );
             }
             return;
         }
         if let Some(&(sub_index, id)) = self.topic_points.get(topic) {
             fx.subscription = Some(sub_index);
             let mut emit = |item: Item<'_>| out.push(reading(id, item, now, retained));
-            match &self.subscriptions[sub_index].format {
-                PayloadFormat::Json(j) => decode_json(j, None, payload, &mut fx.rejects, &mut emit),
-                _ => decode_plain(payload, &mut fx.rejects, &mut emit),
-            }
-            return;
+            let format = &self.subscriptions[sub_index].format;
+            return decode(format, None, payload, &mut fx.rejects, &mut emit);
         }
         let Some(sub_index) = self
             .subscriptions
@@ -222,10 +221,7 @@ impl Mapper {
                 let key = item.key.map(str::to_string);
                 items.push((key, Item { key: None, ..item }));
             };
-            match &sub.format {
-                PayloadFormat::Json(j) => decode_json(j, None, payload, rejects, &mut emit),
-                _ => decode_plain(payload, rejects, &mut emit),
-            }
+            decode(&sub.format, None, payload, rejects, &mut emit);
         }
         let many = matches!(&sub.format, PayloadFormat::Json(j) if j.many.is_some());
         for (key, item) in items {
@@ -313,6 +309,21 @@ impl Mapper {
 /// that already belongs to another device (its configured point, or another
 /// connection's run-time one) is refused: a topic must never write into
 /// someone else's point.
+/// The items of a JSON or plain payload (`field`: an explicit point's own
+/// value pointer). Sparkplug is decoded by the host, never here.
+fn decode(
+    format: &PayloadFormat,
+    field: Option<&str>,
+    payload: &[u8],
+    rejects: &mut Vec<Reject>,
+    emit: &mut dyn FnMut(Item<'_>),
+) {
+    match format {
+        PayloadFormat::Json(j) => decode_json(j, field, payload, rejects, emit),
+        _ => decode_plain(payload, rejects, emit),
+    }
+}
+
 fn resolve(
     ids: &mut HashMap<Arc<str>, PointId>,
     name: &str,
