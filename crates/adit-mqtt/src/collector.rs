@@ -30,7 +30,7 @@ use std::time::Duration;
 use adit_audit::Audit;
 use adit_config::{DeviceConfig, MqttSettings};
 use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
-use adit_source::{Ack, Outcome, Source, SourceContext, SourceError, SourceFuture};
+use adit_source::{Ack, Deadline, Outcome, Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::Instant;
 
 use crate::link::{self, AckId, Client, EventLoop, Incoming, LinkError};
@@ -189,7 +189,11 @@ struct Session<'a> {
     due: VecDeque<AckId>,
     batch: Vec<Reading>,
     batch_acks: Vec<AckId>,
-    flush_at: Option<Instant>,
+    /// When the open batch is flushed (armed by its first message).
+    flush_timer: Deadline,
+    /// When subscriptions' silence is checked next (may fire early: the
+    /// check verifies).
+    liveness_timer: Deadline,
     fx: Effects,
     last_seen: Vec<Instant>,
     silent_strikes: Vec<u32>,
@@ -230,7 +234,8 @@ impl<'a> Session<'a> {
             due: VecDeque::new(),
             batch: Vec::with_capacity(BATCH_READINGS),
             batch_acks: Vec::new(),
-            flush_at: None,
+            flush_timer: Deadline::new(),
+            liveness_timer: Deadline::new(),
             fx: Effects::default(),
             last_seen: vec![Instant::now(); subs],
             silent_strikes: vec![0; subs],
@@ -273,8 +278,15 @@ impl<'a> Session<'a> {
                 self.client.try_disconnect();
                 return Ok(End::Redeliver);
             }
-            let liveness = self.next_liveness_check();
             let may_read = self.tickets.len() < MAX_TICKETS;
+            // Not while reading is paused (too many tickets in flight):
+            // silence we cause ourselves is not the broker's.
+            let liveness = if may_read {
+                self.next_liveness_check()
+            } else {
+                None
+            };
+            self.liveness_timer.set_at_most(liveness);
             tokio::select! {
                 biased;
                 () = self.ctx.shutdown.cancelled() => {
@@ -283,10 +295,8 @@ impl<'a> Session<'a> {
                     return Ok(End::Shutdown);
                 }
                 Some((seq, outcome)) = self.outcomes_rx.recv() => self.settle(seq, outcome),
-                () = sleep_until_opt(self.flush_at), if self.flush_at.is_some() => self.flush().await?,
-                // Not while reading is paused (too many tickets in flight):
-                // silence we cause ourselves is not the broker's.
-                () = sleep_until_opt(liveness), if liveness.is_some() && may_read => {
+                () = self.flush_timer.elapsed() => self.flush().await?,
+                () = self.liveness_timer.elapsed() => {
                     if self.check_liveness() {
                         self.flush().await?;
                         self.client.try_disconnect();
@@ -334,8 +344,8 @@ impl<'a> Session<'a> {
                 self.message(mapper, &msg);
                 if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
                     self.flush().await?;
-                } else if self.flush_at.is_none() {
-                    self.flush_at = Some(Instant::now() + BATCH_DELAY);
+                } else if !self.flush_timer.is_armed() {
+                    self.flush_timer.set(Some(Instant::now() + BATCH_DELAY));
                 }
             }
             Ok(Incoming::SubAck { refused }) => {
@@ -608,7 +618,7 @@ impl<'a> Session<'a> {
 
     /// Hands the batch (and its messages' acks, as one ticket) to the pipeline.
     async fn flush(&mut self) -> Result<(), SourceError> {
-        self.flush_at = None;
+        self.flush_timer.set(None);
         if self.batch.is_empty() && self.batch_acks.is_empty() {
             return Ok(());
         }
@@ -717,13 +727,6 @@ impl<'a> Session<'a> {
         .await;
         self.conn.metrics.connected.set(0);
         self.conn.metrics.subscribed.set(0);
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

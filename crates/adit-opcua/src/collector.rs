@@ -36,7 +36,7 @@ use adit_config::{
 };
 use adit_core::opcua::NodeTarget;
 use adit_core::{Backoff, PointId, Quality, Reason};
-use adit_source::{Source, SourceContext, SourceError, SourceFuture};
+use adit_source::{Deadline, Source, SourceContext, SourceError, SourceFuture};
 use futures_util::StreamExt;
 use opcua::client::{Session, SessionPollResult};
 use opcua::types::{
@@ -300,6 +300,9 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
     let mut reconnects = 0u64;
     let mut last_refusal: Option<String> = None;
     let mut marked_bad = false;
+    // Re-armed only when the next check moves earlier (the check verifies
+    // when it fires): not one timer registration per session event.
+    let mut silence_check = Deadline::new();
     let end = loop {
         // The next moment a subscription could be silent for too long (no
         // timer at all while disconnected or with only poll groups).
@@ -309,6 +312,8 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
             .filter_map(|(g, bound)| bound.map(|b| pending.heard(g) + b))
             .min()
             .filter(|_| connected);
+        // Just past the bound: silence is "more than" it.
+        silence_check.set_at_most(check_at.map(|at| at + Duration::from_millis(1)));
         tokio::select! {
             () = ctx.shutdown.cancelled() => break End::Shutdown,
             event = stream.next() => match event {
@@ -382,7 +387,7 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                 }
                 break End::Rebuild(why);
             }
-            () = sleep_until_some(check_at) => {
+            () = silence_check.elapsed() => {
                 let now = Instant::now();
                 let silent = silent_after.iter().enumerate().find_map(|(g, bound)| {
                     bound.filter(|b| now.duration_since(pending.heard(g)) > *b).map(|b| (g, b))
@@ -416,14 +421,6 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
     })
     .await;
     end
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at + Duration::from_millis(1)).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Resolves namespaces, creates subscriptions and items, polls the poll

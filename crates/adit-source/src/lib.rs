@@ -16,11 +16,15 @@
 //!   pushed source that lost its peer;
 //! - [`ack`]: [`Ack`] and [`Outcome`]: what "acknowledged" means under each
 //!   `spool.fsync` policy (read its docs before acknowledging a peer).
+//! - [`deadline`]: [`Deadline`], a batch or check deadline for a collector's
+//!   `select!` loop that updates the runtime's timers only when it moves.
 
 pub mod ack;
+pub mod deadline;
 pub mod sender;
 pub mod source;
 
 pub use ack::{Ack, DropReason, Outcome};
+pub use deadline::Deadline;
 pub use sender::{Envelope, ReadingSender, SendError};
 pub use source::{PointRegistrar, Source, SourceContext, SourceError, SourceFuture};
