@@ -38,12 +38,30 @@ fn unreachable_bounds() -> ! {
 
 /// Records the latency of every reading in `readings`, committed at `now`.
 /// Returns the sum in µs (for the histogram's `_sum`).
+///
+/// Readings taken together (a poll's block, one message) share their receive
+/// time: each run of equal times is one histogram update of that count.
 pub fn record_batch(h: &mut Histogram<u64>, readings: &[Reading], now: Timestamp) -> u64 {
     let mut sum = 0u64;
+    let mut record = |received: i64, count: u64| {
+        let micros = u64::try_from(now.0.saturating_sub(received)).unwrap_or(0);
+        h.saturating_record_n(micros.max(1), count);
+        sum = sum.saturating_add(micros.saturating_mul(count));
+    };
+    let mut run: Option<(i64, u64)> = None;
     for r in readings {
-        let micros = u64::try_from(now.0.saturating_sub(r.received_ts.0)).unwrap_or(0);
-        h.saturating_record(micros.max(1));
-        sum = sum.saturating_add(micros);
+        match &mut run {
+            Some((at, count)) if *at == r.received_ts.0 => *count += 1,
+            _ => {
+                if let Some((at, count)) = run {
+                    record(at, count);
+                }
+                run = Some((r.received_ts.0, 1));
+            }
+        }
+    }
+    if let Some((at, count)) = run {
+        record(at, count);
     }
     sum
 }
@@ -214,6 +232,20 @@ mod tests {
         assert_eq!(le(0.3), 99);
         assert_eq!(le(1.9), 99);
         assert_eq!(le(3.0), 100);
+    }
+
+    #[test]
+    fn runs_of_equal_receive_times_count_every_reading() {
+        let mut local = new_histogram();
+        let now = Timestamp(10_000_000);
+        let times = [1_000, 1_000, 5_000, 1_000, 1_000, 1_000, 9_000];
+        let batch: Vec<Reading> = times.iter().map(|t| reading(now.0 - t)).collect();
+        let sum = record_batch(&mut local, &batch, now);
+        assert_eq!(sum, times.iter().map(|t| *t as u64).sum::<u64>());
+        assert_eq!(local.len(), 7);
+        assert_eq!(local.count_at(1_000), 5);
+        assert_eq!(local.count_at(5_000), 1);
+        assert_eq!(local.count_at(9_000), 1);
     }
 
     #[test]
