@@ -180,9 +180,8 @@ pub fn run_sink(stage: SinkStage) {
                 None if stopping.is_none() => reader.wait_for(1, None),
                 None => {}
             }
-            match reader.next(room, Duration::ZERO) {
+            match reader.next_into(&mut held.readings, room, Duration::ZERO) {
                 Ok(d) if d.records > 0 => {
-                    held.readings.extend(d.readings);
                     held.alerts.extend(d.alerts);
                     held.last_seq = d.last_seq;
                     held.first_at.get_or_insert_with(Instant::now);

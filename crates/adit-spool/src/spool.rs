@@ -1340,6 +1340,23 @@ impl Reader {
     /// available, up to about `max_readings` readings. An empty result means
     /// nothing arrived (or the spool was closed and everything was read).
     pub fn next(&mut self, max_readings: usize, wait: Duration) -> Result<Delivered, SpoolError> {
+        let mut readings = Vec::new();
+        let mut out = self.next_into(&mut readings, max_readings, wait)?;
+        out.readings = readings;
+        Ok(out)
+    }
+
+    /// Like [`next`](Self::next), but appends the readings to `readings`
+    /// (a sink's batch, which keeps its capacity from one batch to the next:
+    /// no growing vector per call and no copy into the batch); the returned
+    /// [`Delivered`] holds everything else, with `readings` left empty.
+    /// `max_readings` counts the readings this call appends.
+    pub fn next_into(
+        &mut self,
+        readings: &mut Vec<Reading>,
+        max_readings: usize,
+        wait: Duration,
+    ) -> Result<Delivered, SpoolError> {
         let deadline = Instant::now() + wait;
         {
             let shared = &self.spool.shared;
@@ -1361,14 +1378,16 @@ impl Reader {
         }
         let mut out = Delivered::default();
         let live = self.spool.attached_registry();
-        while out.readings.len() < max_readings {
+        let limit = readings.len().saturating_add(max_readings);
+        while readings.len() < limit {
             let Some((seq, payload)) = self.read_record()? else {
                 break;
             };
             match decode_payload(&payload) {
                 Ok(Payload::Alerts(alerts)) => out.alerts.extend(alerts),
-                Ok(Payload::Readings(fp, readings)) => {
-                    for mut r in readings {
+                Ok(Payload::Readings(fp, decoded)) => {
+                    readings.reserve(decoded.len());
+                    for mut r in decoded {
                         match self.mapper.map(
                             &self.spool.shared.cfg.dir,
                             fp,
@@ -1382,7 +1401,7 @@ impl Reader {
                             }
                             Some(id) => {
                                 r.point = id;
-                                out.readings.push(r);
+                                readings.push(r);
                             }
                             None => out.unknown_points += 1,
                         }

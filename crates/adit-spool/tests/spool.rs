@@ -70,6 +70,27 @@ fn drain(spool: &Spool, reg: &PointRegistry, cursor: &str, ack: bool) -> Vec<i64
 }
 
 #[test]
+fn next_into_appends_to_a_held_batch_and_counts_only_what_it_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let c = cfg(dir.path(), 1 << 20, 1 << 30, WhenFull::Block);
+    let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
+    for i in 0..10 {
+        spool.append(&batch(i * 10, 10)).unwrap();
+    }
+    let mut reader = spool.reader("db", &reg);
+    let mut held = batch(1000, 5);
+    let d = reader.next_into(&mut held, 15, Duration::ZERO).unwrap();
+    assert!(d.readings.is_empty(), "the readings went into `held`");
+    assert_eq!(d.records, 2, "whole records, at least the asked rows");
+    let mut want: Vec<_> = (1000..1005).collect();
+    want.extend(0..20);
+    assert_eq!(values(&held), want, "what was held is kept, in order");
+    let d = reader.next_into(&mut held, 1, Duration::ZERO).unwrap();
+    assert_eq!((d.records, held.len()), (1, 35));
+}
+
+#[test]
 fn acknowledged_records_are_never_replayed_and_unacknowledged_ones_always_are() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(&["p"]);
