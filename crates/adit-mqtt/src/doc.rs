@@ -13,12 +13,19 @@
 //!   which is how a `serde_json::Map` (a `BTreeMap`) holds them;
 //! - numbers keep `serde_json`'s three kinds (non-negative integer, negative
 //!   integer, float), so conversions give the same values;
-//! - nesting is bounded by `serde_json`'s own recursion limit (128).
+//! - nesting is bounded by `serde_json`'s own recursion limit (128);
+//! - [`Doc::parse_members`] builds, of a root object, only the members it
+//!   is asked for (whole), in document order; the others are read for
+//!   syntax only (`serde_json`'s `IgnoredAny`), so it refuses every text
+//!   `parse` refuses except one whose only fault sits inside a member
+//!   nobody reads and is not syntax: a lone UTF-16 surrogate escape or a
+//!   number too large for a double. Its caller checks UTF-8 first (a
+//!   skipped string is not checked for it).
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Doc<'a> {
@@ -68,6 +75,17 @@ impl<'a> Doc<'a> {
     /// Parses a whole payload (trailing data other than whitespace is an error).
     pub fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(payload)
+    }
+
+    /// Like [`parse`](Self::parse), but of a root object keeps only the
+    /// members named in `names` (see the module's invariants): lookups of
+    /// pointers that start with one of them find what `parse` would, for a
+    /// fraction of the work (no tree for the members nobody reads).
+    pub fn parse_members(payload: &'a [u8], names: &[&str]) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let doc = (&mut de).deserialize_any(MembersVisitor { names })?;
+        de.end()?;
+        Ok(doc)
     }
 
     /// The member named `name` (the last of equal names).
@@ -182,6 +200,61 @@ impl<'de> Visitor<'de> for DocVisitor {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(4, 64));
         while let Some(Key(k)) = map.next_key()? {
             members.push((k, map.next_value()?));
+        }
+        Ok(Doc::Object(members))
+    }
+}
+
+/// A root that is an object keeps only the members named in `names`;
+/// anything else is read as [`DocVisitor`] reads it.
+struct MembersVisitor<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> Visitor<'de> for MembersVisitor<'_> {
+    type Value = Doc<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_unit()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_none()
+    }
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_bool(b)
+    }
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_u64(u)
+    }
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_i64(i)
+    }
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_f64(f)
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_borrowed_str(s)
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_str(s)
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_string(s)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Doc<'de>, A::Error> {
+        DocVisitor.visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+        let mut members = Vec::with_capacity(self.names.len());
+        while let Some(Key(k)) = map.next_key()? {
+            if self.names.iter().any(|n| *n == k) {
+                members.push((k, map.next_value()?));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
         }
         Ok(Doc::Object(members))
     }
@@ -316,6 +389,28 @@ mod tests {
             payload.extend_from_slice(b"\"}");
             if Doc::parse(&payload).is_ok() {
                 proptest::prop_assert!(std::str::from_utf8(&payload).is_ok());
+            }
+        }
+
+        /// Pointers that start with a kept member find what a whole parse
+        /// finds; texts without surrogate escapes or huge numbers (the
+        /// documented exceptions) are refused by both or neither.
+        #[test]
+        fn a_parse_of_some_members_finds_what_a_whole_parse_finds(
+            text in json_text(),
+            names in proptest::collection::vec("(a|b|0|~|/|c~0)", 0..3),
+            pointer in proptest::collection::vec("(a|b|c~0|d~1|0|1|~)", 1..4),
+        ) {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let whole = Doc::parse(text.as_bytes());
+            let some = Doc::parse_members(text.as_bytes(), &names);
+            proptest::prop_assert_eq!(whole.is_ok(), some.is_ok(), "{}", text);
+            if let (Ok(whole), Ok(some)) = (whole, some) {
+                let p: String = pointer.iter().flat_map(|t| ["/", t.as_str()]).collect();
+                let first = pointer[0].replace("~1", "/").replace("~0", "~");
+                if names.contains(&first.as_str()) || !matches!(whole, Doc::Object(_)) {
+                    proptest::prop_assert_eq!(some.pointer(&p), whole.pointer(&p), "{} {}", text, p);
+                }
             }
         }
 
