@@ -1,5 +1,17 @@
-//! The QuestDB sink: readings as ILP rows through `questdb-rs` (blocking; it
-//! runs on its sink stage's own thread).
+//! The QuestDB sink: readings as ILP rows (blocking; it runs on its sink
+//! stage's own thread).
+//!
+//! Modules:
+//! - [`ilp`]: adit's row layout encoded straight into bytes (v1 and v2),
+//!   byte-identical to questdb-rs's row API, six times cheaper;
+//! - [`conf`]: which connection strings adit's own writer serves (`http`
+//!   with the common keys);
+//! - [`http`]: ILP over HTTP/1.1 on one kept-alive connection;
+//! - [`response`]: HTTP answers parsed, and what they mean for a batch.
+//!
+//! Two writers, one wire format: a connection string [`conf`] serves goes
+//! through [`ilp`] + [`http`]; every other one (`tcp`, `tcps`, custom TLS
+//! `https`, …) through questdb-rs's `Sender` and row API, as before.
 //!
 //! One row per reading, in table `readings` (configurable):
 //! - symbols `point`, `device`, `quality` (`good`/`uncertain`/`bad`) and
@@ -39,11 +51,20 @@
 //! smaller `max_buf_size` in the connection string the request size is
 //! quartered at each refusal until it fits.
 
+pub mod conf;
+pub mod http;
+pub mod ilp;
+pub mod response;
+
 use std::sync::Arc;
 
 use adit_core::{PointRegistry, Reading, Reason, Value};
 use adit_pipeline::{Sink, SinkError};
-use questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampMicros};
+use questdb::ingress::{Buffer, ColumnName, ProtocolVersion, Sender, TableName, TimestampMicros};
+
+use crate::conf::Protocol;
+use crate::http::IlpHttp;
+use crate::ilp::{IlpVersion, RowBuffer};
 use questdb::ErrorCode;
 
 /// Largest ILP request body adit builds (several requests per batch above it).
@@ -63,6 +84,8 @@ pub struct QuestDbSink {
     conf: Conf,
     table: String,
     registry: Arc<PointRegistry>,
+    /// adit's own writer, for the connection strings it serves.
+    own: Option<OwnWriter>,
     sender: Option<Sender>,
     /// The request buffer, kept between batches (its capacity too): a fresh
     /// one per batch grew by doubling, copying each batch several times.
@@ -77,14 +100,104 @@ impl QuestDbSink {
     /// Does not connect yet: the first write does, so that adit starts (and
     /// spools) while the database is down.
     pub fn new(conf: Conf, table: String, registry: Arc<PointRegistry>) -> Self {
+        let own = conf::parse(&conf.0).map(|http| OwnWriter {
+            flush_bytes: FLUSH_BYTES.min(http.max_buf_size),
+            http: IlpHttp::new(http),
+            rows: None,
+        });
         Self {
             conf,
             table,
             registry,
+            own,
             sender: None,
             buffer: None,
             flush_bytes: FLUSH_BYTES,
         }
+    }
+}
+
+/// adit's ILP/HTTP writer and its request body.
+struct OwnWriter {
+    http: IlpHttp,
+    /// Made once the protocol version is known (asked per connection).
+    rows: Option<RowBuffer>,
+    flush_bytes: usize,
+}
+
+impl OwnWriter {
+    /// The request body, in the version the server speaks.
+    fn rows(&mut self, table: &str) -> Result<&mut RowBuffer, SinkError> {
+        if self.rows.is_none() {
+            let version = match self.http.conf().protocol {
+                Protocol::Fixed(v) => v,
+                Protocol::Auto => {
+                    if self.http.server_versions()?.contains(&2) {
+                        IlpVersion::V2
+                    } else {
+                        IlpVersion::V1
+                    }
+                }
+            };
+            self.rows = Some(RowBuffer::new(version, table));
+        }
+        self.rows
+            .as_mut()
+            .ok_or_else(|| SinkError::Retryable("no request body".into()))
+    }
+
+    /// After a failure: a fresh connection, and the version asked again.
+    fn reset(&mut self) {
+        self.http.disconnect();
+        self.rows = None;
+    }
+
+    fn write(
+        &mut self,
+        table: &str,
+        registry: &PointRegistry,
+        readings: &[Reading],
+    ) -> Result<u64, SinkError> {
+        TableName::new(table).map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+        let flush_bytes = self.flush_bytes;
+        let mut done = 0;
+        while done < readings.len() {
+            let rows = self.rows(table)?;
+            rows.clear();
+            done += rows
+                .encode_up_to(registry, &readings[done..], flush_bytes)
+                .map_err(|e| SinkError::Permanent(format!("encode: {e}")))?;
+            if rows.rows() == 0 {
+                continue;
+            }
+            let Some(rows) = self.rows.as_ref() else {
+                continue;
+            };
+            if let Err(e) = self.http.write(rows.as_bytes()) {
+                self.reset();
+                return Err(e);
+            }
+        }
+        Ok(readings.len() as u64)
+    }
+
+    fn write_alerts(
+        &mut self,
+        table: &str,
+        alerts: &[adit_spool::AlertRecord],
+    ) -> Result<(), SinkError> {
+        let version = match self.rows(table)?.version() {
+            IlpVersion::V1 => ProtocolVersion::V1,
+            IlpVersion::V2 => ProtocolVersion::V2,
+        };
+        let mut buffer = Buffer::new(version);
+        encode_alerts(&mut buffer, alerts)
+            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+        if let Err(e) = self.http.write(buffer.as_bytes()) {
+            self.reset();
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -166,7 +279,7 @@ pub fn encode_rows_up_to(
 }
 
 /// Whether a double holds `v` exactly (|v| ≤ 2^53).
-fn fits_f64_exactly(v: i64) -> bool {
+pub(crate) fn fits_f64_exactly(v: i64) -> bool {
     const EXACT: u64 = 1 << 53;
     v.unsigned_abs() <= EXACT
 }
@@ -212,6 +325,15 @@ fn classify(e: &questdb::Error) -> SinkError {
 }
 
 impl QuestDbSink {
+    /// Which writer serves the connection string: `"adit"` or `"questdb-rs"`.
+    pub fn writer(&self) -> &'static str {
+        if self.own.is_some() {
+            "adit"
+        } else {
+            "questdb-rs"
+        }
+    }
+
     fn sender(&mut self) -> Result<&mut Sender, SinkError> {
         if self.sender.is_none() {
             let sender = Sender::from_conf(&self.conf.0)
@@ -272,6 +394,9 @@ impl Sink for QuestDbSink {
     }
 
     fn write_alerts(&mut self, alerts: &[adit_spool::AlertRecord]) -> Result<(), SinkError> {
+        if let Some(own) = self.own.as_mut() {
+            return own.write_alerts(&self.table, alerts);
+        }
         let mut buffer = self.sender()?.new_buffer();
         encode_alerts(&mut buffer, alerts)
             .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
@@ -281,6 +406,9 @@ impl Sink for QuestDbSink {
     /// One or more requests of at most [`FLUSH_BYTES`]; a failure after a
     /// partial flush resends the whole batch, which the DEDUP keys absorb.
     fn write(&mut self, readings: &[Reading]) -> Result<u64, SinkError> {
+        if let Some(own) = self.own.as_mut() {
+            return own.write(&self.table, &self.registry, readings);
+        }
         let registry = self.registry.clone();
         let mut buffer = match self.buffer.take() {
             Some(buffer) => buffer,

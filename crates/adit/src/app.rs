@@ -449,7 +449,11 @@ impl App {
                     q.table.clone(),
                     registry.clone(),
                 );
-                tracing::info!(table = %q.table, "questdb sink configured (connects on first write)");
+                tracing::info!(
+                    table = %q.table,
+                    writer = sink.writer(),
+                    "questdb sink configured (connects on first write)"
+                );
                 sinks.push((Box::new(sink), retry(q.batch_max_rows, q.batch_max_delay)));
             }
         }

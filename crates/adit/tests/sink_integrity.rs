@@ -379,49 +379,64 @@ async fn a_full_spool_under_block_never_hangs_shutdown() {
     assert!(took < Duration::from_secs(40), "{took:?}");
 }
 
+/// Both writers of the QuestDB sink: adit's own (the connection strings it
+/// serves) sizes its requests to `max_buf_size` from the start; questdb-rs
+/// (here because of `auth_timeout`, a key adit's writer leaves to it)
+/// refuses an oversized request, and the sink retries with smaller ones.
 #[test]
 fn a_buffer_limit_below_the_request_size_is_retried_with_smaller_requests() {
     use adit_core::{PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
     use adit_pipeline::{Sink, SinkError};
-    let ilp = IlpServer::start(Answer::Accept);
-    let mut registry = PointRegistry::new();
-    registry
-        .insert(PointMeta::plain("bore_a.co", "plc", 1000))
-        .unwrap();
-    let mut sink = adit_sink_questdb::QuestDbSink::new(
-        adit_sink_questdb::Conf(format!(
-            "http::addr=127.0.0.1:{};protocol_version=1;max_buf_size=65536;",
-            ilp.port
-        )),
-        "readings".into(),
-        std::sync::Arc::new(registry),
-    );
-    let readings: Vec<Reading> = (0..5000)
-        .map(|i| Reading {
-            point: adit_core::PointId(0),
-            value: Some(Value::F64(f64::from(i))),
-            quality: Quality::Good,
-            source_ts: Timestamp(1_700_000_000_000_000 + i64::from(i)),
-            received_ts: Timestamp(1_700_000_000_000_000 + i64::from(i)),
-        })
-        .collect();
-    let mut refusals = 0;
-    loop {
-        match sink.write(&readings) {
-            Ok(n) => {
-                assert_eq!(n, 5000);
-                break;
+    for (extra, writer) in [("", "adit"), ("auth_timeout=15000;", "questdb-rs")] {
+        let ilp = IlpServer::start(Answer::Accept);
+        let mut registry = PointRegistry::new();
+        registry
+            .insert(PointMeta::plain("bore_a.co", "plc", 1000))
+            .unwrap();
+        let mut sink = adit_sink_questdb::QuestDbSink::new(
+            adit_sink_questdb::Conf(format!(
+                "http::addr=127.0.0.1:{};protocol_version=1;max_buf_size=65536;{extra}",
+                ilp.port
+            )),
+            "readings".into(),
+            std::sync::Arc::new(registry),
+        );
+        assert_eq!(sink.writer(), writer);
+        let readings: Vec<Reading> = (0..5000)
+            .map(|i| Reading {
+                point: adit_core::PointId(0),
+                value: Some(Value::F64(f64::from(i))),
+                quality: Quality::Good,
+                source_ts: Timestamp(1_700_000_000_000_000 + i64::from(i)),
+                received_ts: Timestamp(1_700_000_000_000_000 + i64::from(i)),
+            })
+            .collect();
+        let mut refusals = 0;
+        loop {
+            match sink.write(&readings) {
+                Ok(n) => {
+                    assert_eq!(n, 5000);
+                    break;
+                }
+                Err(SinkError::Retryable(e)) => {
+                    refusals += 1;
+                    assert!(refusals < 10, "never fits: {e}");
+                }
+                Err(SinkError::Permanent(e)) => {
+                    panic!("a buffer limit is not about the data: {e}")
+                }
             }
-            Err(SinkError::Retryable(e)) => {
-                refusals += 1;
-                assert!(refusals < 10, "never fits: {e}");
-            }
-            Err(SinkError::Permanent(e)) => panic!("a buffer limit is not about the data: {e}"),
         }
+        let requests = ilp.requests.load(std::sync::atomic::Ordering::SeqCst);
+        println!(
+            "{writer} writer, max_buf_size 64 KiB: {refusals} refusals, then {requests} requests"
+        );
+        if writer == "adit" {
+            assert_eq!(refusals, 0, "sized to the limit from the start");
+        } else {
+            assert!(refusals > 0, "questdb-rs refuses the 8 MiB request first");
+        }
+        assert!(requests >= 5, "{requests} requests for about 400 KB");
+        assert_eq!(ilp.stored().0, 5000);
     }
-    println!(
-        "max_buf_size 64 KiB: {refusals} refusals, then {} requests",
-        ilp.requests.load(std::sync::atomic::Ordering::SeqCst)
-    );
-    assert_eq!(ilp.stored().0, 5000);
 }

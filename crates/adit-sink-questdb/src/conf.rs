@@ -1,0 +1,252 @@
+//! Which connection strings adit's own ILP/HTTP writer serves, and what
+//! they say.
+//!
+//! The grammar is questdb-rs's: `scheme::key=value;key=value;`, with `;;`
+//! standing for a `;` inside a value. adit's writer takes `http` with the
+//! keys below (`https` stays with questdb-rs until adit's writer has a TLS
+//! test against a real server); any other scheme or key, or a value it does
+//! not understand, is left to questdb-rs (which also gives the error for a
+//! string that is wrong), so no setting is ever silently ignored.
+//!
+//! Served keys: `addr`, `username` + `password` or `token`,
+//! `protocol_version` (`1`, `2`, `auto`), `request_timeout`,
+//! `request_min_throughput`, `max_buf_size`; `retry_timeout`, `init_buf_size` and
+//! `max_name_len` are accepted and have no effect here: a failed request is
+//! retried by the sink stage for as long as the spool holds its rows.
+
+use std::time::Duration;
+
+use crate::ilp::IlpVersion;
+
+/// The protocol version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Fixed(IlpVersion),
+    /// Ask the server (`GET /settings`) once per connection.
+    Auto,
+}
+
+/// An `http` connection string adit serves itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpConf {
+    pub host: String,
+    pub port: u16,
+    /// The whole `Authorization` header value.
+    pub authorization: Option<String>,
+    pub protocol: Protocol,
+    pub request_timeout: Duration,
+    /// Bytes per second a request body must at least move at: its time
+    /// limit is `request_timeout` plus its size over this.
+    pub min_throughput: u64,
+    pub max_buf_size: usize,
+}
+
+impl std::fmt::Debug for HttpConf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConf")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("protocol", &self.protocol)
+            .field("request_timeout", &self.request_timeout)
+            .field("min_throughput", &self.min_throughput)
+            .field("max_buf_size", &self.max_buf_size)
+            .finish()
+    }
+}
+
+impl HttpConf {
+    /// The time limit of a request carrying `body_len` bytes.
+    pub fn time_limit(&self, body_len: usize) -> Duration {
+        let transfer = if self.min_throughput == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(body_len as f64 / self.min_throughput as f64)
+        };
+        self.request_timeout + transfer
+    }
+
+    /// `host:port` as the `Host` header and error messages spell it.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `Some` when adit's writer can honour every key of `conf`.
+pub fn parse(conf: &str) -> Option<HttpConf> {
+    let rest = conf.strip_prefix("http::")?;
+    let mut out = HttpConf {
+        host: String::new(),
+        port: 9000,
+        authorization: None,
+        protocol: Protocol::Auto,
+        request_timeout: Duration::from_secs(10),
+        min_throughput: 100 * 1024,
+        max_buf_size: 100 * 1024 * 1024,
+    };
+    let (mut user, mut password, mut token) = (None, None, None);
+    for (key, value) in pairs(rest)? {
+        match key.as_str() {
+            "addr" => {
+                let (host, port) = split_addr(&value)?;
+                out.host = host;
+                if let Some(port) = port {
+                    out.port = port;
+                }
+            }
+            "username" => user = Some(value),
+            "password" => password = Some(value),
+            "token" => token = Some(value),
+            "protocol_version" => {
+                out.protocol = match value.as_str() {
+                    "1" => Protocol::Fixed(IlpVersion::V1),
+                    "2" => Protocol::Fixed(IlpVersion::V2),
+                    "auto" => Protocol::Auto,
+                    _ => return None,
+                }
+            }
+            "request_timeout" => {
+                let ms: u64 = value.parse().ok().filter(|&ms| ms > 0)?;
+                out.request_timeout = Duration::from_millis(ms);
+            }
+            "request_min_throughput" => out.min_throughput = value.parse().ok()?,
+            "max_buf_size" => out.max_buf_size = value.parse().ok().filter(|&n| n > 0)?,
+            "retry_timeout" | "init_buf_size" | "max_name_len" => {
+                value.parse::<u64>().ok()?;
+            }
+            _ => return None,
+        }
+    }
+    if out.host.is_empty() {
+        return None;
+    }
+    out.authorization = match (user, password, token) {
+        (None, None, None) => None,
+        (Some(user), Some(password), None) => {
+            use base64::Engine;
+            let pair = format!("{user}:{password}");
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+        (None, None, Some(token)) => Some(format!("Bearer {token}")),
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// `key=value;` pairs; `;;` is a literal `;`. `None` when malformed.
+fn pairs(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let mut key = String::new();
+        loop {
+            match chars.next()? {
+                '=' => break,
+                ';' => return None,
+                c => key.push(c),
+            }
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some(';') if chars.peek() == Some(&';') => {
+                    chars.next();
+                    value.push(';');
+                }
+                Some(';') | None => break,
+                Some(c) => value.push(c),
+            }
+        }
+        if key.is_empty() || out.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+/// `host`, `host:port`, `[v6]:port`.
+fn split_addr(addr: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match addr.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => None,
+        Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
+        None => Some((addr.to_string(), None)),
+    }
+    .filter(|(host, _)| !host.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_adit_serves() {
+        let c = parse("http::addr=10.20.0.50:9000;protocol_version=2;request_timeout=10000;retry_timeout=2000;").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("10.20.0.50", 9000));
+        assert_eq!(c.protocol, Protocol::Fixed(IlpVersion::V2));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.authorization, None);
+        let c = parse("http::addr=db.site;username=adit;password=a;;b;").unwrap();
+        assert_eq!((c.port, c.protocol), (9000, Protocol::Auto));
+        // "adit:a;b" in base64.
+        assert_eq!(c.authorization.as_deref(), Some("Basic YWRpdDphO2I="));
+        assert!(!format!("{c:?}").contains("YWRp"), "never printed");
+        let c =
+            parse("http::addr=[::1]:9009;token=t0k;max_buf_size=4096;request_min_throughput=0;")
+                .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 9009));
+        assert_eq!(c.authority(), "[::1]:9009");
+        assert_eq!(c.authorization.as_deref(), Some("Bearer t0k"));
+        assert_eq!((c.max_buf_size, c.min_throughput), (4096, 0));
+        assert_eq!(c.time_limit(1 << 20), Duration::from_secs(10));
+        let c = parse("http::addr=h;request_min_throughput=1000;").unwrap();
+        assert_eq!(c.time_limit(5000), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn everything_else_is_left_to_questdb_rs() {
+        for conf in [
+            "tcp::addr=db:9009;",
+            "tcps::addr=db:9009;",
+            "https::addr=db:9000;",
+            "http::addr=db:9000;tls_verify=on;",
+            "http::addr=db:9000;tls_roots=/etc/ca.pem;",
+            "https::addr=db:9000;tls_verify=unsafe_off;",
+            "https::addr=db:9000;tls_ca=os_roots;",
+            "http::addr=db:9000;protocol_version=3;",
+            "http::addr=db:9000;username=a;",
+            "http::addr=db:9000;username=a;password=b;token=c;",
+            "http::addr=db:9000;request_timeout=soon;",
+            "http::addr=db:9000;request_timeout=0;",
+            "http::addr=db:9000;bind_interface=0.0.0.0;",
+            "http::addr=db:9000;addr=db2:9000;",
+            "http::addr=db:port;",
+            "http::addr=fe80::1;",
+            "http::protocol_version=1;",
+            "http::addr=db:9000;auto_flush=off;",
+            "addr=db:9000;",
+            "http::addr",
+        ] {
+            assert_eq!(parse(conf), None, "{conf}");
+        }
+    }
+}

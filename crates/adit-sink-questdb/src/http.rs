@@ -1,0 +1,355 @@
+//! ILP over HTTP/1.1 on one kept-alive connection: `POST /write?precision=n`
+//! (what questdb-rs sends, and what other line-protocol servers accept),
+//! `GET /settings` for `protocol_version=auto`.
+//!
+//! Invariants: every request has a time limit (`request_timeout` plus the
+//! body over `request_min_throughput`, as questdb-rs counts it), applied to
+//! connect and to each read and write; a response is read whole, or the
+//! connection is dropped, so the next request never reads a stale answer; a
+//! reused connection the server closed while idle is retried once on a fresh
+//! one (nothing of the response arrived, so nothing was decided); any other
+//! failure drops the connection and is returned, and the sink stage retries.
+//! Name resolution happens on connect only, not per request.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use adit_pipeline::SinkError;
+
+use crate::conf::HttpConf;
+use crate::response::{self, Answer};
+
+/// One server, one connection at a time.
+pub struct IlpHttp {
+    conf: HttpConf,
+    conn: Option<TcpStream>,
+    /// Request head, kept between requests.
+    head: Vec<u8>,
+    /// Response bytes, kept between requests.
+    input: Vec<u8>,
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+enum Failure {
+    /// The server closed a reused connection before answering anything.
+    ClosedIdle,
+    Io(String),
+}
+
+impl IlpHttp {
+    pub fn new(conf: HttpConf) -> Self {
+        Self {
+            conf,
+            conn: None,
+            head: Vec::with_capacity(256),
+            input: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn conf(&self) -> &HttpConf {
+        &self.conf
+    }
+
+    /// Drops the connection (the next request opens a new one).
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
+    /// POSTs one ILP body; Ok only on a 2xx answer.
+    pub fn write(&mut self, body: &[u8]) -> Result<(), SinkError> {
+        let answer = self.exchange("POST", "/write?precision=n", body)?;
+        if (200..300).contains(&answer.status) {
+            return Ok(());
+        }
+        Err(response::classify(&answer))
+    }
+
+    /// The protocol versions the server lists in `/settings` (`[1]` when it
+    /// has no such endpoint, as questdb-rs assumes).
+    pub fn server_versions(&mut self) -> Result<Vec<u64>, SinkError> {
+        let answer = self.exchange("GET", "/settings", &[])?;
+        match answer.status {
+            404 => Ok(vec![1]),
+            200..=299 => response::versions(&answer.body).map_err(SinkError::Retryable),
+            status => Err(SinkError::Retryable(format!(
+                "could not detect the server's line protocol version: /settings answered HTTP {status}"
+            ))),
+        }
+    }
+
+    /// One request and its whole answer; a reused connection closed while
+    /// idle gets one more try on a fresh one.
+    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Answer, SinkError> {
+        let limit = self.conf.time_limit(body.len());
+        let reused = self.conn.is_some();
+        let result = match self.try_exchange(method, path, body, limit) {
+            Err(Failure::ClosedIdle) if reused => {
+                self.conn = None;
+                self.try_exchange(method, path, body, limit)
+            }
+            other => other,
+        };
+        match result {
+            Ok(answer) => {
+                if answer.close {
+                    self.conn = None;
+                }
+                Ok(answer)
+            }
+            Err(failure) => {
+                self.conn = None;
+                Err(SinkError::Retryable(match failure {
+                    Failure::ClosedIdle => format!(
+                        "{}: connection closed before an answer",
+                        self.conf.authority()
+                    ),
+                    Failure::Io(e) => format!("{}: {e}", self.conf.authority()),
+                }))
+            }
+        }
+    }
+
+    fn try_exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        limit: Duration,
+    ) -> Result<Answer, Failure> {
+        let deadline = Instant::now() + limit;
+        if self.conn.is_none() {
+            self.conn = Some(self.connect(limit)?);
+        }
+        self.head.clear();
+        let c = &self.conf;
+        write_head(
+            &mut self.head,
+            method,
+            path,
+            &c.authority(),
+            c.authorization.as_deref(),
+            body.len(),
+        );
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::Io("no connection".into()));
+        };
+        set_timeouts(conn, deadline)?;
+        conn.write_all(&self.head)
+            .and_then(|()| conn.write_all(body))
+            .and_then(|()| conn.flush())
+            .map_err(|e| failure("sending", &e))?;
+        self.input.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(answer) = response::parse(&self.input).map_err(Failure::Io)? {
+                return Ok(answer);
+            }
+            if self.input.len() > response::MAX_ANSWER {
+                return Err(Failure::Io("answer too large".into()));
+            }
+            set_timeouts(conn, deadline)?;
+            let n = match conn.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if self.input.is_empty() => {
+                    return Err(failure("waiting for the answer", &e))
+                }
+                Err(e) => return Err(Failure::Io(format!("reading the answer: {e}"))),
+            };
+            if n == 0 {
+                if self.input.is_empty() {
+                    return Err(Failure::ClosedIdle);
+                }
+                return response::parse_at_eof(&self.input).map_err(Failure::Io);
+            }
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn connect(&self, limit: Duration) -> Result<TcpStream, Failure> {
+        let c = &self.conf;
+        let addrs: Vec<_> = (c.host.as_str(), c.port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::Io(format!("resolving: {e}")))?
+            .collect();
+        let mut last = format!("no address for {}", c.host);
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, limit) {
+                Ok(tcp) => {
+                    // The head and the body are two writes: never hold the
+                    // body's last segment back for an acknowledgement.
+                    tcp.set_nodelay(true)
+                        .map_err(|e| Failure::Io(e.to_string()))?;
+                    return Ok(tcp);
+                }
+                Err(e) => last = format!("connecting to {addr}: {e}"),
+            }
+        }
+        Err(Failure::Io(last))
+    }
+}
+
+/// An I/O error before any byte of the answer: a closed connection is
+/// [`Failure::ClosedIdle`] (retried once when it was a reused one).
+fn failure(doing: &str, e: &std::io::Error) -> Failure {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof => {
+            Failure::ClosedIdle
+        }
+        K::WouldBlock | K::TimedOut => Failure::Io(format!("{doing}: timed out")),
+        _ => Failure::Io(format!("{doing}: {e}")),
+    }
+}
+
+fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<(), Failure> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Failure::Io("timed out".into()));
+    }
+    tcp.set_read_timeout(Some(left))
+        .and_then(|()| tcp.set_write_timeout(Some(left)))
+        .map_err(|e| Failure::Io(e.to_string()))
+}
+
+fn write_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    authority: &str,
+    authorization: Option<&str>,
+    body_len: usize,
+) {
+    let mut len = itoa::Buffer::new();
+    for part in [method, " ", path, " HTTP/1.1\r\nHost: ", authority, "\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    if method == "POST" {
+        for part in [
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+            len.format(body_len),
+            "\r\n",
+        ] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    if let Some(auth) = authorization {
+        for part in ["Authorization: ", auth, "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    fn conf(port: u16, timeout_ms: u64) -> HttpConf {
+        crate::conf::parse(&format!(
+            "http::addr=127.0.0.1:{port};protocol_version=1;request_timeout={timeout_ms};"
+        ))
+        .unwrap()
+    }
+
+    /// Answers `answers` requests per connection with 204, then closes it
+    /// (as a server does with an idle keep-alive connection); counts bodies.
+    fn server(answers: usize) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                for _ in 0..answers {
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("Content-Length: ") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    tx.send(body).unwrap();
+                    out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+                }
+            }
+        });
+        (port, rx)
+    }
+
+    #[test]
+    fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
+        let (port, bodies) = server(1);
+        let mut http = IlpHttp::new(conf(port, 5000));
+        for i in 0..3 {
+            let body = format!("t v={i} 1\n");
+            http.write(body.as_bytes()).unwrap();
+            assert_eq!(bodies.recv().unwrap(), body.as_bytes());
+            // Let the server's close arrive before the next request.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_fails_the_request_within_its_time_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut http = IlpHttp::new(conf(port, 300));
+        let started = Instant::now();
+        let result = http.write(b"t v=1 1\n");
+        let took = started.elapsed();
+        println!("no answer: failed after {took:?} (limit 300 ms): {result:?}");
+        assert!(matches!(result, Err(SinkError::Retryable(_))), "{result:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        drop(listener);
+    }
+
+    #[test]
+    fn nothing_listening_is_a_retryable_error() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut http = IlpHttp::new(conf(port, 1000));
+        assert!(matches!(
+            http.write(b"t v=1 1\n"),
+            Err(SinkError::Retryable(_))
+        ));
+    }
+
+    #[test]
+    fn request_heads() {
+        let mut h = Vec::new();
+        write_head(
+            &mut h,
+            "POST",
+            "/write?precision=n",
+            "db:9000",
+            Some("Bearer x"),
+            42,
+        );
+        assert_eq!(
+            String::from_utf8(h).unwrap(),
+            "POST /write?precision=n HTTP/1.1\r\nHost: db:9000\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 42\r\nAuthorization: Bearer x\r\n\r\n"
+        );
+        let mut h = Vec::new();
+        write_head(&mut h, "GET", "/settings", "db:9000", None, 0);
+        assert_eq!(
+            String::from_utf8(h).unwrap(),
+            "GET /settings HTTP/1.1\r\nHost: db:9000\r\n\r\n"
+        );
+    }
+}

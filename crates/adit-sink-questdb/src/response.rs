@@ -1,0 +1,354 @@
+//! HTTP/1.1 answers, parsed from bytes (pure): status, framing
+//! (`Content-Length`, chunked, or until the server closes), and what an
+//! ILP server's answer means for the batch.
+
+use adit_pipeline::SinkError;
+
+/// Largest answer read (head and body); a larger one drops the connection.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The server will close the connection (or already did).
+    pub close: bool,
+    pub json: bool,
+}
+
+struct Head {
+    status: u16,
+    len: usize,
+    content_length: Option<usize>,
+    chunked: bool,
+    close: bool,
+    json: bool,
+}
+
+/// `Ok(None)` while more bytes are needed.
+pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
+    let Some(head) = head(buf)? else {
+        return Ok(None);
+    };
+    let rest = &buf[head.len..];
+    let body = if matches!(head.status, 204 | 304) {
+        Vec::new()
+    } else if head.chunked {
+        match dechunk(rest)? {
+            Some(body) => body,
+            None => return Ok(None),
+        }
+    } else if let Some(n) = head.content_length {
+        if n > MAX_ANSWER {
+            return Err(format!("answer body of {n} bytes"));
+        }
+        match rest.get(..n) {
+            Some(body) => body.to_vec(),
+            None => return Ok(None),
+        }
+    } else {
+        // Delimited by the server closing the connection.
+        return Ok(None);
+    };
+    Ok(Some(Answer {
+        status: head.status,
+        body,
+        close: head.close,
+        json: head.json,
+    }))
+}
+
+/// The answer when the server closed the connection after `buf`.
+pub fn parse_at_eof(buf: &[u8]) -> Result<Answer, String> {
+    if let Some(mut answer) = parse(buf)? {
+        answer.close = true;
+        return Ok(answer);
+    }
+    match head(buf)? {
+        Some(h) if h.content_length.is_none() && !h.chunked => Ok(Answer {
+            status: h.status,
+            body: buf[h.len..].to_vec(),
+            close: true,
+            json: h.json,
+        }),
+        _ => Err("connection closed in the middle of the answer".into()),
+    }
+}
+
+fn head(buf: &[u8]) -> Result<Option<Head>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > 16 * 1024 {
+            return Err("answer head longer than 16 KiB".into());
+        }
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "answer head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut words = status_line.split(' ');
+    let version = words.next().unwrap_or_default();
+    let status: u16 = words
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (200..600).contains(s))
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", truncate(status_line)))?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1 answer: {:?}", truncate(status_line)));
+    }
+    let mut head = Head {
+        status,
+        len: end + 4,
+        content_length: None,
+        chunked: false,
+        close: version == "HTTP/1.0",
+        json: false,
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("bad Content-Length {:?}", truncate(value)))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = value.to_ascii_lowercase();
+            if value.contains("close") {
+                head.close = true;
+            } else if value.contains("keep-alive") {
+                head.close = false;
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.json = value.to_ascii_lowercase().starts_with("application/json");
+        }
+    }
+    Ok(Some(head))
+}
+
+/// A chunked body, decoded; `None` while incomplete.
+fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {:?}", truncate(size_text)))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            // Trailers, up to an empty line.
+            loop {
+                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                if eol == 0 {
+                    return Ok(Some(body));
+                }
+                rest = &rest[eol + 2..];
+            }
+        }
+        if body.len() + size > MAX_ANSWER {
+            return Err("chunked answer too large".into());
+        }
+        let Some(data) = rest.get(..size + 2) else {
+            return Ok(None);
+        };
+        if &data[size..] != b"\r\n" {
+            return Err("chunk not followed by CRLF".into());
+        }
+        body.extend_from_slice(&data[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// What a non-2xx answer to an ILP write means. Only QuestDB's answer to a
+/// bad row (`code: invalid` with the line) is permanent: the batch is
+/// quarantined; everything else is retried (see the crate docs).
+pub fn classify(answer: &Answer) -> SinkError {
+    let text = String::from_utf8_lossy(&answer.body);
+    let text = truncate(text.trim());
+    match answer.status {
+        404 => {
+            return SinkError::Retryable(
+                "Could not flush buffer: HTTP endpoint does not support ILP (404)".into(),
+            )
+        }
+        401 | 403 => {
+            return SinkError::Retryable(format!(
+                "Could not flush buffer: HTTP endpoint authentication error: {text} [code: {}]",
+                answer.status
+            ))
+        }
+        _ => {}
+    }
+    let json: Option<serde_json::Value> = answer
+        .json
+        .then(|| serde_json::from_slice(&answer.body).ok())
+        .flatten();
+    let Some(message) = json
+        .as_ref()
+        .and_then(|j| j.get("message"))
+        .and_then(serde_json::Value::as_str)
+    else {
+        return SinkError::Retryable(format!(
+            "Could not flush buffer: HTTP {}: {text}",
+            answer.status
+        ));
+    };
+    let field = |name: &str| json.as_ref().and_then(|j| j.get(name));
+    let mut details = Vec::new();
+    if let Some(id) = field("errorId").and_then(serde_json::Value::as_str) {
+        details.push(format!("id: {id}"));
+    }
+    let code = field("code").and_then(serde_json::Value::as_str);
+    if let Some(code) = code {
+        details.push(format!("code: {code}"));
+    }
+    let line = field("line").and_then(serde_json::Value::as_i64);
+    if let Some(line) = line {
+        details.push(format!("line: {line}"));
+    }
+    let msg = if details.is_empty() {
+        format!("Could not flush buffer: {message}")
+    } else {
+        format!("Could not flush buffer: {message} [{}]", details.join(", "))
+    };
+    if code == Some("invalid") && line.is_some() {
+        SinkError::Permanent(msg)
+    } else {
+        SinkError::Retryable(msg)
+    }
+}
+
+/// The ILP versions a `/settings` body lists (`[1]` when it lists none).
+pub fn versions(body: &[u8]) -> Result<Vec<u64>, String> {
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| "malformed /settings answer: not JSON".to_string())?;
+    match json
+        .get("config")
+        .and_then(|c| c.get("line.proto.support.versions"))
+    {
+        Some(serde_json::Value::Array(values)) => Ok(values
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect()),
+        _ => Ok(vec![1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(text: &str) -> Answer {
+        let bytes = text.as_bytes();
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                parse(&bytes[..cut]).ok().flatten(),
+                None,
+                "complete after {cut} bytes of {text:?}"
+            );
+        }
+        parse(bytes).unwrap().unwrap()
+    }
+
+    #[test]
+    fn framing() {
+        let a = whole("HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n");
+        assert_eq!((a.status, a.body.len(), a.close), (204, 0, false));
+        let a = whole("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(
+            (a.status, a.body.as_slice(), a.json),
+            (400, &b"hello"[..], true)
+        );
+        let a = whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nT: 1\r\n\r\n");
+        assert_eq!((a.body.as_slice(), a.close), (&b"Wikipedia"[..], true));
+        let a = whole("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(a.close, "HTTP/1.0 closes");
+        // Until the server closes.
+        let bytes = b"HTTP/1.1 500 Oops\r\n\r\npartial";
+        assert_eq!(parse(bytes).unwrap(), None);
+        let a = parse_at_eof(bytes).unwrap();
+        assert_eq!(
+            (a.status, a.body.as_slice(), a.close),
+            (500, &b"partial"[..], true)
+        );
+        assert!(parse_at_eof(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
+        for bad in [
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/2 200\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(parse(&vec![b'x'; 20_000]).is_err(), "endless head");
+    }
+
+    fn answer(status: u16, json: bool, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.as_bytes().to_vec(),
+            close: false,
+            json,
+        }
+    }
+
+    #[test]
+    fn only_a_rejected_row_is_permanent() {
+        let rejected = classify(&answer(
+            400,
+            true,
+            r#"{"code":"invalid","message":"cast error for line protocol float","line":3,"errorId":"5c2d"}"#,
+        ));
+        match rejected {
+            SinkError::Permanent(msg) => assert_eq!(
+                msg,
+                "Could not flush buffer: cast error for line protocol float [id: 5c2d, code: invalid, line: 3]"
+            ),
+            other @ SinkError::Retryable(_) => panic!("{other:?}"),
+        }
+        for a in [
+            answer(
+                500,
+                true,
+                r#"{"code":"internal error","message":"could not open","line":1}"#,
+            ),
+            answer(400, true, r#"{"code":"invalid","message":"no line"}"#),
+            answer(400, false, r#"{"code":"invalid","message":"x","line":1}"#),
+            answer(503, false, "<html>503</html>"),
+            answer(404, false, ""),
+            answer(401, false, "bad token"),
+            answer(413, false, ""),
+        ] {
+            assert!(matches!(classify(&a), SinkError::Retryable(_)), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn settings_list_the_versions() {
+        assert_eq!(
+            versions(br#"{"config":{"line.proto.support.versions":[1,2],"x":1}}"#).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(versions(br#"{"release.type":"OSS"}"#).unwrap(), vec![1]);
+        assert!(versions(b"<html>").is_err());
+    }
+}
