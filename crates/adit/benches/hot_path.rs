@@ -18,6 +18,7 @@ use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, 
 use adit_modbus::plan::{plan_reads, PlannedRead, PointSpan};
 use adit_modbus::poll::{decode_read, ReadData};
 use adit_pipeline::{normalize_batch, ClockRules, LiveState, Sink};
+use adit_sink_questdb::ilp::{IlpVersion, RowBuffer};
 use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -172,15 +173,47 @@ fn steps(c: &mut Criterion) {
     });
     drop(sp);
 
-    let mut buffer = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V2);
-    g.bench_function("ilp_encode", |b| {
-        b.iter(|| {
-            buffer.clear();
-            adit_sink_questdb::encode_rows(&mut buffer, "readings", &registry, black_box(&input))
+    // The same rows through questdb-rs's row API (the tcp/https writer) and
+    // adit's own encoder (the http writer): byte-identical output.
+    for (name, version) in [
+        (
+            "ilp_encode_questdb_rs_v1",
+            questdb::ingress::ProtocolVersion::V1,
+        ),
+        (
+            "ilp_encode_questdb_rs_v2",
+            questdb::ingress::ProtocolVersion::V2,
+        ),
+    ] {
+        let mut buffer = questdb::ingress::Buffer::new(version);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                buffer.clear();
+                adit_sink_questdb::encode_rows(
+                    &mut buffer,
+                    "readings",
+                    &registry,
+                    black_box(&input),
+                )
                 .unwrap();
-            black_box(buffer.len())
+                black_box(buffer.len())
+            });
         });
-    });
+    }
+    for (name, version) in [
+        ("ilp_encode_v1", IlpVersion::V1),
+        ("ilp_encode_v2", IlpVersion::V2),
+    ] {
+        let mut rows = RowBuffer::new(version, "readings");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rows.clear();
+                rows.encode_up_to(&registry, black_box(&input), usize::MAX)
+                    .unwrap();
+                black_box(rows.len())
+            });
+        });
+    }
 
     let db_dir = tempfile::tempdir().unwrap();
     let mut sqlite = adit_sink_sqlite::SqliteSink::open(
@@ -245,7 +278,7 @@ fn chained(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let sp = spool(dir.path(), &registry);
     let mut live = LiveState::new(&registry);
-    let mut buffer = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V2);
+    let mut rows = RowBuffer::new(IlpVersion::V2, "readings");
     let start = Instant::now();
     let mut g = c.benchmark_group("chained");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -256,9 +289,9 @@ fn chained(c: &mut Criterion) {
                 normalize_batch(bt, &registry, clock(), now);
                 live.apply(bt, start);
                 sp.append(bt).unwrap();
-                buffer.clear();
-                adit_sink_questdb::encode_rows(&mut buffer, "readings", &registry, bt).unwrap();
-                black_box(buffer.len())
+                rows.clear();
+                rows.encode_up_to(&registry, bt, usize::MAX).unwrap();
+                black_box(rows.len())
             },
             BatchSize::SmallInput,
         );
