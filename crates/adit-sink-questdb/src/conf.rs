@@ -124,7 +124,17 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
             _ => return None,
         }
     }
-    if out.host.is_empty() {
+    // Only what can go into a request head as it is: anything else is
+    // questdb-rs's to refuse.
+    let printable = |t: &str| t.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if out.host.is_empty() || !out.host.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    if ![&user, &password, &token]
+        .into_iter()
+        .flatten()
+        .all(|t| printable(t))
+    {
         return None;
     }
     out.authorization = match (user, password, token) {
@@ -243,6 +253,8 @@ mod tests {
             "http::addr=fe80::1;",
             "http::protocol_version=1;",
             "http::addr=db:9000;auto_flush=off;",
+            "http::addr=db:9000;token=a\r\nX-Injected: 1;",
+            "http::addr=d b:9000;",
             "addr=db:9000;",
             "http::addr",
         ] {

@@ -9,7 +9,10 @@
 //! reused connection the server closed while idle is retried once on a fresh
 //! one (nothing of the response arrived, so nothing was decided); any other
 //! failure drops the connection and is returned, and the sink stage retries.
-//! Name resolution happens on connect only, not per request.
+//! Name resolution happens on connect only, not per request (bounded by
+//! the system resolver's own timeouts, not by `request_timeout`: with a
+//! host name rather than an address, a dead DNS server holds the sink's
+//! thread for as long as the resolver tries).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -143,7 +146,10 @@ impl IlpHttp {
         self.input.clear();
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(answer) = response::parse(&self.input).map_err(Failure::Io)? {
+            if let Some(mut answer) = response::parse(&self.input).map_err(Failure::Io)? {
+                // Bytes beyond the answer belong to no request of ours: a
+                // connection that sent them is not reused.
+                answer.close |= answer.len < self.input.len();
                 return Ok(answer);
             }
             if self.input.len() > response::MAX_ANSWER {

@@ -15,6 +15,8 @@ pub struct Answer {
     /// The server will close the connection (or already did).
     pub close: bool,
     pub json: bool,
+    /// Bytes the answer took, head and body.
+    pub len: usize,
 }
 
 struct Head {
@@ -32,11 +34,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
         return Ok(None);
     };
     let rest = &buf[head.len..];
-    let body = if matches!(head.status, 204 | 304) {
-        Vec::new()
+    let (body, body_len) = if matches!(head.status, 204 | 304) {
+        (Vec::new(), 0)
     } else if head.chunked {
         match dechunk(rest)? {
-            Some(body) => body,
+            Some(whole) => whole,
             None => return Ok(None),
         }
     } else if let Some(n) = head.content_length {
@@ -44,7 +46,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
             return Err(format!("answer body of {n} bytes"));
         }
         match rest.get(..n) {
-            Some(body) => body.to_vec(),
+            Some(body) => (body.to_vec(), n),
             None => return Ok(None),
         }
     } else {
@@ -56,6 +58,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
         body,
         close: head.close,
         json: head.json,
+        len: head.len + body_len,
     }))
 }
 
@@ -71,6 +74,7 @@ pub fn parse_at_eof(buf: &[u8]) -> Result<Answer, String> {
             body: buf[h.len..].to_vec(),
             close: true,
             json: h.json,
+            len: buf.len(),
         }),
         _ => Err("connection closed in the middle of the answer".into()),
     }
@@ -131,8 +135,9 @@ fn head(buf: &[u8]) -> Result<Option<Head>, String> {
     Ok(Some(head))
 }
 
-/// A chunked body, decoded; `None` while incomplete.
-fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+/// A chunked body, decoded, and the bytes it took; `None` while incomplete.
+fn dechunk(all: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut rest = all;
     let mut body = Vec::new();
     loop {
         let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
@@ -150,7 +155,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
                     return Ok(None);
                 };
                 if eol == 0 {
-                    return Ok(Some(body));
+                    return Ok(Some((body, all.len() - rest.len() + 2)));
                 }
                 rest = &rest[eol + 2..];
             }
@@ -270,7 +275,10 @@ mod tests {
     #[test]
     fn framing() {
         let a = whole("HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n");
-        assert_eq!((a.status, a.body.len(), a.close), (204, 0, false));
+        assert_eq!(
+            (a.status, a.body.len(), a.close, a.len),
+            (204, 0, false, 36)
+        );
         let a = whole("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!(
             (a.status, a.body.as_slice(), a.json),
@@ -278,6 +286,19 @@ mod tests {
         );
         let a = whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nT: 1\r\n\r\n");
         assert_eq!((a.body.as_slice(), a.close), (&b"Wikipedia"[..], true));
+        let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+        let mut more = text.as_bytes().to_vec();
+        more.extend_from_slice(b"HTTP/1.1 204");
+        assert_eq!(
+            parse(&more).unwrap().unwrap().len,
+            text.len(),
+            "bytes after the answer are not its own"
+        );
+        let text = "HTTP/1.1 400 Bad\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(
+            parse(format!("{text}cd").as_bytes()).unwrap().unwrap().len,
+            text.len()
+        );
         let a = whole("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert!(a.close, "HTTP/1.0 closes");
         // Until the server closes.
@@ -308,6 +329,7 @@ mod tests {
             body: body.as_bytes().to_vec(),
             close: false,
             json,
+            len: 0,
         }
     }
 
