@@ -10,9 +10,12 @@
 //!
 //! Served keys: `addr`, `username` + `password` or `token`,
 //! `protocol_version` (`1`, `2`, `auto`), `request_timeout`,
-//! `request_min_throughput`, `max_buf_size`; `retry_timeout`, `init_buf_size` and
-//! `max_name_len` are accepted and have no effect here: a failed request is
+//! `request_min_throughput`, `max_buf_size` (≥ 1024, as questdb-rs wants;
+//! here it caps each request body at that size plus one row);
+//! `retry_timeout` is accepted and has no effect here: a failed request is
 //! retried by the sink stage for as long as the spool holds its rows.
+//! `auto` takes v2 when the server lists it (questdb-rs would take v3 where
+//! listed; adit's rows are the same bytes in both).
 
 use std::time::Duration;
 
@@ -71,11 +74,7 @@ impl HttpConf {
 
     /// `host:port` as the `Host` header and error messages spell it.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        format!("{}:{}", self.host, self.port)
     }
 }
 
@@ -117,8 +116,8 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
                 out.request_timeout = Duration::from_millis(ms);
             }
             "request_min_throughput" => out.min_throughput = value.parse().ok()?,
-            "max_buf_size" => out.max_buf_size = value.parse().ok().filter(|&n| n > 0)?,
-            "retry_timeout" | "init_buf_size" | "max_name_len" => {
+            "max_buf_size" => out.max_buf_size = value.parse().ok().filter(|&n| n >= 1024)?,
+            "retry_timeout" => {
                 value.parse::<u64>().ok()?;
             }
             _ => return None,
@@ -185,17 +184,8 @@ fn pairs(text: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-/// `host`, `host:port`, `[v6]:port`.
+/// `host` or `host:port` (questdb-rs takes no IPv6 literal either).
 fn split_addr(addr: &str) -> Option<(String, Option<u16>)> {
-    if let Some(rest) = addr.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
     match addr.rsplit_once(':') {
         Some((host, _)) if host.contains(':') => None,
         Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
@@ -220,11 +210,12 @@ mod tests {
         // "adit:a;b" in base64.
         assert_eq!(c.authorization.as_deref(), Some("Basic YWRpdDphO2I="));
         assert!(!format!("{c:?}").contains("YWRp"), "never printed");
-        let c =
-            parse("http::addr=[::1]:9009;token=t0k;max_buf_size=4096;request_min_throughput=0;")
-                .unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("::1", 9009));
-        assert_eq!(c.authority(), "[::1]:9009");
+        let c = parse(
+            "http::addr=localhost:9009;token=t0k;max_buf_size=4096;request_min_throughput=0;",
+        )
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("localhost", 9009));
+        assert_eq!(c.authority(), "localhost:9009");
         assert_eq!(c.authorization.as_deref(), Some("Bearer t0k"));
         assert_eq!((c.max_buf_size, c.min_throughput), (4096, 0));
         assert_eq!(c.time_limit(1 << 20), Duration::from_secs(10));
@@ -251,6 +242,10 @@ mod tests {
             "http::addr=db:9000;addr=db2:9000;",
             "http::addr=db:port;",
             "http::addr=fe80::1;",
+            "http::addr=[::1]:9000;",
+            "http::addr=db:9000;max_buf_size=1000;",
+            "http::addr=db:9000;max_name_len=64;",
+            "http::addr=db:9000;init_buf_size=65536;",
             "http::protocol_version=1;",
             "http::addr=db:9000;auto_flush=off;",
             "http::addr=db:9000;token=a\r\nX-Injected: 1;",

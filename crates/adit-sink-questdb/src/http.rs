@@ -31,6 +31,8 @@ pub struct IlpHttp {
     head: Vec<u8>,
     /// Response bytes, kept between requests.
     input: Vec<u8>,
+    /// Connections opened so far.
+    connects: u64,
 }
 
 /// Why a request failed.
@@ -48,11 +50,17 @@ impl IlpHttp {
             conn: None,
             head: Vec::with_capacity(256),
             input: Vec::with_capacity(1024),
+            connects: 0,
         }
     }
 
     pub fn conf(&self) -> &HttpConf {
         &self.conf
+    }
+
+    /// Connections opened so far (a server restart shows as a new one).
+    pub fn connects(&self) -> u64 {
+        self.connects
     }
 
     /// Drops the connection (the next request opens a new one).
@@ -123,7 +131,8 @@ impl IlpHttp {
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + limit;
         if self.conn.is_none() {
-            self.conn = Some(self.connect(limit)?);
+            self.conn = Some(self.connect(deadline)?);
+            self.connects += 1;
         }
         self.head.clear();
         let c = &self.conf;
@@ -138,11 +147,12 @@ impl IlpHttp {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Io("no connection".into()));
         };
-        set_timeouts(conn, deadline)?;
-        conn.write_all(&self.head)
-            .and_then(|()| conn.write_all(body))
-            .and_then(|()| conn.flush())
-            .map_err(|e| failure("sending", &e))?;
+        // In slices, the time left set before each: a socket timeout bounds
+        // one send() call, not the request.
+        for slice in std::iter::once(&self.head[..]).chain(body.chunks(SEND_SLICE)) {
+            set_timeouts(conn, deadline)?;
+            conn.write_all(slice).map_err(|e| failure("sending", &e))?;
+        }
         self.input.clear();
         let mut chunk = [0u8; 4096];
         loop {
@@ -173,7 +183,7 @@ impl IlpHttp {
         }
     }
 
-    fn connect(&self, limit: Duration) -> Result<TcpStream, Failure> {
+    fn connect(&self, deadline: Instant) -> Result<TcpStream, Failure> {
         let c = &self.conf;
         let addrs: Vec<_> = (c.host.as_str(), c.port)
             .to_socket_addrs()
@@ -181,7 +191,11 @@ impl IlpHttp {
             .collect();
         let mut last = format!("no address for {}", c.host);
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, limit) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
                 Ok(tcp) => {
                     // The head and the body are two writes: never hold the
                     // body's last segment back for an acknowledgement.
@@ -195,6 +209,9 @@ impl IlpHttp {
         Err(Failure::Io(last))
     }
 }
+
+/// Bytes per `send()` call under one refreshed time limit.
+const SEND_SLICE: usize = 256 * 1024;
 
 /// An I/O error before any byte of the answer: a closed connection is
 /// [`Failure::ClosedIdle`] (retried once when it was a reused one).

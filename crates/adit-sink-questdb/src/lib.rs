@@ -104,6 +104,7 @@ impl QuestDbSink {
             flush_bytes: FLUSH_BYTES.min(http.max_buf_size),
             http: IlpHttp::new(http),
             rows: None,
+            asked_on: 0,
         });
         Self {
             conf,
@@ -120,14 +121,21 @@ impl QuestDbSink {
 /// adit's ILP/HTTP writer and its request body.
 struct OwnWriter {
     http: IlpHttp,
-    /// Made once the protocol version is known (asked per connection).
+    /// Made once the protocol version is known.
     rows: Option<RowBuffer>,
+    /// The connection the version was asked on (`protocol_version=auto`
+    /// asks again on each new one: the server may have been replaced).
+    asked_on: u64,
     flush_bytes: usize,
 }
 
 impl OwnWriter {
     /// The request body, in the version the server speaks.
     fn rows(&mut self, table: &str) -> Result<&mut RowBuffer, SinkError> {
+        let auto = self.http.conf().protocol == Protocol::Auto;
+        if auto && self.asked_on != self.http.connects() {
+            self.rows = None;
+        }
         if self.rows.is_none() {
             let version = match self.http.conf().protocol {
                 Protocol::Fixed(v) => v,
@@ -140,6 +148,7 @@ impl OwnWriter {
                 }
             };
             self.rows = Some(RowBuffer::new(version, table));
+            self.asked_on = self.http.connects();
         }
         self.rows
             .as_mut()
@@ -307,8 +316,23 @@ pub fn encode_alerts(
 /// QuestDB's 400 answer to a bad row has `code: invalid` and the line. Its
 /// 500 answers (disk full, a column file it cannot map) carry a line too,
 /// with `code: internal error`: those are the database's trouble, retried.
+///
+/// QuestDB answers with `Content-Type: application/json; charset=utf-8`,
+/// which questdb-rs 7.2.1 does not take for JSON (it compares the whole
+/// header): its message is then the raw body, read here the same way.
 pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
-    code == ErrorCode::ServerFlushError && msg.contains("code: invalid") && msg.contains("line: ")
+    if code != ErrorCode::ServerFlushError {
+        return false;
+    }
+    if msg.contains("code: invalid") && msg.contains("line: ") {
+        return true;
+    }
+    msg.strip_prefix("Could not flush buffer: ")
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(body.trim()).ok())
+        .is_some_and(|json| {
+            json.get("code").and_then(serde_json::Value::as_str) == Some("invalid")
+                && json.get("line").is_some_and(serde_json::Value::is_i64)
+        })
 }
 
 /// questdb-rs refused a request as larger than its `max_buf_size`.
@@ -607,6 +631,13 @@ mod tests {
     fn only_a_rejection_that_names_a_row_is_permanent() {
         let permanent = "Could not flush buffer: cast error for line protocol float [id: 5c2d, code: invalid, line: 3]";
         assert!(is_data_rejection(ErrorCode::ServerFlushError, permanent));
+        let raw = r#"Could not flush buffer: {"code":"invalid","message":"cast error","line":2,"errorId":"a"}"#;
+        assert!(
+            is_data_rejection(ErrorCode::ServerFlushError, raw),
+            "QuestDB's body as questdb-rs passes it on"
+        );
+        let raw_no_line = r#"Could not flush buffer: {"code":"invalid","message":"x"}"#;
+        assert!(!is_data_rejection(ErrorCode::ServerFlushError, raw_no_line));
         for (code, msg) in [
             (ErrorCode::ServerFlushError, "Could not flush buffer: <html>503 Service Unavailable</html>"),
             (ErrorCode::ServerFlushError, "Could not flush buffer: internal error [id: 1, code: internal error]"),

@@ -28,11 +28,20 @@ struct Head {
     json: bool,
 }
 
-/// `Ok(None)` while more bytes are needed.
-pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
-    let Some(head) = head(buf)? else {
-        return Ok(None);
+/// `Ok(None)` while more bytes are needed. Interim answers (`100
+/// Continue`, `103 Early Hints`, from a proxy) are skipped.
+pub fn parse(all: &[u8]) -> Result<Option<Answer>, String> {
+    let mut skipped = 0;
+    let head = loop {
+        let Some(head) = head(&all[skipped..])? else {
+            return Ok(None);
+        };
+        if head.status >= 200 {
+            break head;
+        }
+        skipped += head.len;
     };
+    let buf = &all[skipped..];
     let rest = &buf[head.len..];
     let (body, body_len) = if matches!(head.status, 204 | 304) {
         (Vec::new(), 0)
@@ -58,15 +67,19 @@ pub fn parse(buf: &[u8]) -> Result<Option<Answer>, String> {
         body,
         close: head.close,
         json: head.json,
-        len: head.len + body_len,
+        len: skipped + head.len + body_len,
     }))
 }
 
 /// The answer when the server closed the connection after `buf`.
-pub fn parse_at_eof(buf: &[u8]) -> Result<Answer, String> {
-    if let Some(mut answer) = parse(buf)? {
+pub fn parse_at_eof(all: &[u8]) -> Result<Answer, String> {
+    if let Some(mut answer) = parse(all)? {
         answer.close = true;
         return Ok(answer);
+    }
+    let mut buf = all;
+    while let Some(h) = head(buf)?.filter(|h| h.status < 200) {
+        buf = &buf[h.len..];
     }
     match head(buf)? {
         Some(h) if h.content_length.is_none() && !h.chunked => Ok(Answer {
@@ -95,7 +108,7 @@ fn head(buf: &[u8]) -> Result<Option<Head>, String> {
     let status: u16 = words
         .next()
         .and_then(|s| s.parse().ok())
-        .filter(|s| (200..600).contains(s))
+        .filter(|s| (100..600).contains(s) && *s != 101)
         .ok_or_else(|| format!("not an HTTP answer: {:?}", truncate(status_line)))?;
     if !version.starts_with("HTTP/1.") {
         return Err(format!("not an HTTP/1 answer: {:?}", truncate(status_line)));
@@ -160,7 +173,7 @@ fn dechunk(all: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
                 rest = &rest[eol + 2..];
             }
         }
-        if body.len() + size > MAX_ANSWER {
+        if size > MAX_ANSWER - body.len() {
             return Err("chunked answer too large".into());
         }
         let Some(data) = rest.get(..size + 2) else {
@@ -233,7 +246,7 @@ pub fn classify(answer: &Answer) -> SinkError {
     } else {
         format!("Could not flush buffer: {message} [{}]", details.join(", "))
     };
-    if code == Some("invalid") && line.is_some() {
+    if answer.status == 400 && code == Some("invalid") && line.is_some() {
         SinkError::Permanent(msg)
     } else {
         SinkError::Retryable(msg)
@@ -248,10 +261,16 @@ pub fn versions(body: &[u8]) -> Result<Vec<u64>, String> {
         .get("config")
         .and_then(|c| c.get("line.proto.support.versions"))
     {
-        Some(serde_json::Value::Array(values)) => Ok(values
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect()),
+        Some(serde_json::Value::Array(values)) => {
+            let versions: Vec<u64> = values
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect();
+            if versions.is_empty() {
+                return Err("the server lists no line protocol version it supports".into());
+            }
+            Ok(versions)
+        }
         _ => Ok(vec![1]),
     }
 }
@@ -321,6 +340,18 @@ mod tests {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert!(parse(&vec![b'x'; 20_000]).is_err(), "endless head");
+        // A proxy's interim answers come before the real one.
+        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        let a = whole(text);
+        assert_eq!((a.status, a.len), (204, text.len()));
+        assert!(parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        // A chunk size near usize::MAX is refused, not added up.
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "100001"] {
+            let text = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n{size}\r\nab"
+            );
+            assert!(parse(text.as_bytes()).is_err(), "{size}");
+        }
     }
 
     fn answer(status: u16, json: bool, body: &str) -> Answer {
@@ -348,6 +379,7 @@ mod tests {
             other @ SinkError::Retryable(_) => panic!("{other:?}"),
         }
         for a in [
+            answer(500, true, r#"{"code":"invalid","message":"odd","line":1}"#),
             answer(
                 500,
                 true,
@@ -371,6 +403,7 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(versions(br#"{"release.type":"OSS"}"#).unwrap(), vec![1]);
+        assert!(versions(br#"{"config":{"line.proto.support.versions":[]}}"#).is_err());
         assert!(versions(b"<html>").is_err());
     }
 }

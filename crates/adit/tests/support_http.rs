@@ -191,7 +191,8 @@ fn serve(
             }
             _ => with_body(
                 "400 Bad Request",
-                "application/json",
+                // What QuestDB sends (HttpConstants.CONTENT_TYPE_JSON).
+                "application/json; charset=utf-8",
                 r#"{"code":"invalid","message":"cast error for line protocol float","line":1,"errorId":"t-1"}"#,
             ),
         };
