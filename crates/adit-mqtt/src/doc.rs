@@ -81,7 +81,21 @@ impl<'a> Doc<'a> {
     /// members named in `names` (see the module's invariants): lookups of
     /// pointers that start with one of them find what `parse` would, for a
     /// fraction of the work (no tree for the members nobody reads).
+    ///
+    /// A flat object of scalars (most payloads) is read by [`crate::flat`],
+    /// which builds the same tree without serde.
     pub fn parse_members(payload: &'a [u8], names: &[&str]) -> Result<Self, serde_json::Error> {
+        if let Some(doc) = crate::flat::parse(payload, names) {
+            return Ok(doc);
+        }
+        Self::parse_members_serde(payload, names)
+    }
+
+    /// [`parse_members`](Self::parse_members) through `serde_json` only.
+    pub fn parse_members_serde(
+        payload: &'a [u8],
+        names: &[&str],
+    ) -> Result<Self, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(payload);
         let doc = (&mut de).deserialize_any(MembersVisitor { names })?;
         de.end()?;

@@ -7,6 +7,8 @@
 //! - [`payload`]: plain and JSON payloads → items (pure, table and
 //!   property tested);
 //! - [`doc`]: the JSON tree `payload` reads, borrowed from the payload;
+//! - [`flat`]: the common flat JSON object read without serde (the same
+//!   tree, property tested against the serde path);
 //! - [`sparkplug`]: the Sparkplug B messages and the host state machine
 //!   (pure);
 //! - [`mapping`]: topic + payload → readings of named points;
@@ -19,6 +21,7 @@
 
 pub mod collector;
 pub mod doc;
+pub mod flat;
 pub mod link;
 pub mod mapping;
 pub mod metrics;
