@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{PointId, Quality, Timestamp};
+use crate::{PointId, Quality, Reason, Timestamp};
 
 /// A sampled value.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +51,18 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// The time a sink stores the reading under: its source time, or its
+    /// receive time when the source clock was judged invalid (so rows from
+    /// a device stuck in 1970 still land now; the source time is kept
+    /// beside it).
+    pub fn stored_ts(&self) -> Timestamp {
+        if self.quality.reason() == Some(Reason::ClockInvalid) {
+            self.received_ts
+        } else {
+            self.source_ts
+        }
+    }
+
     /// A reading without a value, e.g. `Bad(CommFailure)` for a device that is down.
     pub fn without_value(point: PointId, quality: Quality, ts: Timestamp) -> Self {
         Self {

@@ -101,11 +101,7 @@ impl RowBuffer {
                 continue;
             };
             let reason = r.quality.reason();
-            let designated = if reason == Some(Reason::ClockInvalid) {
-                r.received_ts
-            } else {
-                r.source_ts
-            };
+            let designated = r.stored_ts();
             let out = &mut self.out;
             out.extend_from_slice(&self.table);
             out.extend_from_slice(b",point=");

@@ -246,11 +246,7 @@ pub fn encode_rows_up_to(
             continue;
         };
         let reason = r.quality.reason();
-        let designated = if reason == Some(Reason::ClockInvalid) {
-            r.received_ts
-        } else {
-            r.source_ts
-        };
+        let designated = r.stored_ts();
         buffer
             .table(table)?
             .symbol(point, meta.name.as_ref())?

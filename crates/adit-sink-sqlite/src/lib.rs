@@ -251,11 +251,7 @@ impl SqliteSink {
                     continue;
                 };
                 let reason = r.quality.reason();
-                let ts = if reason == Some(Reason::ClockInvalid) {
-                    r.received_ts
-                } else {
-                    r.source_ts
-                };
+                let ts = r.stored_ts();
                 let value: Option<rusqlite::types::Value> = r.value.as_ref().map(|v| match v {
                     Value::F64(f) => rusqlite::types::Value::Real(*f),
                     Value::I64(i) => rusqlite::types::Value::Integer(*i),
