@@ -14,7 +14,7 @@
 //! host name rather than an address, a dead DNS server holds the sink's
 //! thread for as long as the resolver tries).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,9 @@ impl IlpHttp {
                 Ok(n) => n,
                 Err(e) if self.input.is_empty() => {
                     return Err(failure("waiting for the answer", &e))
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(Failure::Io("timed out in the middle of the answer".into()))
                 }
                 Err(e) => return Err(Failure::Io(format!("reading the answer: {e}"))),
             };

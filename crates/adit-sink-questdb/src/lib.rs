@@ -701,6 +701,80 @@ mod tests {
         assert!(requests > 5, "{requests} requests");
     }
 
+    /// A server whose `/settings` answers `settings` (a status line and
+    /// body) and which records each request's method, path and body.
+    fn scripted_server(
+        settings: &'static str,
+    ) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut start = String::new();
+                    if reader.read_line(&mut start).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("Content-Length: ") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let request = start.trim().to_string();
+                    let reply = if request.starts_with("GET /settings") {
+                        settings.to_string()
+                    } else {
+                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                    };
+                    tx.send((request, body)).unwrap();
+                    out.write_all(reply.as_bytes()).unwrap();
+                }
+            }
+        });
+        (port, rx)
+    }
+
+    #[test]
+    fn protocol_auto_asks_the_server_and_speaks_the_version_it_lists() {
+        let listing = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 54\r\n\r\n{\"config\":{\"line.proto.support.versions\":[1,2],\"x\":1}}";
+        let missing = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        for (settings, v2) in [(listing, true), (missing, false)] {
+            let (port, requests) = scripted_server(settings);
+            let mut sink = QuestDbSink::new(
+                Conf(format!("http::addr=127.0.0.1:{port};")),
+                "readings".into(),
+                Arc::new(registry()),
+            );
+            assert_eq!(sink.writer(), "adit");
+            let r = reading(Some(Value::F64(0.1)), Quality::Good, 1_700_000_000_000_000);
+            assert_eq!(sink.write(std::slice::from_ref(&r)).unwrap(), 1);
+            let (first, _) = requests.recv().unwrap();
+            assert_eq!(first, "GET /settings HTTP/1.1");
+            let (second, body) = requests.recv().unwrap();
+            assert_eq!(second, "POST /write?precision=n HTTP/1.1");
+            let version = if v2 {
+                ProtocolVersion::V2
+            } else {
+                ProtocolVersion::V1
+            };
+            let mut expected = Buffer::new(version);
+            encode_rows(&mut expected, "readings", &registry(), &[r]).unwrap();
+            assert_eq!(body, expected.as_bytes(), "v2 listed: {v2}");
+        }
+    }
+
     #[test]
     fn the_connection_string_is_never_printed() {
         assert_eq!(
