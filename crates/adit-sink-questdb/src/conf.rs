@@ -2,11 +2,11 @@
 //! they say.
 //!
 //! The grammar is questdb-rs's: `scheme::key=value;key=value;`, with `;;`
-//! standing for a `;` inside a value. adit's writer takes `http` with the
-//! keys below (`https` stays with questdb-rs until adit's writer has a TLS
-//! test against a real server); any other scheme or key, or a value it does
-//! not understand, is left to questdb-rs (which also gives the error for a
-//! string that is wrong), so no setting is ever silently ignored.
+//! standing for a `;` inside a value. adit's writer takes `http` and
+//! `https` with the keys below; any other scheme (`tcp`, `tcps`) or key, or
+//! a value it does not understand, is left to questdb-rs (which also gives
+//! the error for a string that is wrong), so no setting is ever silently
+//! ignored.
 //!
 //! Served keys: `addr`, `username` + `password` or `token`,
 //! `protocol_version` (`1`, `2`, `auto`), `request_timeout`,
@@ -14,9 +14,14 @@
 //! here it caps each request body at that size plus one row);
 //! `retry_timeout` is accepted and has no effect here: a failed request is
 //! retried by the sink stage for as long as the spool holds its rows.
+//! With `https`: `tls_verify=on` (the default), and either
+//! `tls_ca=webpki_roots` (the default: the Mozilla roots) or `tls_roots=`
+//! a PEM file, trusted alone (as questdb-rs does; the file is read on each
+//! connect, so a replaced CA needs no restart).
 //! `auto` takes v2 when the server lists it (questdb-rs would take v3 where
 //! listed; adit's rows are the same bytes in both).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ilp::IlpVersion;
@@ -29,9 +34,20 @@ pub enum Protocol {
     Auto,
 }
 
-/// An `http` connection string adit serves itself.
+/// Whom an `https` connection trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The Mozilla roots (`tls_ca=webpki_roots`, the default).
+    PublicRoots,
+    /// Only the certificates of this PEM file (`tls_roots`).
+    CaFile(PathBuf),
+}
+
+/// An `http` or `https` connection string adit serves itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpConf {
+    /// `None` for plain `http`.
+    pub tls: Option<Trust>,
     pub host: String,
     pub port: u16,
     /// The whole `Authorization` header value.
@@ -47,6 +63,7 @@ pub struct HttpConf {
 impl std::fmt::Debug for HttpConf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpConf")
+            .field("tls", &self.tls)
             .field("host", &self.host)
             .field("port", &self.port)
             .field(
@@ -80,8 +97,13 @@ impl HttpConf {
 
 /// `Some` when adit's writer can honour every key of `conf`.
 pub fn parse(conf: &str) -> Option<HttpConf> {
-    let rest = conf.strip_prefix("http::")?;
+    let (tls, rest) = match conf.split_once("::")? {
+        ("http", rest) => (false, rest),
+        ("https", rest) => (true, rest),
+        _ => return None,
+    };
     let mut out = HttpConf {
+        tls: tls.then_some(Trust::PublicRoots),
         host: String::new(),
         port: 9000,
         authorization: None,
@@ -91,6 +113,7 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
         max_buf_size: 100 * 1024 * 1024,
     };
     let (mut user, mut password, mut token) = (None, None, None);
+    let (mut ca, mut roots) = (None, None);
     for (key, value) in pairs(rest)? {
         match key.as_str() {
             "addr" => {
@@ -120,6 +143,9 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
             "retry_timeout" => {
                 value.parse::<u64>().ok()?;
             }
+            "tls_verify" if tls && value == "on" => {}
+            "tls_ca" if tls => ca = Some(value),
+            "tls_roots" if tls && !value.is_empty() => roots = Some(PathBuf::from(value)),
             _ => return None,
         }
     }
@@ -128,6 +154,11 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
     let printable = |t: &str| t.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
     if out.host.is_empty() || !out.host.bytes().all(|b| b.is_ascii_graphic()) {
         return None;
+    }
+    match (ca.as_deref(), roots) {
+        (None | Some("webpki_roots"), None) => {}
+        (None | Some("pem_file"), Some(file)) => out.tls = Some(Trust::CaFile(file)),
+        _ => return None,
     }
     if ![&user, &password, &token]
         .into_iter()
@@ -219,6 +250,15 @@ mod tests {
         assert_eq!(c.authorization.as_deref(), Some("Bearer t0k"));
         assert_eq!((c.max_buf_size, c.min_throughput), (4096, 0));
         assert_eq!(c.time_limit(1 << 20), Duration::from_secs(10));
+        assert_eq!(c.tls, None);
+        let c = parse("https::addr=db.site:9443;").unwrap();
+        assert_eq!((c.tls, c.port), (Some(Trust::PublicRoots), 9443));
+        let c = parse("https::addr=db;tls_verify=on;tls_ca=webpki_roots;").unwrap();
+        assert_eq!(c.tls, Some(Trust::PublicRoots));
+        let c = parse("https::addr=db;tls_roots=/etc/site-ca.pem;").unwrap();
+        assert_eq!(c.tls, Some(Trust::CaFile("/etc/site-ca.pem".into())));
+        let c = parse("https::addr=db;tls_ca=pem_file;tls_roots=/etc/site-ca.pem;").unwrap();
+        assert_eq!(c.tls, Some(Trust::CaFile("/etc/site-ca.pem".into())));
         let c = parse("http::addr=h;request_min_throughput=1000;").unwrap();
         assert_eq!(c.time_limit(5000), Duration::from_secs(15));
     }
@@ -228,9 +268,12 @@ mod tests {
         for conf in [
             "tcp::addr=db:9009;",
             "tcps::addr=db:9009;",
-            "https::addr=db:9000;",
             "http::addr=db:9000;tls_verify=on;",
             "http::addr=db:9000;tls_roots=/etc/ca.pem;",
+            "https::addr=db:9000;tls_ca=pem_file;",
+            "https::addr=db:9000;tls_ca=webpki_roots;tls_roots=/etc/ca.pem;",
+            "https::addr=db:9000;tls_roots=;",
+            "https::addr=db:9000;tls_roots_password=x;",
             "https::addr=db:9000;tls_verify=unsafe_off;",
             "https::addr=db:9000;tls_ca=os_roots;",
             "http::addr=db:9000;protocol_version=3;",

@@ -16,17 +16,60 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adit_pipeline::SinkError;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::conf::HttpConf;
+use crate::conf::{HttpConf, Trust};
+
+/// A connection, plain or TLS (rustls with ring, from `adit-tls`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 use crate::response::{self, Answer};
 
 /// One server, one connection at a time.
 pub struct IlpHttp {
     conf: HttpConf,
-    conn: Option<TcpStream>,
+    conn: Option<Stream>,
     /// Request head, kept between requests.
     head: Vec<u8>,
     /// Response bytes, kept between requests.
@@ -150,9 +193,12 @@ impl IlpHttp {
         // In slices, the time left set before each: a socket timeout bounds
         // one send() call, not the request.
         for slice in std::iter::once(&self.head[..]).chain(body.chunks(SEND_SLICE)) {
-            set_timeouts(conn, deadline)?;
+            set_timeouts(conn.tcp(), deadline)?;
             conn.write_all(slice).map_err(|e| failure("sending", &e))?;
         }
+        // rustls buffers what it encrypts: out with it, under the limit.
+        set_timeouts(conn.tcp(), deadline)?;
+        conn.flush().map_err(|e| failure("sending", &e))?;
         self.input.clear();
         let mut chunk = [0u8; 4096];
         loop {
@@ -165,7 +211,7 @@ impl IlpHttp {
             if self.input.len() > response::MAX_ANSWER {
                 return Err(Failure::Io("answer too large".into()));
             }
-            set_timeouts(conn, deadline)?;
+            set_timeouts(conn.tcp(), deadline)?;
             let n = match conn.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if self.input.is_empty() => {
@@ -186,7 +232,34 @@ impl IlpHttp {
         }
     }
 
-    fn connect(&self, deadline: Instant) -> Result<TcpStream, Failure> {
+    fn connect(&self, deadline: Instant) -> Result<Stream, Failure> {
+        let tcp = self.connect_tcp(deadline)?;
+        let Some(trust) = &self.conf.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        // Built per connection: a replaced CA file is read again, and a
+        // missing one is a retried error, not a start-up failure.
+        let config: ClientConfig = match trust {
+            Trust::PublicRoots => adit_tls::client_config(None, None),
+            Trust::CaFile(path) => adit_tls::client_config_only(path),
+        }
+        .map_err(|e| Failure::Io(format!("TLS: {e}")))?;
+        let name = ServerName::try_from(self.conf.host.clone())
+            .map_err(|e| Failure::Io(format!("TLS name {:?}: {e}", self.conf.host)))?;
+        let mut conn = ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| Failure::Io(format!("TLS: {e}")))?;
+        // The handshake now, under the time left, so that a refused
+        // certificate is reported as such (not as a failed send).
+        let mut tcp = tcp;
+        while conn.is_handshaking() {
+            set_timeouts(&tcp, deadline)?;
+            conn.complete_io(&mut tcp)
+                .map_err(|e| Failure::Io(format!("TLS handshake: {e}")))?;
+        }
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+
+    fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, Failure> {
         let c = &self.conf;
         let addrs: Vec<_> = (c.host.as_str(), c.port)
             .to_socket_addrs()
@@ -271,7 +344,6 @@ fn write_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
     use std::net::TcpListener;
 
     fn conf(port: u16, timeout_ms: u64) -> HttpConf {
@@ -282,33 +354,15 @@ mod tests {
     }
 
     /// Answers `answers` requests per connection with 204, then closes it
-    /// (as a server does with an idle keep-alive connection); counts bodies.
+    /// (as a server does with an idle keep-alive connection); the bodies.
     fn server(answers: usize) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (port, requests) =
+            crate::test_server::serve(answers, |_| "HTTP/1.1 204 No Content\r\n\r\n");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut out = stream;
-                for _ in 0..answers {
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.strip_prefix("Content-Length: ") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    tx.send(body).unwrap();
-                    out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            for (_, body) in requests {
+                if tx.send(body).is_err() {
+                    return;
                 }
             }
         });

@@ -5,13 +5,14 @@
 //! - [`ilp`]: adit's row layout encoded straight into bytes (v1 and v2),
 //!   byte-identical to questdb-rs's row API, six times cheaper;
 //! - [`conf`]: which connection strings adit's own writer serves (`http`
-//!   with the common keys);
-//! - [`http`]: ILP over HTTP/1.1 on one kept-alive connection;
+//!   and `https` with the common keys);
+//! - [`http`]: ILP over HTTP/1.1 (TLS through `adit-tls`) on one
+//!   kept-alive connection;
 //! - [`response`]: HTTP answers parsed, and what they mean for a batch.
 //!
 //! Two writers, one wire format: a connection string [`conf`] serves goes
-//! through [`ilp`] + [`http`]; every other one (`tcp`, `tcps`, custom TLS
-//! `https`, …) through questdb-rs's `Sender` and row API, as before.
+//! through [`ilp`] + [`http`]; every other one (`tcp`, `tcps`, other TLS
+//! settings, …) through questdb-rs's `Sender` and row API, as before.
 //!
 //! One row per reading, in table `readings` (configurable):
 //! - symbols `point`, `device`, `quality` (`good`/`uncertain`/`bad`) and
@@ -55,6 +56,8 @@ pub mod conf;
 pub mod http;
 pub mod ilp;
 pub mod response;
+#[cfg(test)]
+mod test_server;
 
 use std::sync::Arc;
 
@@ -706,44 +709,13 @@ mod tests {
     fn scripted_server(
         settings: &'static str,
     ) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-        use std::io::{BufRead, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut out = stream;
-                loop {
-                    let mut start = String::new();
-                    if reader.read_line(&mut start).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        reader.read_line(&mut line).unwrap();
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.strip_prefix("Content-Length: ") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let request = start.trim().to_string();
-                    let reply = if request.starts_with("GET /settings") {
-                        settings.to_string()
-                    } else {
-                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
-                    };
-                    tx.send((request, body)).unwrap();
-                    out.write_all(reply.as_bytes()).unwrap();
-                }
+        crate::test_server::serve(usize::MAX, move |request| {
+            if request.starts_with("GET /settings") {
+                settings
+            } else {
+                "HTTP/1.1 204 No Content\r\n\r\n"
             }
-        });
-        (port, rx)
+        })
     }
 
     #[test]

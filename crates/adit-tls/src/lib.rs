@@ -4,6 +4,8 @@
 //!
 //! Trust: the Mozilla roots, plus every certificate of a site's own CA file
 //! (PEM) when one is given; optionally a client certificate and key (PEM).
+//! [`client_config_only`] trusts a CA file alone (the QuestDB connection
+//! string's `tls_roots`, whose meaning is "these roots, no others").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,12 +29,31 @@ pub fn client_config(
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        for cert in certificates(path)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+        add_file(&mut roots, path)?;
     }
+    with_roots(roots, client_auth)
+}
+
+/// A rustls client config trusting only the certificates in `ca_file`.
+pub fn client_config_only(ca_file: &Path) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    add_file(&mut roots, ca_file)?;
+    with_roots(roots, None)
+}
+
+fn add_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn with_roots(
+    roots: RootCertStore,
+    client_auth: Option<ClientAuth<'_>>,
+) -> Result<ClientConfig, String> {
     let builder =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

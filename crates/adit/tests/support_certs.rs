@@ -89,3 +89,25 @@ pub fn make_certificates(dir: &Path) {
         "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
     );
 }
+
+/// A rustls server config (ring) serving `server.pem` with `server.key`
+/// from `dir` (after [`make_certificates`]).
+pub fn tls_server_config(dir: &Path) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("server.pem certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate"),
+    )
+}
