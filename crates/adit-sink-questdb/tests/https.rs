@@ -104,6 +104,20 @@ fn https_rows_reach_a_server_trusted_through_tls_roots_and_nothing_else() {
         assert_eq!(body, expected.as_bytes());
     }
 
+    // A body of several MiB: rustls takes it in pieces under one time limit.
+    let large: Vec<Reading> = (0..40_000).flat_map(batch).collect();
+    assert_eq!(sink.write(&large).unwrap(), 40_000);
+    let mut expected = Buffer::new(ProtocolVersion::V1);
+    encode_rows(&mut expected, "readings", &registry(), &large).unwrap();
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        let (connection, _, body) = requests.recv().unwrap();
+        assert_eq!(connection, 0, "one kept-alive connection");
+        received.extend_from_slice(&body);
+    }
+    println!("large batch: {} bytes over TLS", received.len());
+    assert_eq!(received, expected.as_bytes());
+
     // The public roots do not know the site CA: refused in the handshake.
     let mut public = QuestDbSink::new(
         Conf(format!(
