@@ -157,7 +157,8 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
     }
     match (ca.as_deref(), roots) {
         (None | Some("webpki_roots"), None) => {}
-        (None | Some("pem_file"), Some(file)) => out.tls = Some(Trust::CaFile(file)),
+        // questdb-rs's ingress takes no `tls_ca=pem_file`: `tls_roots` alone.
+        (None, Some(file)) => out.tls = Some(Trust::CaFile(file)),
         _ => return None,
     }
     if ![&user, &password, &token]
@@ -257,8 +258,6 @@ mod tests {
         assert_eq!(c.tls, Some(Trust::PublicRoots));
         let c = parse("https::addr=db;tls_roots=/etc/site-ca.pem;").unwrap();
         assert_eq!(c.tls, Some(Trust::CaFile("/etc/site-ca.pem".into())));
-        let c = parse("https::addr=db;tls_ca=pem_file;tls_roots=/etc/site-ca.pem;").unwrap();
-        assert_eq!(c.tls, Some(Trust::CaFile("/etc/site-ca.pem".into())));
         let c = parse("http::addr=h;request_min_throughput=1000;").unwrap();
         assert_eq!(c.time_limit(5000), Duration::from_secs(15));
     }
@@ -271,6 +270,7 @@ mod tests {
             "http::addr=db:9000;tls_verify=on;",
             "http::addr=db:9000;tls_roots=/etc/ca.pem;",
             "https::addr=db:9000;tls_ca=pem_file;",
+            "https::addr=db:9000;tls_ca=pem_file;tls_roots=/etc/ca.pem;",
             "https::addr=db:9000;tls_ca=webpki_roots;tls_roots=/etc/ca.pem;",
             "https::addr=db:9000;tls_roots=;",
             "https::addr=db:9000;tls_roots_password=x;",

@@ -3,8 +3,9 @@
 //! `GET /settings` for `protocol_version=auto`.
 //!
 //! Invariants: every request has a time limit (`request_timeout` plus the
-//! body over `request_min_throughput`, as questdb-rs counts it), applied to
-//! connect and to each read and write; a response is read whole, or the
+//! body over `request_min_throughput`, as questdb-rs counts it), one
+//! deadline for the whole request: connect, TLS handshake and every read
+//! and write end by it (see [`Deadlined`]); a response is read whole, or the
 //! connection is dropped, so the next request never reads a stale answer; a
 //! reused connection the server closed while idle is retried once on a fresh
 //! one (nothing of the response arrived, so nothing was decided); any other
@@ -25,17 +26,67 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::conf::{HttpConf, Trust};
 
+/// A socket whose every read and write ends by the request's deadline: the
+/// socket timeouts bound one call each, so they are kept at the time left
+/// (re-set when they differ from it by more than [`SLACK`], so a request
+/// that takes a few ms costs no extra system call), and a call after the
+/// deadline fails at once. rustls reads and writes through it too, so the
+/// handshake and a TLS record read in many pieces are bounded the same way.
+struct Deadlined {
+    tcp: TcpStream,
+    deadline: Instant,
+    /// The socket timeouts in force.
+    armed: Option<Duration>,
+}
+
+/// How far the socket timeouts may differ from the time left.
+const SLACK: Duration = Duration::from_millis(20);
+
+impl Deadlined {
+    fn arm(&mut self) -> std::io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"));
+        }
+        let close = self.armed.is_some_and(|a| a.abs_diff(left) <= SLACK);
+        if !close {
+            self.tcp.set_read_timeout(Some(left))?;
+            self.tcp.set_write_timeout(Some(left))?;
+            self.armed = Some(left);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// A connection, plain or TLS (rustls with ring, from `adit-tls`).
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Deadlined),
+    Tls(Box<StreamOwned<ClientConnection, Deadlined>>),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    fn set_deadline(&mut self, deadline: Instant) {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+            Stream::Plain(s) => s.deadline = deadline,
+            Stream::Tls(s) => s.sock.deadline = deadline,
         }
     }
 }
@@ -190,15 +241,12 @@ impl IlpHttp {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Io("no connection".into()));
         };
-        // In slices, the time left set before each: a socket timeout bounds
-        // one send() call, not the request.
-        for slice in std::iter::once(&self.head[..]).chain(body.chunks(SEND_SLICE)) {
-            set_timeouts(conn.tcp(), deadline)?;
-            conn.write_all(slice).map_err(|e| failure("sending", &e))?;
-        }
-        // rustls buffers what it encrypts: out with it, under the limit.
-        set_timeouts(conn.tcp(), deadline)?;
-        conn.flush().map_err(|e| failure("sending", &e))?;
+        conn.set_deadline(deadline);
+        conn.write_all(&self.head)
+            .and_then(|()| conn.write_all(body))
+            // rustls buffers what it encrypts: out with it, under the limit.
+            .and_then(|()| conn.flush())
+            .map_err(|e| failure("sending", &e))?;
         self.input.clear();
         let mut chunk = [0u8; 4096];
         loop {
@@ -211,7 +259,6 @@ impl IlpHttp {
             if self.input.len() > response::MAX_ANSWER {
                 return Err(Failure::Io("answer too large".into()));
             }
-            set_timeouts(conn.tcp(), deadline)?;
             let n = match conn.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if self.input.is_empty() => {
@@ -233,9 +280,13 @@ impl IlpHttp {
     }
 
     fn connect(&self, deadline: Instant) -> Result<Stream, Failure> {
-        let tcp = self.connect_tcp(deadline)?;
+        let mut socket = Deadlined {
+            tcp: self.connect_tcp(deadline)?,
+            deadline,
+            armed: None,
+        };
         let Some(trust) = &self.conf.tls else {
-            return Ok(Stream::Plain(tcp));
+            return Ok(Stream::Plain(socket));
         };
         // Built per connection: a replaced CA file is read again, and a
         // missing one is a retried error, not a start-up failure.
@@ -250,13 +301,14 @@ impl IlpHttp {
             .map_err(|e| Failure::Io(format!("TLS: {e}")))?;
         // The handshake now, under the time left, so that a refused
         // certificate is reported as such (not as a failed send).
-        let mut tcp = tcp;
         while conn.is_handshaking() {
-            set_timeouts(&tcp, deadline)?;
-            conn.complete_io(&mut tcp)
-                .map_err(|e| Failure::Io(format!("TLS handshake: {e}")))?;
+            conn.complete_io(&mut socket)
+                .map_err(|e| match failure("TLS handshake", &e) {
+                    Failure::ClosedIdle => Failure::Io("TLS handshake: the server closed".into()),
+                    f @ Failure::Io(_) => f,
+                })?;
         }
-        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, socket))))
     }
 
     fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, Failure> {
@@ -286,9 +338,6 @@ impl IlpHttp {
     }
 }
 
-/// Bytes per `send()` call under one refreshed time limit.
-const SEND_SLICE: usize = 256 * 1024;
-
 /// An I/O error before any byte of the answer: a closed connection is
 /// [`Failure::ClosedIdle`] (retried once when it was a reused one).
 fn failure(doing: &str, e: &std::io::Error) -> Failure {
@@ -300,16 +349,6 @@ fn failure(doing: &str, e: &std::io::Error) -> Failure {
         K::WouldBlock | K::TimedOut => Failure::Io(format!("{doing}: timed out")),
         _ => Failure::Io(format!("{doing}: {e}")),
     }
-}
-
-fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<(), Failure> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(Failure::Io("timed out".into()));
-    }
-    tcp.set_read_timeout(Some(left))
-        .and_then(|()| tcp.set_write_timeout(Some(left)))
-        .map_err(|e| Failure::Io(e.to_string()))
 }
 
 fn write_head(

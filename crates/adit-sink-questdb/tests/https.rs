@@ -22,9 +22,10 @@ use adit_pipeline::{Sink, SinkError};
 use adit_sink_questdb::{encode_rows, Conf, QuestDbSink};
 use questdb::ingress::{Buffer, ProtocolVersion};
 
-/// Keep-alive https server answering 204; sends (connection number,
-/// request line, body) for each request.
-fn serve(dir: &Path) -> (u16, Receiver<(usize, String, Vec<u8>)>) {
+/// An https server answering 204 (and, with `close_each`, closing the
+/// connection after each answer: an idle keep-alive connection the server
+/// dropped); sends (connection number, request line, body) per request.
+fn serve(dir: &Path, close_each: bool) -> (u16, Receiver<(usize, String, Vec<u8>)>) {
     let config = support_certs::tls_server_config(dir);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -35,7 +36,7 @@ fn serve(dir: &Path) -> (u16, Receiver<(usize, String, Vec<u8>)>) {
                 continue;
             };
             let tx = tx.clone();
-            std::thread::spawn(move || serve_connection(n, conn, stream, &tx));
+            std::thread::spawn(move || serve_connection(n, conn, stream, &tx, close_each));
         }
     });
     (port, rx)
@@ -46,6 +47,7 @@ fn serve_connection(
     conn: rustls::ServerConnection,
     stream: std::net::TcpStream,
     tx: &std::sync::mpsc::Sender<(usize, String, Vec<u8>)>,
+    close_each: bool,
 ) {
     let mut reader = BufReader::new(rustls::StreamOwned::new(conn, stream));
     // Ends when the connection closes (or the client refused the handshake).
@@ -58,6 +60,11 @@ fn serve_connection(
             return;
         }
         let _ = tls.flush();
+        if close_each {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            return;
+        }
     }
 }
 
@@ -82,7 +89,7 @@ fn batch(i: i32) -> Vec<Reading> {
 fn https_rows_reach_a_server_trusted_through_tls_roots_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     support_certs::make_certificates(dir.path());
-    let (port, requests) = serve(dir.path());
+    let (port, requests) = serve(dir.path(), false);
     let ca = dir.path().join("ca.pem");
 
     let mut sink = QuestDbSink::new(
@@ -154,8 +161,86 @@ fn https_rows_reach_a_server_trusted_through_tls_roots_and_nothing_else() {
         }
         other => panic!("must be retried: {other:?}"),
     }
+    // A CA file of another site: refused.
+    let other = tempfile::tempdir().unwrap();
+    support_certs::make_certificates(other.path());
+    let mut foreign = sink_for(&format!(
+        "https::addr=127.0.0.1:{port};tls_roots={};protocol_version=1;",
+        other.path().join("ca.pem").display()
+    ));
+    refused(&mut foreign, "certificate", "another site's CA");
+
+    // The right CA, the wrong name: the certificate is for 127.0.0.1 only.
+    let mut misnamed = sink_for(&format!(
+        "https::addr=localhost:{port};tls_roots={};protocol_version=1;",
+        ca.display()
+    ));
+    refused(&mut misnamed, "certificate", "a name the certificate lacks");
+
     assert!(
-        requests.try_recv().is_err(),
+        requests
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err(),
         "no request got through untrusted"
     );
+}
+
+fn sink_for(conf: &str) -> QuestDbSink {
+    let sink = QuestDbSink::new(Conf(conf.to_string()), "readings".into(), registry());
+    assert_eq!(sink.writer(), "adit");
+    sink
+}
+
+fn refused(sink: &mut QuestDbSink, says: &str, what: &str) {
+    match sink.write(&batch(9)) {
+        Err(SinkError::Retryable(e)) => {
+            println!("{what}: {e}");
+            assert!(
+                e.contains("TLS handshake") && e.contains(says),
+                "{what}: {e}"
+            );
+        }
+        other => panic!("{what}: must be refused and retried: {other:?}"),
+    }
+}
+
+#[test]
+fn a_tls_connection_the_server_closed_is_replaced_without_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    support_certs::make_certificates(dir.path());
+    let (port, requests) = serve(dir.path(), true);
+    let mut sink = sink_for(&format!(
+        "https::addr=127.0.0.1:{port};tls_roots={};protocol_version=1;request_timeout=5000;",
+        dir.path().join("ca.pem").display()
+    ));
+    for i in 0..3 {
+        assert_eq!(sink.write(&batch(i)).unwrap(), 1, "write {i}");
+        let (connection, _, _) = requests.recv().unwrap();
+        assert_eq!(
+            connection,
+            usize::try_from(i).unwrap(),
+            "a new connection each time"
+        );
+        // Let the server's close arrive before the next request.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_the_handshake_fails_within_the_time_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sink = sink_for(&format!(
+        "https::addr=127.0.0.1:{port};protocol_version=1;request_timeout=300;"
+    ));
+    let started = std::time::Instant::now();
+    let result = sink.write(&batch(0));
+    let took = started.elapsed();
+    println!("silent TLS server: {result:?} after {took:?} (limit 300 ms)");
+    assert!(
+        matches!(&result, Err(SinkError::Retryable(e)) if e.contains("timed out")),
+        "{result:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    drop(listener);
 }
