@@ -84,13 +84,6 @@ impl Outcome {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (vm, discard) = match (s.sinks.questdb(), s.receiver) {
@@ -106,7 +99,7 @@ pub fn run(s: &Scenario, adit: &Path) -> Result<Outcome, String> {
         .map(support_vm::VictoriaMetrics::conf)
         .or_else(|| discard.as_ref().map(DiscardReceiver::conf));
     let sim = SimulatorProcess::start(adit, s.devices, s.registers)?;
-    let http_port = free_port()?;
+    let [http_port] = crate::processes::free_ports()?;
     let config = s.config(
         &dir.path().display().to_string(),
         http_port,

@@ -97,13 +97,6 @@ impl MqttLoad {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -271,9 +264,10 @@ pub fn run(l: &MqttLoad, adit: &Path) -> Result<(), String> {
         ));
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let broker_port = free_port()?;
+    // Both at once: the broker binds its port after this returns, and a
+    // second pick made then could be the same port.
+    let [broker_port, http_port] = crate::processes::free_ports()?;
     let _broker = Mosquitto::start(dir.path(), broker_port);
-    let http_port = free_port()?;
     let discard = match l.store {
         Store::Sqlite => None,
         Store::Discard => Some(DiscardReceiver::start()?),

@@ -45,13 +45,6 @@ impl Drop for Sim {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 fn config(
     l: &OpcuaLoad,
     dir: &Path,
@@ -88,7 +81,8 @@ fn config(
 
 pub fn run(l: &OpcuaLoad, adit: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let sim_port = free_port()?;
+    // Both at once: the simulator binds its port after this returns.
+    let [sim_port, http_port] = crate::processes::free_ports()?;
     let sim_pki = dir.path().join("sim-pki");
     let mut sim_cmd = Command::new(adit);
     sim_cmd
@@ -131,7 +125,6 @@ pub fn run(l: &OpcuaLoad, adit: &Path) -> Result<(), String> {
     } else {
         Some(DiscardReceiver::start()?)
     };
-    let http_port = free_port()?;
     let config_path = dir.path().join("load.toml");
     std::fs::write(
         &config_path,

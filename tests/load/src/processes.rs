@@ -126,9 +126,14 @@ impl AditProcess {
             }
             if let Some(c) = process.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
+                    // The log lives in a temporary directory removed on
+                    // return: its end goes into the error.
+                    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
                     return Err(format!(
-                        "adit exited ({status}); see {}",
-                        process.log.display()
+                        "adit exited ({status}); the end of its log:\n{}",
+                        tail.join("\n")
                     ));
                 }
             }
@@ -159,4 +164,19 @@ impl Drop for AditProcess {
             terminate(&mut c, Duration::from_secs(30));
         }
     }
+}
+
+/// `N` distinct free loopback ports, all held while they are picked (so no
+/// two are the same; another process can still take one before its user
+/// binds it, which this harness cannot rule out for a child's ports).
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
 }
