@@ -3,7 +3,7 @@
 //!
 //! Modules:
 //! - [`ilp`]: adit's row layout encoded straight into bytes (v1 and v2),
-//!   byte-identical to questdb-rs's row API, six times cheaper;
+//!   byte-identical to questdb-rs's row API, about four times cheaper;
 //! - [`conf`]: which connection strings adit's own writer serves (`http`
 //!   and `https` with the common keys);
 //! - [`http`]: ILP over HTTP/1.1 (TLS through `adit-tls`) on one
@@ -41,16 +41,17 @@
 //! Errors: only a rejection that is certainly about the data is permanent
 //! (the batch is quarantined by the sink stage): a row that cannot be
 //! encoded, or QuestDB's answer to a bad row (HTTP 400 with a JSON body that
-//! names the line; questdb-rs reports it as `ServerFlushError` with
-//! `[… code: invalid, line: N]`; a 500 that names a line, such as a full
-//! disk on the database host, is `code: internal error` and is retried). Everything else is retried for as long as the
-//! spool holds the data: connection refused, timeouts, 5xx from QuestDB or
-//! a proxy (after questdb-rs's own `retry_timeout`), authentication, and
+//! names the line, `code: invalid`; [`response::classify`] for adit's
+//! writer, [`is_data_rejection`] for questdb-rs's; a 500 that names a line,
+//! such as a full disk on the database host, is `code: internal error` and
+//! is retried). Everything else is retried for as long as the spool holds
+//! the data: connection refused, timeouts, 5xx from QuestDB or a proxy
+//! (with questdb-rs, after its own `retry_timeout`), authentication, and
 //! buffer limits. A batch is flushed in requests of at most
-//! [`FLUSH_BYTES`], far below questdb-rs's default `max_buf_size`
-//! (100 MiB), so a backlog never makes a request too large to send; with a
-//! smaller `max_buf_size` in the connection string the request size is
-//! quartered at each refusal until it fits.
+//! [`FLUSH_BYTES`], far below the default `max_buf_size` (100 MiB), so a
+//! backlog never makes a request too large to send; adit's writer keeps
+//! requests under a smaller `max_buf_size` from the start, and with
+//! questdb-rs the request size is quartered at each refusal until it fits.
 
 pub mod conf;
 pub mod http;
