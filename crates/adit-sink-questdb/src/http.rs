@@ -5,7 +5,7 @@
 //! Invariants: every request has a time limit (`request_timeout` plus the
 //! body over `request_min_throughput`, as questdb-rs counts it), one
 //! deadline for the whole request: connect, TLS handshake and every read
-//! and write end by it (see [`Deadlined`]); a response is read whole, or the
+//! and write end by it (see `Deadlined`); a response is read whole, or the
 //! connection is dropped, so the next request never reads a stale answer; a
 //! reused connection the server closed while idle is retried once on a fresh
 //! one (nothing of the response arrived, so nothing was decided); any other
