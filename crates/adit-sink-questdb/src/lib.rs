@@ -136,6 +136,15 @@ struct OwnWriter {
 impl OwnWriter {
     /// The request body, in the version the server speaks.
     fn rows(&mut self, table: &str) -> Result<&mut RowBuffer, SinkError> {
+        self.ensure_rows(table)?;
+        self.rows
+            .as_mut()
+            .ok_or_else(|| SinkError::Retryable("no request body".into()))
+    }
+
+    /// Makes the request body once the version is known (asked again on a
+    /// new connection under `protocol_version=auto`).
+    fn ensure_rows(&mut self, table: &str) -> Result<(), SinkError> {
         let auto = self.http.conf().protocol == Protocol::Auto;
         if auto && self.asked_on != self.http.connects() {
             self.rows = None;
@@ -154,15 +163,17 @@ impl OwnWriter {
             self.rows = Some(RowBuffer::new(version, table));
             self.asked_on = self.http.connects();
         }
-        self.rows
-            .as_mut()
-            .ok_or_else(|| SinkError::Retryable("no request body".into()))
+        Ok(())
     }
 
-    /// After a failure: a fresh connection, and the version asked again.
-    fn reset(&mut self) {
-        self.http.disconnect();
-        self.rows = None;
+    /// Passes a request's outcome on; after a failure, the next request
+    /// starts on a fresh connection and asks the version again.
+    fn settle(&mut self, sent: Result<(), SinkError>) -> Result<(), SinkError> {
+        if sent.is_err() {
+            self.http.disconnect();
+            self.rows = None;
+        }
+        sent
     }
 
     fn write(
@@ -173,9 +184,12 @@ impl OwnWriter {
     ) -> Result<u64, SinkError> {
         TableName::new(table).map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
         let flush_bytes = self.flush_bytes;
-        let mut done = 0;
+        let (mut done, mut sent_rows) = (0, 0);
         while done < readings.len() {
-            let rows = self.rows(table)?;
+            self.ensure_rows(table)?;
+            let Some(rows) = self.rows.as_mut() else {
+                return Err(SinkError::Retryable("no request body".into()));
+            };
             rows.clear();
             done += rows
                 .encode_up_to(registry, &readings[done..], flush_bytes)
@@ -183,15 +197,12 @@ impl OwnWriter {
             if rows.rows() == 0 {
                 continue;
             }
-            let Some(rows) = self.rows.as_ref() else {
-                continue;
-            };
-            if let Err(e) = self.http.write(rows.as_bytes()) {
-                self.reset();
-                return Err(e);
-            }
+            sent_rows += rows.rows() as u64;
+            let sent = self.http.write(rows.as_bytes());
+            self.settle(sent)?;
         }
-        Ok(readings.len() as u64)
+        // Rows accepted (a reading of a point the registry lacks has no row).
+        Ok(sent_rows)
     }
 
     fn write_alerts(
@@ -206,11 +217,8 @@ impl OwnWriter {
         let mut buffer = Buffer::new(version);
         encode_alerts(&mut buffer, alerts)
             .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
-        if let Err(e) = self.http.write(buffer.as_bytes()) {
-            self.reset();
-            return Err(e);
-        }
-        Ok(())
+        let sent = self.http.write(buffer.as_bytes());
+        self.settle(sent)
     }
 }
 
@@ -395,7 +403,7 @@ impl QuestDbSink {
         registry: &PointRegistry,
         readings: &[Reading],
     ) -> Result<u64, SinkError> {
-        let mut done = 0;
+        let (mut done, mut sent_rows) = (0, 0);
         while done < readings.len() {
             buffer.clear();
             done += encode_rows_up_to(
@@ -406,9 +414,11 @@ impl QuestDbSink {
                 self.flush_bytes,
             )
             .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+            sent_rows += buffer.row_count() as u64;
             self.flush(buffer)?;
         }
-        Ok(readings.len() as u64)
+        // Rows accepted (a reading of a point the registry lacks has no row).
+        Ok(sent_rows)
     }
 }
 
