@@ -167,16 +167,26 @@ async fn twenty_kill_nines_under_load_lose_no_accepted_reading() {
     .unwrap();
     let config = adit_config::load_file(&config_path).unwrap();
 
-    // Phase A: database down; everything accepted stays in the spool.
-    for _ in 0..runs / 2 {
+    // Phase A: database down; everything accepted stays in the spool. The
+    // random delays can all come out short (CI once drew ten that added up
+    // to 1.4 s, too little load to prove anything), so the last run of the
+    // phase tops the phase's running time up to at least 5 s.
+    let phase_a_min = Duration::from_secs(5);
+    let mut phase_a_time = Duration::ZERO;
+    for run in 0..runs / 2 {
+        let mut delay = kill_delay();
+        if run + 1 == runs / 2 {
+            delay = delay.max(phase_a_min.saturating_sub(phase_a_time));
+        }
+        phase_a_time += delay;
         let mut adit = Adit::spawn(&config_path);
-        tokio::time::sleep(kill_delay()).await;
+        tokio::time::sleep(delay).await;
         adit.kill9();
     }
     let truth = spooled(&config);
     assert!(
         truth.len() > 500,
-        "the load must have produced readings: {}",
+        "the load must have produced readings: {} in {phase_a_time:?} of running",
         truth.len()
     );
 
