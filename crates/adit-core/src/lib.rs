@@ -19,7 +19,8 @@
 //! [`url`] (the one endpoint URL parser), [`modbus`] (the register
 //! vocabulary of the pure Modbus codec and planner), [`mqtt`] (topic
 //! filters, templates with captures, point-id patterns), [`opcua`] (node
-//! references with namespaces by index or URI).
+//! references with namespaces by index or URI), [`schedule`] (wall-clock
+//! aligned grids, so periodic work wakes together).
 
 pub mod backoff;
 pub mod engineering;
@@ -29,6 +30,7 @@ pub mod opcua;
 mod point;
 mod quality;
 mod reading;
+pub mod schedule;
 mod time;
 pub mod url;
 

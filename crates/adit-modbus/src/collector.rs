@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use adit_audit::Audit;
 use adit_config::{DeviceConfig, ModbusSettings, PollPhase};
+use adit_core::schedule::aligned_phase;
 use adit_core::{Backoff, PointId, Quality, Reading, Reason, Timestamp};
 use adit_source::{Source, SourceContext, SourceError, SourceFuture};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -247,9 +248,7 @@ async fn bus_loop(bus: Arc<ModbusBus>, ctx: &SourceContext) -> Result<(), Source
         return Ok(());
     };
     let start = Instant::now();
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = adit_core::schedule::since_epoch();
     let mut due: Vec<Vec<Instant>> = bus
         .devices
         .iter()
@@ -541,15 +540,6 @@ async fn read_device_clock(
     true
 }
 
-/// How long from `since_epoch` (wall time) to the next whole multiple of
-/// `interval`: where an aligned schedule starts.
-pub fn aligned_phase(interval: Duration, since_epoch: Duration) -> Duration {
-    let period = interval.as_nanos().max(1);
-    let into = since_epoch.as_nanos() % period;
-    let left = (period - into) % period;
-    Duration::from_nanos(u64::try_from(left).unwrap_or(0))
-}
-
 /// Where in its interval a device's schedule starts (`poll_phase =
 /// "spread"`): a fixed fraction of the
 /// interval derived from the device id (FNV-1a, then mixed). Devices that share an
@@ -588,28 +578,6 @@ pub fn next_slot(planned: Instant, interval: Duration, now: Instant) -> Instant 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aligned_phases_land_on_whole_multiples_of_the_interval() {
-        let ms = Duration::from_millis;
-        for (interval, now, expected) in [
-            (ms(1000), ms(1_700_000_000_250), ms(750)),
-            (ms(1000), ms(1_700_000_001_000), ms(0)),
-            (ms(250), ms(1_700_000_000_240), ms(10)),
-            (ms(250), ms(1_700_000_000_260), ms(240)),
-            (Duration::from_secs(60), ms(1_700_000_030_000), ms(10_000)),
-        ] {
-            assert_eq!(
-                aligned_phase(interval, now),
-                expected,
-                "{interval:?} at {now:?}"
-            );
-        }
-        // Two devices started apart agree on the wall-clock slot.
-        let a = ms(1_700_000_000_100) + aligned_phase(ms(250), ms(1_700_000_000_100));
-        let b = ms(1_700_000_000_180) + aligned_phase(ms(250), ms(1_700_000_000_180));
-        assert_eq!(a, b);
-    }
 
     #[test]
     fn poll_phases_are_stable_within_the_interval_and_spread_devices() {

@@ -78,6 +78,7 @@ impl SinkHealth {
 pub struct Health {
     pipeline_running: AtomicBool,
     fatal: AtomicBool,
+    fatal_set: tokio::sync::Notify,
     sinks: Mutex<Vec<(&'static str, Arc<SinkHealth>)>>,
 }
 
@@ -97,10 +98,28 @@ impl Health {
     /// A failure adit cannot recover from without a restart (a failed spool
     /// fsync): the process should exit so its supervisor restarts it.
     pub fn set_fatal(&self, v: bool) {
-        self.fatal.store(v, Ordering::Relaxed);
+        self.fatal.store(v, Ordering::Release);
+        if v {
+            self.fatal_set.notify_waiters();
+        }
     }
     pub fn is_fatal(&self) -> bool {
-        self.fatal.load(Ordering::Relaxed)
+        self.fatal.load(Ordering::Acquire)
+    }
+    /// Returns once a fatal failure is set (at once if it already is): the
+    /// main loop waits on this instead of looking every second.
+    pub async fn fatal(&self) {
+        loop {
+            let set = self.fatal_set.notified();
+            tokio::pin!(set);
+            // Registered before the check: a `set_fatal` between the check
+            // and the await still wakes this waiter.
+            set.as_mut().enable();
+            if self.is_fatal() {
+                return;
+            }
+            set.await;
+        }
     }
     /// The health record of sink `name` (created on first use).
     pub fn sink(&self, name: &'static str) -> Arc<SinkHealth> {
@@ -164,5 +183,27 @@ mod tests {
         assert!(h.sinks()[1].last_error.len() <= 300);
         questdb.succeeded();
         assert!(h.is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_fatal_failure_set_on_another_thread_wakes_the_waiter() {
+        let h = Arc::new(Health::default());
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.fatal().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "returned before anything was fatal");
+        let setter = std::thread::spawn({
+            let h = h.clone();
+            move || h.set_fatal(true)
+        });
+        setter.join().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter was not woken")
+            .unwrap();
+        // Already fatal: returns at once.
+        h.fatal().await;
     }
 }

@@ -203,7 +203,10 @@ impl Pipeline {
             let audit = audit.clone();
             let audit_lost = metrics.audit_lost.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                // On the housekeeping grid: shares its wake-up with the
+                // polls, the stale checker and the watchdog.
+                m.update(&spool);
+                let mut tick = adit_core::schedule::housekeeping_interval();
                 let mut audited = [0u64; 6];
                 loop {
                     tokio::select! {
@@ -294,8 +297,10 @@ impl Pipeline {
 }
 
 /// Marks points stale when their deadline passes: wakes at the earliest
-/// deadline (at least once a second), and sends one `Bad(Stale)` marker per
-/// point that went stale, so that the history shows when adit did not know.
+/// deadline (and at the next instant of the housekeeping grid, so at least
+/// once a second, together with the other periodic work), and sends one
+/// `Bad(Stale)` marker per point that went stale, so that the history shows
+/// when adit did not know.
 async fn run_stale_checker(
     live: Arc<Mutex<LiveState>>,
     out: ReadingSender,
@@ -308,8 +313,11 @@ async fn run_stale_checker(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .next_deadline();
-        let wake = next.map_or(now + Duration::from_secs(1), |d| {
-            tokio::time::Instant::from_std(d).min(now + Duration::from_secs(1))
+        let housekeeping = tokio::time::Instant::from_std(
+            adit_core::schedule::Grid::housekeeping().next_after(now.into_std()),
+        );
+        let wake = next.map_or(housekeeping, |d| {
+            tokio::time::Instant::from_std(d).min(housekeeping)
         });
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}

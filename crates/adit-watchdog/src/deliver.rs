@@ -181,7 +181,9 @@ pub async fn run_watchdog(
     // Resolutions stay in the state for three resend rounds, at most 1000.
     let keep_resolved = options.resend_interval * 3;
     let mut resolved: VecDeque<(AlertView, tokio::time::Instant)> = VecDeque::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // On the housekeeping grid, so the once-a-second evaluation shares its
+    // wake-up with the polls and the pipeline's own tick.
+    let mut tick = adit_core::schedule::housekeeping_interval();
     let current = |engine: &Engine,
                    self_firing: &std::collections::BTreeMap<Raised, Timestamp>,
                    resolved: &VecDeque<(AlertView, tokio::time::Instant)>| {

@@ -664,19 +664,16 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
     let mut clock = SummaryClock::new(&app.metrics);
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
-    let mut health_check = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut fatal = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
-            _ = health_check.tick() => {
-                if app.health.is_fatal() {
-                    tracing::error!("a fatal failure (spool writer) needs a restart: stopping so the supervisor restarts adit");
-                    fatal = true;
-                    break;
-                }
+            () = app.health.fatal() => {
+                tracing::error!("a fatal failure (spool writer) needs a restart: stopping so the supervisor restarts adit");
+                fatal = true;
+                break;
             }
             _ = tick.tick() => {
                 let (line, _) = clock.line(&app.metrics, &live.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
