@@ -85,7 +85,8 @@ impl Grid {
 #[cfg(feature = "tokio")]
 pub fn housekeeping_interval() -> tokio::time::Interval {
     let grid = Grid::housekeeping();
-    let first = grid.next_after(Instant::now());
+    // Tokio's clock (it differs from std's while a test pauses time).
+    let first = grid.next_after(tokio::time::Instant::now().into_std());
     let mut tick = tokio::time::interval_at(tokio::time::Instant::from_std(first), grid.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick

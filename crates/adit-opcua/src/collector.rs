@@ -198,9 +198,17 @@ impl Source for OpcuaCollector {
 async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pending) -> End {
     let s = &conn.settings;
     let c = &conn.config;
-    let mut client = match build_client(s, c.timeout, c.reconnect_min, c.reconnect_max) {
-        Ok(client) => client,
-        Err(e) => return End::Rebuild(e),
+    // Off the async worker: building reads the PKI directory and, on the
+    // first start, generates adit's RSA key pair.
+    let built = {
+        let s = s.clone();
+        let (timeout, min, max) = (c.timeout, c.reconnect_min, c.reconnect_max);
+        tokio::task::spawn_blocking(move || build_client(&s, timeout, min, max)).await
+    };
+    let mut client = match built {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return End::Rebuild(e),
+        Err(e) => return End::Rebuild(format!("OPC UA client: {e}")),
     };
     if let Some(days) = client::own_certificate(&s.pki_dir)
         .as_ref()

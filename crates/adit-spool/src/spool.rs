@@ -163,6 +163,21 @@ struct Shared {
     stats: SpoolStats,
     /// Wakes the background flusher (fsync under `interval`, the ledger).
     flusher: Arc<FlushSignal>,
+    /// `next_seq - 1` and the slowest cursor (`u64::MAX` without cursors),
+    /// published under the state lock after every change, so that
+    /// [`Spool::last_seq`] and [`Spool::pending_records`] never wait for
+    /// the lock (it is held across fsyncs: `always`, rotation, the ledger),
+    /// and a metrics tick on the async runtime never waits for a disk.
+    last_seq: AtomicU64,
+    min_acked: AtomicU64,
+}
+
+/// Publishes the positions [`Shared::last_seq`] and [`Shared::min_acked`]
+/// follow (call with the state lock held, after a change).
+fn publish_positions(shared: &Shared, st: &State) {
+    shared.last_seq.store(st.next_seq - 1, Ordering::Release);
+    let min = st.cursors.values().copied().min().unwrap_or(u64::MAX);
+    shared.min_acked.store(min, Ordering::Release);
 }
 
 impl Drop for Shared {
@@ -436,6 +451,8 @@ impl Spool {
             cfg,
             // What recovery found is on disk (or as durable as it will get).
             durable: AtomicU64::new(next_seq - 1),
+            last_seq: AtomicU64::new(next_seq - 1),
+            min_acked: AtomicU64::new(u64::MAX),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             _lock: lock,
@@ -462,6 +479,7 @@ impl Spool {
             flusher: Arc::new(FlushSignal::default()),
         });
         let spool = Spool { shared };
+        publish_positions(&spool.shared, &spool.lock());
         if let Err(e) = write_ledger(&spool.shared.cfg, &spool.lock()) {
             // The positions are in memory; the next acknowledgement retries.
             tracing::error!(error = %e, "cannot write the spool ledger at start");
@@ -498,15 +516,11 @@ impl Spool {
     }
 
     /// Records appended but not yet acknowledged by the slowest cursor.
+    /// Lock-free (see [`Shared::last_seq`]).
     pub fn pending_records(&self) -> u64 {
-        let st = self.lock();
-        let min = st
-            .cursors
-            .values()
-            .copied()
-            .min()
-            .unwrap_or(st.next_seq - 1);
-        (st.next_seq - 1).saturating_sub(min)
+        let last = self.shared.last_seq.load(Ordering::Acquire);
+        let min = self.shared.min_acked.load(Ordering::Acquire);
+        last.saturating_sub(min)
     }
 
     /// Lets points registered at run time in `registry` be named in the
@@ -732,6 +746,7 @@ impl Spool {
                 }
             }
             st.next_seq += 1;
+            shared.last_seq.store(seq, Ordering::Release);
             st.total_bytes += record_len;
             if let Some(seg) = st.segments.back_mut() {
                 seg.last_seq = seq;
@@ -936,6 +951,7 @@ impl Spool {
         for acked in st.cursors.values_mut() {
             *acked = (*acked).max(seg.last_seq);
         }
+        publish_positions(&self.shared, st);
         // Persist the moved cursors before the file goes, so that the next
         // start does not take the dropped range for records lost to damage.
         if let Err(e) = self.write_ledger_now(st) {
@@ -975,6 +991,7 @@ impl Spool {
         if let Some(acked) = st.cursors.get_mut(cursor) {
             *acked = (*acked).max(seq);
         }
+        publish_positions(&self.shared, &st);
         let was_dirty = std::mem::replace(&mut st.ledger_dirty, true);
         let min_acked = st.cursors.values().copied().min().unwrap_or(0);
         let deletes =
@@ -1071,8 +1088,9 @@ impl Spool {
     }
 
     /// The sequence number of the last appended record (0 if none).
+    /// Lock-free (see [`Shared::last_seq`]).
     pub fn last_seq(&self) -> u64 {
-        self.lock().next_seq - 1
+        self.shared.last_seq.load(Ordering::Acquire)
     }
 }
 

@@ -108,9 +108,11 @@ fn acknowledged_records_are_never_replayed_and_unacknowledged_ones_always_are() 
             "whole records, at least the asked rows"
         );
         spool.ack("db", d.last_seq).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending_records()), (10, 6));
     } // dropped without close: like a crash after the ack
     let (spool, report) = Spool::open(c, &reg, &["db"]).unwrap();
     assert_eq!(report.pending_records, 6);
+    assert_eq!((spool.last_seq(), spool.pending_records()), (10, 6));
     assert_eq!(
         drain(&spool, &reg, "db", true),
         (40..100).collect::<Vec<_>>()
@@ -363,11 +365,16 @@ fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
     for i in 0..50 {
         spool.append(&batch(i * 2, 2)).unwrap();
     }
+    // Dropping moved the cursor past the dropped records: pending (read
+    // without the state lock) counts only what is still there.
+    assert_eq!(spool.last_seq(), 50);
+    assert!(spool.pending_records() < 50, "{}", spool.pending_records());
     let dropped = spool
         .stats()
         .dropped_oldest_readings
         .load(std::sync::atomic::Ordering::Relaxed);
     let got = drain(&spool, &reg, "db", true);
+    assert_eq!(spool.pending_records(), 0);
     assert!(dropped > 0);
     assert_eq!(got.len() as u64 + dropped, 100, "kept + dropped = appended");
     assert_eq!(*got.last().unwrap(), 99, "the newest are kept");
