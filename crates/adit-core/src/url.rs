@@ -63,18 +63,23 @@ pub struct Url {
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         write!(
             f,
-            "{}://{host}:{}{}",
+            "{}://{}{}",
             self.scheme.name(),
-            self.port,
+            host_port(&self.host, self.port),
             self.path
         )
+    }
+}
+
+/// `host:port` as a URL or an HTTP `Host` header spells it (an IPv6
+/// address in brackets).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -110,38 +115,51 @@ impl Url {
                 "{url:?}: no user or password in the URL; give credentials in their own config keys"
             ));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("{url:?}: unexpected {after:?} after the host")),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?}: no host"));
-        }
-        let port =
-            match port {
-                None => scheme.default_port(),
-                Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
-                    format!("{url:?}: port {p:?} is not a number from 1 to 65535")
-                })?,
-            };
+        let (host, port) = parse_authority(authority, scheme.default_port())
+            .map_err(|e| format!("{url:?}: {e}"))?;
         Ok(Self {
             scheme,
-            host: host.to_string(),
+            host,
             port,
             path: path.to_string(),
         })
     }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` (as in a URL, or a
+/// connection string's `addr=`): the host and the port, `default_port`
+/// when none is given. Errors say why, without the text itself.
+pub fn parse_authority(authority: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| "unclosed [ in the host".to_string())?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return Err(format!("unexpected {after:?} after the host")),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("an IPv6 address goes in brackets: [::1]:port".into())
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
+    };
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -194,6 +212,7 @@ mod tests {
             ("http://user:pw@x/", "no user or password"),
             ("http://x/?a=1", "no query"),
             ("opc.tcp://[::1/x", "unclosed"),
+            ("opc.tcp://fe80::1:4840", "in brackets"),
             ("x", "expected a URL"),
         ];
         for (text, why) in bad {

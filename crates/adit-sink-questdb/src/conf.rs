@@ -24,6 +24,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use adit_core::url::parse_authority;
+
 use crate::ilp::IlpVersion;
 
 /// The protocol version to speak.
@@ -91,7 +93,7 @@ impl HttpConf {
 
     /// `host:port` as the `Host` header and error messages spell it.
     pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        adit_core::url::host_port(&self.host, self.port)
     }
 }
 
@@ -116,13 +118,7 @@ pub fn parse(conf: &str) -> Option<HttpConf> {
     let (mut ca, mut roots) = (None, None);
     for (key, value) in pairs(rest)? {
         match key.as_str() {
-            "addr" => {
-                let (host, port) = split_addr(&value)?;
-                out.host = host;
-                if let Some(port) = port {
-                    out.port = port;
-                }
-            }
+            "addr" => (out.host, out.port) = parse_authority(&value, out.port).ok()?,
             "username" => user = Some(value),
             "password" => password = Some(value),
             "token" => token = Some(value),
@@ -216,16 +212,6 @@ fn pairs(text: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-/// `host` or `host:port` (questdb-rs takes no IPv6 literal either).
-fn split_addr(addr: &str) -> Option<(String, Option<u16>)> {
-    match addr.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') => None,
-        Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
-        None => Some((addr.to_string(), None)),
-    }
-    .filter(|(host, _)| !host.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +246,13 @@ mod tests {
         assert_eq!(c.tls, Some(Trust::CaFile("/etc/site-ca.pem".into())));
         let c = parse("http::addr=h;request_min_throughput=1000;").unwrap();
         assert_eq!(c.time_limit(5000), Duration::from_secs(15));
+        // The address is read by the one authority parser (adit_core::url).
+        let c = parse("http::addr=[::1]:9001;").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 9001));
+        assert_eq!(c.authority(), "[::1]:9001");
+        for bad in ["db:", "db:0", "::1:9000", ":9000", "db:x"] {
+            assert!(parse(&format!("http::addr={bad};")).is_none(), "{bad}");
+        }
     }
 
     #[test]
@@ -285,7 +278,6 @@ mod tests {
             "http::addr=db:9000;addr=db2:9000;",
             "http::addr=db:port;",
             "http::addr=fe80::1;",
-            "http::addr=[::1]:9000;",
             "http::addr=db:9000;max_buf_size=1000;",
             "http::addr=db:9000;max_name_len=64;",
             "http::addr=db:9000;init_buf_size=65536;",
