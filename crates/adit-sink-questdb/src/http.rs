@@ -1,150 +1,99 @@
-//! ILP over HTTP/1.1 on one kept-alive connection: `POST /write?precision=n`
-//! (what questdb-rs sends, and what other line-protocol servers accept),
-//! `GET /settings` for `protocol_version=auto`.
+//! ILP over HTTP/1.1 on one kept-alive connection (`adit-http`):
+//! `POST /write?precision=n` (what questdb-rs sends, and what other
+//! line-protocol servers accept), `GET /settings` for
+//! `protocol_version=auto`.
 //!
 //! Invariants: every request has a time limit (`request_timeout` plus the
 //! body over `request_min_throughput`, as questdb-rs counts it), one
 //! deadline for the whole request: connect, TLS handshake and every read
-//! and write end by it (see `Deadlined`); a response is read whole, or the
-//! connection is dropped, so the next request never reads a stale answer; a
-//! reused connection the server closed while idle is retried once on a fresh
-//! one (nothing of the response arrived, so nothing was decided); any other
-//! failure drops the connection and is returned, and the sink stage retries.
-//! Name resolution happens on connect only, not per request (bounded by
-//! the system resolver's own timeouts, not by `request_timeout`: with a
-//! host name rather than an address, a dead DNS server holds the sink's
-//! thread for as long as the resolver tries).
+//! and write end by it; a response is read whole, or the connection is
+//! dropped, so the next request never reads a stale answer; a reused
+//! connection the server closed while idle is retried once on a fresh one
+//! (nothing of the response arrived, so nothing was decided); any other
+//! failure drops the connection and is returned, and the sink stage
+//! retries. Name resolution happens on connect only, not per request
+//! (bounded by the system resolver's own timeouts, not by
+//! `request_timeout`: with a host name rather than an address, a dead DNS
+//! server holds the sink's thread for as long as the resolver tries).
+//!
+//! Under `protocol_version=auto` the version belongs to a connection: each
+//! new one (first use, after a failure, or a reused one the server closed
+//! while idle) asks `/settings` before a body goes out on it, and a body
+//! encoded for another version is not sent: the caller is told to encode it
+//! again ([`Refused::Version`]). So a database replaced by one that speaks
+//! only v1 never receives a v2 body (which it would refuse as bad rows, and
+//! the batch would be quarantined).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adit_http::{Answer, Connection, Request};
 use adit_pipeline::SinkError;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::conf::{HttpConf, Trust};
-
-/// A socket whose every read and write ends by the request's deadline: the
-/// socket timeouts bound one call each, so they are kept at the time left
-/// (re-set when they differ from it by more than [`SLACK`], so a request
-/// that takes a few ms costs no extra system call), and a call after the
-/// deadline fails at once. rustls reads and writes through it too, so the
-/// handshake and a TLS record read in many pieces are bounded the same way.
-struct Deadlined {
-    tcp: TcpStream,
-    deadline: Instant,
-    /// The socket timeouts in force.
-    armed: Option<Duration>,
-}
-
-/// How far the socket timeouts may differ from the time left.
-const SLACK: Duration = Duration::from_millis(20);
-
-impl Deadlined {
-    fn arm(&mut self) -> std::io::Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"));
-        }
-        let close = self.armed.is_some_and(|a| a.abs_diff(left) <= SLACK);
-        if !close {
-            self.tcp.set_read_timeout(Some(left))?;
-            self.tcp.set_write_timeout(Some(left))?;
-            self.armed = Some(left);
-        }
-        Ok(())
-    }
-}
-
-impl Read for Deadlined {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.arm()?;
-        self.tcp.read(buf)
-    }
-}
-
-impl Write for Deadlined {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.arm()?;
-        self.tcp.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.tcp.flush()
-    }
-}
-
-/// A connection, plain or TLS (rustls with ring, from `adit-tls`).
-enum Stream {
-    Plain(Deadlined),
-    Tls(Box<StreamOwned<ClientConnection, Deadlined>>),
-}
-
-impl Stream {
-    fn set_deadline(&mut self, deadline: Instant) {
-        match self {
-            Stream::Plain(s) => s.deadline = deadline,
-            Stream::Tls(s) => s.sock.deadline = deadline,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-use crate::response::{self, Answer};
+use crate::conf::{HttpConf, Protocol, Trust};
+use crate::ilp::IlpVersion;
+use crate::response;
 
 /// One server, one connection at a time.
 pub struct IlpHttp {
     conf: HttpConf,
-    conn: Option<Stream>,
-    /// Request head, kept between requests.
-    head: Vec<u8>,
-    /// Response bytes, kept between requests.
-    input: Vec<u8>,
+    /// `host:port`, for the `Host` header and messages.
+    authority: String,
+    conn: Option<Connection>,
     /// Connections opened so far.
     connects: u64,
+    /// The version the server speaks, and on which connection (by
+    /// `connects`) it said so: valid while that connection is open.
+    version_on: Option<(u64, IlpVersion)>,
+}
+
+/// Why a POST did not land.
+#[derive(Debug)]
+pub enum Refused {
+    /// The request was to go out on a new connection whose server speaks
+    /// this version, not the body's: nothing was sent; encode the body
+    /// again (the connection stays open, its version known).
+    Version(IlpVersion),
+    /// HTTP 413 from the server or a proxy in front of it (nginx refuses
+    /// bodies over 1 MiB unless told otherwise): send smaller requests.
+    TooLarge(SinkError),
+    /// Anything else (see [`response::classify`]).
+    Failed(SinkError),
+}
+
+impl From<Refused> for SinkError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Version(v) => SinkError::Retryable(format!(
+                "the server now speaks line protocol {v:?}: the body must be encoded again"
+            )),
+            Refused::TooLarge(e) | Refused::Failed(e) => e,
+        }
+    }
 }
 
 /// Why a request failed.
 #[derive(Debug)]
 enum Failure {
-    /// The server closed a reused connection before answering anything.
-    ClosedIdle,
-    Io(String),
+    Http(adit_http::Failure),
+    /// A new connection's server speaks another version than the body's.
+    Version(IlpVersion),
+}
+
+impl From<adit_http::Failure> for Failure {
+    fn from(f: adit_http::Failure) -> Self {
+        Failure::Http(f)
+    }
 }
 
 impl IlpHttp {
     pub fn new(conf: HttpConf) -> Self {
         Self {
+            authority: conf.authority(),
             conf,
             conn: None,
-            head: Vec::with_capacity(256),
-            input: Vec::with_capacity(1024),
             connects: 0,
+            version_on: None,
         }
     }
 
@@ -162,37 +111,49 @@ impl IlpHttp {
         self.conn = None;
     }
 
-    /// POSTs one ILP body; Ok only on a 2xx answer.
-    pub fn write(&mut self, body: &[u8]) -> Result<(), SinkError> {
-        let answer = self.exchange("POST", "/write?precision=n", body)?;
-        if (200..300).contains(&answer.status) {
-            return Ok(());
+    /// POSTs one ILP body encoded in `version`; Ok only on a 2xx answer.
+    pub fn write(&mut self, body: &[u8], version: IlpVersion) -> Result<(), Refused> {
+        let answer = self.exchange("POST", "/write?precision=n", body, Some(version))?;
+        match answer.status {
+            200..=299 => Ok(()),
+            413 => Err(Refused::TooLarge(response::classify(&answer))),
+            _ => Err(Refused::Failed(response::classify(&answer))),
         }
-        Err(response::classify(&answer))
     }
 
-    /// The protocol versions the server lists in `/settings` (`[1]` when it
-    /// has no such endpoint, as questdb-rs assumes).
-    pub fn server_versions(&mut self) -> Result<Vec<u64>, SinkError> {
-        let answer = self.exchange("GET", "/settings", &[])?;
-        match answer.status {
-            404 => Ok(vec![1]),
-            200..=299 => response::versions(&answer.body).map_err(SinkError::Retryable),
-            status => Err(SinkError::Retryable(format!(
-                "could not detect the server's line protocol version: /settings answered HTTP {status}"
-            ))),
+    /// The version to encode in: the configured one, or under `auto` the
+    /// one the server on the open connection listed (asked on a new
+    /// connection when none is open or it was not asked yet).
+    pub fn version(&mut self) -> Result<IlpVersion, SinkError> {
+        if let Protocol::Fixed(v) = self.conf.protocol {
+            return Ok(v);
         }
+        if let Some((on, v)) = self.version_on {
+            if self.conn.is_some() && on == self.connects {
+                return Ok(v);
+            }
+        }
+        let answer = self.exchange("GET", "/settings", &[], None)?;
+        let v = version_in(&answer).map_err(SinkError::Retryable)?;
+        self.version_on = Some((self.connects, v));
+        Ok(v)
     }
 
     /// One request and its whole answer; a reused connection closed while
     /// idle gets one more try on a fresh one.
-    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Answer, SinkError> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        version: Option<IlpVersion>,
+    ) -> Result<Answer, Refused> {
         let limit = self.conf.time_limit(body.len());
         let reused = self.conn.is_some();
-        let result = match self.try_exchange(method, path, body, limit) {
-            Err(Failure::ClosedIdle) if reused => {
+        let result = match self.try_exchange(method, path, body, version, limit) {
+            Err(Failure::Http(adit_http::Failure::ClosedIdle)) if reused => {
                 self.conn = None;
-                self.try_exchange(method, path, body, limit)
+                self.try_exchange(method, path, body, version, limit)
             }
             other => other,
         };
@@ -203,181 +164,106 @@ impl IlpHttp {
                 }
                 Ok(answer)
             }
-            Err(failure) => {
+            // The new connection is sound: kept for the body encoded again.
+            Err(Failure::Version(v)) => Err(Refused::Version(v)),
+            Err(Failure::Http(failure)) => {
                 self.conn = None;
-                Err(SinkError::Retryable(match failure {
-                    Failure::ClosedIdle => format!(
-                        "{}: connection closed before an answer",
-                        self.conf.authority()
-                    ),
-                    Failure::Io(e) => format!("{}: {e}", self.conf.authority()),
-                }))
+                Err(Refused::Failed(SinkError::Retryable(format!(
+                    "{}: {failure}",
+                    self.authority
+                ))))
             }
         }
     }
 
+    /// Connects when needed; a body (`version` given) goes out on a new
+    /// connection under `auto` only once its server has said it speaks
+    /// that version, asked under the same deadline.
     fn try_exchange(
         &mut self,
         method: &str,
         path: &str,
         body: &[u8],
+        version: Option<IlpVersion>,
         limit: Duration,
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + limit;
         if self.conn.is_none() {
             self.conn = Some(self.connect(deadline)?);
             self.connects += 1;
+            if let (Some(body_version), Protocol::Auto) = (version, self.conf.protocol) {
+                let settings = self.request("GET", "/settings", &[], deadline)?;
+                if settings.close {
+                    self.conn = None;
+                    return Err(
+                        adit_http::Failure::Io("the server closed after /settings".into()).into(),
+                    );
+                }
+                let server = version_in(&settings).map_err(adit_http::Failure::Io)?;
+                self.version_on = Some((self.connects, server));
+                if server != body_version {
+                    return Err(Failure::Version(server));
+                }
+            }
         }
-        self.head.clear();
-        let c = &self.conf;
-        write_head(
-            &mut self.head,
+        self.request(method, path, body, deadline)
+    }
+
+    /// One request on the open connection, and its whole answer.
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Answer, Failure> {
+        let request = Request {
             method,
             path,
-            &c.authority(),
-            c.authorization.as_deref(),
-            body.len(),
-        );
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(Failure::Io("no connection".into()));
+            host: &self.authority,
+            content_type: (method == "POST").then_some("text/plain; charset=utf-8"),
+            authorization: self.conf.authorization.as_deref(),
+            close: false,
         };
-        conn.set_deadline(deadline);
-        conn.write_all(&self.head)
-            .and_then(|()| conn.write_all(body))
-            // rustls buffers what it encrypts: out with it, under the limit.
-            .and_then(|()| conn.flush())
-            .map_err(|e| failure("sending", &e))?;
-        self.input.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(mut answer) = response::parse(&self.input).map_err(Failure::Io)? {
-                // Bytes beyond the answer belong to no request of ours: a
-                // connection that sent them is not reused.
-                answer.close |= answer.len < self.input.len();
-                return Ok(answer);
-            }
-            if self.input.len() > response::MAX_ANSWER {
-                return Err(Failure::Io("answer too large".into()));
-            }
-            let n = match conn.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if self.input.is_empty() => {
-                    return Err(failure("waiting for the answer", &e))
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(Failure::Io("timed out in the middle of the answer".into()))
-                }
-                Err(e) => return Err(Failure::Io(format!("reading the answer: {e}"))),
-            };
-            if n == 0 {
-                if self.input.is_empty() {
-                    return Err(Failure::ClosedIdle);
-                }
-                return response::parse_at_eof(&self.input).map_err(Failure::Io);
-            }
-            self.input.extend_from_slice(&chunk[..n]);
-        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(adit_http::Failure::Io("no connection".into()).into());
+        };
+        Ok(conn.request(&request, body, deadline)?)
     }
 
-    fn connect(&self, deadline: Instant) -> Result<Stream, Failure> {
-        let mut socket = Deadlined {
-            tcp: self.connect_tcp(deadline)?,
-            deadline,
-            armed: None,
-        };
-        let Some(trust) = &self.conf.tls else {
-            return Ok(Stream::Plain(socket));
-        };
+    fn connect(&self, deadline: Instant) -> Result<Connection, adit_http::Failure> {
         // Built per connection: a replaced CA file is read again, and a
         // missing one is a retried error, not a start-up failure.
-        let config: ClientConfig = match trust {
-            Trust::PublicRoots => adit_tls::client_config(None, None),
-            Trust::CaFile(path) => adit_tls::client_config_only(path),
-        }
-        .map_err(|e| Failure::Io(format!("TLS: {e}")))?;
-        let name = ServerName::try_from(self.conf.host.clone())
-            .map_err(|e| Failure::Io(format!("TLS name {:?}: {e}", self.conf.host)))?;
-        let mut conn = ClientConnection::new(Arc::new(config), name)
-            .map_err(|e| Failure::Io(format!("TLS: {e}")))?;
-        // The handshake now, under the time left, so that a refused
-        // certificate is reported as such (not as a failed send).
-        while conn.is_handshaking() {
-            conn.complete_io(&mut socket)
-                .map_err(|e| match failure("TLS handshake", &e) {
-                    Failure::ClosedIdle => Failure::Io("TLS handshake: the server closed".into()),
-                    f @ Failure::Io(_) => f,
-                })?;
-        }
-        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, socket))))
-    }
-
-    fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, Failure> {
-        let c = &self.conf;
-        let addrs: Vec<_> = (c.host.as_str(), c.port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::Io(format!("resolving: {e}")))?
-            .collect();
-        let mut last = format!("no address for {}", c.host);
-        for addr in addrs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(tcp) => {
-                    // The head and the body are two writes: never hold the
-                    // body's last segment back for an acknowledgement.
-                    tcp.set_nodelay(true)
-                        .map_err(|e| Failure::Io(e.to_string()))?;
-                    return Ok(tcp);
+        let tls = match &self.conf.tls {
+            None => None,
+            Some(trust) => Some(Arc::new(
+                match trust {
+                    Trust::PublicRoots => adit_tls::client_config(None, None),
+                    Trust::CaFile(path) => adit_tls::client_config_only(path),
                 }
-                Err(e) => last = format!("connecting to {addr}: {e}"),
-            }
-        }
-        Err(Failure::Io(last))
+                .map_err(|e| adit_http::Failure::Io(format!("TLS: {e}")))?,
+            )),
+        };
+        Connection::open(&self.conf.host, self.conf.port, tls, deadline)
     }
 }
 
-/// An I/O error before any byte of the answer: a closed connection is
-/// [`Failure::ClosedIdle`] (retried once when it was a reused one).
-fn failure(doing: &str, e: &std::io::Error) -> Failure {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof => {
-            Failure::ClosedIdle
-        }
-        K::WouldBlock | K::TimedOut => Failure::Io(format!("{doing}: timed out")),
-        _ => Failure::Io(format!("{doing}: {e}")),
-    }
-}
-
-fn write_head(
-    out: &mut Vec<u8>,
-    method: &str,
-    path: &str,
-    authority: &str,
-    authorization: Option<&str>,
-    body_len: usize,
-) {
-    let mut len = itoa::Buffer::new();
-    for part in [method, " ", path, " HTTP/1.1\r\nHost: ", authority, "\r\n"] {
-        out.extend_from_slice(part.as_bytes());
-    }
-    if method == "POST" {
-        for part in [
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
-            len.format(body_len),
-            "\r\n",
-        ] {
-            out.extend_from_slice(part.as_bytes());
-        }
-    }
-    if let Some(auth) = authorization {
-        for part in ["Authorization: ", auth, "\r\n"] {
-            out.extend_from_slice(part.as_bytes());
-        }
-    }
-    out.extend_from_slice(b"\r\n");
+/// The version to speak from a `/settings` answer: v2 when listed, v1 when
+/// not, or when the server has no such endpoint (404, as questdb-rs
+/// assumes).
+fn version_in(answer: &Answer) -> Result<IlpVersion, String> {
+    let listed = match answer.status {
+        404 => vec![1],
+        200..=299 => response::versions(&answer.body)?,
+        status => return Err(format!(
+            "could not detect the server's line protocol version: /settings answered HTTP {status}"
+        )),
+    };
+    Ok(if listed.contains(&2) {
+        IlpVersion::V2
+    } else {
+        IlpVersion::V1
+    })
 }
 
 #[cfg(test)]
@@ -414,7 +300,7 @@ mod tests {
         let mut http = IlpHttp::new(conf(port, 5000));
         for i in 0..3 {
             let body = format!("t v={i} 1\n");
-            http.write(body.as_bytes()).unwrap();
+            http.write(body.as_bytes(), IlpVersion::V1).unwrap();
             assert_eq!(bodies.recv().unwrap(), body.as_bytes());
             // Let the server's close arrive before the next request.
             std::thread::sleep(Duration::from_millis(50));
@@ -427,10 +313,13 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut http = IlpHttp::new(conf(port, 300));
         let started = Instant::now();
-        let result = http.write(b"t v=1 1\n");
+        let result = http.write(b"t v=1 1\n", IlpVersion::V1);
         let took = started.elapsed();
         println!("no answer: failed after {took:?} (limit 300 ms): {result:?}");
-        assert!(matches!(result, Err(SinkError::Retryable(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(Refused::Failed(SinkError::Retryable(_)))),
+            "{result:?}"
+        );
         assert!(took < Duration::from_secs(3), "{took:?}");
         drop(listener);
     }
@@ -444,31 +333,8 @@ mod tests {
             .port();
         let mut http = IlpHttp::new(conf(port, 1000));
         assert!(matches!(
-            http.write(b"t v=1 1\n"),
-            Err(SinkError::Retryable(_))
+            http.write(b"t v=1 1\n", IlpVersion::V1),
+            Err(Refused::Failed(SinkError::Retryable(_)))
         ));
-    }
-
-    #[test]
-    fn request_heads() {
-        let mut h = Vec::new();
-        write_head(
-            &mut h,
-            "POST",
-            "/write?precision=n",
-            "db:9000",
-            Some("Bearer x"),
-            42,
-        );
-        assert_eq!(
-            String::from_utf8(h).unwrap(),
-            "POST /write?precision=n HTTP/1.1\r\nHost: db:9000\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 42\r\nAuthorization: Bearer x\r\n\r\n"
-        );
-        let mut h = Vec::new();
-        write_head(&mut h, "GET", "/settings", "db:9000", None, 0);
-        assert_eq!(
-            String::from_utf8(h).unwrap(),
-            "GET /settings HTTP/1.1\r\nHost: db:9000\r\n\r\n"
-        );
     }
 }

@@ -41,7 +41,8 @@
 //! Errors: only a rejection that is certainly about the data is permanent
 //! (the batch is quarantined by the sink stage): a row that cannot be
 //! encoded, or QuestDB's answer to a bad row (HTTP 400 with a JSON body that
-//! names the line, `code: invalid`; [`response::classify`] for adit's
+//! names the line, `code: invalid`: one rule, [`response::names_bad_row`],
+//! whatever the `Content-Type`; [`response::classify`] applies it for adit's
 //! writer, [`is_data_rejection`] for questdb-rs's; a 500 that names a line,
 //! such as a full disk on the database host, is `code: internal error` and
 //! is retried). Everything else is retried for as long as the spool holds
@@ -50,8 +51,11 @@
 //! buffer limits. A batch is flushed in requests of at most
 //! [`FLUSH_BYTES`], far below the default `max_buf_size` (100 MiB), so a
 //! backlog never makes a request too large to send; adit's writer keeps
-//! requests under a smaller `max_buf_size` from the start, and with
-//! questdb-rs the request size is quartered at each refusal until it fits.
+//! requests under a smaller `max_buf_size` from the start and, after an
+//! HTTP 413 (a proxy's body limit: nginx's default is 1 MiB), sends the
+//! rest in requests a quarter of the refused one's size; with questdb-rs
+//! the request size is quartered at each refusal of its own `max_buf_size`
+//! until it fits (a proxy's 413 there is retried as it is).
 
 pub mod conf;
 pub mod http;
@@ -66,8 +70,7 @@ use adit_core::{PointRegistry, Reading, Reason, Value};
 use adit_pipeline::{Sink, SinkError};
 use questdb::ingress::{Buffer, ColumnName, ProtocolVersion, Sender, TableName, TimestampMicros};
 
-use crate::conf::Protocol;
-use crate::http::IlpHttp;
+use crate::http::{IlpHttp, Refused};
 use crate::ilp::{IlpVersion, RowBuffer};
 use questdb::ErrorCode;
 
@@ -108,7 +111,6 @@ impl QuestDbSink {
             flush_bytes: FLUSH_BYTES.min(http.max_buf_size),
             http: IlpHttp::new(http),
             rows: None,
-            asked_on: 0,
         });
         Self {
             conf,
@@ -125,55 +127,41 @@ impl QuestDbSink {
 /// adit's ILP/HTTP writer and its request body.
 struct OwnWriter {
     http: IlpHttp,
-    /// Made once the protocol version is known.
+    /// The request body, kept between batches (its capacity too); made
+    /// anew only when the version to speak changes.
     rows: Option<RowBuffer>,
-    /// The connection the version was asked on (`protocol_version=auto`
-    /// asks again on each new one: the server may have been replaced).
-    asked_on: u64,
+    /// Request size in force: at most `max_buf_size`, lowered after an
+    /// HTTP 413 to a quarter of the refused request.
     flush_bytes: usize,
 }
 
+/// Smallest request size a 413 lowers `flush_bytes` to.
+const MIN_FLUSH_BYTES: usize = 4096;
+
+/// How many times one request is encoded again because each new
+/// connection's server spoke another version (a load balancer in front of
+/// databases of mixed versions) before the batch is retried later.
+const MAX_REENCODES: u32 = 3;
+
+/// The body for `version`, reused when it already speaks it.
+fn body_for<'a>(
+    slot: &'a mut Option<RowBuffer>,
+    version: IlpVersion,
+    table: &str,
+) -> &'a mut RowBuffer {
+    let rows = match slot.take() {
+        Some(rows) if rows.version() == version => rows,
+        _ => RowBuffer::new(version, table),
+    };
+    slot.insert(rows)
+}
+
 impl OwnWriter {
-    /// The request body, in the version the server speaks.
-    fn rows(&mut self, table: &str) -> Result<&mut RowBuffer, SinkError> {
-        self.ensure_rows(table)?;
-        self.rows
-            .as_mut()
-            .ok_or_else(|| SinkError::Retryable("no request body".into()))
-    }
-
-    /// Makes the request body once the version is known (asked again on a
-    /// new connection under `protocol_version=auto`).
-    fn ensure_rows(&mut self, table: &str) -> Result<(), SinkError> {
-        let auto = self.http.conf().protocol == Protocol::Auto;
-        if auto && self.asked_on != self.http.connects() {
-            self.rows = None;
-        }
-        if self.rows.is_none() {
-            let version = match self.http.conf().protocol {
-                Protocol::Fixed(v) => v,
-                Protocol::Auto => {
-                    if self.http.server_versions()?.contains(&2) {
-                        IlpVersion::V2
-                    } else {
-                        IlpVersion::V1
-                    }
-                }
-            };
-            self.rows = Some(RowBuffer::new(version, table));
-            self.asked_on = self.http.connects();
-        }
-        Ok(())
-    }
-
-    /// Passes a request's outcome on; after a failure, the next request
-    /// starts on a fresh connection and asks the version again.
-    fn settle(&mut self, sent: Result<(), SinkError>) -> Result<(), SinkError> {
-        if sent.is_err() {
-            self.http.disconnect();
-            self.rows = None;
-        }
-        sent
+    /// After a failure, the next request starts on a fresh connection (and
+    /// under `auto` asks the version again).
+    fn fail(&mut self, e: SinkError) -> SinkError {
+        self.http.disconnect();
+        e
     }
 
     fn write(
@@ -183,23 +171,46 @@ impl OwnWriter {
         readings: &[Reading],
     ) -> Result<u64, SinkError> {
         TableName::new(table).map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
-        let flush_bytes = self.flush_bytes;
-        let (mut done, mut sent_rows) = (0, 0);
+        let (mut done, mut sent_rows, mut reencodes) = (0, 0, 0);
         while done < readings.len() {
-            self.ensure_rows(table)?;
-            let Some(rows) = self.rows.as_mut() else {
-                return Err(SinkError::Retryable("no request body".into()));
-            };
+            let version = self.http.version()?;
+            let rows = body_for(&mut self.rows, version, table);
             rows.clear();
-            done += rows
-                .encode_up_to(registry, &readings[done..], flush_bytes)
+            let taken = rows
+                .encode_up_to(registry, &readings[done..], self.flush_bytes)
                 .map_err(|e| SinkError::Permanent(format!("encode: {e}")))?;
             if rows.rows() == 0 {
+                done += taken;
                 continue;
             }
-            sent_rows += rows.rows() as u64;
-            let sent = self.http.write(rows.as_bytes());
-            self.settle(sent)?;
+            match self.http.write(rows.as_bytes(), version) {
+                Ok(()) => {
+                    done += taken;
+                    sent_rows += rows.rows() as u64;
+                }
+                Err(Refused::Version(now)) if reencodes < MAX_REENCODES => {
+                    reencodes += 1;
+                    tracing::info!(
+                        sink = "questdb",
+                        from = ?version,
+                        to = ?now,
+                        "the database now speaks another line protocol version: encoding again"
+                    );
+                }
+                Err(Refused::TooLarge(e)) if self.flush_bytes > MIN_FLUSH_BYTES => {
+                    let refused = rows.len();
+                    self.flush_bytes = (refused / 4).clamp(MIN_FLUSH_BYTES, self.flush_bytes);
+                    tracing::warn!(
+                        sink = "questdb",
+                        refused_bytes = refused,
+                        now_bytes = self.flush_bytes,
+                        error = %e,
+                        "a request was refused as too large (HTTP 413, often a proxy's body \
+                         limit): sending smaller ones"
+                    );
+                }
+                Err(refused) => return Err(self.fail(refused.into())),
+            }
         }
         // Rows accepted (a reading of a point the registry lacks has no row).
         Ok(sent_rows)
@@ -210,15 +221,23 @@ impl OwnWriter {
         table: &str,
         alerts: &[adit_spool::AlertRecord],
     ) -> Result<(), SinkError> {
-        let version = match self.rows(table)?.version() {
-            IlpVersion::V1 => ProtocolVersion::V1,
-            IlpVersion::V2 => ProtocolVersion::V2,
-        };
-        let mut buffer = Buffer::new(version);
-        encode_alerts(&mut buffer, alerts)
-            .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
-        let sent = self.http.write(buffer.as_bytes());
-        self.settle(sent)
+        let mut reencodes = 0;
+        loop {
+            let version = self.http.version()?;
+            // The rows' body is made here too, so it is ready for readings.
+            body_for(&mut self.rows, version, table);
+            let mut buffer = Buffer::new(match version {
+                IlpVersion::V1 => ProtocolVersion::V1,
+                IlpVersion::V2 => ProtocolVersion::V2,
+            });
+            encode_alerts(&mut buffer, alerts)
+                .map_err(|e| SinkError::Permanent(format!("encode: {}", e.msg())))?;
+            match self.http.write(buffer.as_bytes(), version) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Version(_)) if reencodes < MAX_REENCODES => reencodes += 1,
+                Err(refused) => return Err(self.fail(refused.into())),
+            }
+        }
     }
 }
 
@@ -320,14 +339,15 @@ pub fn encode_alerts(
     Ok(())
 }
 
-/// Whether a failed flush is certainly about the data (see the crate docs):
-/// QuestDB's 400 answer to a bad row has `code: invalid` and the line. Its
-/// 500 answers (disk full, a column file it cannot map) carry a line too,
-/// with `code: internal error`: those are the database's trouble, retried.
+/// Whether a failed questdb-rs flush is certainly about the data: the rule
+/// of adit's own writer, [`response::names_bad_row`], applied to what
+/// questdb-rs kept of the answer (it does not keep the status).
 ///
 /// QuestDB answers with `Content-Type: application/json; charset=utf-8`,
 /// which questdb-rs 7.2.1 does not take for JSON (it compares the whole
-/// header): its message is then the raw body, read here the same way.
+/// header): its message is then the raw body, parsed here. When it did
+/// take the body for JSON, the message is its own rendering of the same
+/// fields (`… [id: …, code: invalid, line: 3]`).
 pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
     if code != ErrorCode::ServerFlushError {
         return false;
@@ -337,10 +357,7 @@ pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
     }
     msg.strip_prefix("Could not flush buffer: ")
         .and_then(|body| serde_json::from_str::<serde_json::Value>(body.trim()).ok())
-        .is_some_and(|json| {
-            json.get("code").and_then(serde_json::Value::as_str) == Some("invalid")
-                && json.get("line").is_some_and(serde_json::Value::is_i64)
-        })
+        .is_some_and(|json| response::names_bad_row(&json))
 }
 
 /// questdb-rs refused a request as larger than its `max_buf_size`.
@@ -756,6 +773,122 @@ mod tests {
             encode_rows(&mut expected, "readings", &registry(), &[r]).unwrap();
             assert_eq!(body, expected.as_bytes(), "v2 listed: {v2}");
         }
+    }
+
+    const LISTS_V1_AND_V2: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 54\r\n\r\n{\"config\":{\"line.proto.support.versions\":[1,2],\"x\":1}}";
+    const LISTS_V1: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n{\"config\":{\"line.proto.support.versions\":[1],\"x\":1}}";
+    const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
+
+    /// The exact bytes (v2's binary doubles are not text).
+    fn raw(version: ProtocolVersion, readings: &[Reading]) -> Vec<u8> {
+        let mut b = Buffer::new(version);
+        encode_rows(&mut b, "readings", &registry(), readings).unwrap();
+        b.as_bytes().to_vec()
+    }
+
+    fn next(requests: &std::sync::mpsc::Receiver<(String, Vec<u8>)>) -> (String, Vec<u8>) {
+        requests
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_database_replaced_while_the_connection_was_idle_gets_its_own_version() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Two requests per connection, then the server closes it (as after
+        // its idle timeout); the first `/settings` lists v1 and v2, every
+        // later one only v1: the database was replaced by an older one.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let (port, requests) = crate::test_server::serve(2, move |request| {
+            if !request.starts_with("GET /settings") {
+                NO_CONTENT
+            } else if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                LISTS_V1_AND_V2
+            } else {
+                LISTS_V1
+            }
+        });
+        let mut sink = QuestDbSink::new(
+            Conf(format!("http::addr=127.0.0.1:{port};")),
+            "readings".into(),
+            Arc::new(registry()),
+        );
+        let first = reading(Some(Value::F64(0.1)), Quality::Good, 1_700_000_000_000_000);
+        let second = reading(Some(Value::F64(0.2)), Quality::Good, 1_700_000_001_000_000);
+        assert_eq!(sink.write(std::slice::from_ref(&first)).unwrap(), 1);
+        // Let the server's close arrive before the next batch.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(sink.write(std::slice::from_ref(&second)).unwrap(), 1);
+        let seen: Vec<_> = (0..4).map(|_| next(&requests)).collect();
+        let lines: Vec<&str> = seen.iter().map(|(line, _)| line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /settings HTTP/1.1",
+                "POST /write?precision=n HTTP/1.1",
+                "GET /settings HTTP/1.1",
+                "POST /write?precision=n HTTP/1.1"
+            ]
+        );
+        assert_eq!(seen[1].1, raw(ProtocolVersion::V2, &[first]));
+        assert_eq!(
+            seen[3].1,
+            raw(ProtocolVersion::V1, &[second]),
+            "the replaced database got a body in its own version"
+        );
+        assert!(requests.try_recv().is_err(), "no other request was sent");
+    }
+
+    #[test]
+    fn a_request_refused_as_too_large_goes_again_in_smaller_ones_nothing_lost_or_doubled() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let posts = Arc::new(AtomicUsize::new(0));
+        let counter = posts.clone();
+        let (port, requests) = crate::test_server::serve(usize::MAX, move |_| {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                NO_CONTENT
+            }
+        });
+        let mut sink = QuestDbSink::new(
+            Conf(format!("http::addr=127.0.0.1:{port};protocol_version=1;")),
+            "readings".into(),
+            Arc::new(registry()),
+        );
+        let readings: Vec<Reading> = (0..1000)
+            .map(|i| {
+                reading(
+                    Some(Value::F64(f64::from(i))),
+                    Quality::Good,
+                    1_700_000_000_000_000 + i64::from(i),
+                )
+            })
+            .collect();
+        assert_eq!(sink.write(&readings).unwrap(), 1000);
+        let whole = raw(ProtocolVersion::V1, &readings);
+        let (_, refused) = next(&requests);
+        assert_eq!(refused, whole);
+        let (mut again, mut largest, mut count) = (Vec::new(), 0, 0);
+        while again.len() < whole.len() {
+            let (_, body) = next(&requests);
+            largest = largest.max(body.len());
+            again.extend_from_slice(&body);
+            count += 1;
+        }
+        println!(
+            "HTTP 413 on {} bytes: sent again in {count} requests of at most {largest} bytes",
+            whole.len()
+        );
+        assert_eq!(again, whole, "every row once, in order");
+        assert!(
+            count > 1 && largest < whole.len() / 4 + 400,
+            "{count}, {largest}"
+        );
+        // The smaller size stays in force for the next batch.
+        assert_eq!(sink.write(&readings[..10]).unwrap(), 10);
+        assert_eq!(next(&requests).1, raw(ProtocolVersion::V1, &readings[..10]));
     }
 
     #[test]

@@ -1,202 +1,23 @@
-//! HTTP/1.1 answers, parsed from bytes (pure): status, framing
-//! (`Content-Length`, chunked, or until the server closes), and what an
-//! ILP server's answer means for the batch.
+//! What an ILP server's answer means for a batch (pure): QuestDB's bad-row
+//! rejection, retried failures, and the versions `/settings` lists.
 
+use adit_http::{truncate, Answer};
 use adit_pipeline::SinkError;
 
-/// Largest answer read (head and body); a larger one drops the connection.
-pub const MAX_ANSWER: usize = 1 << 20;
-
-/// A whole answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Vec<u8>,
-    /// The server will close the connection (or already did).
-    pub close: bool,
-    pub json: bool,
-    /// Bytes the answer took, head and body.
-    pub len: usize,
+/// The one rule, for both writers, that an ILP server's error body is
+/// about the data: QuestDB's answer to a bad row has `code: invalid` and
+/// the line it names. Its 500 answers (disk full, a column file it cannot
+/// map) name a line too, with `code: internal error`: the database's
+/// trouble, retried. The body is read whatever its `Content-Type` says
+/// (questdb-rs's errors do not carry the header).
+pub fn names_bad_row(json: &serde_json::Value) -> bool {
+    json.get("code").and_then(serde_json::Value::as_str) == Some("invalid")
+        && json.get("line").is_some_and(serde_json::Value::is_i64)
 }
 
-struct Head {
-    status: u16,
-    len: usize,
-    content_length: Option<usize>,
-    chunked: bool,
-    close: bool,
-    json: bool,
-}
-
-/// `Ok(None)` while more bytes are needed. Interim answers (`100
-/// Continue`, `103 Early Hints`, from a proxy) are skipped.
-pub fn parse(all: &[u8]) -> Result<Option<Answer>, String> {
-    let mut skipped = 0;
-    let head = loop {
-        let Some(head) = head(&all[skipped..])? else {
-            return Ok(None);
-        };
-        if head.status >= 200 {
-            break head;
-        }
-        skipped += head.len;
-    };
-    let buf = &all[skipped..];
-    let rest = &buf[head.len..];
-    let (body, body_len) = if matches!(head.status, 204 | 304) {
-        (Vec::new(), 0)
-    } else if head.chunked {
-        match dechunk(rest)? {
-            Some(whole) => whole,
-            None => return Ok(None),
-        }
-    } else if let Some(n) = head.content_length {
-        if n > MAX_ANSWER {
-            return Err(format!("answer body of {n} bytes"));
-        }
-        match rest.get(..n) {
-            Some(body) => (body.to_vec(), n),
-            None => return Ok(None),
-        }
-    } else {
-        // Delimited by the server closing the connection.
-        return Ok(None);
-    };
-    Ok(Some(Answer {
-        status: head.status,
-        body,
-        close: head.close,
-        json: head.json,
-        len: skipped + head.len + body_len,
-    }))
-}
-
-/// The answer when the server closed the connection after `buf`.
-pub fn parse_at_eof(all: &[u8]) -> Result<Answer, String> {
-    if let Some(mut answer) = parse(all)? {
-        answer.close = true;
-        return Ok(answer);
-    }
-    let mut buf = all;
-    while let Some(h) = head(buf)?.filter(|h| h.status < 200) {
-        buf = &buf[h.len..];
-    }
-    match head(buf)? {
-        Some(h) if h.content_length.is_none() && !h.chunked => Ok(Answer {
-            status: h.status,
-            body: buf[h.len..].to_vec(),
-            close: true,
-            json: h.json,
-            len: buf.len(),
-        }),
-        _ => Err("connection closed in the middle of the answer".into()),
-    }
-}
-
-fn head(buf: &[u8]) -> Result<Option<Head>, String> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        if buf.len() > 16 * 1024 {
-            return Err("answer head longer than 16 KiB".into());
-        }
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "answer head is not UTF-8")?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut words = status_line.split(' ');
-    let version = words.next().unwrap_or_default();
-    let status: u16 = words
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..600).contains(s) && *s != 101)
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", truncate(status_line)))?;
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1 answer: {:?}", truncate(status_line)));
-    }
-    let mut head = Head {
-        status,
-        len: end + 4,
-        content_length: None,
-        chunked: false,
-        close: version == "HTTP/1.0",
-        json: false,
-    };
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = Some(
-                value
-                    .parse()
-                    .map_err(|_| format!("bad Content-Length {:?}", truncate(value)))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("connection") {
-            let value = value.to_ascii_lowercase();
-            if value.contains("close") {
-                head.close = true;
-            } else if value.contains("keep-alive") {
-                head.close = false;
-            }
-        } else if name.eq_ignore_ascii_case("content-type") {
-            head.json = value.to_ascii_lowercase().starts_with("application/json");
-        }
-    }
-    Ok(Some(head))
-}
-
-/// A chunked body, decoded, and the bytes it took; `None` while incomplete.
-fn dechunk(all: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
-    let mut rest = all;
-    let mut body = Vec::new();
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {:?}", truncate(size_text)))?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            // Trailers, up to an empty line.
-            loop {
-                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                if eol == 0 {
-                    return Ok(Some((body, all.len() - rest.len() + 2)));
-                }
-                rest = &rest[eol + 2..];
-            }
-        }
-        if size > MAX_ANSWER - body.len() {
-            return Err("chunked answer too large".into());
-        }
-        let Some(data) = rest.get(..size + 2) else {
-            return Ok(None);
-        };
-        if &data[size..] != b"\r\n" {
-            return Err("chunk not followed by CRLF".into());
-        }
-        body.extend_from_slice(&data[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// What a non-2xx answer to an ILP write means. Only QuestDB's answer to a
-/// bad row (`code: invalid` with the line) is permanent: the batch is
-/// quarantined; everything else is retried (see the crate docs).
+/// What a non-2xx answer to an ILP write means. Only QuestDB's 400 answer
+/// to a bad row ([`names_bad_row`]) is permanent: the batch is quarantined;
+/// everything else is retried (see the crate docs).
 pub fn classify(answer: &Answer) -> SinkError {
     let text = String::from_utf8_lossy(&answer.body);
     let text = truncate(text.trim());
@@ -214,21 +35,16 @@ pub fn classify(answer: &Answer) -> SinkError {
         }
         _ => {}
     }
-    let json: Option<serde_json::Value> = answer
-        .json
-        .then(|| serde_json::from_slice(&answer.body).ok())
-        .flatten();
-    let Some(message) = json
-        .as_ref()
-        .and_then(|j| j.get("message"))
-        .and_then(serde_json::Value::as_str)
-    else {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
         return SinkError::Retryable(format!(
             "Could not flush buffer: HTTP {}: {text}",
             answer.status
         ));
     };
-    let field = |name: &str| json.as_ref().and_then(|j| j.get(name));
+    let field = |name: &str| json.get(name);
+    let message = field("message")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(text);
     let mut details = Vec::new();
     if let Some(id) = field("errorId").and_then(serde_json::Value::as_str) {
         details.push(format!("id: {id}"));
@@ -246,7 +62,7 @@ pub fn classify(answer: &Answer) -> SinkError {
     } else {
         format!("Could not flush buffer: {message} [{}]", details.join(", "))
     };
-    if answer.status == 400 && code == Some("invalid") && line.is_some() {
+    if answer.status == 400 && names_bad_row(&json) {
         SinkError::Permanent(msg)
     } else {
         SinkError::Retryable(msg)
@@ -279,87 +95,11 @@ pub fn versions(body: &[u8]) -> Result<Vec<u64>, String> {
 mod tests {
     use super::*;
 
-    fn whole(text: &str) -> Answer {
-        let bytes = text.as_bytes();
-        for cut in 0..bytes.len() {
-            assert_eq!(
-                parse(&bytes[..cut]).ok().flatten(),
-                None,
-                "complete after {cut} bytes of {text:?}"
-            );
-        }
-        parse(bytes).unwrap().unwrap()
-    }
-
-    #[test]
-    fn framing() {
-        let a = whole("HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n");
-        assert_eq!(
-            (a.status, a.body.len(), a.close, a.len),
-            (204, 0, false, 36)
-        );
-        let a = whole("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello");
-        assert_eq!(
-            (a.status, a.body.as_slice(), a.json),
-            (400, &b"hello"[..], true)
-        );
-        let a = whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nT: 1\r\n\r\n");
-        assert_eq!((a.body.as_slice(), a.close), (&b"Wikipedia"[..], true));
-        let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
-        let mut more = text.as_bytes().to_vec();
-        more.extend_from_slice(b"HTTP/1.1 204");
-        assert_eq!(
-            parse(&more).unwrap().unwrap().len,
-            text.len(),
-            "bytes after the answer are not its own"
-        );
-        let text = "HTTP/1.1 400 Bad\r\nContent-Length: 2\r\n\r\nab";
-        assert_eq!(
-            parse(format!("{text}cd").as_bytes()).unwrap().unwrap().len,
-            text.len()
-        );
-        let a = whole("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert!(a.close, "HTTP/1.0 closes");
-        // Until the server closes.
-        let bytes = b"HTTP/1.1 500 Oops\r\n\r\npartial";
-        assert_eq!(parse(bytes).unwrap(), None);
-        let a = parse_at_eof(bytes).unwrap();
-        assert_eq!(
-            (a.status, a.body.as_slice(), a.close),
-            (500, &b"partial"[..], true)
-        );
-        assert!(parse_at_eof(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
-        for bad in [
-            "SSH-2.0-OpenSSH\r\n\r\n",
-            "HTTP/1.1 2000 OK\r\n\r\n",
-            "HTTP/2 200\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
-        ] {
-            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
-        }
-        assert!(parse(&vec![b'x'; 20_000]).is_err(), "endless head");
-        // A proxy's interim answers come before the real one.
-        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
-        let a = whole(text);
-        assert_eq!((a.status, a.len), (204, text.len()));
-        assert!(parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
-        // A chunk size near usize::MAX is refused, not added up.
-        for size in ["ffffffffffffffff", "fffffffffffffffe", "100001"] {
-            let text = format!(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n{size}\r\nab"
-            );
-            assert!(parse(text.as_bytes()).is_err(), "{size}");
-        }
-    }
-
-    fn answer(status: u16, json: bool, body: &str) -> Answer {
+    fn answer(status: u16, body: &str) -> Answer {
         Answer {
             status,
             body: body.as_bytes().to_vec(),
             close: false,
-            json,
             len: 0,
         }
     }
@@ -368,7 +108,6 @@ mod tests {
     fn only_a_rejected_row_is_permanent() {
         let rejected = classify(&answer(
             400,
-            true,
             r#"{"code":"invalid","message":"cast error for line protocol float","line":3,"errorId":"5c2d"}"#,
         ));
         match rejected {
@@ -378,19 +117,28 @@ mod tests {
             ),
             other @ SinkError::Retryable(_) => panic!("{other:?}"),
         }
+        // The same rule as questdb-rs's path: the body decides, whatever
+        // its Content-Type (or whether it has a message).
+        for body in [
+            r#"{"code":"invalid","message":"x","line":1}"#,
+            r#"{"code":"invalid","line":7}"#,
+        ] {
+            let a = answer(400, body);
+            assert!(matches!(classify(&a), SinkError::Permanent(_)), "{a:?}");
+        }
         for a in [
-            answer(500, true, r#"{"code":"invalid","message":"odd","line":1}"#),
+            answer(500, r#"{"code":"invalid","message":"odd","line":1}"#),
             answer(
                 500,
-                true,
                 r#"{"code":"internal error","message":"could not open","line":1}"#,
             ),
-            answer(400, true, r#"{"code":"invalid","message":"no line"}"#),
-            answer(400, false, r#"{"code":"invalid","message":"x","line":1}"#),
-            answer(503, false, "<html>503</html>"),
-            answer(404, false, ""),
-            answer(401, false, "bad token"),
-            answer(413, false, ""),
+            answer(400, r#"{"code":"invalid","message":"no line"}"#),
+            answer(400, r#"{"code":"invalid","message":"x","line":"1"}"#),
+            answer(400, r#"{"code":"invalid","message":"x","line":1"#),
+            answer(503, "<html>503</html>"),
+            answer(404, ""),
+            answer(401, "bad token"),
+            answer(413, ""),
         ] {
             assert!(matches!(classify(&a), SinkError::Retryable(_)), "{a:?}");
         }

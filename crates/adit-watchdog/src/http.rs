@@ -1,19 +1,17 @@
-//! A minimal HTTP/1.1 POST for alert receivers, over `http://` or `https://`
-//! (rustls with the ring provider, the build questdb-rs already uses).
+//! An HTTP/1.1 POST for alert receivers, over `http://` or `https://`,
+//! through adit's one blocking client (`adit-http`: rustls with ring).
 //!
 //! Invariants: every request has one overall time limit (connect, TLS
-//! handshake, write, read); a certificate is checked against the Mozilla
-//! roots plus an optional site CA file; only a 2xx answer counts as
-//! delivered.
+//! handshake, every write and read); a certificate is checked against the
+//! Mozilla roots plus an optional site CA file; only a whole 2xx answer
+//! counts as delivered.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use adit_http::{Connection, Request};
+use rustls::ClientConfig;
 
 /// Posts JSON to alert receivers; cheap to clone.
 #[derive(Clone)]
@@ -82,55 +80,30 @@ fn post_blocking(
     limit: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    let addr = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address for {}", t.host))?;
-    let stream = TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("{url}: {e}"))?;
-    stream
-        .set_read_timeout(Some(left()))
-        .and_then(|()| stream.set_write_timeout(Some(left())))
-        .map_err(|e| e.to_string())?;
-    let host_header = if (t.tls && t.port == 443) || (!t.tls && t.port == 80) {
+    let fail = |e: adit_http::Failure| format!("{url}: {e}");
+    let mut conn =
+        Connection::open(&t.host, t.port, t.tls.then(|| tls.clone()), deadline).map_err(fail)?;
+    let default_port = if t.tls { 443 } else { 80 };
+    let host = if t.port == default_port && !t.host.contains(':') {
         t.host.clone()
     } else {
-        format!("{}:{}", t.host, t.port)
+        adit_core::url::host_port(&t.host, t.port)
     };
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        t.path,
-        body.len()
-    );
-    let mut head = [0u8; 64];
-    let n = if t.tls {
-        let name = ServerName::try_from(t.host.clone()).map_err(|e| format!("{url}: {e}"))?;
-        let conn = ClientConnection::new(tls.clone(), name).map_err(|e| format!("{url}: {e}"))?;
-        let mut s = StreamOwned::new(conn, stream);
-        s.write_all(request.as_bytes())
-            .and_then(|()| s.flush())
-            .map_err(|e| format!("{url}: {e}"))?;
-        s.read(&mut head).map_err(|e| format!("{url}: {e}"))?
-    } else {
-        let mut s = stream;
-        s.write_all(request.as_bytes())
-            .map_err(|e| format!("{url}: {e}"))?;
-        s.read(&mut head).map_err(|e| format!("{url}: {e}"))?
+    let request = Request {
+        method: "POST",
+        path: &t.path,
+        host: &host,
+        content_type: Some("application/json"),
+        authorization: None,
+        close: true,
     };
-    let status = String::from_utf8_lossy(&head[..n])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    if (200..300).contains(&status) {
+    let answer = conn
+        .request(&request, body.as_bytes(), deadline)
+        .map_err(fail)?;
+    if (200..300).contains(&answer.status) {
         Ok(())
     } else {
-        Err(format!("{url}: HTTP {status}"))
+        Err(format!("{url}: HTTP {}", answer.status))
     }
 }
 
