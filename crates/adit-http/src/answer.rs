@@ -3,10 +3,14 @@
 //! skipped.
 //!
 //! Invariants: an answer is complete or `Ok(None)` (more bytes needed);
-//! nothing in it can make the parser allocate beyond [`MAX_ANSWER`].
+//! nothing in it can make the parser allocate beyond [`MAX_ANSWER`] and
+//! [`MAX_HEAD`].
 
-/// Largest answer read (head and body); a larger one drops the connection.
+/// Largest answer body read; a larger one drops the connection.
 pub const MAX_ANSWER: usize = 1 << 20;
+
+/// Largest answer head read.
+pub const MAX_HEAD: usize = 16 * 1024;
 
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +96,7 @@ pub fn parse_at_eof(all: &[u8]) -> Result<Answer, String> {
 
 fn head(buf: &[u8]) -> Result<Option<Head>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        if buf.len() > 16 * 1024 {
+        if buf.len() > MAX_HEAD {
             return Err("answer head longer than 16 KiB".into());
         }
         return Ok(None);

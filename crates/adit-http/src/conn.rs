@@ -44,7 +44,7 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The `Host` header: `host:port`, IPv6 in brackets.
     pub host: &'a str,
-    /// Sent with the body's length when given.
+    /// The body's type (its length is sent for every POST and every body).
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
     /// Ask the server to close the connection after its answer.
@@ -216,13 +216,19 @@ impl Connection {
                 answer.close |= answer.len < self.input.len();
                 return Ok(answer);
             }
-            if self.input.len() > answer::MAX_ANSWER {
+            if self.input.len() > answer::MAX_ANSWER + answer::MAX_HEAD {
                 return Err(Failure::Io("answer too large".into()));
             }
             let n = match conn.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if self.input.is_empty() => {
                     return Err(failure("waiting for the answer", &e))
+                }
+                // A TLS peer that closed without `close_notify`: the answer
+                // ends here, as at a plain end of stream (taken only when
+                // its framing says it is whole, or ends at the close).
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                    return answer::parse_at_eof(&self.input).map_err(Failure::Io)
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return Err(Failure::Io("timed out in the middle of the answer".into()))
@@ -292,13 +298,12 @@ fn write_head(out: &mut Vec<u8>, req: &Request<'_>, body_len: usize) {
         out.extend_from_slice(part.as_bytes());
     }
     if let Some(kind) = req.content_type {
-        for part in [
-            "Content-Type: ",
-            kind,
-            "\r\nContent-Length: ",
-            len.format(body_len),
-            "\r\n",
-        ] {
+        for part in ["Content-Type: ", kind, "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    if body_len > 0 || req.method == "POST" {
+        for part in ["Content-Length: ", len.format(body_len), "\r\n"] {
             out.extend_from_slice(part.as_bytes());
         }
     }

@@ -9,7 +9,9 @@
 //! and write end by it; a response is read whole, or the connection is
 //! dropped, so the next request never reads a stale answer; a reused
 //! connection the server closed while idle is retried once on a fresh one
-//! (nothing of the response arrived, so nothing was decided); any other
+//! (no byte of an answer arrived: almost always the server's idle close;
+//! if it had stored the body before closing, the DEDUP keys absorb the
+//! second copy); any other
 //! failure drops the connection and is returned, and the sink stage
 //! retries. Name resolution happens on connect only, not per request
 //! (bounded by the system resolver's own timeouts, not by
@@ -22,7 +24,12 @@
 //! encoded for another version is not sent: the caller is told to encode it
 //! again ([`Refused::Version`]). So a database replaced by one that speaks
 //! only v1 never receives a v2 body (which it would refuse as bad rows, and
-//! the batch would be quarantined).
+//! the batch would be quarantined). A server that closes after every
+//! answer gets its body on the next connection, in the version it just
+//! listed. Behind a load balancer a kept-alive connection can outlive the
+//! database it reached: a bad-row rejection under `auto` asks `/settings`
+//! again before it counts, and a changed version means encode again, not
+//! quarantine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +49,9 @@ pub struct IlpHttp {
     conn: Option<Connection>,
     /// Connections opened so far.
     connects: u64,
-    /// The version the server speaks, and on which connection (by
-    /// `connects`) it said so: valid while that connection is open.
+    /// The version the server speaks, and for which connection (by
+    /// `connects`): the open one, or the next one when the server closed
+    /// right after listing it.
     version_on: Option<(u64, IlpVersion)>,
 }
 
@@ -117,8 +125,45 @@ impl IlpHttp {
         match answer.status {
             200..=299 => Ok(()),
             413 => Err(Refused::TooLarge(response::classify(&answer))),
-            _ => Err(Refused::Failed(response::classify(&answer))),
+            _ => {
+                let verdict = response::classify(&answer);
+                if matches!(verdict, SinkError::Permanent(_))
+                    && self.conf.protocol == Protocol::Auto
+                {
+                    // Bad rows, or a database behind a proxy replaced by
+                    // one that speaks another version? Asked before the
+                    // batch is quarantined (when the asking fails, the
+                    // rejection stands).
+                    self.version_on = None;
+                    if let Ok(now) = self.version() {
+                        if now != version {
+                            return Err(Refused::Version(now));
+                        }
+                    }
+                }
+                Err(Refused::Failed(verdict))
+            }
         }
+    }
+
+    /// The version known for the open connection, or for the next one.
+    fn known_version(&self) -> Option<IlpVersion> {
+        let (on, v) = self.version_on?;
+        let open = self.conn.is_some() && on == self.connects;
+        let next = self.conn.is_none() && on == self.connects + 1;
+        (open || next).then_some(v)
+    }
+
+    /// Records what a `/settings` answer on the current connection says.
+    fn learn_version(&mut self, settings: &Answer) -> Result<IlpVersion, String> {
+        let v = version_in(settings)?;
+        let on = if settings.close {
+            self.connects + 1
+        } else {
+            self.connects
+        };
+        self.version_on = Some((on, v));
+        Ok(v)
     }
 
     /// The version to encode in: the configured one, or under `auto` the
@@ -128,15 +173,11 @@ impl IlpHttp {
         if let Protocol::Fixed(v) = self.conf.protocol {
             return Ok(v);
         }
-        if let Some((on, v)) = self.version_on {
-            if self.conn.is_some() && on == self.connects {
-                return Ok(v);
-            }
+        if let Some(v) = self.known_version() {
+            return Ok(v);
         }
         let answer = self.exchange("GET", "/settings", &[], None)?;
-        let v = version_in(&answer).map_err(SinkError::Retryable)?;
-        self.version_on = Some((self.connects, v));
-        Ok(v)
+        self.learn_version(&answer).map_err(SinkError::Retryable)
     }
 
     /// One request and its whole answer; a reused connection closed while
@@ -189,18 +230,24 @@ impl IlpHttp {
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + limit;
         if self.conn.is_none() {
-            self.conn = Some(self.connect(deadline)?);
-            self.connects += 1;
+            let known = self.known_version();
+            self.open(deadline)?;
             if let (Some(body_version), Protocol::Auto) = (version, self.conf.protocol) {
-                let settings = self.request("GET", "/settings", &[], deadline)?;
-                if settings.close {
-                    self.conn = None;
-                    return Err(
-                        adit_http::Failure::Io("the server closed after /settings".into()).into(),
-                    );
-                }
-                let server = version_in(&settings).map_err(adit_http::Failure::Io)?;
-                self.version_on = Some((self.connects, server));
+                let server = if let Some(v) = known {
+                    v
+                } else {
+                    let settings = self.request("GET", "/settings", &[], deadline)?;
+                    let v = self
+                        .learn_version(&settings)
+                        .map_err(adit_http::Failure::Io)?;
+                    if settings.close {
+                        // A server that closes after every answer: the
+                        // body goes on the next connection.
+                        self.conn = None;
+                        self.open(deadline)?;
+                    }
+                    v
+                };
                 if server != body_version {
                     return Err(Failure::Version(server));
                 }
@@ -231,6 +278,13 @@ impl IlpHttp {
         Ok(conn.request(&request, body, deadline)?)
     }
 
+    /// Opens a new connection (counted).
+    fn open(&mut self, deadline: Instant) -> Result<(), adit_http::Failure> {
+        self.conn = Some(self.connect(deadline)?);
+        self.connects += 1;
+        Ok(())
+    }
+
     fn connect(&self, deadline: Instant) -> Result<Connection, adit_http::Failure> {
         // Built per connection: a replaced CA file is read again, and a
         // missing one is a retried error, not a start-up failure.
@@ -255,9 +309,11 @@ fn version_in(answer: &Answer) -> Result<IlpVersion, String> {
     let listed = match answer.status {
         404 => vec![1],
         200..=299 => response::versions(&answer.body)?,
-        status => return Err(format!(
+        status => {
+            return Err(format!(
             "could not detect the server's line protocol version: /settings answered HTTP {status}"
-        )),
+        ))
+        }
     };
     Ok(if listed.contains(&2) {
         IlpVersion::V2

@@ -109,6 +109,8 @@ impl QuestDbSink {
     pub fn new(conf: Conf, table: String, registry: Arc<PointRegistry>) -> Self {
         let own = conf::parse(&conf.0).map(|http| OwnWriter {
             flush_bytes: FLUSH_BYTES.min(http.max_buf_size),
+            max_flush_bytes: FLUSH_BYTES.min(http.max_buf_size),
+            accepted_since_resize: 0,
             http: IlpHttp::new(http),
             rows: None,
         });
@@ -130,13 +132,22 @@ struct OwnWriter {
     /// The request body, kept between batches (its capacity too); made
     /// anew only when the version to speak changes.
     rows: Option<RowBuffer>,
-    /// Request size in force: at most `max_buf_size`, lowered after an
-    /// HTTP 413 to a quarter of the refused request.
+    /// Request size in force: at most `max_flush_bytes`, lowered after an
+    /// HTTP 413 (see [`OwnWriter::shrink`]), raised again slowly.
     flush_bytes: usize,
+    /// [`FLUSH_BYTES`], or `max_buf_size` when smaller.
+    max_flush_bytes: usize,
+    /// Requests accepted since the request size last changed.
+    accepted_since_resize: u32,
 }
 
 /// Smallest request size a 413 lowers `flush_bytes` to.
 const MIN_FLUSH_BYTES: usize = 4096;
+
+/// Requests accepted at a lowered size before it is doubled again (a
+/// proxy's limit raised, or a 413 that was a passing fault): at most one
+/// refused request in this many when the limit stays.
+const REGROW_AFTER: u32 = 64;
 
 /// How many times one request is encoded again because each new
 /// connection's server spoke another version (a load balancer in front of
@@ -157,6 +168,50 @@ fn body_for<'a>(
 }
 
 impl OwnWriter {
+    /// After an HTTP 413 on a request of `refused` bytes holding `rows`
+    /// rows: a strictly smaller request size (a quarter of the refused
+    /// request, at most half the size in force, at least
+    /// [`MIN_FLUSH_BYTES`]), or the error when it cannot shrink: a single
+    /// row above that size the server refuses never passes, and is a
+    /// rejection of the data (its batch is quarantined, and can be sent
+    /// again by `adit spool quarantine retry` once the limit is raised); a
+    /// smaller one refused is the server's fault, retried.
+    fn shrink(&mut self, refused: usize, rows: usize, e: SinkError) -> Result<(), SinkError> {
+        if rows <= 1 && refused > MIN_FLUSH_BYTES {
+            return Err(SinkError::Permanent(format!(
+                "one row of {refused} bytes is larger than the server or a proxy in front of it \
+                 accepts (HTTP 413): {e}"
+            )));
+        }
+        if rows <= 1 || self.flush_bytes <= MIN_FLUSH_BYTES {
+            return Err(e);
+        }
+        let next = (refused / 4).min(self.flush_bytes / 2).max(MIN_FLUSH_BYTES);
+        tracing::warn!(
+            sink = "questdb",
+            refused_bytes = refused,
+            now_bytes = next,
+            error = %e,
+            "a request was refused as too large (HTTP 413, often a proxy's body limit): \
+             sending smaller ones"
+        );
+        self.flush_bytes = next;
+        self.accepted_since_resize = 0;
+        Ok(())
+    }
+
+    /// A request was accepted: a lowered size grows back, slowly.
+    fn accepted(&mut self) {
+        if self.flush_bytes >= self.max_flush_bytes {
+            return;
+        }
+        self.accepted_since_resize += 1;
+        if self.accepted_since_resize >= REGROW_AFTER {
+            self.flush_bytes = (self.flush_bytes * 2).min(self.max_flush_bytes);
+            self.accepted_since_resize = 0;
+        }
+    }
+
     /// After a failure, the next request starts on a fresh connection (and
     /// under `auto` asks the version again).
     fn fail(&mut self, e: SinkError) -> SinkError {
@@ -187,6 +242,7 @@ impl OwnWriter {
                 Ok(()) => {
                     done += taken;
                     sent_rows += rows.rows() as u64;
+                    self.accepted();
                 }
                 Err(Refused::Version(now)) if reencodes < MAX_REENCODES => {
                     reencodes += 1;
@@ -197,17 +253,11 @@ impl OwnWriter {
                         "the database now speaks another line protocol version: encoding again"
                     );
                 }
-                Err(Refused::TooLarge(e)) if self.flush_bytes > MIN_FLUSH_BYTES => {
-                    let refused = rows.len();
-                    self.flush_bytes = (refused / 4).clamp(MIN_FLUSH_BYTES, self.flush_bytes);
-                    tracing::warn!(
-                        sink = "questdb",
-                        refused_bytes = refused,
-                        now_bytes = self.flush_bytes,
-                        error = %e,
-                        "a request was refused as too large (HTTP 413, often a proxy's body \
-                         limit): sending smaller ones"
-                    );
+                Err(Refused::TooLarge(e)) => {
+                    let (refused, count) = (rows.len(), rows.rows());
+                    if let Err(e) = self.shrink(refused, count, e) {
+                        return Err(self.fail(e));
+                    }
                 }
                 Err(refused) => return Err(self.fail(refused.into())),
             }
@@ -352,12 +402,26 @@ pub fn is_data_rejection(code: ErrorCode, msg: &str) -> bool {
     if code != ErrorCode::ServerFlushError {
         return false;
     }
-    if msg.contains("code: invalid") && msg.contains("line: ") {
+    if names_bad_row_rendered(msg) {
         return true;
     }
     msg.strip_prefix("Could not flush buffer: ")
         .and_then(|body| serde_json::from_str::<serde_json::Value>(body.trim()).ok())
         .is_some_and(|json| response::names_bad_row(&json))
+}
+
+/// The same rule read from questdb-rs's rendering of QuestDB's JSON
+/// error: a message ending in `[id: …, code: invalid, line: 3]`.
+fn names_bad_row_rendered(msg: &str) -> bool {
+    let Some((_, fields)) = msg.strip_suffix(']').and_then(|m| m.rsplit_once(" [")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        fields
+            .split(", ")
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix(": "))
+    };
+    field("code") == Some("invalid") && field("line").is_some_and(|l| l.parse::<i64>().is_ok())
 }
 
 /// questdb-rs refused a request as larger than its `max_buf_size`.
@@ -672,6 +736,9 @@ mod tests {
             (ErrorCode::SocketError, "Could not flush buffer: timed out"),
             (ErrorCode::InvalidApiCall, "Could not flush buffer: Buffer size of 200 exceeds maximum configured allowed size of 100 bytes."),
             (ErrorCode::AuthError, "Could not flush buffer: HTTP endpoint authentication error [code: 401]"),
+            // Words in a message are not the rendered fields.
+            (ErrorCode::ServerFlushError, "Could not flush buffer: proxy says code: invalid, line: 1 of config [code: bad gateway]"),
+            (ErrorCode::ServerFlushError, "Could not flush buffer: x [code: invalid, line: three]"),
         ] {
             assert!(!is_data_rejection(code, msg), "retryable: {msg}");
         }
@@ -889,6 +956,126 @@ mod tests {
         // The smaller size stays in force for the next batch.
         assert_eq!(sink.write(&readings[..10]).unwrap(), 10);
         assert_eq!(next(&requests).1, raw(ProtocolVersion::V1, &readings[..10]));
+    }
+
+    fn sink_at(port: u16, keys: &str) -> QuestDbSink {
+        QuestDbSink::new(
+            Conf(format!("http::addr=127.0.0.1:{port};{keys}")),
+            "readings".into(),
+            Arc::new(registry()),
+        )
+    }
+
+    #[test]
+    fn a_server_that_always_refuses_as_too_large_ends_in_an_error_not_a_loop() {
+        const TOO_LARGE: &str =
+            "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n";
+        let (port, requests) = crate::test_server::serve(usize::MAX, |_| TOO_LARGE);
+        let mut sink = sink_at(port, "protocol_version=1;");
+        let readings: Vec<Reading> = (0..1000)
+            .map(|i| {
+                reading(
+                    Some(Value::F64(f64::from(i))),
+                    Quality::Good,
+                    1_700_000_000_000_000 + i64::from(i),
+                )
+            })
+            .collect();
+        let result = sink.write(&readings);
+        let sent = requests.try_iter().count();
+        println!("always 413: {sent} requests, then {result:?}");
+        assert!(matches!(result, Err(SinkError::Retryable(_))), "{result:?}");
+        assert!(sent < 20, "{sent} requests");
+        // One row larger than the limit never passes: a rejection of the
+        // data, whatever the request size.
+        let big = reading(
+            Some(Value::Text("x".repeat(64 * 1024).into())),
+            Quality::Good,
+            1_700_000_000_000_000,
+        );
+        for _ in 0..2 {
+            let result = sink.write(std::slice::from_ref(&big));
+            assert!(matches!(result, Err(SinkError::Permanent(_))), "{result:?}");
+        }
+        // A small single row refused is the server's fault: retried.
+        let small = &readings[..1];
+        assert!(matches!(sink.write(small), Err(SinkError::Retryable(_))));
+    }
+
+    #[test]
+    fn a_server_that_closes_after_every_answer_still_gets_every_batch_under_auto() {
+        let (port, requests) = crate::test_server::serve(1, |request| {
+            if request.starts_with("GET /settings") {
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n{\"config\":{\"line.proto.support.versions\":[1],\"x\":1}}"
+            } else {
+                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            }
+        });
+        let mut sink = sink_at(port, "");
+        for i in 0..3 {
+            let r = reading(
+                Some(Value::F64(f64::from(i))),
+                Quality::Good,
+                1_700_000_000_000_000,
+            );
+            assert_eq!(
+                sink.write(std::slice::from_ref(&r)).unwrap(),
+                1,
+                "batch {i}"
+            );
+            assert_eq!(next(&requests).0, "GET /settings HTTP/1.1");
+            let (post, body) = next(&requests);
+            assert_eq!(post, "POST /write?precision=n HTTP/1.1");
+            assert_eq!(body, raw(ProtocolVersion::V1, &[r]));
+        }
+    }
+
+    #[test]
+    fn a_bad_row_rejection_from_a_replaced_database_behind_a_proxy_means_encode_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const BAD_ROW: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 49\r\n\r\n{\"code\":\"invalid\",\"message\":\"bad float\",\"line\":1}";
+        // One kept-alive connection (the proxy's); the database behind it
+        // is replaced by one that lists v1 only and refuses v2 bodies.
+        let (settings, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (s, p) = (settings.clone(), posts.clone());
+        let (port, requests) = crate::test_server::serve(usize::MAX, move |request| {
+            if request.starts_with("GET /settings") {
+                if s.fetch_add(1, Ordering::SeqCst) == 0 {
+                    LISTS_V1_AND_V2
+                } else {
+                    LISTS_V1
+                }
+            } else if p.fetch_add(1, Ordering::SeqCst) == 0 {
+                BAD_ROW
+            } else {
+                NO_CONTENT
+            }
+        });
+        let mut sink = sink_at(port, "");
+        let r = reading(Some(Value::F64(0.5)), Quality::Good, 1_700_000_000_000_000);
+        assert_eq!(sink.write(std::slice::from_ref(&r)).unwrap(), 1);
+        let seen: Vec<_> = (0..4).map(|_| next(&requests)).collect();
+        assert_eq!(
+            seen[1].1,
+            raw(ProtocolVersion::V2, std::slice::from_ref(&r))
+        );
+        assert_eq!(
+            seen[2].0, "GET /settings HTTP/1.1",
+            "asked before quarantining"
+        );
+        assert_eq!(seen[3].1, raw(ProtocolVersion::V1, &[r]));
+        assert!(requests.try_recv().is_err(), "nothing else sent");
+        // A real bad row still is one (the version did not change).
+        let (port, _requests) = crate::test_server::serve(usize::MAX, |request| {
+            if request.starts_with("GET /settings") {
+                LISTS_V1
+            } else {
+                BAD_ROW
+            }
+        });
+        let mut sink = sink_at(port, "");
+        let r = reading(Some(Value::F64(0.5)), Quality::Good, 1_700_000_000_000_000);
+        assert!(matches!(sink.write(&[r]), Err(SinkError::Permanent(_))));
     }
 
     #[test]

@@ -17,8 +17,10 @@ use adit_watchdog::http::HttpClient;
 use support_certs::make_certificates;
 
 /// Serves one https request per connection, answering 200; returns the port
-/// and the bodies received.
-fn serve(dir: &Path) -> (u16, Arc<Mutex<Vec<String>>>) {
+/// and the bodies received. A `blunt` server sends no `Content-Length` and
+/// closes the TCP connection without TLS `close_notify` (as many small
+/// receivers do): the answer ends where the connection does.
+fn serve(dir: &Path, blunt: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
     let config = support_certs::tls_server_config(dir);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -58,6 +60,11 @@ fn serve(dir: &Path) -> (u16, Arc<Mutex<Vec<String>>>) {
                 .unwrap()
                 .push(String::from_utf8_lossy(&body).into_owned());
             let mut tls = reader.into_inner();
+            if blunt {
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok");
+                let _ = tls.flush();
+                continue;
+            }
             let _ =
                 tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = tls.flush();
@@ -72,7 +79,7 @@ fn serve(dir: &Path) -> (u16, Arc<Mutex<Vec<String>>>) {
 async fn https_receivers_are_trusted_through_the_site_ca_and_refused_without_it() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
-    let (port, bodies) = serve(dir.path());
+    let (port, bodies) = serve(dir.path(), false);
     let url = format!("https://127.0.0.1:{port}/adit-alerts");
     let limit = Duration::from_secs(5);
 
@@ -105,4 +112,16 @@ async fn https_receivers_are_trusted_through_the_site_ca_and_refused_without_it(
     assert!(HttpClient::new(Some(&no_pem))
         .unwrap_err()
         .contains("no PEM certificate"));
+}
+
+#[tokio::test]
+async fn a_receiver_that_closes_without_close_notify_has_its_answer_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let (port, bodies) = serve(dir.path(), true);
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let client = HttpClient::new(Some(&dir.path().join("ca.pem"))).unwrap();
+    let delivered = client.post_json(&url, "[1]", Duration::from_secs(5)).await;
+    assert_eq!(delivered, Ok(()), "a whole 200 answer is a delivery");
+    assert_eq!(bodies.lock().unwrap().as_slice(), ["[1]"]);
 }
