@@ -84,11 +84,12 @@ impl<'a> Doc<'a> {
     ///
     /// A flat object of scalars (most payloads) is read by [`crate::flat`],
     /// which builds the same tree without serde.
-    pub fn parse_members(payload: &'a [u8], names: &[&str]) -> Result<Self, serde_json::Error> {
+    /// Takes text (UTF-8 checked once, by the caller).
+    pub fn parse_members(payload: &'a str, names: &[&str]) -> Result<Self, serde_json::Error> {
         if let Some(doc) = crate::flat::parse(payload, names) {
             return Ok(doc);
         }
-        Self::parse_members_serde(payload, names)
+        Self::parse_members_serde(payload.as_bytes(), names)
     }
 
     /// [`parse_members`](Self::parse_members) through `serde_json` only.
@@ -417,7 +418,7 @@ mod tests {
         ) {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let whole = Doc::parse(text.as_bytes());
-            let some = Doc::parse_members(text.as_bytes(), &names);
+            let some = Doc::parse_members(&text, &names);
             proptest::prop_assert_eq!(whole.is_ok(), some.is_ok(), "{}", text);
             if let (Ok(whole), Ok(some)) = (whole, some) {
                 let p: String = pointer.iter().flat_map(|t| ["/", t.as_str()]).collect();
