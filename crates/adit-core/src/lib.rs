@@ -20,9 +20,11 @@
 //! vocabulary of the pure Modbus codec and planner), [`mqtt`] (topic
 //! filters, templates with captures, point-id patterns), [`opcua`] (node
 //! references with namespaces by index or URI), [`schedule`] (wall-clock
-//! aligned grids, so periodic work wakes together).
+//! aligned grids, so periodic work wakes together), [`durable`] (small
+//! files replaced atomically and fsynced).
 
 pub mod backoff;
+pub mod durable;
 pub mod engineering;
 pub mod modbus;
 pub mod mqtt;

@@ -69,7 +69,4 @@ pub use spool::{
     WhenFull,
 };
 
-/// fsyncs a directory so that a rename or create in it is durable.
-pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+pub(crate) use adit_core::durable::sync_dir;

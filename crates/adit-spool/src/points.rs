@@ -39,14 +39,12 @@ pub fn save_table(dir: &Path, fp: u64, names: &[&str]) -> std::io::Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let tmp = dir.join(format!("points-{fp:016x}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut text = String::new();
     for n in names {
-        writeln!(f, "{n}")?;
+        text.push_str(n);
+        text.push('\n');
     }
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    crate::sync_dir(dir)
+    adit_core::durable::replace_file(dir, &format!("points-{fp:016x}.txt"), text.as_bytes())
 }
 
 /// One line of a point table: a configured point is its name alone; a point

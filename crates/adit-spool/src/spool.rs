@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -1143,18 +1143,13 @@ fn write_ledger(cfg: &SpoolConfig, st: &State) -> Result<(), SpoolError> {
         cursors: st.cursors.clone(),
         next_seq: st.next_seq,
     };
-    let tmp = dir.join("ledger.json.tmp");
     let path = dir.join("ledger.json");
     let bytes = serde_json::to_vec(&ledger).map_err(|e| SpoolError::Io {
         path: path.clone(),
         source: std::io::Error::other(e),
     })?;
-    faults::check(cfg.faults.as_ref(), FileOp::Ledger).map_err(io(&tmp))?;
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    crate::sync_dir(dir).map_err(io(dir))
+    faults::check(cfg.faults.as_ref(), FileOp::Ledger).map_err(io(&path))?;
+    adit_core::durable::replace_file(dir, "ledger.json", &bytes).map_err(io(&path))
 }
 
 /// The background flusher: sleeps until rung (records appended under
