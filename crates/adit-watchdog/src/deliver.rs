@@ -44,6 +44,9 @@ pub struct Receivers {
 #[derive(Clone, Debug)]
 pub struct DeliveryOptions {
     pub resend_interval: Duration,
+    /// Where the firing alerts are kept across restarts (see [`crate::keep`]);
+    /// `None`: in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
     pub heartbeat: bool,
     pub site: String,
     pub self_health: SelfHealthThresholds,
@@ -199,6 +202,39 @@ pub async fn run_watchdog(
         alerts.extend(resolved.iter().map(|(a, _)| a.clone()));
         Arc::new(AlertState::new(alerts))
     };
+    // The alerts that were firing before a restart fire again (silently),
+    // or resolve now when their rule or subject left the config.
+    let mut restart_events = Vec::new();
+    if let Some(dir) = options.state_dir.clone() {
+        let read = tokio::task::spawn_blocking(move || crate::keep::load(&dir))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match read {
+            Ok(records) => {
+                restart_events = engine.restore(&records, tokio::time::Instant::now().into_std());
+                if !records.is_empty() {
+                    tracing::info!(
+                        firing = records.len() - restart_events.len(),
+                        resolved = restart_events.len(),
+                        "alerts firing before the restart taken back"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "could not read the alerts firing before the restart: none restored (an alert that cleared meanwhile will not be told resolved)"
+            ),
+        }
+    }
+    let (firing_tx, firing_rx) = watch::channel(engine.firing_records());
+    let keeper = options
+        .state_dir
+        .clone()
+        .map(|dir| tokio::spawn(crate::keep::keep_firing(dir, firing_rx)));
+    if !restart_events.is_empty() {
+        // What was resolved at start leaves the file now.
+        firing_tx.send_modify(|_| ());
+    }
     let state_tx = match published {
         Some(tx) => {
             tx.send_replace(current(&engine, &self_firing, &resolved));
@@ -246,8 +282,11 @@ pub async fn run_watchdog(
             stop_receivers.clone(),
         )));
     }
+    let mut restart_events = Some(restart_events);
     loop {
         let events = tokio::select! {
+            // Resolutions found at start go out like any other, first.
+            events = async { restart_events.take().unwrap_or_default() }, if restart_events.as_ref().is_some_and(|e| !e.is_empty()) => events,
             batch = rx.recv() => match batch {
                 Some(batch) => engine.observe(&batch, tokio::time::Instant::now().into_std()),
                 None => break,
@@ -292,6 +331,20 @@ pub async fn run_watchdog(
         if !events.is_empty() || resolved.len() != before {
             state_tx.send_replace(current(&engine, &self_firing, &resolved));
         }
+        if !events.is_empty() {
+            let firing = engine.firing_records();
+            firing_tx.send_if_modified(|kept| {
+                let changed = *kept != firing;
+                if changed {
+                    *kept = firing;
+                }
+                changed
+            });
+        }
+    }
+    drop(firing_tx);
+    if let Some(keeper) = keeper {
+        let _ = keeper.await;
     }
     stop_receivers.cancel();
     for t in tasks {

@@ -6,7 +6,12 @@
 //! - per reading, only the rules bound to its point are evaluated (no scan);
 //! - an alert is identified by (rule, point) or, for `device_down`, (rule,
 //!   device); a transition is reported once;
-//! - the engine does no I/O but the audit record (which never blocks).
+//! - the engine does no I/O but the audit record (which never blocks);
+//! - firing alerts outlive a restart: [`Engine::firing_records`] is what
+//!   the watchdog keeps on disk, [`Engine::restore`] takes it back at start
+//!   (each alert firing again without a second notification, so that its
+//!   resolution, when the condition clears, is told; one whose rule or
+//!   subject is gone from the config is resolved at once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +58,24 @@ pub struct AlertView {
     pub annotations: Vec<(String, String)>,
     pub starts_at: Timestamp,
     pub ends_at: Option<Timestamp>,
+}
+
+/// A firing alert as kept on disk across restarts: its labels (which name
+/// the rule and the point or device) and when it fired.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FiringRecord {
+    pub labels: Vec<(String, String)>,
+    /// Wall time it fired, µs since the epoch.
+    pub starts_at_us: i64,
+}
+
+impl FiringRecord {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -320,6 +343,75 @@ impl Engine {
         }
     }
 
+    /// The rule alerts firing now, as kept on disk.
+    pub fn firing_records(&self) -> Vec<FiringRecord> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.status, Status::Firing { .. }))
+            .map(|(slot, s)| FiringRecord {
+                labels: self.view(slot).labels,
+                starts_at_us: s.fired_at.unwrap_or_else(Timestamp::now).0,
+            })
+            .collect()
+    }
+
+    /// Takes back the alerts that were firing before a restart: each one
+    /// whose rule and subject still exist fires again, silently (no
+    /// transition: receivers and the alerts table already have it), and
+    /// resolves like any other when its condition clears. One whose rule or
+    /// subject left the config is resolved now: the returned events.
+    pub fn restore(&mut self, records: &[FiringRecord], now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        for record in records {
+            let slot = self.slot_for(record);
+            let restored = slot.and_then(|slot| self.states.get_mut(slot));
+            let outcome = if let Some(state) = restored {
+                state.status = Status::Firing { since: now };
+                state.fired_at = Some(Timestamp(record.starts_at_us));
+                "restored"
+            } else {
+                let name = record.label("alertname").unwrap_or("alert");
+                let summary = format!(
+                    "{name}: its rule or subject is no longer configured (seen at restart): resolved"
+                );
+                events.push(Event {
+                    transition: Transition::Resolved,
+                    alert: AlertView {
+                        labels: record.labels.clone(),
+                        annotations: vec![("summary".into(), summary)],
+                        starts_at: Timestamp(record.starts_at_us),
+                        ends_at: Some(Timestamp::now()),
+                    },
+                });
+                "resolved_unconfigured"
+            };
+            self.audit.record(
+                "alert_restart",
+                serde_json::json!({
+                    "labels": record.labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                    "fired_at": Timestamp(record.starts_at_us).to_rfc3339(),
+                    "outcome": outcome,
+                }),
+            );
+        }
+        events
+    }
+
+    /// The state slot a record names, when its rule and subject exist.
+    fn slot_for(&self, record: &FiringRecord) -> Option<usize> {
+        let name = record.label("alertname")?;
+        let rule = self.rules.iter().position(|r| r.name == name)?;
+        let key = match self.rules[rule].condition {
+            Condition::DeviceDown => {
+                let device = record.label("device")?;
+                Key::Device(u32::try_from(self.devices.iter().position(|d| &**d == device)?).ok()?)
+            }
+            _ => Key::Point(self.registry.id_of(record.label("point")?)?),
+        };
+        self.slot_of.get(&(rule, key)).copied()
+    }
+
     /// Every alert firing now.
     pub fn firing(&self) -> Vec<AlertView> {
         self.states
@@ -370,6 +462,78 @@ mod tests {
             source_ts: Timestamp::now(),
             received_ts: Timestamp::now(),
         }
+    }
+
+    #[test]
+    fn a_firing_alert_outlives_a_restart_and_resolves_once_when_its_condition_clears() {
+        let rules = || {
+            vec![
+                rule(
+                    "CoHigh",
+                    "*.co_*",
+                    Condition::Above {
+                        raise: 100.0,
+                        clear: 80.0,
+                    },
+                    Duration::ZERO,
+                ),
+                rule("PlcDown", "bore_b.*", Condition::DeviceDown, Duration::ZERO),
+            ]
+        };
+        let mut before = engine(rules());
+        let t0 = Instant::now();
+        let fired = before.observe(&[reading(0, Some(120.0), Quality::Good)], t0);
+        let down = before.observe(&[reading(2, None, Quality::Bad(Reason::CommFailure))], t0);
+        assert_eq!((fired.len(), down.len()), (1, 1));
+        let kept = before.firing_records();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        // Through the file's form.
+        let kept: Vec<FiringRecord> =
+            serde_json::from_str(&serde_json::to_string(&kept).unwrap()).unwrap();
+
+        let mut after = engine(rules());
+        let t1 = Instant::now();
+        assert_eq!(
+            after.restore(&kept, t1),
+            vec![],
+            "nothing to resolve at once"
+        );
+        assert_eq!(after.firing().len(), 2, "firing again, silently");
+        assert_eq!(
+            after.firing()[0].starts_at,
+            fired[0].alert.starts_at,
+            "since the first firing"
+        );
+        // Inside the hysteresis band: still firing; below it: resolved once.
+        assert!(after
+            .observe(&[reading(0, Some(90.0), Quality::Good)], t1)
+            .is_empty());
+        let resolved = after.observe(&[reading(0, Some(20.0), Quality::Good)], t1);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].transition, Transition::Resolved);
+        assert!(after
+            .observe(&[reading(0, Some(20.0), Quality::Good)], t1)
+            .is_empty());
+        let back = after.observe(&[reading(2, Some(1.0), Quality::Good)], t1);
+        assert_eq!(back.len(), 1, "the device came back: resolved");
+        assert!(after.firing_records().is_empty());
+
+        // A rule gone from the config: resolved at start.
+        let mut renamed = engine(vec![rule(
+            "CoVeryHigh",
+            "*.co_*",
+            Condition::Above {
+                raise: 100.0,
+                clear: 80.0,
+            },
+            Duration::ZERO,
+        )]);
+        let gone = renamed.restore(&kept, t1);
+        assert_eq!(gone.len(), 2);
+        assert!(gone.iter().all(|e| e.transition == Transition::Resolved
+            && e.alert.ends_at.is_some()
+            && e.alert.labels.iter().any(|(k, _)| k == "alertname")));
+        assert!(renamed.firing().is_empty());
     }
 
     #[test]

@@ -113,6 +113,13 @@ pub fn judge(cond: &Condition, mem: &mut Memory, s: &Sample) -> Option<bool> {
             _ => None,
         },
         Condition::Flatline { samples } => match good_value {
+            // No history yet (the first sample, or the first after a
+            // restart that restored a firing flatline alert): no verdict,
+            // rather than a "changed" that would resolve it at once.
+            Some(_) if mem.last_value.is_none() => {
+                mem.same_count = 1;
+                (*samples <= 1).then_some(true)
+            }
             Some(v) => {
                 if mem.last_value == Some(v) {
                     mem.same_count = mem.same_count.saturating_add(1);
@@ -294,6 +301,16 @@ mod tests {
             run(&stuck, Duration::ZERO, &[3.1, 3.2, 3.2, 3.2, 3.2, 3.2, 3.3]),
             vec![None, None, None, None, Some(F), None, Some(R)]
         );
+        // The first sample has no history: no verdict, so a flatline alert
+        // restored firing after a restart is not resolved by it.
+        let first = Sample {
+            value: Some(3.2),
+            quality: Quality::Good,
+            source_ts: Timestamp(0),
+            received_ts: Timestamp(0),
+            at: Instant::now(),
+        };
+        assert_eq!(judge(&stuck, &mut Memory::default(), &first), None);
     }
 
     #[test]

@@ -243,6 +243,7 @@ fn start_watchdog(
         adit_watchdog::deliver::DeliveryOptions {
             resend_interval: a.resend_interval,
             heartbeat: a.heartbeat,
+            state_dir: Some(config.spool.dir.clone()),
             site: config.site.clone(),
             self_health: a.self_health,
         },
