@@ -280,9 +280,8 @@ mod tests {
                     }
                 }
             }
-            let Ok(text) = std::str::from_utf8(&bytes) else {
-                return Ok(());
-            };
+            prop_assume!(std::str::from_utf8(&bytes).is_ok());
+            let text = std::str::from_utf8(&bytes).unwrap();
             let names = ["value", "ts", "q"];
             if let Some(flat) = parse(text, &names) {
                 let serde = Doc::parse_members_serde(&bytes, &names);

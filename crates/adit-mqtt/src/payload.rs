@@ -90,12 +90,12 @@ pub fn decode_json(
     // parse of only the members read skips strings unchecked: it runs on
     // payloads checked first (a few ns; the tree it saves costs hundreds).
     let value_ptr = field.unwrap_or(&format.value);
-    let parsed = match (
-        wanted_members(format, value_ptr),
-        std::str::from_utf8(payload),
-    ) {
-        (Some((names, n)), Ok(text)) => Doc::parse_members(text, &names[..n]),
-        _ => Doc::parse(payload),
+    let parsed = match wanted_members(format, value_ptr) {
+        Some((names, n)) => match std::str::from_utf8(payload) {
+            Ok(text) => Doc::parse_members(text, &names[..n]),
+            Err(_) => Doc::parse(payload),
+        },
+        None => Doc::parse(payload),
     };
     let Ok(root) = parsed else {
         rejects.push(if std::str::from_utf8(payload).is_err() {

@@ -29,8 +29,12 @@ pub fn registry_names(registry: &PointRegistry) -> Vec<&str> {
     registry.iter().map(|(_, m)| m.name.as_ref()).collect()
 }
 
+fn table_name(fp: u64) -> String {
+    format!("points-{fp:016x}.txt")
+}
+
 fn table_path(dir: &Path, fp: u64) -> PathBuf {
-    dir.join(format!("points-{fp:016x}.txt"))
+    dir.join(table_name(fp))
 }
 
 /// Writes the table for `names` if it is not there yet (atomically).
@@ -44,7 +48,7 @@ pub fn save_table(dir: &Path, fp: u64, names: &[&str]) -> std::io::Result<()> {
         text.push_str(n);
         text.push('\n');
     }
-    adit_core::durable::replace_file(dir, &format!("points-{fp:016x}.txt"), text.as_bytes())
+    adit_core::durable::replace_file(dir, &table_name(fp), text.as_bytes())
 }
 
 /// One line of a point table: a configured point is its name alone; a point

@@ -205,6 +205,9 @@ pub async fn run_watchdog(
     // The alerts that were firing before a restart fire again (silently),
     // or resolve now when their rule or subject left the config.
     let mut restart_events = Vec::new();
+    // What the file holds: the writer's starting point, so that the first
+    // set that differs (resolutions at start included) is written.
+    let mut on_disk = Vec::new();
     if let Some(dir) = options.state_dir.clone() {
         let read = tokio::task::spawn_blocking(move || crate::keep::load(&dir))
             .await
@@ -219,6 +222,7 @@ pub async fn run_watchdog(
                         "alerts firing before the restart taken back"
                     );
                 }
+                on_disk = records;
             }
             Err(e) => tracing::error!(
                 error = %e,
@@ -226,15 +230,11 @@ pub async fn run_watchdog(
             ),
         }
     }
-    let (firing_tx, firing_rx) = watch::channel(engine.firing_records());
+    let (firing_tx, firing_rx) = watch::channel(on_disk);
     let keeper = options
         .state_dir
         .clone()
         .map(|dir| tokio::spawn(crate::keep::keep_firing(dir, firing_rx)));
-    if !restart_events.is_empty() {
-        // What was resolved at start leaves the file now.
-        firing_tx.send_modify(|_| ());
-    }
     let state_tx = match published {
         Some(tx) => {
             tx.send_replace(current(&engine, &self_firing, &resolved));
@@ -282,37 +282,43 @@ pub async fn run_watchdog(
             stop_receivers.clone(),
         )));
     }
-    let mut restart_events = Some(restart_events);
+    // The first round takes the resolutions found at start (recorded,
+    // published and the file rewritten before anything else can happen);
+    // the set is compared with the file's even when there are none.
+    let mut first_round = Some(restart_events);
+    let mut compare_with_file = true;
     loop {
-        let events = tokio::select! {
-            // Resolutions found at start go out like any other, first.
-            events = async { restart_events.take().unwrap_or_default() }, if restart_events.as_ref().is_some_and(|e| !e.is_empty()) => events,
-            batch = rx.recv() => match batch {
-                Some(batch) => engine.observe(&batch, tokio::time::Instant::now().into_std()),
-                None => break,
-            },
-            _ = tick.tick() => {
-                let now = tokio::time::Instant::now().into_std();
-                let mut events = engine.tick(now);
-                if let Some(probe) = &probe {
-                    let raised = self_rules.evaluate(&probe.sample(), now);
-                    let gone: Vec<Raised> = self_firing.keys().filter(|k| !raised.contains(*k)).cloned().collect();
-                    for key in gone {
-                        if let Some(since) = self_firing.remove(&key) {
-                            events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, &thresholds, &key, since, Some(Timestamp::now())) });
+        let events = if let Some(events) = first_round.take() {
+            events
+        } else {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => engine.observe(&batch, tokio::time::Instant::now().into_std()),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let now = tokio::time::Instant::now().into_std();
+                    let mut events = engine.tick(now);
+                    if let Some(probe) = &probe {
+                        let raised = self_rules.evaluate(&probe.sample(), now);
+                        let gone: Vec<Raised> = self_firing.keys().filter(|k| !raised.contains(*k)).cloned().collect();
+                        for key in gone {
+                            if let Some(since) = self_firing.remove(&key) {
+                                events.push(Event { transition: Transition::Resolved, alert: self_alert(&options.site, &thresholds, &key, since, Some(Timestamp::now())) });
+                            }
+                        }
+                        for key in raised {
+                            if let std::collections::btree_map::Entry::Vacant(slot) = self_firing.entry(key) {
+                                let at = Timestamp::now();
+                                events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, slot.key(), at, None) });
+                                slot.insert(at);
+                            }
                         }
                     }
-                    for key in raised {
-                        if let std::collections::btree_map::Entry::Vacant(slot) = self_firing.entry(key) {
-                            let at = Timestamp::now();
-                            events.push(Event { transition: Transition::Fired, alert: self_alert(&options.site, &thresholds, slot.key(), at, None) });
-                            slot.insert(at);
-                        }
-                    }
+                    events
                 }
-                events
+                () = shutdown.cancelled() => break,
             }
-            () = shutdown.cancelled() => break,
         };
         if let (Some(recorder), false) = (&recorder, events.is_empty()) {
             recorder.record(&events);
@@ -331,7 +337,7 @@ pub async fn run_watchdog(
         if !events.is_empty() || resolved.len() != before {
             state_tx.send_replace(current(&engine, &self_firing, &resolved));
         }
-        if !events.is_empty() {
+        if !events.is_empty() || std::mem::take(&mut compare_with_file) {
             let firing = engine.firing_records();
             firing_tx.send_if_modified(|kept| {
                 let changed = *kept != firing;
@@ -344,7 +350,14 @@ pub async fn run_watchdog(
     }
     drop(firing_tx);
     if let Some(keeper) = keeper {
-        let _ = keeper.await;
+        // The last set on disk before the process goes (bounded: a disk
+        // that hangs must not hold the shutdown).
+        if tokio::time::timeout(Duration::from_secs(5), keeper)
+            .await
+            .is_err()
+        {
+            tracing::error!("the firing alerts could not be written within 5 s at shutdown");
+        }
     }
     stop_receivers.cancel();
     for t in tasks {

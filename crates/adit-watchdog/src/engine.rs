@@ -10,8 +10,12 @@
 //! - firing alerts outlive a restart: [`Engine::firing_records`] is what
 //!   the watchdog keeps on disk, [`Engine::restore`] takes it back at start
 //!   (each alert firing again without a second notification, so that its
-//!   resolution, when the condition clears, is told; one whose rule or
-//!   subject is gone from the config is resolved at once).
+//!   resolution, when the condition clears, is told). One whose rule is
+//!   gone, whose labels changed (site, severity) or whose point the rule no
+//!   longer matches is resolved at once under its old labels; one whose
+//!   point is not registered yet (named at run time by an MQTT or OPC UA
+//!   source) stays firing as it was until the point appears, or is
+//!   resolved after [`RESTORE_GRACE`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,7 +88,15 @@ pub struct Event {
     pub alert: AlertView,
 }
 
+/// How long a restored alert waits for its point to be named at run time.
+pub const RESTORE_GRACE: Duration = Duration::from_secs(600);
+
 pub struct Engine {
+    /// Restored alerts whose subject is not registered yet, and until when
+    /// they wait for it.
+    awaiting: Vec<(FiringRecord, Instant)>,
+    /// Events found while binding points (told at the next tick).
+    late: Vec<Event>,
     site: String,
     rules: Vec<RuleSpec>,
     /// Per point: the (rule, state slot) pairs bound to it.
@@ -108,6 +120,8 @@ impl Engine {
         audit: Audit,
     ) -> Self {
         let mut engine = Self {
+            awaiting: Vec::new(),
+            late: Vec::new(),
             site: site.to_string(),
             rules,
             by_point: Vec::with_capacity(registry.len()),
@@ -160,6 +174,21 @@ impl Engine {
             self.by_point.push(bound);
         }
         self.states.resize_with(self.slots.len(), State::default);
+        if !self.awaiting.is_empty() {
+            let waiting = std::mem::take(&mut self.awaiting);
+            for (record, until) in waiting {
+                match self.slot_for(&record) {
+                    Some(slot) => {
+                        // Resolutions here come out when their labels
+                        // changed meanwhile: told at the next tick.
+                        if let Some(e) = self.restore_into(slot, &record, Instant::now()) {
+                            self.late.push(e);
+                        }
+                    }
+                    None => self.awaiting.push((record, until)),
+                }
+            }
+        }
     }
 
     /// Rules bound to no point at all (probably a mistyped glob).
@@ -220,7 +249,21 @@ impl Engine {
             .filter(|(_, (s, (rule, _)))| matches!(s.status, Status::Pending { since } if now.saturating_duration_since(since) >= self.rules[*rule].hold))
             .map(|(slot, _)| slot)
             .collect();
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.late);
+        let expired: Vec<FiringRecord> = {
+            let (gone, kept) = std::mem::take(&mut self.awaiting)
+                .into_iter()
+                .partition(|(_, until)| now >= *until);
+            self.awaiting = kept;
+            gone.into_iter().map(|(record, _)| record).collect()
+        };
+        for record in expired {
+            let why = format!(
+                "its point did not report within {} min of the restart",
+                RESTORE_GRACE.as_secs() / 60
+            );
+            events.push(self.resolve_record(&record, &why));
+        }
         for slot in due {
             let Some(&(rule, _)) = self.slots.get(slot) else {
                 continue;
@@ -353,49 +396,89 @@ impl Engine {
                 labels: self.view(slot).labels,
                 starts_at_us: s.fired_at.unwrap_or_else(Timestamp::now).0,
             })
+            .chain(self.awaiting.iter().map(|(record, _)| record.clone()))
             .collect()
     }
 
-    /// Takes back the alerts that were firing before a restart: each one
-    /// whose rule and subject still exist fires again, silently (no
-    /// transition: receivers and the alerts table already have it), and
-    /// resolves like any other when its condition clears. One whose rule or
-    /// subject left the config is resolved now: the returned events.
+    /// Takes back the alerts that were firing before a restart (see the
+    /// module's invariants); returns the ones resolved at once.
     pub fn restore(&mut self, records: &[FiringRecord], now: Instant) -> Vec<Event> {
+        self.bind_new_points();
         let mut events = Vec::new();
         for record in records {
-            let slot = self.slot_for(record);
-            let restored = slot.and_then(|slot| self.states.get_mut(slot));
-            let outcome = if let Some(state) = restored {
-                state.status = Status::Firing { since: now };
-                state.fired_at = Some(Timestamp(record.starts_at_us));
-                "restored"
+            if let Some(slot) = self.slot_for(record) {
+                events.extend(self.restore_into(slot, record, now));
+            } else if self.may_still_appear(record) {
+                self.audit_restart(record, "awaiting_subject");
+                self.awaiting.push((record.clone(), now + RESTORE_GRACE));
             } else {
-                let name = record.label("alertname").unwrap_or("alert");
-                let summary = format!(
-                    "{name}: its rule or subject is no longer configured (seen at restart): resolved"
-                );
-                events.push(Event {
-                    transition: Transition::Resolved,
-                    alert: AlertView {
-                        labels: record.labels.clone(),
-                        annotations: vec![("summary".into(), summary)],
-                        starts_at: Timestamp(record.starts_at_us),
-                        ends_at: Some(Timestamp::now()),
-                    },
-                });
-                "resolved_unconfigured"
-            };
-            self.audit.record(
-                "alert_restart",
-                serde_json::json!({
-                    "labels": record.labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-                    "fired_at": Timestamp(record.starts_at_us).to_rfc3339(),
-                    "outcome": outcome,
-                }),
-            );
+                events.push(self.resolve_record(
+                    record,
+                    "its rule or subject is no longer configured (seen at restart)",
+                ));
+            }
         }
         events
+    }
+
+    /// Fires `slot` again as `record` was, unless its labels changed: then
+    /// the old alert is resolved (and the rule fires anew if it must).
+    fn restore_into(&mut self, slot: usize, record: &FiringRecord, now: Instant) -> Option<Event> {
+        if self.view(slot).labels != record.labels {
+            return Some(
+                self.resolve_record(record, "its labels changed in the config (seen at restart)"),
+            );
+        }
+        let state = self.states.get_mut(slot)?;
+        state.status = Status::Firing { since: now };
+        state.fired_at = Some(Timestamp(record.starts_at_us));
+        self.audit_restart(record, "restored");
+        None
+    }
+
+    /// Whether the record's point may still be named at run time: its rule
+    /// exists and matches it, and it is not registered yet.
+    fn may_still_appear(&self, record: &FiringRecord) -> bool {
+        let Some(rule) = record
+            .label("alertname")
+            .and_then(|name| self.rules.iter().find(|r| r.name == name))
+        else {
+            return false;
+        };
+        match rule.condition {
+            Condition::DeviceDown => record
+                .label("device")
+                .is_some_and(|d| !self.devices.iter().any(|known| &**known == d)),
+            _ => record.label("point").is_some_and(|p| {
+                self.registry.id_of(p).is_none() && glob::matches(&rule.points, p)
+            }),
+        }
+    }
+
+    /// A resolution of a restored alert under its old labels.
+    fn resolve_record(&self, record: &FiringRecord, why: &str) -> Event {
+        let name = record.label("alertname").unwrap_or("alert");
+        self.audit_restart(record, "resolved");
+        Event {
+            transition: Transition::Resolved,
+            alert: AlertView {
+                labels: record.labels.clone(),
+                annotations: vec![("summary".into(), format!("{name}: {why}: resolved"))],
+                starts_at: Timestamp(record.starts_at_us),
+                ends_at: Some(Timestamp::now()),
+            },
+        }
+    }
+
+    fn audit_restart(&self, record: &FiringRecord, outcome: &str) {
+        self.audit.record(
+            "alert_restart",
+            serde_json::json!({
+                "labels": record.labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                "fired_at": Timestamp(record.starts_at_us).to_rfc3339(),
+                "outcome": outcome,
+            }),
+        );
     }
 
     /// The state slot a record names, when its rule and subject exist.
@@ -419,6 +502,15 @@ impl Engine {
             .enumerate()
             .filter(|(_, s)| matches!(s.status, Status::Firing { .. }))
             .map(|(slot, _)| self.view(slot))
+            .chain(self.awaiting.iter().map(|(record, _)| AlertView {
+                labels: record.labels.clone(),
+                annotations: vec![(
+                    "summary".into(),
+                    "firing before the restart; its point has not reported since".into(),
+                )],
+                starts_at: Timestamp(record.starts_at_us),
+                ends_at: None,
+            }))
             .collect()
     }
 }
@@ -534,6 +626,104 @@ mod tests {
             && e.alert.ends_at.is_some()
             && e.alert.labels.iter().any(|(k, _)| k == "alertname")));
         assert!(renamed.firing().is_empty());
+    }
+
+    #[test]
+    fn a_restored_alert_waits_for_its_run_time_point_or_is_resolved_after_the_grace() {
+        let co_high = || {
+            rule(
+                "CoHigh",
+                "*.co_*",
+                Condition::Above {
+                    raise: 100.0,
+                    clear: 80.0,
+                },
+                Duration::ZERO,
+            )
+        };
+        let mqtt_point = |name: &str| FiringRecord {
+            labels: {
+                let mut before = engine(vec![co_high()]);
+                let _ = before.observe(&[reading(0, Some(150.0), Quality::Good)], Instant::now());
+                let mut labels = before.firing_records().remove(0).labels;
+                for (k, v) in &mut labels {
+                    if k == "point" {
+                        *v = name.into();
+                    }
+                }
+                labels
+            },
+            starts_at_us: 1_765_000_000_000_000,
+        };
+        let registry = Arc::new({
+            let mut r = PointRegistry::new();
+            r.insert(PointMeta::plain("bore_a.co_1", "plc_a", 1000))
+                .unwrap();
+            r
+        });
+        let mut e = Engine::new(
+            "test-site",
+            vec![co_high()],
+            registry.clone(),
+            Audit::disabled(),
+        );
+        let t0 = Instant::now();
+        let kept = [mqtt_point("bore_c.co_9"), mqtt_point("bore_c.co_8")];
+        assert!(e.restore(&kept, t0).is_empty(), "waiting, not resolved");
+        assert_eq!(e.firing().len(), 2, "still shown firing");
+        assert_eq!(e.firing_records(), kept.to_vec(), "and kept on disk");
+        // The source names one of them; its first reading clears it.
+        let mut meta = PointMeta::plain("bore_c.co_9", "plc_a", 1000);
+        meta.unit = "ppm".into();
+        let id = registry.register(meta).unwrap();
+        let cleared = e.observe(&[reading(id.0, Some(20.0), Quality::Good)], t0);
+        assert_eq!(cleared.len(), 1, "{cleared:?}");
+        assert_eq!(cleared[0].transition, Transition::Resolved);
+        // The other never appears: resolved after the grace, once.
+        assert!(e.tick(t0 + Duration::from_secs(1)).is_empty());
+        let late = e.tick(t0 + RESTORE_GRACE);
+        assert_eq!(late.len(), 1);
+        assert!(late[0]
+            .alert
+            .labels
+            .contains(&("point".into(), "bore_c.co_8".into())));
+        assert!(e.tick(t0 + RESTORE_GRACE * 2).is_empty());
+        assert!(e.firing().is_empty() && e.firing_records().is_empty());
+    }
+
+    #[test]
+    fn a_restored_alert_whose_labels_changed_is_resolved_under_the_old_ones() {
+        let with_severity = |severity: &str| {
+            let mut r = rule(
+                "CoHigh",
+                "*.co_*",
+                Condition::Above {
+                    raise: 100.0,
+                    clear: 80.0,
+                },
+                Duration::ZERO,
+            );
+            r.severity = severity.into();
+            r
+        };
+        let mut before = engine(vec![with_severity("warning")]);
+        let _ = before.observe(&[reading(0, Some(150.0), Quality::Good)], Instant::now());
+        let kept = before.firing_records();
+        let mut after = engine(vec![with_severity("critical")]);
+        let told = after.restore(&kept, Instant::now());
+        assert_eq!(told.len(), 1);
+        assert_eq!(
+            told[0].alert.labels, kept[0].labels,
+            "the old alert, resolved"
+        );
+        assert!(after.firing().is_empty());
+        // Still high: it fires anew, under the new labels.
+        let fired = after.observe(&[reading(0, Some(150.0), Quality::Good)], Instant::now());
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0]
+            .alert
+            .labels
+            .contains(&("severity".into(), "critical".into())));
     }
 
     #[test]

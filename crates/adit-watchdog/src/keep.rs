@@ -33,29 +33,47 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FiringRecord>, String> {
 }
 
 /// The file's bytes for `firing` (pure).
-pub fn render(firing: &[FiringRecord]) -> Vec<u8> {
+pub fn render(firing: &[FiringRecord]) -> Result<Vec<u8>, String> {
     let kept = Kept {
         version: 1,
         firing: firing.to_vec(),
     };
-    serde_json::to_vec_pretty(&kept).unwrap_or_default()
+    serde_json::to_vec_pretty(&kept).map_err(|e| e.to_string())
 }
+
+/// Largest file read back (far above any real firing set).
+const MAX_FILE: u64 = 16 * 1024 * 1024;
 
 /// What `dir` holds: nothing when there is no file (a first start).
 pub fn load(dir: &Path) -> Result<Vec<FiringRecord>, String> {
+    use std::io::Read;
     let path = dir.join(FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => parse(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!("{}: larger than {MAX_FILE} bytes", path.display()));
     }
+    parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes every new firing set to `dir` until the sender is gone (the last
 /// set is written before it returns).
 pub async fn keep_firing(dir: PathBuf, mut sets: watch::Receiver<Vec<FiringRecord>>) {
     while sets.changed().await.is_ok() {
-        let bytes = render(&sets.borrow_and_update());
+        let bytes = match render(&sets.borrow_and_update()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "could not render the firing alerts: the file keeps the last set");
+                continue;
+            }
+        };
         let at = dir.clone();
         let written = tokio::task::spawn_blocking(move || {
             adit_core::durable::replace_file(&at, FILE, &bytes)
@@ -86,7 +104,7 @@ mod tests {
             ],
             starts_at_us: 1_765_000_000_000_000,
         }];
-        assert_eq!(parse(&render(&firing)).unwrap(), firing);
+        assert_eq!(parse(&render(&firing).unwrap()).unwrap(), firing);
         assert!(parse(b"{").is_err());
         assert!(parse(br#"{"version":2,"firing":[]}"#)
             .unwrap_err()

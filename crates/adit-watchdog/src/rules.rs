@@ -112,21 +112,18 @@ pub fn judge(cond: &Condition, mem: &mut Memory, s: &Sample) -> Option<bool> {
             }
             _ => None,
         },
+        // Clears only on a change; raises once `samples` identical values
+        // are counted; no verdict while counting (so an alert restored
+        // firing after a restart, with no history, is neither resolved by
+        // the first samples nor fired again: only a change clears it).
         Condition::Flatline { samples } => match good_value {
-            // No history yet (the first sample, or the first after a
-            // restart that restored a firing flatline alert): no verdict,
-            // rather than a "changed" that would resolve it at once.
-            Some(_) if mem.last_value.is_none() => {
+            Some(v) if mem.last_value.is_some_and(|last| last != v) => {
                 mem.same_count = 1;
-                (*samples <= 1).then_some(true)
+                Some(false)
             }
-            Some(v) => {
-                if mem.last_value == Some(v) {
-                    mem.same_count = mem.same_count.saturating_add(1);
-                } else {
-                    mem.same_count = 1;
-                }
-                Some(mem.same_count >= *samples)
+            Some(_) => {
+                mem.same_count = mem.same_count.saturating_add(1);
+                (mem.same_count >= *samples).then_some(true)
             }
             None => None,
         },
@@ -301,16 +298,22 @@ mod tests {
             run(&stuck, Duration::ZERO, &[3.1, 3.2, 3.2, 3.2, 3.2, 3.2, 3.3]),
             vec![None, None, None, None, Some(F), None, Some(R)]
         );
-        // The first sample has no history: no verdict, so a flatline alert
-        // restored firing after a restart is not resolved by it.
-        let first = Sample {
-            value: Some(3.2),
+        // No history (an alert restored firing after a restart): counting
+        // up gives no verdict, so the stuck sensor is neither resolved nor
+        // fired again; only a change clears it.
+        let mut mem = Memory::default();
+        let at = |value: f64| Sample {
+            value: Some(value),
             quality: Quality::Good,
             source_ts: Timestamp(0),
             received_ts: Timestamp(0),
             at: Instant::now(),
         };
-        assert_eq!(judge(&stuck, &mut Memory::default(), &first), None);
+        let verdicts: Vec<Option<bool>> = [3.2, 3.2, 3.2, 3.2, 3.3]
+            .iter()
+            .map(|&v| judge(&stuck, &mut mem, &at(v)))
+            .collect();
+        assert_eq!(verdicts, [None, None, None, Some(true), Some(false)]);
     }
 
     #[test]

@@ -204,3 +204,22 @@ async fn an_alert_whose_rule_left_the_config_is_resolved_at_start() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(again.end().await.is_empty());
 }
+
+#[tokio::test]
+async fn resolutions_found_at_start_are_told_even_when_the_stop_comes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path(), "CoHigh");
+    first.batches.send(co(150.0)).await.unwrap();
+    first.until("fired", |s| firing(s).len() == 1).await;
+    first.end().await;
+
+    // Stopped before its task ever ran (current-thread runtime): the
+    // resolution found at start is still recorded, and the file emptied.
+    let renamed = start(dir.path(), "CoVeryHigh");
+    renamed.stop.cancel();
+    let events = renamed.end().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].transition, Transition::Resolved);
+    let kept = adit_watchdog::keep::load(dir.path()).unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+}
