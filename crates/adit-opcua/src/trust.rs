@@ -32,8 +32,12 @@ pub fn trust(file: &Path, pki_dir: Option<&Path>) -> Result<Trusted, String> {
     };
     let trusted_dir = pki.join("trusted");
     std::fs::create_dir_all(&trusted_dir).map_err(|e| format!("{}: {e}", trusted_dir.display()))?;
-    let target = trusted_dir.join(CertificateStore::cert_file_name(&cert));
-    std::fs::write(&target, &bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+    let name = CertificateStore::cert_file_name(&cert);
+    let target = trusted_dir.join(&name);
+    // Durable before the rejected copy goes: a crash leaves the
+    // certificate in one place or the other, never in neither.
+    adit_core::durable::replace_file(&trusted_dir, &name, &bytes)
+        .map_err(|e| format!("{}: {e}", target.display()))?;
     if file.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("rejected")) {
         let _ = std::fs::remove_file(file);
     }
