@@ -561,6 +561,19 @@ mod tests {
         }
     }
 
+    /// 1000 good readings, one microsecond apart.
+    fn thousand() -> Vec<Reading> {
+        (0..1000)
+            .map(|i| {
+                reading(
+                    Some(Value::F64(f64::from(i))),
+                    Quality::Good,
+                    1_700_000_000_000_000 + i64::from(i),
+                )
+            })
+            .collect()
+    }
+
     fn wire(version: ProtocolVersion, readings: &[Reading]) -> String {
         let mut b = Buffer::new(version);
         encode_rows(&mut b, "readings", &registry(), readings).unwrap();
@@ -777,15 +790,7 @@ mod tests {
 
     #[test]
     fn a_large_batch_is_split_into_requests_of_bounded_size() {
-        let readings: Vec<Reading> = (0..1000)
-            .map(|i| {
-                reading(
-                    Some(Value::F64(f64::from(i))),
-                    Quality::Good,
-                    1_700_000_000_000_000 + i64::from(i),
-                )
-            })
-            .collect();
+        let readings = thousand();
         let mut b = Buffer::new(ProtocolVersion::V1);
         let mut done = 0;
         let mut requests = 0;
@@ -819,11 +824,7 @@ mod tests {
         let missing = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
         for (settings, v2) in [(listing, true), (missing, false)] {
             let (port, requests) = scripted_server(settings);
-            let mut sink = QuestDbSink::new(
-                Conf(format!("http::addr=127.0.0.1:{port};")),
-                "readings".into(),
-                Arc::new(registry()),
-            );
+            let mut sink = sink_at(port, "");
             assert_eq!(sink.writer(), "adit");
             let r = reading(Some(Value::F64(0.1)), Quality::Good, 1_700_000_000_000_000);
             assert_eq!(sink.write(std::slice::from_ref(&r)).unwrap(), 1);
@@ -876,11 +877,7 @@ mod tests {
                 LISTS_V1
             }
         });
-        let mut sink = QuestDbSink::new(
-            Conf(format!("http::addr=127.0.0.1:{port};")),
-            "readings".into(),
-            Arc::new(registry()),
-        );
+        let mut sink = sink_at(port, "");
         let first = reading(Some(Value::F64(0.1)), Quality::Good, 1_700_000_000_000_000);
         let second = reading(Some(Value::F64(0.2)), Quality::Good, 1_700_000_001_000_000);
         assert_eq!(sink.write(std::slice::from_ref(&first)).unwrap(), 1);
@@ -919,20 +916,8 @@ mod tests {
                 NO_CONTENT
             }
         });
-        let mut sink = QuestDbSink::new(
-            Conf(format!("http::addr=127.0.0.1:{port};protocol_version=1;")),
-            "readings".into(),
-            Arc::new(registry()),
-        );
-        let readings: Vec<Reading> = (0..1000)
-            .map(|i| {
-                reading(
-                    Some(Value::F64(f64::from(i))),
-                    Quality::Good,
-                    1_700_000_000_000_000 + i64::from(i),
-                )
-            })
-            .collect();
+        let mut sink = sink_at(port, "protocol_version=1;");
+        let readings = thousand();
         assert_eq!(sink.write(&readings).unwrap(), 1000);
         let whole = raw(ProtocolVersion::V1, &readings);
         let (_, refused) = next(&requests);
@@ -972,15 +957,7 @@ mod tests {
             "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n";
         let (port, requests) = crate::test_server::serve(usize::MAX, |_| TOO_LARGE);
         let mut sink = sink_at(port, "protocol_version=1;");
-        let readings: Vec<Reading> = (0..1000)
-            .map(|i| {
-                reading(
-                    Some(Value::F64(f64::from(i))),
-                    Quality::Good,
-                    1_700_000_000_000_000 + i64::from(i),
-                )
-            })
-            .collect();
+        let readings = thousand();
         let result = sink.write(&readings);
         let sent = requests.try_iter().count();
         println!("always 413: {sent} requests, then {result:?}");
