@@ -556,19 +556,24 @@ mod tests {
         }
     }
 
+    /// `name`: CO above 100 ppm, clears below 80, no hold.
+    fn co_above_100(name: &str) -> RuleSpec {
+        rule(
+            name,
+            "*.co_*",
+            Condition::Above {
+                raise: 100.0,
+                clear: 80.0,
+            },
+            Duration::ZERO,
+        )
+    }
+
     #[test]
     fn a_firing_alert_outlives_a_restart_and_resolves_once_when_its_condition_clears() {
         let rules = || {
             vec![
-                rule(
-                    "CoHigh",
-                    "*.co_*",
-                    Condition::Above {
-                        raise: 100.0,
-                        clear: 80.0,
-                    },
-                    Duration::ZERO,
-                ),
+                co_above_100("CoHigh"),
                 rule("PlcDown", "bore_b.*", Condition::DeviceDown, Duration::ZERO),
             ]
         };
@@ -611,15 +616,7 @@ mod tests {
         assert!(after.firing_records().is_empty());
 
         // A rule gone from the config: resolved at start.
-        let mut renamed = engine(vec![rule(
-            "CoVeryHigh",
-            "*.co_*",
-            Condition::Above {
-                raise: 100.0,
-                clear: 80.0,
-            },
-            Duration::ZERO,
-        )]);
+        let mut renamed = engine(vec![co_above_100("CoVeryHigh")]);
         let gone = renamed.restore(&kept, t1);
         assert_eq!(gone.len(), 2);
         assert!(gone.iter().all(|e| e.transition == Transition::Resolved
@@ -630,17 +627,7 @@ mod tests {
 
     #[test]
     fn a_restored_alert_waits_for_its_run_time_point_or_is_resolved_after_the_grace() {
-        let co_high = || {
-            rule(
-                "CoHigh",
-                "*.co_*",
-                Condition::Above {
-                    raise: 100.0,
-                    clear: 80.0,
-                },
-                Duration::ZERO,
-            )
-        };
+        let co_high = || co_above_100("CoHigh");
         let mqtt_point = |name: &str| FiringRecord {
             labels: {
                 let mut before = engine(vec![co_high()]);
@@ -694,15 +681,7 @@ mod tests {
     #[test]
     fn a_restored_alert_whose_labels_changed_is_resolved_under_the_old_ones() {
         let with_severity = |severity: &str| {
-            let mut r = rule(
-                "CoHigh",
-                "*.co_*",
-                Condition::Above {
-                    raise: 100.0,
-                    clear: 80.0,
-                },
-                Duration::ZERO,
-            );
+            let mut r = co_above_100("CoHigh");
             r.severity = severity.into();
             r
         };

@@ -130,6 +130,14 @@ impl Run {
     }
 }
 
+/// A first run on `dir` in which CoHigh fires; stopped.
+async fn fire_and_stop(dir: &std::path::Path) {
+    let mut first = start(dir, "CoHigh");
+    first.batches.send(co(150.0)).await.unwrap();
+    first.until("fired", |s| firing(s).len() == 1).await;
+    first.end().await;
+}
+
 fn firing(s: &AlertState) -> Vec<&adit_watchdog::AlertView> {
     s.alerts.iter().filter(|a| a.ends_at.is_none()).collect()
 }
@@ -180,10 +188,7 @@ async fn a_firing_alert_survives_a_restart_and_its_resolution_is_told_once() {
 #[tokio::test]
 async fn an_alert_whose_rule_left_the_config_is_resolved_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut first = start(dir.path(), "CoHigh");
-    first.batches.send(co(150.0)).await.unwrap();
-    first.until("fired", |s| firing(s).len() == 1).await;
-    first.end().await;
+    fire_and_stop(dir.path()).await;
 
     let mut renamed = start(dir.path(), "CoVeryHigh");
     renamed
@@ -208,10 +213,7 @@ async fn an_alert_whose_rule_left_the_config_is_resolved_at_start() {
 #[tokio::test]
 async fn resolutions_found_at_start_are_told_even_when_the_stop_comes_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut first = start(dir.path(), "CoHigh");
-    first.batches.send(co(150.0)).await.unwrap();
-    first.until("fired", |s| firing(s).len() == 1).await;
-    first.end().await;
+    fire_and_stop(dir.path()).await;
 
     // Stopped before its task ever ran (current-thread runtime): the
     // resolution found at start is still recorded, and the file emptied.
