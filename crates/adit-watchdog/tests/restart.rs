@@ -130,7 +130,7 @@ impl Run {
     }
 }
 
-/// A first run on `dir` in which CoHigh fires; stopped.
+/// A first run on `dir` in which `CoHigh` fires; stopped.
 async fn fire_and_stop(dir: &std::path::Path) {
     let mut first = start(dir, "CoHigh");
     first.batches.send(co(150.0)).await.unwrap();
