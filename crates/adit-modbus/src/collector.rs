@@ -363,6 +363,12 @@ fn mark_group(
     }
 }
 
+/// Exceptions 0x0A (gateway path unavailable) and 0x0B (gateway target
+/// device failed to respond): the device behind a gateway is not there.
+pub fn is_gateway_failure(code: u8) -> bool {
+    matches!(code, 0x0A | 0x0B)
+}
+
 /// Records a connection transition in the audit log, once per change.
 fn audit_link(bus: &ModbusBus, link: &mut Link, up: bool, cause: &str) {
     if link.audited_up == Some(up) {
@@ -449,6 +455,22 @@ async fn poll_group(
         }
         match outcome {
             Outcome::Data(_) | Outcome::Bits(_) => {}
+            Outcome::Exception(code) if is_gateway_failure(code) => {
+                // A gateway answering for a slave that is not there: every
+                // read of this group would wait out the gateway's own
+                // timeout on the shared connection. The device is down
+                // (breaker, `up`); the gateway's link is sound and kept.
+                m.exception.inc();
+                tracing::debug!(device = %cfg.id, code, "gateway: the device behind it does not answer");
+                mark_group(
+                    device,
+                    group,
+                    next,
+                    Quality::Bad(Reason::DeviceException(code)),
+                    batch,
+                );
+                return PollResult::Failed;
+            }
             Outcome::Exception(code) => {
                 m.exception.inc();
                 tracing::debug!(device = %cfg.id, table = read.table.name(), start = read.start, count = read.count, code, "exception response");
@@ -489,6 +511,11 @@ async fn poll_group(
         next += 1;
     }
     if let (Some(read), Some(clock), Some(c)) = (&device.clock_read, &mb.clock, link.ctx.as_mut()) {
+        // A request like any other: its unit, and the line's silence first.
+        c.set_slave(Slave(mb.unit_id));
+        if !mb.inter_frame_delay.is_zero() {
+            sleep(mb.inter_frame_delay).await;
+        }
         let poisoned =
             !read_device_clock(c, read, clock, device, &mut batch[first_reading..]).await;
         if poisoned {

@@ -78,6 +78,13 @@ pub async fn open(endpoint: &Endpoint, unit: u8, limit: Duration) -> Result<Cont
             }
             Endpoint::Rtu(serial) => {
                 let port = open_serial(serial)?;
+                // RTU has no transaction id: a slave's late reply to a
+                // request that timed out (the reason for most reopenings)
+                // would be taken for the answer to the next request. Let
+                // the line go quiet, then drop whatever arrived.
+                tokio::time::sleep(late_reply_wait(serial.baud_rate).min(limit / 2)).await;
+                tokio_serial::SerialPort::clear(&port, tokio_serial::ClearBuffer::Input)
+                    .map_err(|e| format!("clear {}: {e}", serial.port))?;
                 Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(unit)))
             }
         }
@@ -85,6 +92,13 @@ pub async fn open(endpoint: &Endpoint, unit: u8, limit: Duration) -> Result<Cont
     timeout(limit, attempt)
         .await
         .unwrap_or_else(|_| Err(format!("connect timed out after {limit:?}")))
+}
+
+/// How long a late reply can still be arriving: the longest RTU frame (256
+/// bytes of 11 bits) at `baud`, and at least 50 ms.
+pub fn late_reply_wait(baud: u32) -> Duration {
+    let frame_ms = 256 * 11 * 1000 / u64::from(baud.max(1));
+    Duration::from_millis(frame_ms.max(50))
 }
 
 fn open_serial(serial: &SerialConfig) -> Result<tokio_serial::SerialStream, String> {
@@ -110,4 +124,17 @@ fn open_serial(serial: &SerialConfig) -> Result<tokio_serial::SerialStream, Stri
         .stop_bits(stop_bits)
         .open_native_async()
         .map_err(|e| format!("open {}: {e}", serial.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_reply_is_waited_for_as_long_as_the_longest_frame_takes() {
+        assert_eq!(late_reply_wait(9600), Duration::from_millis(293));
+        assert_eq!(late_reply_wait(1200), Duration::from_millis(2346));
+        assert_eq!(late_reply_wait(115_200), Duration::from_millis(50));
+        assert_eq!(late_reply_wait(0), Duration::from_secs(2816));
+    }
 }

@@ -52,9 +52,48 @@ pub async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -
         }
     };
     match timeout(limit, call).await {
-        Ok(Ok(Ok(outcome))) => outcome,
+        Ok(Ok(Ok(outcome))) => checked(outcome, read.count),
         Ok(Ok(Err(exception))) => Outcome::Exception(u8::from(exception)),
         Ok(Err(_)) => Outcome::LinkFailed("link_error"),
         Err(_) => Outcome::LinkFailed("timeout"),
+    }
+}
+
+/// An answer whose length is not the count asked for is no answer to this
+/// read: on RTU (no transaction id) it is a reply to another request that
+/// came late, or a broken frame. Refused as a link failure (the connection
+/// is then rebuilt), never decoded: a shorter block would have shifted
+/// every value onto the wrong points.
+pub fn checked(outcome: Outcome, count: u16) -> Outcome {
+    let len = match &outcome {
+        Outcome::Data(words) => words.len(),
+        Outcome::Bits(bits) => bits.len(),
+        Outcome::Exception(_) | Outcome::LinkFailed(_) => return outcome,
+    };
+    if len == usize::from(count) {
+        outcome
+    } else {
+        Outcome::LinkFailed("wrong_length")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_of_another_length_than_asked_is_a_link_failure() {
+        let kind = |o: Outcome| match o {
+            Outcome::Data(w) => format!("data {}", w.len()),
+            Outcome::Bits(b) => format!("bits {}", b.len()),
+            Outcome::Exception(c) => format!("exception {c}"),
+            Outcome::LinkFailed(k) => k.to_string(),
+        };
+        assert_eq!(kind(checked(Outcome::Data(vec![0; 10]), 10)), "data 10");
+        assert_eq!(kind(checked(Outcome::Data(vec![0; 8]), 10)), "wrong_length");
+        assert_eq!(kind(checked(Outcome::Data(vec![0; 12]), 10)), "wrong_length");
+        assert_eq!(kind(checked(Outcome::Bits(vec![true; 16]), 16)), "bits 16");
+        assert_eq!(kind(checked(Outcome::Bits(vec![true; 8]), 16)), "wrong_length");
+        assert_eq!(kind(checked(Outcome::Exception(2), 10)), "exception 2");
     }
 }

@@ -143,8 +143,11 @@ pub fn judge(cond: &Condition, mem: &mut Memory, s: &Sample) -> Option<bool> {
                 None
             }
         }
+        // A gateway's 0x0A/0x0B: the device behind it does not answer.
         Condition::DeviceDown => match s.quality {
-            Quality::Bad(Reason::CommFailure) => Some(true),
+            Quality::Bad(Reason::CommFailure | Reason::DeviceException(0x0A | 0x0B)) => {
+                Some(true)
+            }
             Quality::Bad(Reason::Stale) => None,
             _ => Some(false),
         },
@@ -328,7 +331,7 @@ mod tests {
         };
         let stale = Quality::Bad(Reason::Stale);
         let comm = Quality::Bad(Reason::CommFailure);
-        let cases: [(&Condition, Quality, Option<bool>); 9] = [
+        let cases: [(&Condition, Quality, Option<bool>); 10] = [
             (&Condition::Stale, stale, Some(true)),
             (&Condition::Stale, Quality::Good, Some(false)),
             (&Condition::Stale, comm, Some(false)),
@@ -340,6 +343,11 @@ mod tests {
                 Some(false),
             ),
             (&Condition::DeviceDown, comm, Some(true)),
+            (
+                &Condition::DeviceDown,
+                Quality::Bad(Reason::DeviceException(0x0B)),
+                Some(true),
+            ),
             (
                 &Condition::DeviceDown,
                 Quality::Bad(Reason::DeviceException(2)),

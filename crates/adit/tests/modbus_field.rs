@@ -341,6 +341,8 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
             unit(3, &["exception=4"]),
             unit(4, &["max_registers=4"]),
             unit(5, &["max_registers=4"]),
+            // A gateway answering for a slave that is not there.
+            unit(6, &["exception=11"]),
         ],
     )
     .await
@@ -366,6 +368,7 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
                 5,
                 &format!("{opts}\nmax_gap = 2"),
             )
+            + &device("behind_gateway", "modbus_tcp", &endpoint, 6, opts)
     })
     .await;
     let expect = [
@@ -377,11 +380,17 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
         ("limited.co", Quality::Good),
         ("limited.no2", Quality::Good),
         ("greedy.co", Quality::Bad(Reason::DeviceException(3))),
+        ("behind_gateway.co", Quality::Bad(Reason::DeviceException(11))),
+        ("behind_gateway.no2", Quality::Bad(Reason::DeviceException(11))),
     ];
     wait_until(Duration::from_secs(5), "every fault's quality", || {
         expect.iter().all(|(p, q)| run.quality(p) == Some(*q))
     })
     .await;
+    // A refusing device is up (it answers); one a gateway reports absent is
+    // down, for its breaker and its alert, while the gateway's link stays.
+    let up = |d: &str| run.counter("adit_modbus_device_up", &[("device", d)]);
+    assert_eq!((up("refusing"), up("behind_gateway")), (1.0, 0.0));
     assert_eq!(
         run.value("sentinel.co"),
         Some(Value::F64(-9999.0)),
