@@ -210,6 +210,8 @@ struct Session<'a> {
     /// The receive time of the messages rumqttc read together (up to ten,
     /// handled in one loop turn): read once per turn, not per message.
     turn_clock: Option<(Timestamp, Instant)>,
+    /// The last receive time given to a message: each gets a distinct one.
+    last_received: Timestamp,
 }
 
 impl<'a> Session<'a> {
@@ -244,7 +246,20 @@ impl<'a> Session<'a> {
             subscribe_pending: false,
             redeliver: false,
             turn_clock: None,
+            last_received: Timestamp(i64::MIN),
         }
+    }
+
+    /// The receive time of one message: the turn's, or 1 µs after the
+    /// previous message's. Messages read together (and a backlog a broker
+    /// releases after a reconnect) would otherwise share one; two samples
+    /// of a point without a time of their own would then have the same
+    /// storage key (point, time, receive time), and the database's dedup
+    /// would keep one of them: a silent loss.
+    fn receive_time(&mut self, turn: Timestamp) -> Timestamp {
+        let t = Timestamp(turn.0.max(self.last_received.0.saturating_add(1)));
+        self.last_received = t;
+        t
     }
 
     /// Wall time for the readings and monotonic time for liveness, read
@@ -543,7 +558,8 @@ impl<'a> Session<'a> {
         if ack.qos > 0 {
             self.batch_acks.push(ack);
         }
-        let (now, seen_at) = self.turn_clock();
+        let (turn, seen_at) = self.turn_clock();
+        let now = self.receive_time(turn);
         self.fx.clear();
         let Ok(topic) = std::str::from_utf8(topic) else {
             self.fx.rejects.push(Reject::InvalidUtf8);

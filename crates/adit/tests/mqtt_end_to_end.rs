@@ -322,6 +322,38 @@ async fn each_bad_message_is_rejected_counted_under_its_reason_and_the_collector
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_without_a_time_of_their_own_is_stored_whole() {
+    // Plain payloads carry no time: each message's receive time is its
+    // storage key's, and messages read in one turn must not share one.
+    const N: i64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Mosquitto::start(dir.path(), port);
+    let app = start(&config_text(dir.path(), port, SUBSCRIPTIONS)).await;
+    connected(&app).await;
+    let publisher = Publisher::connect(port, "test-pub-burst");
+    for i in 0..N {
+        let payload = if i % 2 == 0 { "1" } else { "0" };
+        publisher.publish("plant/pump1/running", payload).await;
+    }
+    wait_for(Duration::from_secs(60), "the broker acked the burst", || {
+        publisher.acked() >= N as u64
+    })
+    .await;
+    let db = dir.path().join("readings.db");
+    let rows = || {
+        count(
+            &db,
+            "SELECT count(*) FROM readings_view WHERE point = 'plant.pump1.running' AND quality = 'good'",
+        )
+    };
+    wait_for(Duration::from_secs(60), "a row per message", || rows() >= N).await;
+    println!("burst: published {N}, rows {}", rows());
+    assert_eq!(rows(), N);
+    assert!(app.shutdown().await);
+}
+
 /// Publishes `n` messages, one per ms of a base time, on ten topics; each
 /// carries its own timestamp (so a redelivery dedups).
 async fn publish_numbered(
