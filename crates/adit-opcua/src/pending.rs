@@ -61,6 +61,22 @@ pub struct State {
     last: Vec<Option<Last>>,
     /// When each group last had a publish response (data or keep-alive).
     pub heard: Vec<Instant>,
+    /// The last receive time given to a notification: each gets a distinct
+    /// one (see [`State::receive_time`]).
+    last_received: Timestamp,
+}
+
+impl State {
+    /// The receive time of one notification: the response's, or 1 µs after
+    /// the previous one. A queue of several values of one item in one
+    /// response (`queue_size > 1`) would otherwise share it; with
+    /// `timestamp = "receive"` they would then have one storage key, and
+    /// the database's dedup would keep one of them.
+    fn receive_time(&mut self, response: Timestamp) -> Timestamp {
+        let t = Timestamp(response.0.max(self.last_received.0.saturating_add(1)));
+        self.last_received = t;
+        t
+    }
 }
 
 /// Shared between callbacks, the read worker and the collector task.
@@ -79,6 +95,7 @@ impl Pending {
             readings: Vec::new(),
             last: (0..table.ids.len()).map(|_| None).collect(),
             heard: vec![now; table.members.len()],
+            last_received: Timestamp(i64::MIN),
         };
         Self {
             table,
@@ -182,6 +199,7 @@ impl Pending {
                     continue;
                 };
                 values += 1;
+                let received = st.receive_time(received);
                 let c = convert(
                     &item.value,
                     self.table.scaling[i],
@@ -262,5 +280,26 @@ impl OnSubscriptionNotificationCore for GroupCallback {
         _items: MonitoredItemMap<'_>,
     ) {
         self.pending.on_publish(self.group, notification);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_of_one_response_get_distinct_receive_times() {
+        let mut st = State {
+            readings: Vec::new(),
+            last: Vec::new(),
+            heard: Vec::new(),
+            last_received: Timestamp(i64::MIN),
+        };
+        let t = Timestamp(1_765_000_000_000_000);
+        let times: Vec<i64> = [t, t, t, Timestamp(t.0 + 100), Timestamp(t.0 - 5)]
+            .into_iter()
+            .map(|r| st.receive_time(r).0 - t.0)
+            .collect();
+        assert_eq!(times, [0, 1, 2, 100, 101], "distinct, never backwards");
     }
 }
