@@ -152,9 +152,28 @@ impl Mapper {
     }
 
     /// Maps one message received at `now` (`retained`: the broker's stored
-    /// copy, see [`reading`]); readings are appended to `out`.
+    /// copy, see [`reading`] and [`last_known`]); readings are appended to
+    /// `out`.
     #[allow(clippy::too_many_arguments)]
     pub fn map(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Timestamp,
+        retained: bool,
+        registrar: &PointRegistrar,
+        out: &mut Vec<Reading>,
+        fx: &mut Effects,
+    ) {
+        let first = out.len();
+        self.map_message(topic, payload, now, retained, registrar, out, fx);
+        if retained {
+            last_known(&mut out[first..], now, registrar.registry());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_message(
         &mut self,
         topic: &str,
         payload: &[u8],
@@ -380,6 +399,23 @@ fn reading(point: PointId, item: Item<'_>, now: Timestamp, retained: bool) -> Re
     }
 }
 
+/// A retained copy (the broker's last known value, replayed at every
+/// subscribe) is a fresh Good sample only when its own time is within the
+/// point's `stale_after` of `now`: an older one is
+/// `uncertain(last_known_value)`, so a publisher that died does not look
+/// alive again at each reconnect.
+pub fn last_known(readings: &mut [Reading], now: Timestamp, registry: &adit_core::PointRegistry) {
+    for r in readings {
+        let Some(meta) = registry.get(r.point) else {
+            continue;
+        };
+        let limit = i64::try_from(meta.stale_after.as_micros()).unwrap_or(i64::MAX);
+        if r.quality.is_good() && now.0.saturating_sub(r.source_ts.0) > limit {
+            r.quality = Quality::Uncertain(Reason::LastKnownValue);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +480,24 @@ mod tests {
             Quality::Good,
             "its own time says how old it is"
         );
+        // An hour old: beyond the point's stale_after, the broker's last
+        // known value of a publisher that may be gone.
+        let (old, _) = map(
+            &mut m,
+            &r,
+            "s/co",
+            r#"{"value": 3, "ts": 1789996400000}"#,
+            true,
+        );
+        assert_eq!(old[0].quality, Quality::Uncertain(Reason::LastKnownValue));
+        let (live_old, _) = map(
+            &mut m,
+            &r,
+            "s/co",
+            r#"{"value": 3, "ts": 1789996400000}"#,
+            false,
+        );
+        assert_eq!(live_old[0].quality, Quality::Good, "only retained copies");
     }
 
     #[test]
