@@ -149,6 +149,10 @@ impl Metrics {
 #[derive(Debug, Default)]
 struct Node {
     born: bool,
+    /// A sequence gap since the last NBIRTH: a birth (QoS 0) may have been
+    /// missed, and with it a new alias table. Data is `uncertain` until
+    /// the rebirth asked for arrives.
+    awaiting_rebirth: bool,
     bd_seq: Option<u64>,
     seq: Option<u8>,
     metrics: Metrics,
@@ -237,6 +241,7 @@ impl Host {
                 node.devices.clear();
                 node.metrics = Metrics::default();
                 node.born = true;
+                node.awaiting_rebirth = false;
                 node.seq = payload.seq.map(|s| s as u8);
                 node.bd_seq = payload
                     .metrics
@@ -282,6 +287,7 @@ impl Host {
                     return request_rebirth(node, now_ms, out);
                 };
                 let mut unknown = false;
+                let first = out.samples.len();
                 for m in &payload.metrics {
                     let known = match (m.alias, m.name.as_deref()) {
                         (Some(a), _) if metrics.by_alias.contains_key(&a) => {
@@ -293,6 +299,16 @@ impl Host {
                     match known {
                         Some(k) => sample(k, m, payload_ts, now, out),
                         None => unknown = true,
+                    }
+                }
+                if node.awaiting_rebirth {
+                    for s in &mut out.samples[first..] {
+                        if s.quality.is_good() {
+                            s.quality = Quality::Uncertain(Reason::status(
+                                0x4000_0000,
+                                "awaiting_rebirth",
+                            ));
+                        }
                     }
                 }
                 if unknown {
@@ -369,6 +385,7 @@ fn check_seq(node: &mut Node, seq: Option<u64>, now_ms: i64, out: &mut HostOutpu
     if let Some(last) = node.seq {
         if seq != last.wrapping_add(1) {
             out.rejects.push(Reject::SequenceGap);
+            node.awaiting_rebirth = true;
             request_rebirth(node, now_ms, out);
         }
     }
@@ -693,6 +710,12 @@ mod tests {
             1,
             "data with known aliases is still used"
         );
+        // A birth (QoS 0) may have been missed with its new aliases: until
+        // the rebirth, data is uncertain, never Good on a guessed point.
+        assert_eq!(
+            out.samples[0].quality,
+            Quality::Uncertain(Reason::status(0x4000_0000, "awaiting_rebirth"))
+        );
         let unknown = Metric {
             name: None,
             ..Metric::new("", Some(99), 0, MetricValue::Float(1.0))
@@ -726,6 +749,7 @@ mod tests {
             8100,
         );
         assert!(out.rejects.is_empty());
+        assert_eq!(out.samples[0].quality, Quality::Good, "the rebirth ends it");
         let out = run(
             &mut host,
             "spBv1.0/g/NDATA/n",
