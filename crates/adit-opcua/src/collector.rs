@@ -572,6 +572,23 @@ async fn worker(
                     }
                     Err(e) => tracing::warn!(device = %config.id, error = %e, "re-reading the namespace array failed"),
                 }
+                // The library recreates a subscription the server lost, but
+                // ignores the items it could not create again (keep-alives
+                // then keep the group looking alive): those are retried
+                // like any item refused at the start.
+                let (lost, emptied) = lost_items(&session, &table, &settings, &nodes, &failed);
+                // A group with no item left cannot even be found again (its
+                // subscription's id changed): the client is rebuilt.
+                if let Some(&g) = emptied.first() {
+                    return format!("every monitored item of group {:?} was lost on reconnect", settings.groups[g].name);
+                }
+                if !lost.is_empty() {
+                    tracing::warn!(device = %config.id, items = lost.values().map(Vec::len).sum::<usize>(), "monitored items missing after a reconnect: creating them again");
+                    for (g, points) in lost {
+                        failed.entry(g).or_default().extend(points);
+                    }
+                    pending.metrics_items_failed(failed.values().map(Vec::len).sum());
+                }
             }
         }
     }
@@ -666,6 +683,53 @@ async fn create_items(
         }
     }
     Ok(refused)
+}
+
+/// Per subscribed group, the points that should be monitored (their node
+/// resolved, not already waiting for a retry) but have no item in the
+/// library's subscription state; and the groups with no item at all.
+fn lost_items(
+    session: &Session,
+    table: &PointTable,
+    settings: &OpcuaSettings,
+    nodes: &[Option<NodeId>],
+    failed: &BTreeMap<usize, Vec<usize>>,
+) -> (BTreeMap<usize, Vec<usize>>, Vec<usize>) {
+    let mut present = vec![false; table.ids.len()];
+    {
+        let state = session.subscription_state().lock();
+        for id in state.subscription_ids().unwrap_or_default() {
+            let Some(sub) = state.get(id) else { continue };
+            for m in sub.monitored_items() {
+                if let Some(i) = table.point_of(m.client_handle()) {
+                    present[i] = true;
+                }
+            }
+        }
+    }
+    let mut lost = BTreeMap::new();
+    let mut emptied = Vec::new();
+    for (g, group) in settings.groups.iter().enumerate() {
+        if !matches!(group.mode, GroupMode::Subscribe(_)) {
+            continue;
+        }
+
+        let waiting = failed.get(&g);
+        let missing: Vec<usize> = table.members[g]
+            .iter()
+            .copied()
+            .filter(|&i| nodes[i].is_some() && !present[i])
+            .filter(|i| !waiting.is_some_and(|w| w.contains(i)))
+            .collect();
+        if !missing.is_empty() {
+            // Items were expected and not one of the group is left.
+            if !table.members[g].iter().any(|&i| present[i]) {
+                emptied.push(g);
+            }
+            lost.insert(g, missing);
+        }
+    }
+    (lost, emptied)
 }
 
 /// The current id of group `g`'s subscription: found by its items' client
