@@ -46,6 +46,8 @@ pub const BATCH_MESSAGES: usize = 256;
 const BATCH_DELAY: Duration = Duration::from_millis(2);
 /// Silent periods (of `expect_every`) before a resubscribe, then a rebuild.
 const SILENT_PERIODS: u32 = 3;
+/// How often a subscription the broker refused is asked for again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// One log line (and audit entry) per reject reason at most this often.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -202,6 +204,12 @@ struct Session<'a> {
     /// A SUBSCRIBE could not be queued (rumqttc's request channel was
     /// full): sent again at the top of the loop until it is.
     subscribe_pending: bool,
+    /// The subscriptions (by index) of each SUBSCRIBE sent on this
+    /// connection and not yet answered: a SUBACK's positions name them.
+    awaiting_suback: VecDeque<Vec<usize>>,
+    /// Per subscription the broker refused: when to ask again (an ACL
+    /// loaded late, a broker reconfigured). Cleared when it is granted.
+    refused_retry: Vec<Option<Instant>>,
     /// Messages of this connection were not made durable (spool full or
     /// failed): their acks are withheld, so they hold places in the broker's
     /// in-flight window until it sends them again, which it only does on a
@@ -244,6 +252,8 @@ impl<'a> Session<'a> {
             last_reject_log: vec![None; Reject::ALL.len()],
             rejects_since_log: vec![0; Reject::ALL.len()],
             subscribe_pending: false,
+            awaiting_suback: VecDeque::new(),
+            refused_retry: vec![None; subs],
             redeliver: false,
             turn_clock: None,
             last_received: Timestamp(i64::MIN),
@@ -364,7 +374,18 @@ impl<'a> Session<'a> {
                 }
             }
             Ok(Incoming::SubAck { refused }) => {
-                if refused.is_empty() {
+                // Positions in the SUBSCRIBE it answers (SUBACKs come in
+                // order), turned into subscription indexes.
+                let sent = self.awaiting_suback.pop_front().unwrap_or_default();
+                let refused: Vec<usize> =
+                    refused.iter().filter_map(|&k| sent.get(k).copied()).collect();
+                let now = Instant::now();
+                for &i in &sent {
+                    if let Some(retry) = self.refused_retry.get_mut(i) {
+                        *retry = refused.contains(&i).then_some(now + REFUSED_RETRY);
+                    }
+                }
+                if self.refused_retry.iter().all(Option::is_none) {
                     conn.metrics.subscribed.set(1);
                 }
                 self.subscription_refused(&refused);
@@ -413,6 +434,8 @@ impl<'a> Session<'a> {
         let now = Instant::now();
         self.last_seen.iter_mut().for_each(|t| *t = now);
         self.silent_strikes.iter_mut().for_each(|s| *s = 0);
+        // SUBSCRIBEs of the old connection get no SUBACK on this one.
+        self.awaiting_suback.clear();
         if !session_present {
             if state.connected_once {
                 conn.metrics.resubscribe_session_lost.inc();
@@ -456,17 +479,20 @@ impl<'a> Session<'a> {
 
     /// Sends SUBSCRIBE for one subscription, or all.
     fn subscribe(&mut self, only: Option<usize>) {
-        let filters: Vec<(String, u8)> = self
+        let (indexes, filters): (Vec<usize>, Vec<(String, u8)>) = self
             .conn
             .settings
             .subscriptions
             .iter()
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|o| o == *i))
-            .map(|(_, s)| (s.filter.clone(), s.qos))
-            .collect();
+            .map(|(i, s)| (i, (s.filter.clone(), s.qos)))
+            .unzip();
         match self.client.try_subscribe(&filters) {
-            Ok(()) => self.subscribe_pending = false,
+            Ok(()) => {
+                self.subscribe_pending = false;
+                self.awaiting_suback.push_back(indexes);
+            }
             Err(e) => {
                 if !self.subscribe_pending {
                     tracing::warn!(device = %self.conn.config.id, error = %e, "could not queue SUBSCRIBE yet; retrying");
@@ -695,12 +721,20 @@ impl<'a> Session<'a> {
                 let strikes = self.silent_strikes.get(i).copied().unwrap_or(0) + 1;
                 Some(self.last_seen.get(i).copied()? + every * SILENT_PERIODS * strikes)
             })
+            .chain(self.refused_retry.iter().flatten().copied())
             .min()
     }
 
     /// True when the client must be rebuilt.
     fn check_liveness(&mut self) -> bool {
         let now = Instant::now();
+        for i in 0..self.refused_retry.len() {
+            if self.refused_retry[i].is_some_and(|at| at <= now) {
+                // Asked again; the SUBACK sets the next try or clears it.
+                self.refused_retry[i] = Some(now + REFUSED_RETRY);
+                self.subscribe(Some(i));
+            }
+        }
         let subs = &self.conn.settings.subscriptions;
         for (i, sub) in subs.iter().enumerate() {
             let Some(every) = sub.expect_every else {
