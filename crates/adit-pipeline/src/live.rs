@@ -80,8 +80,10 @@ impl LiveState {
             let Some(state) = self.points.get_mut(r.point.index()) else {
                 continue;
             };
-            if r.quality == Quality::Bad(Reason::Stale) {
-                // A stale marker: the quality changes, nothing else does.
+            if r.quality == Quality::Bad(Reason::Stale) && r.value.is_none() {
+                // adit's stale marker (valueless): the quality changes,
+                // nothing else does. A source's own "stale" with a value
+                // (MQTT JSON, Sparkplug quality 500) is a sample like any.
                 state.quality = r.quality;
                 continue;
             }
@@ -196,6 +198,26 @@ mod tests {
         assert_eq!(s.value, Some(Value::F64(42.0)));
         assert_eq!(s.quality, Quality::Bad(Reason::CommFailure));
         assert_eq!(s.readings, 2);
+    }
+
+    #[test]
+    fn a_sources_own_stale_value_is_a_sample_and_adits_marker_is_not() {
+        let mut live = LiveState::new(&registry(1));
+        let t0 = Instant::now();
+        live.apply(&[good(0, 42.0)], t0);
+        let marker =
+            Reading::without_value(PointId(0), Quality::Bad(Reason::Stale), Timestamp(2));
+        live.apply(&[marker], t0 + Duration::from_secs(4));
+        let s = live.get(PointId(0)).unwrap();
+        assert_eq!((s.value.clone(), s.readings), (Some(Value::F64(42.0)), 1));
+        let source_stale = Reading {
+            quality: Quality::Bad(Reason::Stale),
+            ..good(0, 43.0)
+        };
+        live.apply(&[source_stale], t0 + Duration::from_secs(5));
+        let s = live.get(PointId(0)).unwrap();
+        assert_eq!(s.value, Some(Value::F64(43.0)), "the new value is shown");
+        assert_eq!((s.quality, s.readings), (Quality::Bad(Reason::Stale), 2));
     }
 
     #[test]
