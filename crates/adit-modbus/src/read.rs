@@ -91,9 +91,15 @@ mod tests {
         };
         assert_eq!(kind(checked(Outcome::Data(vec![0; 10]), 10)), "data 10");
         assert_eq!(kind(checked(Outcome::Data(vec![0; 8]), 10)), "wrong_length");
-        assert_eq!(kind(checked(Outcome::Data(vec![0; 12]), 10)), "wrong_length");
+        assert_eq!(
+            kind(checked(Outcome::Data(vec![0; 12]), 10)),
+            "wrong_length"
+        );
         assert_eq!(kind(checked(Outcome::Bits(vec![true; 16]), 16)), "bits 16");
-        assert_eq!(kind(checked(Outcome::Bits(vec![true; 8]), 16)), "wrong_length");
+        assert_eq!(
+            kind(checked(Outcome::Bits(vec![true; 8]), 16)),
+            "wrong_length"
+        );
         assert_eq!(kind(checked(Outcome::Exception(2), 10)), "exception 2");
     }
 }

@@ -377,8 +377,10 @@ impl<'a> Session<'a> {
                 // Positions in the SUBSCRIBE it answers (SUBACKs come in
                 // order), turned into subscription indexes.
                 let sent = self.awaiting_suback.pop_front().unwrap_or_default();
-                let refused: Vec<usize> =
-                    refused.iter().filter_map(|&k| sent.get(k).copied()).collect();
+                let refused: Vec<usize> = refused
+                    .iter()
+                    .filter_map(|&k| sent.get(k).copied())
+                    .collect();
                 let now = Instant::now();
                 for &i in &sent {
                     if let Some(retry) = self.refused_retry.get_mut(i) {

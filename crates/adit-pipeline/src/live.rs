@@ -205,8 +205,7 @@ mod tests {
         let mut live = LiveState::new(&registry(1));
         let t0 = Instant::now();
         live.apply(&[good(0, 42.0)], t0);
-        let marker =
-            Reading::without_value(PointId(0), Quality::Bad(Reason::Stale), Timestamp(2));
+        let marker = Reading::without_value(PointId(0), Quality::Bad(Reason::Stale), Timestamp(2));
         live.apply(&[marker], t0 + Duration::from_secs(4));
         let s = live.get(PointId(0)).unwrap();
         assert_eq!((s.value.clone(), s.readings), (Some(Value::F64(42.0)), 1));

@@ -6,7 +6,7 @@
 //! the spool for the next start.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use adit_core::{Batch, PointRegistry, Quality, QualityClass, Reading, Reason, Timestamp};
 use adit_spool::{AppendError, FsyncPolicy, Spool};
@@ -376,6 +376,22 @@ fn audit_spool_drops(spool: &Spool, audit: &adit_audit::Audit, audited: &mut [u6
     }
 }
 
+/// Applies each source envelope's part of `batch` to the live state at the
+/// time it was sent (never later than `now`); readings beyond the last
+/// part at `now`.
+fn apply_as_sent(live: &mut LiveState, batch: &[Reading], sent: &[(usize, Instant)], now: Instant) {
+    let mut start = 0;
+    for &(end, at) in sent {
+        if let Some(part) = batch.get(start..end) {
+            live.apply(part, at.min(now));
+        }
+        start = end;
+    }
+    if let Some(rest) = batch.get(start..) {
+        live.apply(rest, now);
+    }
+}
+
 /// The ingest stage. Blocking, on its own thread: takes every batch the
 /// sources sent (and whatever else already waits, merged into one batch),
 /// normalizes it, updates the live state, gives the watchdog its copy,
@@ -388,18 +404,26 @@ fn run_ingest(
     capacity: usize,
 ) {
     let mut acker = Acker::new(capacity);
+    // Where each merged envelope's readings end, and when it was sent.
+    let mut sent: Vec<(usize, Instant)> = Vec::new();
     while let Some(mut envelope) = rx.blocking_recv() {
         // Batch across the hop: take what else is already waiting, so that
         // under load the later stages wake (and the spool frames) once per
         // many polls instead of once per poll. Acks travel along.
+        sent.clear();
+        sent.push((envelope.readings.len(), envelope.sent_at));
         while envelope.readings.len() < COALESCE_MAX_READINGS {
             match rx.try_recv() {
-                Ok(more) => envelope.merge(more),
+                Ok(more) => {
+                    let at = more.sent_at;
+                    envelope.merge(more);
+                    sent.push((envelope.readings.len(), at));
+                }
                 Err(_) => break,
             }
         }
-        let Envelope { readings, acks } = envelope;
-        match stage.process(readings) {
+        let Envelope { readings, acks, .. } = envelope;
+        match stage.process(readings, &sent) {
             Some(batch) => writer.append(&batch, acks, &mut acker),
             // Nothing left to store: the deadband settled every reading.
             None => adit_source::ack::settle_all(acks, Outcome::Settled),
@@ -588,7 +612,9 @@ impl Normalizer {
     /// reading). The watchdog and the spool writer share one batch; with
     /// the deadband on, the spool's part is a copy (the watchdog usually
     /// still holds the original when the deadband filters).
-    fn process(&mut self, mut batch: Batch) -> Option<Arc<Batch>> {
+    /// `sent`: where each source's envelope ends in `batch`, and when it was
+    /// sent (the live state's time for its readings).
+    fn process(&mut self, mut batch: Batch, sent: &[(usize, Instant)]) -> Option<Arc<Batch>> {
         let flagged = normalize_batch(&mut batch, &self.registry, self.rules, Timestamp::now());
         for (counter, n) in self.flagged.iter().zip([
             flagged.conversion,
@@ -612,7 +638,7 @@ impl Normalizer {
         {
             let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
             live.grow(&self.registry, now);
-            live.apply(&batch, now);
+            apply_as_sent(&mut live, &batch, sent, now);
         }
         let mut shared = Arc::new(batch);
         if let Some(tx) = &self.watchdog {
@@ -626,5 +652,40 @@ impl Normalizer {
             self.metrics.deadband_suppressed.inc_by(suppressed as u64);
         }
         (!shared.is_empty()).then_some(shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adit_core::{PointId, PointMeta, Quality, Value};
+
+    #[test]
+    fn readings_that_waited_in_the_channel_are_as_old_as_when_they_were_sent() {
+        let mut registry = PointRegistry::new();
+        for name in ["a", "b"] {
+            let mut meta = PointMeta::plain(name, "d", 1000);
+            meta.stale_after = Duration::from_secs(3);
+            registry.insert(meta).unwrap();
+        }
+        let t0 = Instant::now();
+        let mut live = LiveState::new_at(&registry, t0);
+        let good = |p: u32| Reading {
+            point: PointId(p),
+            value: Some(Value::F64(1.0)),
+            quality: Quality::Good,
+            source_ts: Timestamp(1),
+            received_ts: Timestamp(1),
+        };
+        // Point a was sent at t0, point b 10 s later; the ingest (stalled
+        // behind a slow disk) takes both at t0 + 10 s.
+        let now = t0 + Duration::from_secs(10);
+        let batch = [good(0), good(1)];
+        apply_as_sent(&mut live, &batch, &[(1, t0), (2, now)], now);
+        assert_eq!(live.get(PointId(0)).unwrap().value_at, Some(t0));
+        assert_eq!(live.get(PointId(1)).unwrap().value_at, Some(now));
+        // a is 10 s old: stale at once, not 3 s from now; b is fresh.
+        assert_eq!(live.expire(now), [PointId(0)]);
+        assert!(!live.is_stale(PointId(1)));
     }
 }

@@ -8,10 +8,15 @@ use crate::ack::{settle_all, Ack, DropReason, Outcome};
 
 /// What travels from sources to the spool: readings and the acks of the
 /// batches they came in (several after merging; none for polled sources).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Envelope {
     pub readings: Batch,
     pub acks: Vec<Ack>,
+    /// When the source handed the readings over (monotonic): their age in
+    /// the live state counts from here, however long they then waited in
+    /// the channel (an ingest stalled behind a slow disk must not make a
+    /// device that died meanwhile look fresh).
+    pub sent_at: std::time::Instant,
 }
 
 impl Envelope {
@@ -19,6 +24,7 @@ impl Envelope {
         Self {
             readings,
             acks: Vec::new(),
+            sent_at: tokio::time::Instant::now().into_std(),
         }
     }
 
@@ -72,6 +78,7 @@ impl ReadingSender {
         let envelope = Envelope {
             readings: batch,
             acks: vec![ack],
+            sent_at: tokio::time::Instant::now().into_std(),
         };
         self.send_envelope(envelope).await
     }

@@ -145,9 +145,7 @@ pub fn judge(cond: &Condition, mem: &mut Memory, s: &Sample) -> Option<bool> {
         }
         // A gateway's 0x0A/0x0B: the device behind it does not answer.
         Condition::DeviceDown => match s.quality {
-            Quality::Bad(Reason::CommFailure | Reason::DeviceException(0x0A | 0x0B)) => {
-                Some(true)
-            }
+            Quality::Bad(Reason::CommFailure | Reason::DeviceException(0x0A | 0x0B)) => Some(true),
             Quality::Bad(Reason::Stale) => None,
             _ => Some(false),
         },

@@ -380,8 +380,14 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
         ("limited.co", Quality::Good),
         ("limited.no2", Quality::Good),
         ("greedy.co", Quality::Bad(Reason::DeviceException(3))),
-        ("behind_gateway.co", Quality::Bad(Reason::DeviceException(11))),
-        ("behind_gateway.no2", Quality::Bad(Reason::DeviceException(11))),
+        (
+            "behind_gateway.co",
+            Quality::Bad(Reason::DeviceException(11)),
+        ),
+        (
+            "behind_gateway.no2",
+            Quality::Bad(Reason::DeviceException(11)),
+        ),
     ];
     wait_until(Duration::from_secs(5), "every fault's quality", || {
         expect.iter().all(|(p, q)| run.quality(p) == Some(*q))

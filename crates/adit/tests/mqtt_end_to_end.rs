@@ -337,9 +337,11 @@ async fn a_burst_of_messages_without_a_time_of_their_own_is_stored_whole() {
         let payload = if i % 2 == 0 { "1" } else { "0" };
         publisher.publish("plant/pump1/running", payload).await;
     }
-    wait_for(Duration::from_secs(60), "the broker acked the burst", || {
-        publisher.acked() >= N as u64
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the broker acked the burst",
+        || publisher.acked() >= N as u64,
+    )
     .await;
     let db = dir.path().join("readings.db");
     let rows = || {

@@ -304,10 +304,8 @@ impl Host {
                 if node.awaiting_rebirth {
                     for s in &mut out.samples[first..] {
                         if s.quality.is_good() {
-                            s.quality = Quality::Uncertain(Reason::status(
-                                0x4000_0000,
-                                "awaiting_rebirth",
-                            ));
+                            s.quality =
+                                Quality::Uncertain(Reason::status(0x4000_0000, "awaiting_rebirth"));
                         }
                     }
                 }
