@@ -597,9 +597,14 @@ pub fn next_slot(planned: Instant, interval: Duration, now: Instant) -> Instant 
     if next > now {
         return next;
     }
-    let behind = now.saturating_duration_since(planned);
-    let skipped = (behind.as_nanos() / interval.as_nanos().max(1)) as u32;
-    planned + interval * (skipped + 1)
+    // In nanoseconds, without a cast that truncates or a product that
+    // overflows (a tiny interval after a very long stall).
+    let period = interval.as_nanos().max(1);
+    let slots = now.saturating_duration_since(planned).as_nanos() / period + 1;
+    u64::try_from(slots.saturating_mul(period))
+        .ok()
+        .and_then(|ns| planned.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(now + interval)
 }
 
 #[cfg(test)]
