@@ -308,7 +308,10 @@ impl Mapper {
                     value: s.value,
                     quality: s.quality,
                     source_ts: s.ts,
-                    received_ts: s.ts,
+                    // A sample made uncertain by a sequence gap may be a
+                    // redelivery of one stored Good: its own row (receive
+                    // time), never an upsert over the Good one.
+                    received_ts: if s.quality.is_good() { s.ts } else { now },
                 }),
                 Err(r) => fx.rejects.push(r),
             }
@@ -412,6 +415,9 @@ pub fn last_known(readings: &mut [Reading], now: Timestamp, registry: &adit_core
         let limit = i64::try_from(meta.stale_after.as_micros()).unwrap_or(i64::MAX);
         if r.quality.is_good() && now.0.saturating_sub(r.source_ts.0) > limit {
             r.quality = Quality::Uncertain(Reason::LastKnownValue);
+            // The replay of a message first received live has its storage
+            // key: a row of its own, never an upsert of the Good one.
+            r.received_ts = now;
         }
     }
 }
@@ -490,6 +496,11 @@ mod tests {
             true,
         );
         assert_eq!(old[0].quality, Quality::Uncertain(Reason::LastKnownValue));
+        assert_eq!(
+            old[0].received_ts,
+            Timestamp(1_790_000_000_000_000),
+            "a row of its own, not an upsert over the Good one first received live"
+        );
         let (live_old, _) = map(
             &mut m,
             &r,

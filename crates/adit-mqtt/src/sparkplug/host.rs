@@ -302,6 +302,9 @@ impl Host {
                     }
                 }
                 if node.awaiting_rebirth {
+                    // Asked again (rate limited) until the birth comes: a
+                    // lost request must not leave the node uncertain.
+                    request_rebirth(node, now_ms, out);
                     for s in &mut out.samples[first..] {
                         if s.quality.is_good() {
                             s.quality =
@@ -755,6 +758,44 @@ mod tests {
             8200,
         );
         assert!(out.rejects.is_empty());
+    }
+
+    #[test]
+    fn a_node_awaiting_its_rebirth_is_asked_again_until_it_comes() {
+        let mut host = Host::default();
+        run(
+            &mut host,
+            "spBv1.0/g/NBIRTH/n",
+            &payload(Some(0), birth_metrics()),
+            0,
+        );
+        let m = || Metric {
+            name: None,
+            ..Metric::new("", Some(1), 0, MetricValue::Float(1.0))
+        };
+        let gap = run(
+            &mut host,
+            "spBv1.0/g/NDATA/n",
+            &payload(Some(9), vec![m()]),
+            1000,
+        );
+        assert!(gap.rebirth);
+        // The request was lost: in-sequence data keeps asking, rate limited.
+        let soon = run(
+            &mut host,
+            "spBv1.0/g/NDATA/n",
+            &payload(Some(10), vec![m()]),
+            2000,
+        );
+        assert!(!soon.rebirth && soon.rejects.is_empty());
+        let later = run(
+            &mut host,
+            "spBv1.0/g/NDATA/n",
+            &payload(Some(11), vec![m()]),
+            6500,
+        );
+        assert!(later.rebirth, "asked again");
+        assert!(!later.samples[0].quality.is_good());
     }
 
     #[test]
