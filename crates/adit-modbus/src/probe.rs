@@ -194,7 +194,7 @@ pub async fn probe(
         count: range.count,
         points: Vec::new(),
     };
-    match read_once(&mut ctx, &read, limit).await {
+    match read_once(&mut ctx, &read, limit, endpoint.is_framed()).await {
         Outcome::Data(words) => Ok(format_registers(range, &words)),
         Outcome::Bits(bits) => Ok(format_bits(range, &bits)),
         Outcome::Exception(code) => Err(format!(

@@ -30,7 +30,14 @@ impl Outcome {
     }
 }
 
-pub async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Outcome {
+/// `framed`: the transport has no transaction id (RTU on a line or over
+/// TCP), see [`checked`].
+pub async fn read_once(
+    ctx: &mut Context,
+    read: &PlannedRead,
+    limit: Duration,
+    framed: bool,
+) -> Outcome {
     let call = async {
         match read.table {
             Table::Coil => ctx
@@ -52,28 +59,43 @@ pub async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -
         }
     };
     match timeout(limit, call).await {
-        Ok(Ok(Ok(outcome))) => checked(outcome, read.count),
+        Ok(Ok(Ok(outcome))) => checked(outcome, read.count, framed),
         Ok(Ok(Err(exception))) => Outcome::Exception(u8::from(exception)),
         Ok(Err(_)) => Outcome::LinkFailed("link_error"),
         Err(_) => Outcome::LinkFailed("timeout"),
     }
 }
 
-/// An answer whose length is not the count asked for is no answer to this
-/// read: on RTU (no transaction id) it is a reply to another request that
-/// came late, or a broken frame. Refused as a link failure (the connection
-/// is then rebuilt), never decoded: a shorter block would have shifted
-/// every value onto the wrong points.
-pub fn checked(outcome: Outcome, count: u16) -> Outcome {
+/// An answer whose length is not the count asked for. On RTU (`framed`: no
+/// transaction id) it is no answer to this read: a reply to another
+/// request that came late, or a broken frame; refused as a link failure
+/// (the connection is rebuilt), never decoded onto the points. On Modbus
+/// TCP the transaction id says it is ours: a longer one is cut to the
+/// count, a shorter one is kept (the points it lacks are
+/// `bad(conversion)`), and the shared connection stays.
+pub fn checked(outcome: Outcome, count: u16, framed: bool) -> Outcome {
+    let count = usize::from(count);
     let len = match &outcome {
         Outcome::Data(words) => words.len(),
         Outcome::Bits(bits) => bits.len(),
         Outcome::Exception(_) | Outcome::LinkFailed(_) => return outcome,
     };
-    if len == usize::from(count) {
-        outcome
-    } else {
-        Outcome::LinkFailed("wrong_length")
+    if len == count {
+        return outcome;
+    }
+    if framed {
+        return Outcome::LinkFailed("wrong_length");
+    }
+    match outcome {
+        Outcome::Data(mut words) => {
+            words.truncate(count);
+            Outcome::Data(words)
+        }
+        Outcome::Bits(mut bits) => {
+            bits.truncate(count);
+            Outcome::Bits(bits)
+        }
+        other => other,
     }
 }
 
@@ -89,17 +111,17 @@ mod tests {
             Outcome::Exception(c) => format!("exception {c}"),
             Outcome::LinkFailed(k) => k.to_string(),
         };
-        assert_eq!(kind(checked(Outcome::Data(vec![0; 10]), 10)), "data 10");
-        assert_eq!(kind(checked(Outcome::Data(vec![0; 8]), 10)), "wrong_length");
-        assert_eq!(
-            kind(checked(Outcome::Data(vec![0; 12]), 10)),
-            "wrong_length"
-        );
-        assert_eq!(kind(checked(Outcome::Bits(vec![true; 16]), 16)), "bits 16");
-        assert_eq!(
-            kind(checked(Outcome::Bits(vec![true; 8]), 16)),
-            "wrong_length"
-        );
-        assert_eq!(kind(checked(Outcome::Exception(2), 10)), "exception 2");
+        // RTU: no transaction id, so not ours.
+        let rtu = |o, n| kind(checked(o, n, true));
+        assert_eq!(rtu(Outcome::Data(vec![0; 10]), 10), "data 10");
+        assert_eq!(rtu(Outcome::Data(vec![0; 8]), 10), "wrong_length");
+        assert_eq!(rtu(Outcome::Data(vec![0; 12]), 10), "wrong_length");
+        assert_eq!(rtu(Outcome::Bits(vec![true; 16]), 16), "bits 16");
+        assert_eq!(rtu(Outcome::Bits(vec![true; 8]), 16), "wrong_length");
+        assert_eq!(rtu(Outcome::Exception(2), 10), "exception 2");
+        // TCP: ours by its transaction id; longer cut, shorter kept.
+        let tcp = |o, n| kind(checked(o, n, false));
+        assert_eq!(tcp(Outcome::Data(vec![0; 12]), 10), "data 10");
+        assert_eq!(tcp(Outcome::Data(vec![0; 8]), 10), "data 8");
     }
 }

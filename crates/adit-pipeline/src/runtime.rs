@@ -637,7 +637,10 @@ impl Normalizer {
         let now = tokio::time::Instant::now().into_std();
         {
             let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-            live.grow(&self.registry, now);
+            // Points named at run time count from the oldest envelope: their
+            // first staleness check is never later than their deadline.
+            let oldest = sent.first().map_or(now, |&(_, at)| at.min(now));
+            live.grow(&self.registry, oldest);
             apply_as_sent(&mut live, &batch, sent, now);
         }
         let mut shared = Arc::new(batch);
