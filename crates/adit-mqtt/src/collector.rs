@@ -210,6 +210,10 @@ struct Session<'a> {
     /// Per subscription the broker refused: when to ask again (an ACL
     /// loaded late, a broker reconfigured). Cleared when it is granted.
     refused_retry: Vec<Option<Instant>>,
+    /// Between a `ConnAck` and the link's loss. No SUBSCRIBE is queued
+    /// outside it: one left in rumqttc's channel would go out first on the
+    /// next connection and its SUBACK answer another request's entry.
+    link_up: bool,
     /// Messages of this connection were not made durable (spool full or
     /// failed): their acks are withheld, so they hold places in the broker's
     /// in-flight window until it sends them again, which it only does on a
@@ -254,6 +258,7 @@ impl<'a> Session<'a> {
             subscribe_pending: false,
             awaiting_suback: VecDeque::new(),
             refused_retry: vec![None; subs],
+            link_up: false,
             redeliver: false,
             turn_clock: None,
             last_received: Timestamp(i64::MIN),
@@ -438,6 +443,7 @@ impl<'a> Session<'a> {
         self.silent_strikes.iter_mut().for_each(|s| *s = 0);
         // SUBSCRIBEs of the old connection get no SUBACK on this one.
         self.awaiting_suback.clear();
+        self.link_up = true;
         if !session_present {
             if state.connected_once {
                 conn.metrics.resubscribe_session_lost.inc();
@@ -449,7 +455,7 @@ impl<'a> Session<'a> {
             // subscriptions, not necessarily this config's: send ours (the
             // broker replaces a subscription with the same filter).
             self.subscribe(None);
-        } else {
+        } else if self.refused_retry.iter().all(Option::is_none) {
             // The broker kept our session and its subscriptions.
             conn.metrics.subscribed.set(1);
         }
@@ -481,6 +487,11 @@ impl<'a> Session<'a> {
 
     /// Sends SUBSCRIBE for one subscription, or all.
     fn subscribe(&mut self, only: Option<usize>) {
+        if !self.link_up {
+            // Sent (all of them) once the link is back.
+            self.subscribe_pending = true;
+            return;
+        }
         let (indexes, filters): (Vec<usize>, Vec<(String, u8)>) = self
             .conn
             .settings
@@ -528,6 +539,7 @@ impl<'a> Session<'a> {
         state: &mut LinkState,
     ) -> Result<(), SourceError> {
         let conn = self.conn;
+        self.link_up = false;
         conn.metrics.connected.set(0);
         conn.metrics.subscribed.set(0);
         conn.metrics.connect_failed.inc();
