@@ -167,6 +167,10 @@ struct LinkState {
     audited_up: Option<bool>,
     connected_once: bool,
     auth_reported: bool,
+    /// Subscriptions (by index) the broker refused and has not granted
+    /// since: asked for again by the next session too, also when the
+    /// broker keeps ours.
+    refused: std::collections::BTreeSet<usize>,
 }
 
 struct Ticket {
@@ -391,6 +395,11 @@ impl<'a> Session<'a> {
                     if let Some(retry) = self.refused_retry.get_mut(i) {
                         *retry = refused.contains(&i).then_some(now + REFUSED_RETRY);
                     }
+                    if refused.contains(&i) {
+                        state.refused.insert(i);
+                    } else {
+                        state.refused.remove(&i);
+                    }
                 }
                 if self.refused_retry.iter().all(Option::is_none) {
                     conn.metrics.subscribed.set(1);
@@ -444,6 +453,12 @@ impl<'a> Session<'a> {
         // SUBSCRIBEs of the old connection get no SUBACK on this one.
         self.awaiting_suback.clear();
         self.link_up = true;
+        // Refused under an earlier session: asked for again soon.
+        for &i in &state.refused {
+            if let Some(retry) = self.refused_retry.get_mut(i) {
+                retry.get_or_insert(now);
+            }
+        }
         if !session_present {
             if state.connected_once {
                 conn.metrics.resubscribe_session_lost.inc();
