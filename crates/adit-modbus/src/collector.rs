@@ -443,7 +443,7 @@ async fn poll_group(
         }
         let read = &group.reads[next];
         let started = Instant::now();
-        let outcome = read_once(c, read, cfg.timeout, endpoint.is_framed()).await;
+        let outcome = read_once(c, read, cfg.timeout).await;
         m.request_seconds.observe(started.elapsed().as_secs_f64());
         let ts = Timestamp::now();
         if let Some(data) = outcome.data() {
@@ -516,15 +516,8 @@ async fn poll_group(
         if !mb.inter_frame_delay.is_zero() {
             sleep(mb.inter_frame_delay).await;
         }
-        let poisoned = !read_device_clock(
-            c,
-            read,
-            clock,
-            device,
-            &mut batch[first_reading..],
-            endpoint.is_framed(),
-        )
-        .await;
+        let poisoned =
+            !read_device_clock(c, read, clock, device, &mut batch[first_reading..]).await;
         if poisoned {
             // As after any failed read: a late reply may still come. Rebuild.
             link.ctx = None;
@@ -543,10 +536,9 @@ async fn read_device_clock(
     clock: &adit_core::modbus::DeviceClock,
     device: &ModbusDevice,
     readings: &mut [Reading],
-    framed: bool,
 ) -> bool {
     let m = &device.metrics;
-    let outcome = read_once(c, read, device.config.timeout, framed).await;
+    let outcome = read_once(c, read, device.config.timeout).await;
     match &outcome {
         Outcome::Data(words) => {
             m.ok.inc();

@@ -18,12 +18,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// RTU framing (on a line or over TCP): no transaction id ties an
-    /// answer to its request.
-    pub fn is_framed(&self) -> bool {
-        !matches!(self, Endpoint::Tcp(_))
-    }
-
     pub fn of(protocol: Protocol, device: &ModbusSettings) -> Self {
         match (protocol, &device.serial) {
             (Protocol::ModbusRtu, Some(serial)) => Endpoint::Rtu(serial.clone()),

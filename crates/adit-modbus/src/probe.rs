@@ -95,7 +95,7 @@ pub fn format_registers(range: &ProbeRange, regs: &[u16]) -> String {
         "{} registers {}..={} ({} read)",
         range.table.name(),
         range.start,
-        u32::from(range.start) + regs.len() as u32 - 1,
+        (u32::from(range.start) + regs.len() as u32).saturating_sub(1),
         regs.len()
     );
     let _ = writeln!(
@@ -166,7 +166,7 @@ pub fn format_bits(range: &ProbeRange, bits: &[bool]) -> String {
         "{} {}..={} ({} read)",
         range.table.name(),
         range.start,
-        u32::from(range.start) + bits.len() as u32 - 1,
+        (u32::from(range.start) + bits.len() as u32).saturating_sub(1),
         bits.len()
     );
     for (i, b) in bits.iter().enumerate() {
@@ -194,7 +194,7 @@ pub async fn probe(
         count: range.count,
         points: Vec::new(),
     };
-    match read_once(&mut ctx, &read, limit, endpoint.is_framed()).await {
+    match read_once(&mut ctx, &read, limit).await {
         Outcome::Data(words) => Ok(format_registers(range, &words)),
         Outcome::Bits(bits) => Ok(format_bits(range, &bits)),
         Outcome::Exception(code) => Err(format!(

@@ -30,14 +30,7 @@ impl Outcome {
     }
 }
 
-/// `framed`: the transport has no transaction id (RTU on a line or over
-/// TCP), see [`checked`].
-pub async fn read_once(
-    ctx: &mut Context,
-    read: &PlannedRead,
-    limit: Duration,
-    framed: bool,
-) -> Outcome {
+pub async fn read_once(ctx: &mut Context, read: &PlannedRead, limit: Duration) -> Outcome {
     let call = async {
         match read.table {
             Table::Coil => ctx
@@ -59,43 +52,30 @@ pub async fn read_once(
         }
     };
     match timeout(limit, call).await {
-        Ok(Ok(Ok(outcome))) => checked(outcome, read.count, framed),
+        Ok(Ok(Ok(outcome))) => checked(outcome, read.count),
         Ok(Ok(Err(exception))) => Outcome::Exception(u8::from(exception)),
         Ok(Err(_)) => Outcome::LinkFailed("link_error"),
         Err(_) => Outcome::LinkFailed("timeout"),
     }
 }
 
-/// An answer whose length is not the count asked for. On RTU (`framed`: no
-/// transaction id) it is no answer to this read: a reply to another
-/// request that came late, or a broken frame; refused as a link failure
-/// (the connection is rebuilt), never decoded onto the points. On Modbus
-/// TCP the transaction id says it is ours: a longer one is cut to the
-/// count, a shorter one is kept (the points it lacks are
-/// `bad(conversion)`), and the shared connection stays.
-pub fn checked(outcome: Outcome, count: u16, framed: bool) -> Outcome {
-    let count = usize::from(count);
+/// An answer whose length is not the count asked for is no answer to this
+/// read: on RTU (no transaction id) a late reply to another request or a
+/// broken frame; behind a Modbus TCP gateway, which copies the current
+/// request's transaction id onto whatever comes off its serial line, the
+/// same. Refused as a link failure (the connection is rebuilt, which also
+/// puts a stream that fell one answer behind back in step), never decoded:
+/// a shorter or longer block would put values on the wrong points.
+pub fn checked(outcome: Outcome, count: u16) -> Outcome {
     let len = match &outcome {
         Outcome::Data(words) => words.len(),
         Outcome::Bits(bits) => bits.len(),
         Outcome::Exception(_) | Outcome::LinkFailed(_) => return outcome,
     };
-    if len == count {
-        return outcome;
-    }
-    if framed {
-        return Outcome::LinkFailed("wrong_length");
-    }
-    match outcome {
-        Outcome::Data(mut words) => {
-            words.truncate(count);
-            Outcome::Data(words)
-        }
-        Outcome::Bits(mut bits) => {
-            bits.truncate(count);
-            Outcome::Bits(bits)
-        }
-        other => other,
+    if len == usize::from(count) {
+        outcome
+    } else {
+        Outcome::LinkFailed("wrong_length")
     }
 }
 
@@ -111,17 +91,12 @@ mod tests {
             Outcome::Exception(c) => format!("exception {c}"),
             Outcome::LinkFailed(k) => k.to_string(),
         };
-        // RTU: no transaction id, so not ours.
-        let rtu = |o, n| kind(checked(o, n, true));
-        assert_eq!(rtu(Outcome::Data(vec![0; 10]), 10), "data 10");
-        assert_eq!(rtu(Outcome::Data(vec![0; 8]), 10), "wrong_length");
-        assert_eq!(rtu(Outcome::Data(vec![0; 12]), 10), "wrong_length");
-        assert_eq!(rtu(Outcome::Bits(vec![true; 16]), 16), "bits 16");
-        assert_eq!(rtu(Outcome::Bits(vec![true; 8]), 16), "wrong_length");
-        assert_eq!(rtu(Outcome::Exception(2), 10), "exception 2");
-        // TCP: ours by its transaction id; longer cut, shorter kept.
-        let tcp = |o, n| kind(checked(o, n, false));
-        assert_eq!(tcp(Outcome::Data(vec![0; 12]), 10), "data 10");
-        assert_eq!(tcp(Outcome::Data(vec![0; 8]), 10), "data 8");
+        let strict = |o, n| kind(checked(o, n));
+        assert_eq!(strict(Outcome::Data(vec![0; 10]), 10), "data 10");
+        assert_eq!(strict(Outcome::Data(vec![0; 8]), 10), "wrong_length");
+        assert_eq!(strict(Outcome::Data(vec![0; 12]), 10), "wrong_length");
+        assert_eq!(strict(Outcome::Bits(vec![true; 16]), 16), "bits 16");
+        assert_eq!(strict(Outcome::Bits(vec![true; 8]), 16), "wrong_length");
+        assert_eq!(strict(Outcome::Exception(2), 10), "exception 2");
     }
 }

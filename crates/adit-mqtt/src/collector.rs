@@ -453,12 +453,6 @@ impl<'a> Session<'a> {
         // SUBSCRIBEs of the old connection get no SUBACK on this one.
         self.awaiting_suback.clear();
         self.link_up = true;
-        // Refused under an earlier session: asked for again soon.
-        for &i in &state.refused {
-            if let Some(retry) = self.refused_retry.get_mut(i) {
-                retry.get_or_insert(now);
-            }
-        }
         if !session_present {
             if state.connected_once {
                 conn.metrics.resubscribe_session_lost.inc();
@@ -470,9 +464,17 @@ impl<'a> Session<'a> {
             // subscriptions, not necessarily this config's: send ours (the
             // broker replaces a subscription with the same filter).
             self.subscribe(None);
-        } else if self.refused_retry.iter().all(Option::is_none) {
-            // The broker kept our session and its subscriptions.
-            conn.metrics.subscribed.set(1);
+        } else {
+            // The broker kept our session and its subscriptions; one it
+            // refused (remembered across rebuilds) is asked for again soon.
+            for &i in &state.refused {
+                if let Some(retry) = self.refused_retry.get_mut(i) {
+                    retry.get_or_insert(now);
+                }
+            }
+            if state.refused.is_empty() {
+                conn.metrics.subscribed.set(1);
+            }
         }
         state.connected_once = true;
         tracing::info!(device = %conn.config.id, broker = %conn.describe(), session_present, "MQTT connected");

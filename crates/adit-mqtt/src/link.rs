@@ -300,6 +300,9 @@ impl EventLoop {
                 out.qos1_dropped += 1;
             }
         };
+        // SUBSCRIBEs rumqttc would send again first on the next connection
+        // go: the collector subscribes on each connection itself, and a
+        // replayed one's SUBACK would answer another request's entry.
         match self {
             EventLoop::V4(e) => {
                 for ev in e.state.events.drain(..) {
@@ -307,6 +310,8 @@ impl EventLoop {
                         take(message_v4(p));
                     }
                 }
+                e.pending
+                    .retain(|r| !matches!(r, rumqttc::Request::Subscribe(_)));
             }
             EventLoop::V5(e) => {
                 for ev in e.state.events.drain(..) {
@@ -314,6 +319,8 @@ impl EventLoop {
                         take(message_v5(p));
                     }
                 }
+                e.pending
+                    .retain(|r| !matches!(r, rumqttc::v5::Request::Subscribe(_)));
             }
         }
         out

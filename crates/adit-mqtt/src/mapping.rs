@@ -309,9 +309,14 @@ impl Mapper {
                     quality: s.quality,
                     source_ts: s.ts,
                     // A sample made uncertain by a sequence gap may be a
-                    // redelivery of one stored Good: its own row (receive
-                    // time), never an upsert over the Good one.
-                    received_ts: if s.quality.is_good() { s.ts } else { now },
+                    // redelivery of one stored Good (whose key has
+                    // received_ts = ts): 1 µs later, a row of its own, never
+                    // an upsert over the Good one, and stable on replay.
+                    received_ts: if s.regraded {
+                        Timestamp(s.ts.0.saturating_add(1))
+                    } else {
+                        s.ts
+                    },
                 }),
                 Err(r) => fx.rejects.push(r),
             }
@@ -416,8 +421,9 @@ pub fn last_known(readings: &mut [Reading], now: Timestamp, registry: &adit_core
         if r.quality.is_good() && now.0.saturating_sub(r.source_ts.0) > limit {
             r.quality = Quality::Uncertain(Reason::LastKnownValue);
             // The replay of a message first received live has its storage
-            // key: a row of its own, never an upsert of the Good one.
-            r.received_ts = now;
+            // key (received_ts = its own time): 1 µs later is a row of its
+            // own, never an upsert of the Good one, and stable on replay.
+            r.received_ts = Timestamp(r.source_ts.0.saturating_add(1));
         }
     }
 }
@@ -498,7 +504,7 @@ mod tests {
         assert_eq!(old[0].quality, Quality::Uncertain(Reason::LastKnownValue));
         assert_eq!(
             old[0].received_ts,
-            Timestamp(1_790_000_000_000_000),
+            Timestamp(old[0].source_ts.0 + 1),
             "a row of its own, not an upsert over the Good one first received live"
         );
         let (live_old, _) = map(

@@ -639,7 +639,13 @@ impl Normalizer {
             let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
             // Points named at run time count from the oldest envelope: their
             // first staleness check is never later than their deadline.
-            let oldest = sent.first().map_or(now, |&(_, at)| at.min(now));
+            // (Not always the first: a send waiting on a full channel took
+            // its time before a later one got in.)
+            let oldest = sent
+                .iter()
+                .map(|&(_, at)| at)
+                .min()
+                .map_or(now, |at| at.min(now));
             live.grow(&self.registry, oldest);
             apply_as_sent(&mut live, &batch, sent, now);
         }

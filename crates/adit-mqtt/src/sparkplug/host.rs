@@ -105,6 +105,8 @@ pub struct Sample {
     pub value: Option<Value>,
     pub quality: Quality,
     pub ts: Timestamp,
+    /// Made uncertain here (data after a sequence gap), not by the node.
+    pub regraded: bool,
 }
 
 /// What one message produced.
@@ -309,6 +311,7 @@ impl Host {
                         if s.quality.is_good() {
                             s.quality =
                                 Quality::Uncertain(Reason::status(0x4000_0000, "awaiting_rebirth"));
+                            s.regraded = true;
                         }
                     }
                 }
@@ -466,6 +469,7 @@ fn sample(
             value: None,
             quality: Quality::Bad(Reason::status(0x8000_0000, "null_value")),
             ts,
+            regraded: false,
         });
         return;
     }
@@ -477,6 +481,7 @@ fn sample(
             value: None,
             quality: Quality::Bad(Reason::Conversion),
             ts,
+            regraded: false,
         });
         return;
     };
@@ -488,6 +493,7 @@ fn sample(
                 value: None,
                 quality: Quality::Bad(Reason::Conversion),
                 ts,
+                regraded: false,
             });
             return;
         }
@@ -497,6 +503,7 @@ fn sample(
         value: Some(value),
         quality: quality_of(m),
         ts,
+        regraded: false,
     });
 }
 
