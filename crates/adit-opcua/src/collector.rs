@@ -317,7 +317,7 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
         let check_at = silent_after
             .iter()
             .enumerate()
-            .filter_map(|(g, bound)| bound.map(|b| pending.heard(g) + b))
+            .filter_map(|(g, bound)| bound.map(|b| pending.silent_until(g, b, SILENT_INTERVALS).0))
             .min()
             .filter(|_| connected);
         // Just past the bound: silence is "more than" it.
@@ -398,7 +398,8 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
             () = silence_check.elapsed() => {
                 let now = Instant::now();
                 let silent = silent_after.iter().enumerate().find_map(|(g, bound)| {
-                    bound.filter(|b| now.duration_since(pending.heard(g)) > *b).map(|b| (g, b))
+                    let (until, bound) = pending.silent_until(g, (*bound)?, SILENT_INTERVALS);
+                    (now > until).then_some((g, bound))
                 });
                 if let Some((g, bound)) = silent {
                     conn.metrics.rebuild_silent.inc();
@@ -490,6 +491,7 @@ async fn worker(
             }
         };
         created[g] = Some(id);
+        note_granted(&session, &pending, g, id);
         let members: Vec<usize> = table.members[g]
             .iter()
             .copied()
@@ -576,6 +578,14 @@ async fn worker(
                 // ignores the items it could not create again (keep-alives
                 // then keep the group looking alive): those are retried
                 // like any item refused at the start.
+                // Recreated subscriptions may have been granted other periods.
+                for (g, group) in settings.groups.iter().enumerate() {
+                    if matches!(group.mode, GroupMode::Subscribe(_)) {
+                        if let Some(id) = current_subscription(&session, &table, g, created[g]) {
+                            note_granted(&session, &pending, g, id);
+                        }
+                    }
+                }
                 let (lost, emptied) = lost_items(&session, &table, &settings, &nodes, &failed);
                 // A group with no item left cannot even be found again (its
                 // subscription's id changed): the client is rebuilt.
@@ -683,6 +693,21 @@ async fn create_items(
         }
     }
     Ok(refused)
+}
+
+/// Tells `pending` the keep-alive period the server granted group `g`'s
+/// subscription `id` (its revised publishing interval × keep-alive count).
+fn note_granted(session: &Session, pending: &Pending, g: usize, id: u32) {
+    let granted = {
+        let state = session.subscription_state().lock();
+        state.get(id).map(|sub| {
+            sub.publishing_interval()
+                .saturating_mul(sub.max_keep_alive_count().max(1))
+        })
+    };
+    if let Some(period) = granted {
+        pending.set_granted(g, period);
+    }
 }
 
 /// Per subscribed group, the points that should be monitored (their node

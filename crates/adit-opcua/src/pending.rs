@@ -61,6 +61,10 @@ pub struct State {
     last: Vec<Option<Last>>,
     /// When each group last had a publish response (data or keep-alive).
     pub heard: Vec<Instant>,
+    /// Per group, the keep-alive period the server granted (its revised
+    /// publishing interval × keep-alive count): silence shorter than a few
+    /// of these is normal, whatever was asked for.
+    granted: Vec<Option<Duration>>,
     /// The last receive time given to a notification: each gets a distinct
     /// one (see [`State::receive_time`]).
     last_received: Timestamp,
@@ -95,6 +99,7 @@ impl Pending {
             readings: Vec::new(),
             last: (0..table.ids.len()).map(|_| None).collect(),
             heard: vec![now; table.members.len()],
+            granted: vec![None; table.members.len()],
             last_received: Timestamp(i64::MIN),
         };
         Self {
@@ -135,6 +140,23 @@ impl Pending {
     }
 
     /// Every group counts as heard now (after a (re)connect).
+    /// Records the keep-alive period the server granted group `g`.
+    pub fn set_granted(&self, g: usize, period: Duration) {
+        if let Some(slot) = self.lock().granted.get_mut(g) {
+            *slot = Some(period);
+        }
+    }
+
+    /// Until when group `g` may be silent: `bound` (from the configured
+    /// interval), or `periods` of the keep-alive the server granted if
+    /// longer, counted from the last response.
+    pub fn silent_until(&self, g: usize, bound: Duration, periods: u32) -> (Instant, Duration) {
+        let st = self.lock();
+        let bound = silence_bound(bound, st.granted.get(g).copied().flatten(), periods);
+        let heard = st.heard.get(g).copied().unwrap_or_else(Instant::now);
+        (heard + bound, bound)
+    }
+
     pub fn reset_heard(&self) {
         let now = Instant::now();
         self.lock().heard.iter_mut().for_each(|h| *h = now);
@@ -283,9 +305,31 @@ impl OnSubscriptionNotificationCore for GroupCallback {
     }
 }
 
+/// How long a subscription may be silent: `configured`, or `periods` of
+/// the keep-alive the server granted when that is longer (a server that
+/// raised the publishing interval is not silent, only slower).
+pub fn silence_bound(configured: Duration, granted: Option<Duration>, periods: u32) -> Duration {
+    granted.map_or(configured, |g| configured.max(g.saturating_mul(periods)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_that_grants_a_longer_keep_alive_is_given_that_much_silence() {
+        let three = Duration::from_secs(3);
+        assert_eq!(silence_bound(three, None, 5), three);
+        assert_eq!(
+            silence_bound(three, Some(Duration::from_millis(100)), 5),
+            three
+        );
+        assert_eq!(
+            silence_bound(three, Some(Duration::from_secs(5)), 5),
+            Duration::from_secs(25)
+        );
+        assert_eq!(silence_bound(three, Some(Duration::MAX), 5), Duration::MAX);
+    }
 
     #[test]
     fn notifications_of_one_response_get_distinct_receive_times() {
@@ -293,6 +337,7 @@ mod tests {
             readings: Vec::new(),
             last: Vec::new(),
             heard: Vec::new(),
+            granted: Vec::new(),
             last_received: Timestamp(i64::MIN),
         };
         let t = Timestamp(1_765_000_000_000_000);
