@@ -139,7 +139,6 @@ impl Pending {
         self.lock().last.iter_mut().for_each(|l| *l = None);
     }
 
-    /// Every group counts as heard now (after a (re)connect).
     /// Records the keep-alive period the server granted group `g`.
     pub fn set_granted(&self, g: usize, period: Duration) {
         if let Some(slot) = self.lock().granted.get_mut(g) {
@@ -157,6 +156,7 @@ impl Pending {
         (heard + bound, bound)
     }
 
+    /// Every group counts as heard now (after a (re)connect).
     pub fn reset_heard(&self) {
         let now = Instant::now();
         self.lock().heard.iter_mut().for_each(|h| *h = now);
