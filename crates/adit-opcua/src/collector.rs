@@ -2,11 +2,12 @@
 //!
 //! Invariants:
 //! - the session is driven with `event_loop.enter()` in this task, never
-//!   `spawn()`: on every `Reconnected` the task calls
-//!   `session.trigger_publish_now()`, because async-opcua 0.17–0.19 never
-//!   sends a Publish after it transferred or recreated subscriptions (the
-//!   new subscription loop treats the trigger fired during the transfer as
-//!   already seen);
+//!   `spawn()`: after every `Reconnected` the worker calls
+//!   `session.trigger_publish_now()` once it has verified the namespace
+//!   indexes, because async-opcua 0.17–0.19 never sends a Publish after it
+//!   transferred or recreated subscriptions (the new subscription loop
+//!   treats the trigger fired during the transfer as already seen); until
+//!   then no Publish goes out on the new session;
 //! - subscription ids are never kept: the group of a subscription is found
 //!   from its monitored items' client handles (point index + 1), which the
 //!   library keeps when it recreates subscriptions;
@@ -15,9 +16,12 @@
 //!   [`SILENT_INTERVALS`] intervals (at least [`SILENT_MIN`]) while the
 //!   session is up gets the whole client rebuilt; the check is a timer set
 //!   to the earliest such deadline, none while disconnected;
-//! - namespaces are resolved by URI at connect and after every reconnect;
-//!   if an index changed, the client is rebuilt (its recreated items would
-//!   name other nodes);
+//! - namespaces are resolved by URI at connect and verified after every
+//!   reconnect; if an index changed, or cannot be read, the client is
+//!   rebuilt (its recreated items would name other nodes). Values that come
+//!   over a link not yet verified are dropped and counted (`Pending`'s
+//!   link epochs): a Read the worker sent as the link came back, a Publish
+//!   the library sent on its own;
 //! - when the link is lost, every point is marked `Bad(CommFailure)` (last
 //!   values kept by the live state) and no old value is re-confirmed; fresh
 //!   values make points good again;
@@ -331,14 +335,16 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                     break End::Rebuild(format!("session failed: {code}"));
                 }
                 Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                    // The publish trap: without this, no Publish is ever sent again.
-                    session.trigger_publish_now();
+                    // Nothing is taken until the worker has verified the
+                    // namespace indexes; it then re-triggers publishing (the
+                    // publish trap: without that, no Publish is ever sent again).
+                    pending.link_changed();
                     reconnects += 1;
                     if reconnects == 1 {
                         tracing::info!(device = %c.id, endpoint = %s.endpoint, policy = s.security_policy.name(), mode = ?s.security_mode, "connected");
                     } else {
                         conn.metrics.reconnects.inc();
-                        tracing::info!(device = %c.id, ?mode, "OPC UA session re-established; publishing re-triggered");
+                        tracing::info!(device = %c.id, ?mode, "OPC UA session re-established; publishing is re-triggered once its namespace indexes are verified");
                     }
                     connected = true;
                     marked_bad = false;
@@ -349,6 +355,7 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                 }
                 Some(Ok(SessionPollResult::ConnectionLost(code))) => {
                     tracing::warn!(device = %c.id, status = %code, "OPC UA connection lost");
+                    pending.link_changed();
                     connected = false;
                     conn.metrics.connected.set(0);
                     pending.forget();
@@ -445,6 +452,11 @@ async fn worker(
     if !session.wait_for_connection().await {
         return "the session never connected".into();
     }
+    // The collector has counted this link (its epoch is what is verified).
+    if reconnected.wait_for(|n| *n >= 1).await.is_err() {
+        return "collector gone".into();
+    }
+    let epoch = pending.link_epoch();
     let targets: Vec<&NodeTarget> = config
         .points
         .iter()
@@ -461,6 +473,9 @@ async fn worker(
         Ok(nodes) => nodes,
         Err(e) => return format!("translating browse paths failed: {e}"),
     };
+    if !pending.verify(epoch) {
+        return "the link changed while its namespace indexes were resolved".into();
+    }
     let mut failed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut created: Vec<Option<u32>> = vec![None; settings.groups.len()];
     for (g, group) in settings.groups.iter().enumerate() {
@@ -541,6 +556,11 @@ async fn worker(
         };
         tokio::select! {
             g = next_poll => {
+                // Not over a link whose namespace indexes are unverified
+                // (its answers would be dropped): polled after the check.
+                if !pending.verified() {
+                    continue;
+                }
                 let members: Vec<usize> = table.members[g].iter().copied().filter(|&i| nodes[i].is_some()).collect();
                 read_group(&session, &members, &nodes, &pending).await;
             }
@@ -565,6 +585,7 @@ async fn worker(
                 if changed.is_err() {
                     return "collector gone".into();
                 }
+                let epoch = pending.link_epoch();
                 match session.read_namespace_array().await {
                     Ok(map) => {
                         let now = resolution(namespaces_of(), &map);
@@ -572,7 +593,12 @@ async fn worker(
                             return format!("namespace indexes changed on reconnect ({namespaces:?} → {now:?})");
                         }
                     }
-                    Err(e) => tracing::warn!(device = %config.id, error = %e, "re-reading the namespace array failed"),
+                    // Unverified indexes may name other nodes: start over.
+                    Err(e) => return format!("re-reading the namespace array after a reconnect failed: {e}"),
+                }
+                // Else the link changed again meanwhile: its own turn comes.
+                if pending.verify(epoch) {
+                    session.trigger_publish_now();
                 }
                 // The library recreates a subscription the server lost, but
                 // ignores the items it could not create again (keep-alives

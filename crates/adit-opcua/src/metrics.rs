@@ -38,6 +38,9 @@ pub struct ConnectionMetrics {
     pub server_cert_days: IntGauge,
     /// Notifications dropped because the pending buffer was full.
     pub dropped: IntCounter,
+    /// Values dropped because they came over a connection whose namespace
+    /// indexes adit had not verified yet (see `Pending::verify`).
+    pub dropped_unverified: IntCounter,
 }
 
 impl OpcuaMetrics {
@@ -99,9 +102,9 @@ impl OpcuaMetrics {
             dropped: IntCounterVec::new(
                 Opts::new(
                     "adit_opcua_dropped_total",
-                    "Notifications dropped because the collector's pending buffer was full.",
+                    "Values dropped, by reason: full (the collector's pending buffer was full), unverified (they came over a reconnected session before adit checked its namespace indexes: they may belong to other nodes).",
                 ),
-                &["device"],
+                &["device", "reason"],
             )?,
         };
         registry.register(Box::new(m.notifications.clone()))?;
@@ -129,7 +132,8 @@ impl OpcuaMetrics {
             refreshed: self.refreshed.with_label_values(&[device]),
             own_cert_days: self.cert_days.with_label_values(&[device, "own"]),
             server_cert_days: self.cert_days.with_label_values(&[device, "server"]),
-            dropped: self.dropped.with_label_values(&[device]),
+            dropped: self.dropped.with_label_values(&[device, "full"]),
+            dropped_unverified: self.dropped.with_label_values(&[device, "unverified"]),
         }
     }
 }

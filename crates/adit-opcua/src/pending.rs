@@ -10,7 +10,13 @@
 //! - a point is re-confirmed (its last value and quality sent again with
 //!   the publish time) only when its subscription is live and it was not
 //!   sent within its interval: a constant value on a live subscription is
-//!   current, not stale; a silent subscription confirms nothing.
+//!   current, not stale; a silent subscription confirms nothing;
+//! - values are taken only over a link whose namespace indexes were
+//!   verified: the collector counts link changes (lost, re-established) in
+//!   `link_epoch`, the worker verifies the namespace table of the current
+//!   epoch; values of any other epoch are dropped and counted. After a
+//!   server restart the library recreates monitored items with the node ids
+//!   of the old table, which may name other nodes now.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -68,9 +74,17 @@ pub struct State {
     /// The last receive time given to a notification: each gets a distinct
     /// one (see [`State::receive_time`]).
     last_received: Timestamp,
+    /// Link changes so far (each loss and each re-establishment).
+    link_epoch: u64,
+    /// The epoch whose namespace indexes the worker verified.
+    verified_epoch: Option<u64>,
 }
 
 impl State {
+    fn verified(&self) -> bool {
+        self.verified_epoch == Some(self.link_epoch)
+    }
+
     /// The receive time of one notification: the response's, or 1 µs after
     /// the previous one. A queue of several values of one item in one
     /// response (`queue_size > 1`) would otherwise share it; with
@@ -101,6 +115,8 @@ impl Pending {
             heard: vec![now; table.members.len()],
             granted: vec![None; table.members.len()],
             last_received: Timestamp(i64::MIN),
+            link_epoch: 0,
+            verified_epoch: None,
         };
         Self {
             table,
@@ -137,6 +153,35 @@ impl Pending {
     /// may be re-confirmed as current).
     pub fn forget(&self) {
         self.lock().last.iter_mut().for_each(|l| *l = None);
+    }
+
+    /// The link was lost or re-established: nothing is taken until the
+    /// namespace indexes of the new epoch are verified.
+    pub fn link_changed(&self) {
+        self.lock().link_epoch += 1;
+    }
+
+    /// Whether values of the current link are taken.
+    pub fn verified(&self) -> bool {
+        self.lock().verified()
+    }
+
+    /// The current link epoch (read before verifying it).
+    pub fn link_epoch(&self) -> u64 {
+        self.lock().link_epoch
+    }
+
+    /// The namespace indexes were verified over link `epoch`: values are
+    /// taken again if that is still the current one (else `false`: the link
+    /// changed meanwhile and must be verified again).
+    pub fn verify(&self, epoch: u64) -> bool {
+        let mut st = self.lock();
+        if st.link_epoch == epoch {
+            st.verified_epoch = Some(epoch);
+            true
+        } else {
+            false
+        }
     }
 
     /// Records the keep-alive period the server granted group `g`.
@@ -208,6 +253,17 @@ impl Pending {
         let now = Instant::now();
         let publish_ts = to_timestamp(Some(&message.publish_time)).unwrap_or(received);
         let mut st = self.lock();
+        if !st.verified() {
+            drop(st);
+            let values = message
+                .notification_data
+                .iter()
+                .flatten()
+                .filter_map(|obj| obj.inner_as::<DataChangeNotification>())
+                .map(|c| c.monitored_items.as_ref().map_or(0, Vec::len))
+                .sum();
+            return self.drop_unverified(values);
+        }
         if let Some(h) = st.heard.get_mut(g) {
             *h = now;
         }
@@ -279,6 +335,10 @@ impl Pending {
     pub fn on_read(&self, points: &[usize], values: &[opcua::types::DataValue]) {
         let received = Timestamp::now();
         let mut st = self.lock();
+        if !st.verified() {
+            drop(st);
+            return self.drop_unverified(values.len());
+        }
         for (&i, dv) in points.iter().zip(values) {
             let c = convert(dv, self.table.scaling[i], self.table.timestamps, received);
             self.push_locked(&mut st, i, c.value, c.quality, c.ts, received);
@@ -286,6 +346,18 @@ impl Pending {
         self.metrics.notifications.inc_by(values.len() as u64);
         drop(st);
         self.wake.notify_one();
+    }
+}
+
+impl Pending {
+    fn drop_unverified(&self, values: usize) {
+        if values > 0 {
+            self.metrics.dropped_unverified.inc_by(values as u64);
+            tracing::warn!(
+                values,
+                "dropped OPC UA values that came before the namespace indexes of the re-established session were checked"
+            );
+        }
     }
 }
 
@@ -331,6 +403,79 @@ mod tests {
         assert_eq!(silence_bound(three, Some(Duration::MAX), 5), Duration::MAX);
     }
 
+    fn one_point() -> (Pending, prometheus::Registry) {
+        let registry = prometheus::Registry::new();
+        let metrics = crate::metrics::OpcuaMetrics::register(&registry)
+            .unwrap()
+            .for_connection("plc");
+        let table = PointTable {
+            ids: vec![PointId(0)],
+            scaling: vec![Scaling {
+                index: None,
+                scale: 1.0,
+                offset: 0.0,
+            }],
+            group: vec![0],
+            interval: vec![Duration::from_secs(3600)],
+            members: vec![vec![0]],
+            timestamps: TimestampSource::Source,
+        };
+        (Pending::new(Arc::new(table), metrics), registry)
+    }
+
+    fn publish(value: f64) -> NotificationMessage {
+        NotificationMessage::data_change(
+            1,
+            opcua::types::DateTime::now(),
+            vec![opcua::types::MonitoredItemNotification {
+                client_handle: PointTable::handle(0),
+                value: opcua::types::DataValue::new_now(value),
+            }],
+            vec![],
+        )
+    }
+
+    fn taken(p: &Pending) -> Vec<Option<Value>> {
+        p.take().into_iter().map(|r| r.value).collect()
+    }
+
+    /// Values reach the pipeline only over a link whose namespace indexes
+    /// were verified; a verification of an older link does not count.
+    #[test]
+    fn values_of_an_unverified_link_are_dropped_and_counted() {
+        let (p, _registry) = one_point();
+        let read = |v: f64| p.on_read(&[0], &[opcua::types::DataValue::new_now(v)]);
+        read(1.0);
+        p.on_publish(0, publish(2.0));
+        assert!(taken(&p).is_empty(), "taken before the first verification");
+        assert_eq!(p.metrics.dropped_unverified.get(), 2);
+
+        assert!(p.verify(p.link_epoch()));
+        read(3.0);
+        p.on_publish(0, publish(4.0));
+        assert_eq!(taken(&p), [Some(Value::F64(3.0)), Some(Value::F64(4.0))]);
+
+        // Lost, then re-established: the old verification is void.
+        let before_loss = p.link_epoch();
+        p.link_changed();
+        p.link_changed();
+        read(5.0);
+        p.on_publish(0, publish(6.0));
+        assert!(taken(&p).is_empty(), "taken over a re-established link");
+        assert!(!p.verify(before_loss), "a stale epoch verified");
+        // Verified over a link that is lost meanwhile: not taken either.
+        let epoch = p.link_epoch();
+        p.link_changed();
+        assert!(!p.verify(epoch));
+        read(7.0);
+        assert!(taken(&p).is_empty());
+        p.link_changed();
+        assert!(p.verify(p.link_epoch()));
+        p.on_publish(0, publish(8.0));
+        assert_eq!(taken(&p), [Some(Value::F64(8.0))]);
+        assert_eq!(p.metrics.dropped_unverified.get(), 5);
+    }
+
     #[test]
     fn notifications_of_one_response_get_distinct_receive_times() {
         let mut st = State {
@@ -339,6 +484,8 @@ mod tests {
             heard: Vec::new(),
             granted: Vec::new(),
             last_received: Timestamp(i64::MIN),
+            link_epoch: 0,
+            verified_epoch: None,
         };
         let t = Timestamp(1_765_000_000_000_000);
         let times: Vec<i64> = [t, t, t, Timestamp(t.0 + 100), Timestamp(t.0 - 5)]

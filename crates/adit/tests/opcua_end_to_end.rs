@@ -239,6 +239,73 @@ async fn subscribed_values_arrive_and_resume_after_a_server_restart() {
     sim.shutdown().await;
 }
 
+/// A server restarted with its namespace table in another order (an
+/// upgrade, a plugin loaded first) serves other nodes under the indexes
+/// adit resolved before. The library recreates the monitored items with
+/// the old node ids; their values must never be stored as the points'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_never_taken_from_a_namespace_that_moved_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_pki = dir.path().join("sim-pki");
+    let mut options = sim_options(&sim_pki);
+    let sim = start_sim(&options, SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let addr = sim.addr();
+    let index_before = sim.namespace_index();
+    trust_sim(&sim_pki, &dir.path().join("pki"));
+    // A poll group too: a Read may go out on the new connection.
+    let points = format!(
+        "{POINTS}\n[[device.group]]\nname = \"polled\"\nmode = \"poll\"\ninterval = \"50ms\"\n\n\
+         [[device.point]]\nid = \"north.no2\"\nnode = \"nsu=urn:adit:sim:tunnel;s=Tunnel.North.NO2\"\ngroup = \"polled\"\n"
+    );
+    let app = start_adit(&config(dir.path(), addr.port(), &points)).await;
+    let db = dir.path().join("readings.db");
+    wait_for(Duration::from_secs(30), "good CO and NO2 values", || {
+        good_rows_after(&db, "north.co", 0) >= 3 && good_rows_after(&db, "north.no2", 0) >= 3
+    })
+    .await;
+
+    sim.shutdown().await;
+    options.decoy_namespace = true;
+    let sim = start_sim(&options, addr).await;
+    assert_eq!(
+        sim.namespace_index(),
+        index_before + 1,
+        "the decoy did not move the tunnel's namespace"
+    );
+    let restarted_us = now_us();
+    wait_for(
+        Duration::from_secs(40),
+        "CO values from the moved namespace",
+        || {
+            good_rows_after(&db, "north.co", restarted_us) >= 3
+                && good_rows_after(&db, "north.no2", restarted_us) >= 3
+        },
+    )
+    .await;
+    // Give a late decoy value time to reach the database.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let decoys = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM readings WHERE value = {}",
+            adit_sim_opcua::DECOY_VALUE
+        ),
+    );
+    let rebuilds = metric(
+        &app,
+        "adit_opcua_rebuilds_total",
+        &[("device", "plc"), ("reason", "namespaces")],
+    );
+    println!("decoy rows stored: {decoys}; rebuilds for moved namespaces: {rebuilds}");
+    assert_eq!(
+        decoys, 0,
+        "values of another namespace were stored as the points'"
+    );
+    assert!(rebuilds >= 1.0, "the moved namespace was not noticed");
+    app.shutdown().await;
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_goes_quiet_is_detected_and_the_client_rebuilt() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,4 +21,4 @@ pub mod variables;
 pub use faults::Fault;
 pub use freeze::FreezeRelay;
 pub use server::{OpcuaSim, SimOptions};
-pub use variables::NAMESPACE_URI;
+pub use variables::{DECOY_NAMESPACE_URI, DECOY_VALUE, NAMESPACE_URI};

@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::variables::{
-    bulk_name, mode_text, node_name, value_of, BORES, BORE_VARIABLES, CLOCK_ID, MODE_ID,
-    NAMESPACE_URI,
+    bulk_name, mode_text, node_name, value_of, BORES, BORE_VARIABLES, CLOCK_ID,
+    DECOY_NAMESPACE_URI, DECOY_VALUE, MODE_ID, NAMESPACE_URI,
 };
 
 /// How the simulator serves.
@@ -48,6 +48,12 @@ pub struct SimOptions {
     pub users: Vec<(String, String)>,
     /// Host name advertised in endpoint URLs (and in the certificate).
     pub host: String,
+    /// Register a decoy namespace ([`DECOY_NAMESPACE_URI`]) before the
+    /// tunnel's, so the tunnel's index moves up by one, and serve the same
+    /// node ids there with the constant [`DECOY_VALUE`]: a server whose
+    /// namespace table changed (an upgrade, a plugin loaded in another
+    /// order). A client that kept the old indexes reads the decoys.
+    pub decoy_namespace: bool,
 }
 
 impl SimOptions {
@@ -61,6 +67,7 @@ impl SimOptions {
             trust_clients: true,
             users: Vec::new(),
             host: "127.0.0.1".into(),
+            decoy_namespace: false,
         }
     }
 }
@@ -93,8 +100,18 @@ impl OpcuaSim {
         let (server, handle) = builder.build()?;
         let manager = handle
             .node_managers()
-            .get_of_type::<SimpleNodeManager>()
+            .get_by_name::<SimpleNodeManager>("tunnel")
             .ok_or("the simulator's node manager is missing")?;
+        if options.decoy_namespace {
+            let decoy = handle
+                .node_managers()
+                .get_by_name::<SimpleNodeManager>("decoy")
+                .ok_or("the decoy node manager is missing")?;
+            let ns = handle
+                .get_namespace_index(DECOY_NAMESPACE_URI)
+                .ok_or("the decoy namespace is missing")?;
+            add_decoys(&decoy, ns);
+        }
         let namespace_index = handle
             .get_namespace_index(NAMESPACE_URI)
             .ok_or("the simulator's namespace is missing")?;
@@ -178,7 +195,17 @@ impl OpcuaSim {
 
 fn build(options: &SimOptions, port: u16) -> ServerBuilder {
     let mut token_ids: Vec<String> = vec![ANONYMOUS_USER_TOKEN_ID.to_string()];
-    let mut builder = ServerBuilder::new()
+    let mut builder = ServerBuilder::new();
+    if options.decoy_namespace {
+        builder = builder.with_node_manager(simple_node_manager(
+            NamespaceMetadata {
+                namespace_uri: DECOY_NAMESPACE_URI.to_string(),
+                ..Default::default()
+            },
+            "decoy",
+        ));
+    }
+    builder = builder
         .application_name("adit OPC UA simulator")
         .application_uri("urn:adit:sim:opcua")
         .product_uri("urn:adit:sim:opcua")
@@ -243,6 +270,32 @@ fn build(options: &SimOptions, port: u16) -> ServerBuilder {
     limits.max_array_length = 1_000_000;
     limits.max_chunk_count = 1024;
     builder
+}
+
+/// The decoys: every variable id of a bore, a constant double.
+fn add_decoys(manager: &SimpleNodeManager, ns: u16) {
+    let mut space = manager.address_space().write();
+    let root = NodeId::new(ns, "Decoy");
+    space.add_folder(
+        &root,
+        QualifiedName::new(ns, "Decoy"),
+        "Decoy",
+        &ObjectId::ObjectsFolder.into(),
+    );
+    let vars = BORES
+        .iter()
+        .flat_map(|bore| BORE_VARIABLES.iter().map(move |spec| node_name(bore, spec)))
+        .map(|name| {
+            let id = NodeId::new(ns, name.clone());
+            Variable::new(
+                &id,
+                QualifiedName::new(ns, name.as_str()),
+                name,
+                Variant::Double(DECOY_VALUE),
+            )
+        })
+        .collect();
+    space.add_variables(vars, &root);
 }
 
 /// Variables by node id, with what moves them.

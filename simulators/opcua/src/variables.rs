@@ -9,6 +9,12 @@ use opcua::types::{DateTime, Variant};
 /// clients resolve it by this URI).
 pub const NAMESPACE_URI: &str = "urn:adit:sim:tunnel";
 
+/// The decoy namespace (see `SimOptions::decoy_namespace`).
+pub const DECOY_NAMESPACE_URI: &str = "urn:adit:sim:decoy";
+
+/// What every decoy variable holds: no tunnel sensor reads this.
+pub const DECOY_VALUE: f64 = -7777.0;
+
 /// The two bores.
 pub const BORES: [&str; 2] = ["North", "South"];
 
