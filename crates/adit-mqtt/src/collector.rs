@@ -21,7 +21,14 @@
 //!   again, and after 3 more the whole client is rebuilt;
 //! - when the broker connection drops, every point of the connection is
 //!   marked `Bad(CommFailure)` (last values kept); fresh values make them
-//!   good again.
+//!   good again;
+//! - paced reads while messages flow: the message that opens a batch is
+//!   read when it arrives; then the socket is left alone until the batch is
+//!   due ([`BATCH_DELAY`]), when everything it holds is read in one go and
+//!   the batch is flushed; a read that finds nothing goes back to waking on
+//!   arrival. One wake-up and a few large reads per batch instead of one
+//!   per TCP segment; a message waits at most [`BATCH_DELAY`] in the
+//!   kernel, and its receive time is when adit read it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,8 +49,12 @@ use crate::sparkplug::rebirth_request;
 pub const MAX_TICKETS: usize = 1024;
 pub const BATCH_READINGS: usize = 1024;
 pub const BATCH_MESSAGES: usize = 256;
-/// How long the first message of a batch waits for others.
-const BATCH_DELAY: Duration = Duration::from_millis(2);
+/// How long the first message of a batch waits for others (the socket is
+/// read again when it is due).
+const BATCH_DELAY: Duration = Duration::from_millis(5);
+/// At most this many events are read in one paced read (then the loop
+/// hears shutdown and outcomes before it reads on).
+const DRAIN_MAX: usize = 4 * BATCH_MESSAGES;
 /// Silent periods (of `expect_every`) before a resubscribe, then a rebuild.
 const SILENT_PERIODS: u32 = 3;
 /// How often a subscription the broker refused is asked for again.
@@ -197,6 +208,9 @@ struct Session<'a> {
     batch_acks: Vec<AckId>,
     /// When the open batch is flushed (armed by its first message).
     flush_timer: Deadline,
+    /// While armed, the socket is not read: when it elapses, everything
+    /// readable is read at once (paced reads, see the module invariants).
+    read_pause: Deadline,
     /// When subscriptions' silence is checked next (may fire early: the
     /// check verifies).
     liveness_timer: Deadline,
@@ -253,6 +267,7 @@ impl<'a> Session<'a> {
             batch: Vec::with_capacity(BATCH_READINGS),
             batch_acks: Vec::new(),
             flush_timer: Deadline::new(),
+            read_pause: Deadline::new(),
             liveness_timer: Deadline::new(),
             fx: Effects::default(),
             last_seen: vec![Instant::now(); subs],
@@ -329,6 +344,11 @@ impl<'a> Session<'a> {
                     return Ok(End::Shutdown);
                 }
                 Some((seq, outcome)) = self.outcomes_rx.recv() => self.settle(seq, outcome),
+                () = self.read_pause.elapsed() => {
+                    if let Some(end) = self.paced_read(mapper, backoff, state).await? {
+                        return Ok(end);
+                    }
+                }
                 () = self.flush_timer.elapsed() => self.flush().await?,
                 () = self.liveness_timer.elapsed() => {
                     if self.check_liveness() {
@@ -337,7 +357,7 @@ impl<'a> Session<'a> {
                         return Ok(End::Rebuild);
                     }
                 }
-                event = self.events.poll(), if may_read => {
+                event = self.events.poll(), if may_read && !self.read_pause.is_armed() => {
                     self.turn_clock = None;
                     if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
                         return Ok(end);
@@ -352,9 +372,43 @@ impl<'a> Session<'a> {
                             return Ok(end);
                         }
                     }
+                    // A batch is open: the rest is read when it is due.
+                    if self.link_up {
+                        self.read_pause.set(self.flush_timer.at());
+                    }
                 }
             }
         }
+    }
+
+    /// Reads everything the socket holds (bounded by [`DRAIN_MAX`] and the
+    /// tickets in flight), then flushes; pauses again if it found anything.
+    async fn paced_read(
+        &mut self,
+        mapper: &mut Mapper,
+        backoff: &mut Backoff,
+        state: &mut LinkState,
+    ) -> Result<Option<End>, SourceError> {
+        self.turn_clock = None;
+        let mut read = 0;
+        while read < DRAIN_MAX && self.link_up && self.tickets.len() < MAX_TICKETS {
+            let Some(event) = self.events.poll_now() else {
+                break;
+            };
+            read += 1;
+            let failed = event.is_err();
+            if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
+                return Ok(Some(end));
+            }
+            if failed {
+                break;
+            }
+        }
+        self.flush().await?;
+        if read > 0 && self.link_up {
+            self.read_pause.set(Some(Instant::now() + BATCH_DELAY));
+        }
+        Ok(None)
     }
 
     /// Acts on one event of the link; `Some` ends the session.

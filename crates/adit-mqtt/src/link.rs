@@ -285,6 +285,18 @@ impl EventLoop {
         }
     }
 
+    /// The next event if rumqttc has one without waiting: buffered, or in
+    /// what the socket already holds (`None` otherwise). Only while the
+    /// link is up: a reconnect is never started (and dropped) here.
+    pub fn poll_now(&mut self) -> Option<Result<Incoming, LinkError>> {
+        let next = std::pin::pin!(self.poll());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(next, &mut cx) {
+            std::task::Poll::Ready(event) => Some(event),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// Empties what rumqttc read before its connection failed (it keeps it
     /// and would hand it out after the next `ConnAck`, where an ack would
     /// carry a packet id of the old connection, and the receive time would
