@@ -18,6 +18,9 @@ pub struct MosquittoOptions {
     pub tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
     /// The TLS listener refuses clients without a certificate of its CA.
     pub require_client_cert: bool,
+    /// `max_inflight_messages` (unacknowledged QoS 1 messages per client;
+    /// Mosquitto's own default is 20); `None`: 1000.
+    pub max_inflight: Option<u16>,
 }
 
 pub struct Mosquitto {
@@ -34,7 +37,8 @@ impl Mosquitto {
     pub fn start_with(dir: &Path, port: u16, o: &MosquittoOptions) -> Self {
         let config = dir.join(format!("mosquitto-{port}.conf"));
         let mut text = format!(
-            "per_listener_settings false\nlistener {port} 127.0.0.1\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nlog_dest stderr\nlog_type error\n"
+            "per_listener_settings false\nlistener {port} 127.0.0.1\nmax_inflight_messages {}\nmax_queued_messages 1000000\nlog_dest stderr\nlog_type error\n",
+            o.max_inflight.unwrap_or(1000)
         );
         // Started as root, Mosquitto drops to the `mosquitto` user, which
         // cannot write the test's directory: its persistence would fail

@@ -172,6 +172,10 @@ enum Mode {
         metrics: usize,
         #[arg(long, default_value = "interval")]
         fsync: String,
+        /// The broker's `max_inflight_messages`: unacknowledged QoS 1
+        /// messages it sends one client (Mosquitto's own default is 20).
+        #[arg(long, default_value_t = 1000)]
+        broker_inflight: u16,
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         warmup: Duration,
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -234,6 +238,7 @@ fn run(mode: Mode) -> Result<(), String> {
             topics,
             metrics,
             fsync,
+            broker_inflight,
             warmup,
             measure,
         } => mqtt::run(
@@ -245,6 +250,7 @@ fn run(mode: Mode) -> Result<(), String> {
                 topics,
                 metrics,
                 fsync,
+                broker_inflight,
                 warmup,
                 measure,
             },

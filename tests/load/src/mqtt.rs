@@ -54,6 +54,8 @@ pub struct MqttLoad {
     /// Metrics per Sparkplug DDATA.
     pub metrics: usize,
     pub fsync: String,
+    /// The broker's `max_inflight_messages`.
+    pub broker_inflight: u16,
     pub warmup: Duration,
     pub measure: Duration,
 }
@@ -267,7 +269,14 @@ pub fn run(l: &MqttLoad, adit: &Path) -> Result<(), String> {
     // Both at once: the broker binds its port after this returns, and a
     // second pick made then could be the same port.
     let [broker_port, http_port] = crate::processes::free_ports()?;
-    let _broker = Mosquitto::start(dir.path(), broker_port);
+    let _broker = Mosquitto::start_with(
+        dir.path(),
+        broker_port,
+        &crate::support_mosquitto::MosquittoOptions {
+            max_inflight: Some(l.broker_inflight),
+            ..Default::default()
+        },
+    );
     let discard = match l.store {
         Store::Sqlite => None,
         Store::Discard => Some(DiscardReceiver::start()?),
@@ -412,13 +421,14 @@ pub fn run(l: &MqttLoad, adit: &Path) -> Result<(), String> {
     let p99 = quantile_between(&b, &a, 0.99).unwrap_or(f64::NAN);
     let lost = (published as usize * l.readings_per_message() + birth_readings) as i64 - stored;
     println!(
-        "mqtt load: {:?} into {:?}, {:.0} messages/s offered over {} {}, QoS {} subscription, spool fsync {}, {:?} measured after {:?}",
+        "mqtt load: {:?} into {:?}, {:.0} messages/s offered over {} {}, QoS {} subscription, broker max_inflight_messages {}, spool fsync {}, {:?} measured after {:?}",
         l.format,
         l.store,
         l.rate,
         l.topics,
         if l.format == Format::Json { "topics" } else { "devices" },
         l.qos,
+        l.broker_inflight,
         l.fsync,
         l.measure,
         l.warmup
