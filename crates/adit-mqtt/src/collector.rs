@@ -27,8 +27,9 @@
 //!   due ([`BATCH_DELAY`]), when everything it holds is read in one go and
 //!   the batch is flushed; a read that finds nothing goes back to waking on
 //!   arrival. One wake-up and a few large reads per batch instead of one
-//!   per TCP segment; a message waits at most [`BATCH_DELAY`] in the
-//!   kernel, and its receive time is when adit read it.
+//!   per TCP segment; a message normally waits at most [`BATCH_DELAY`] in
+//!   the kernel (a read cut short by [`DRAIN_MAX`] goes on in the next loop
+//!   turn), and its receive time is when adit read it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -390,13 +391,18 @@ impl<'a> Session<'a> {
         state: &mut LinkState,
     ) -> Result<Option<End>, SourceError> {
         self.turn_clock = None;
-        let mut read = 0;
-        while read < DRAIN_MAX && self.link_up && self.tickets.len() < MAX_TICKETS {
+        let (mut read, mut messages) = (0, 0);
+        while read < DRAIN_MAX
+            && self.link_up
+            && self.tickets.len() < MAX_TICKETS
+            && !self.ctx.shutdown.is_cancelled()
+        {
             let Some(event) = self.events.poll_now() else {
                 break;
             };
             read += 1;
             let failed = event.is_err();
+            messages += usize::from(matches!(event, Ok(Incoming::Publish(_))));
             if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
                 return Ok(Some(end));
             }
@@ -405,8 +411,16 @@ impl<'a> Session<'a> {
             }
         }
         self.flush().await?;
-        if read > 0 && self.link_up {
-            self.read_pause.set(Some(Instant::now() + BATCH_DELAY));
+        if self.link_up {
+            // More may be waiting (the bound, Tokio's budget): read on in
+            // the next turn. Messages came: pause again. Only acks and
+            // pings came: back to reading on arrival.
+            let next = if read == DRAIN_MAX {
+                Some(Instant::now())
+            } else {
+                (messages > 0).then(|| Instant::now() + BATCH_DELAY)
+            };
+            self.read_pause.set(next);
         }
         Ok(None)
     }

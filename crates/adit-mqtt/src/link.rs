@@ -312,9 +312,14 @@ impl EventLoop {
                 out.qos1_dropped += 1;
             }
         };
-        // SUBSCRIBEs rumqttc would send again first on the next connection
-        // go: the collector subscribes on each connection itself, and a
-        // replayed one's SUBACK would answer another request's entry.
+        // Every request rumqttc kept to send first on the next connection
+        // goes: SUBSCRIBEs (the collector subscribes on each connection
+        // itself, and a stale one's SUBACK would answer another request's
+        // entry), QoS 0 rebirth requests (asked again after a relink), a
+        // DISCONNECT. adit publishes nothing that needs a replay, and a
+        // non-empty queue would hold back the request channel (acks,
+        // SUBSCRIBEs) behind rumqttc's throttle timer, which a paced read
+        // never waits for.
         match self {
             EventLoop::V4(e) => {
                 for ev in e.state.events.drain(..) {
@@ -322,8 +327,7 @@ impl EventLoop {
                         take(message_v4(p));
                     }
                 }
-                e.pending
-                    .retain(|r| !matches!(r, rumqttc::Request::Subscribe(_)));
+                e.pending.clear();
             }
             EventLoop::V5(e) => {
                 for ev in e.state.events.drain(..) {
@@ -331,8 +335,7 @@ impl EventLoop {
                         take(message_v5(p));
                     }
                 }
-                e.pending
-                    .retain(|r| !matches!(r, rumqttc::v5::Request::Subscribe(_)));
+                e.pending.clear();
             }
         }
         out

@@ -54,7 +54,7 @@ use tokio::time::Instant;
 use crate::client::{self, build_client, endpoint, identity_token};
 use crate::convert::Scaling;
 use crate::metrics::ConnectionMetrics;
-use crate::node::{browse_path, resolution, resolve};
+use crate::node::{browse_path, index_uris, resolution, resolve};
 use crate::pending::{GroupCallback, Pending, PointTable};
 use crate::status::reason_of;
 
@@ -390,17 +390,17 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
                 Some(Ok(_)) => {}
             },
             result = workers.join_next() => {
-                let why = match result {
-                    Some(Ok(why)) => why,
-                    Some(Err(e)) => format!("worker failed: {e}"),
+                let end = match result {
+                    Some(Ok(end)) => end,
+                    Some(Err(e)) => format!("worker failed: {e}").into(),
                     None => "worker gone".into(),
                 };
-                if why.contains("namespace") {
+                if end.namespaces_moved {
                     conn.metrics.rebuild_namespaces.inc();
                 } else {
                     conn.metrics.rebuild_failed.inc();
                 }
-                break End::Rebuild(why);
+                break End::Rebuild(end.why);
             }
             () = silence_check.elapsed() => {
                 let now = Instant::now();
@@ -439,6 +439,37 @@ async fn run_client(conn: &OpcuaConnection, ctx: &SourceContext, pending: &Pendi
     end
 }
 
+/// Why the worker ended (the client is then rebuilt).
+struct WorkerEnd {
+    /// Namespace indexes in use name other namespaces now.
+    namespaces_moved: bool,
+    why: String,
+}
+
+impl WorkerEnd {
+    fn moved(why: String) -> Self {
+        Self {
+            namespaces_moved: true,
+            why,
+        }
+    }
+}
+
+impl From<String> for WorkerEnd {
+    fn from(why: String) -> Self {
+        Self {
+            namespaces_moved: false,
+            why,
+        }
+    }
+}
+
+impl From<&str> for WorkerEnd {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
+}
+
 /// Resolves namespaces, creates subscriptions and items, polls the poll
 /// groups, retries refused nodes, and checks namespaces after reconnects.
 /// Returns why the client must be rebuilt.
@@ -448,7 +479,7 @@ async fn worker(
     config: DeviceConfig,
     pending: Pending,
     mut reconnected: tokio::sync::watch::Receiver<u64>,
-) -> String {
+) -> WorkerEnd {
     if !session.wait_for_connection().await {
         return "the session never connected".into();
     }
@@ -464,15 +495,26 @@ async fn worker(
         .collect();
     let namespaces_of = || targets.iter().flat_map(|t| t.namespaces());
     let namespaces = match session.read_namespace_array().await {
-        Ok(map) => resolution(namespaces_of(), &map),
-        Err(e) => return format!("reading the namespace array failed: {e}"),
+        Ok(map) => (resolution(namespaces_of(), &map), map),
+        Err(e) => return format!("reading the namespace array failed: {e}").into(),
     };
+    let (namespaces, map) = namespaces;
     let table = pending.table.clone();
     // Resolve every point; the ones that cannot be resolved are bad alone.
     let nodes = match resolve_targets(&session, &targets, &namespaces, &pending, &config).await {
         Ok(nodes) => nodes,
-        Err(e) => return format!("translating browse paths failed: {e}"),
+        Err(e) => return format!("translating browse paths failed: {e}").into(),
     };
+    // Every index in use (configured and in resolved node ids) with its
+    // URI: what must not move while the library recreates items.
+    let in_use = index_uris(
+        nodes
+            .iter()
+            .flatten()
+            .map(|n| n.namespace)
+            .chain(namespaces.values().flatten().copied()),
+        &map,
+    );
     if !pending.verify(epoch) {
         return "the link changed while its namespace indexes were resolved".into();
     }
@@ -503,6 +545,7 @@ async fn worker(
                     "creating the subscription of group {:?} failed: {e}",
                     group.name
                 )
+                .into()
             }
         };
         created[g] = Some(id);
@@ -524,8 +567,14 @@ async fn worker(
                     "creating monitored items of group {:?} failed: {e}",
                     group.name
                 )
+                .into()
             }
         }
+    }
+    // Created over another link than the one verified: what the library
+    // recreated there was never checked (and its first values were dropped).
+    if pending.link_epoch() != epoch {
+        return "the link changed while subscriptions were created".into();
     }
     pending.metrics_items_failed(failed.values().map(Vec::len).sum());
     let mut polls: Vec<(usize, tokio::time::Interval)> = settings
@@ -564,7 +613,8 @@ async fn worker(
                 let members: Vec<usize> = table.members[g].iter().copied().filter(|&i| nodes[i].is_some()).collect();
                 read_group(&session, &members, &nodes, &pending).await;
             }
-            _ = retry.tick(), if !failed.is_empty() => {
+            // Not over an unverified link (its node ids may name other nodes).
+            _ = retry.tick(), if !failed.is_empty() && pending.verified() => {
                 let mut still = BTreeMap::new();
                 for (g, points) in std::mem::take(&mut failed) {
                     let GroupMode::Subscribe(sub) = &settings.groups[g].mode else { continue };
@@ -590,11 +640,15 @@ async fn worker(
                     Ok(map) => {
                         let now = resolution(namespaces_of(), &map);
                         if now != namespaces {
-                            return format!("namespace indexes changed on reconnect ({namespaces:?} → {now:?})");
+                            return WorkerEnd::moved(format!("namespace indexes changed on reconnect ({namespaces:?} → {now:?})"));
+                        }
+                        let now = index_uris(in_use.keys().copied(), &map);
+                        if now != in_use {
+                            return WorkerEnd::moved(format!("namespaces in use moved on reconnect ({in_use:?} → {now:?})"));
                         }
                     }
                     // Unverified indexes may name other nodes: start over.
-                    Err(e) => return format!("re-reading the namespace array after a reconnect failed: {e}"),
+                    Err(e) => return format!("re-reading the namespace array after a reconnect failed: {e}").into(),
                 }
                 // Else the link changed again meanwhile: its own turn comes.
                 if pending.verify(epoch) {
@@ -616,7 +670,7 @@ async fn worker(
                 // A group with no item left cannot even be found again (its
                 // subscription's id changed): the client is rebuilt.
                 if let Some(&g) = emptied.first() {
-                    return format!("every monitored item of group {:?} was lost on reconnect", settings.groups[g].name);
+                    return format!("every monitored item of group {:?} was lost on reconnect", settings.groups[g].name).into();
                 }
                 if !lost.is_empty() {
                     tracing::warn!(device = %config.id, items = lost.values().map(Vec::len).sum::<usize>(), "monitored items missing after a reconnect: creating them again");

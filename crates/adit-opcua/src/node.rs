@@ -35,6 +35,27 @@ pub fn resolution<'a>(
         .collect()
 }
 
+/// The URI the server's namespace array gives each of `indexes` (`None`
+/// past its end).
+pub type IndexUris = BTreeMap<u16, Option<String>>;
+
+/// The URI of each of `indexes` in `map` (compared after a reconnect: an
+/// index in use must still name the same namespace; namespaces the server
+/// appended do not matter).
+pub fn index_uris(indexes: impl IntoIterator<Item = u16>, map: &NamespaceMap) -> IndexUris {
+    indexes
+        .into_iter()
+        .map(|i| {
+            let uri = map
+                .known_namespaces()
+                .iter()
+                .find(|(_, &at)| at == i)
+                .map(|(uri, _)| uri.clone());
+            (i, uri)
+        })
+        .collect()
+}
+
 /// The index of `ns` on this server, or why there is none.
 fn index(ns: &Namespace, namespaces: &Resolution) -> Result<u16, String> {
     match ns {
@@ -109,5 +130,27 @@ mod tests {
         let r2 = resolution([&a.namespace], &other);
         assert_eq!(resolve(&a, &r2).unwrap(), NodeId::new(1, "North.CO"));
         assert_ne!(r.get("urn:tunnel"), r2.get("urn:tunnel"));
+    }
+
+    /// An index in use must keep its URI; namespaces appended after it do
+    /// not matter, one inserted before it does (a browse path's node may
+    /// live in a namespace no configured URI names).
+    #[test]
+    fn indexes_in_use_keep_their_uris_or_count_as_moved() {
+        let map = |uris: &[&str]| {
+            let mut m = NamespaceMap::new();
+            for u in uris {
+                m.add_namespace(u);
+            }
+            m
+        };
+        let before = map(&["urn:di", "urn:vendor:instances"]);
+        let in_use = index_uris([2, 7], &before);
+        assert_eq!(in_use[&2].as_deref(), Some("urn:vendor:instances"));
+        assert_eq!(in_use[&7], None);
+        let appended = map(&["urn:di", "urn:vendor:instances", "urn:plugin"]);
+        assert_eq!(index_uris([2, 7], &appended), in_use);
+        let inserted = map(&["urn:plugin", "urn:di", "urn:vendor:instances"]);
+        assert_ne!(index_uris([2, 7], &inserted), in_use);
     }
 }

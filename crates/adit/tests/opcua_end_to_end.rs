@@ -296,7 +296,17 @@ async fn values_are_never_taken_from_a_namespace_that_moved_on_restart() {
         "adit_opcua_rebuilds_total",
         &[("device", "plc"), ("reason", "namespaces")],
     );
-    println!("decoy rows stored: {decoys}; rebuilds for moved namespaces: {rebuilds}");
+    // No Publish or Read goes out on the new session before the check, so
+    // nothing had to be dropped here (the drop is the safety net, unit
+    // tested in adit-opcua's `pending`).
+    let unverified = metric(
+        &app,
+        "adit_opcua_dropped_total",
+        &[("device", "plc"), ("reason", "unverified")],
+    );
+    println!(
+        "decoy rows stored: {decoys}; rebuilds for moved namespaces: {rebuilds}; values dropped as unverified: {unverified}"
+    );
     assert_eq!(
         decoys, 0,
         "values of another namespace were stored as the points'"
