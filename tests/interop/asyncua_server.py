@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """An independent OPC UA server for adit's interop test: python asyncua.
 
-Usage: asyncua_server.py PORT DIR
+Usage: asyncua_server.py PORT DIR [WITHOUT]
 Serves, under namespace urn:adit:interop:asyncua (its index differs from
 async-opcua's), known values of many built-in types, an array, a variable
 with a Bad status, and a counter that moves every 100 ms, over
 Basic256Sha256 SignAndEncrypt with a self-signed certificate written to
 DIR/server-cert.der (the test trusts it as an engineer would). Prints
 "ready NS" once serving (NS = the namespace index), then runs until killed.
+WITHOUT, a comma-separated list of variable names, leaves those out (a
+server restarted after a configuration change: the client's monitored
+items on them are refused).
 """
 
 import asyncio
@@ -25,7 +28,7 @@ URI = "urn:adit:interop:asyncua"
 APP_URI = "urn:adit:interop:asyncua:server"
 
 
-async def main(port: int, directory: Path) -> None:
+async def main(port: int, directory: Path, without: set) -> None:
     key, cert = directory / "server-key.pem", directory / "server-cert.der"
     await setup_self_signed_certificate(
         key, cert, APP_URI, "localhost",
@@ -51,6 +54,8 @@ async def main(port: int, directory: Path) -> None:
     folder = await objects.add_folder(ua.NodeId("Interop", ns), "Interop")
 
     async def var(name, value, vtype):
+        if name in without:
+            return None
         return await folder.add_variable(ua.NodeId(name, ns), name, ua.Variant(value, vtype))
 
     await var("Double", 12.625, ua.VariantType.Double)
@@ -67,9 +72,10 @@ async def main(port: int, directory: Path) -> None:
     )
     await var("Array", [1.5, 2.5, 3.5], ua.VariantType.Double)
     broken = await var("Broken", 7.0, ua.VariantType.Double)
-    await broken.write_value(
-        ua.DataValue(ua.Variant(7.0, ua.VariantType.Double), StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure))
-    )
+    if broken is not None:
+        await broken.write_value(
+            ua.DataValue(ua.Variant(7.0, ua.VariantType.Double), StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure))
+        )
     numeric = await folder.add_variable(ua.NodeId(5001, ns), "Numeric", ua.Variant(42, ua.VariantType.UInt16))
     counter = await var("Counter", 0, ua.VariantType.UInt32)
 
@@ -79,9 +85,11 @@ async def main(port: int, directory: Path) -> None:
         while True:
             await asyncio.sleep(0.1)
             n += 1
-            await counter.write_value(ua.Variant(n, ua.VariantType.UInt32))
+            if counter is not None:
+                await counter.write_value(ua.Variant(n, ua.VariantType.UInt32))
         del numeric
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2])))
+    left_out = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else set()
+    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2]), left_out))

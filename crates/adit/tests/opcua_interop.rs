@@ -41,12 +41,19 @@ fn free_port() -> u16 {
 
 /// Starts the server; returns it and the namespace index it gave our URI.
 fn start_asyncua(port: u16, dir: &Path) -> (PyServer, u16) {
+    start_asyncua_without(port, dir, "")
+}
+
+/// Starts the server without the variables named in `without` (a comma-
+/// separated list).
+fn start_asyncua_without(port: u16, dir: &Path, without: &str) -> (PyServer, u16) {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/asyncua_server.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(port.to_string())
         .arg(dir)
+        .arg(without)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -189,6 +196,76 @@ async fn values_from_python_asyncua_are_stored_exactly() {
             .is_some_and(|v| v >= first + 5)
     })
     .await;
+    app.shutdown().await;
+}
+
+/// Rows of `point` with a good value received after `after_us`.
+fn good_rows_after(db: &Path, point: &str, after_us: i64) -> i64 {
+    rusqlite::Connection::open(db)
+        .ok()
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM readings r JOIN points p ON p.id = r.point_id \
+                 WHERE p.name = ?1 AND r.quality = 0 AND r.value IS NOT NULL AND r.received_ts > ?2",
+                rusqlite::params![point, after_us],
+                |r| r.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A server restarted without a variable refuses its monitored item when
+/// the library recreates the subscription; the library forgets such an
+/// item (async-opcua ignores that result). adit finds it missing, retries
+/// it, and values resume once a later restart serves the variable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_refused_after_a_server_restart_comes_back_when_the_node_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_asyncua(port, dir.path());
+    trust(dir.path());
+    let config = adit_config::load_str(&config(dir.path(), "localhost", port), "i.toml").unwrap();
+    let app = App::start(&config, HttpBind::BestEffort).await.unwrap();
+    let db = dir.path().join("readings.db");
+    wait_for(Duration::from_secs(60), "counter values", || {
+        good_rows_after(&db, "py.counter", 0) >= 3
+    })
+    .await;
+
+    // Restarted without the counter: the recreated item is refused.
+    drop(server);
+    let without = start_asyncua_without(port, dir.path(), "Counter");
+    let relinked = adit_core::Timestamp::now().as_micros();
+    wait_for(Duration::from_secs(60), "values after the restart", || {
+        good_rows_after(&db, "py.double", relinked) >= 1
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(20),
+        "the lost item counted as failed",
+        || {
+            app.metrics
+                .sample_sum("adit_opcua_items_failed", &[("device", "asyncua")])
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(good_rows_after(&db, "py.counter", relinked), 0);
+
+    // Served again: the retry (every 30 s) creates the item.
+    drop(without);
+    let _server = start_asyncua(port, dir.path());
+    let back = adit_core::Timestamp::now().as_micros();
+    let started = std::time::Instant::now();
+    wait_for(Duration::from_secs(90), "counter values again", || {
+        good_rows_after(&db, "py.counter", back) >= 3
+    })
+    .await;
+    println!(
+        "counter values again {:.1} s after the variable came back",
+        started.elapsed().as_secs_f64()
+    );
     app.shutdown().await;
 }
 
