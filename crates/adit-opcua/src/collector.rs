@@ -589,6 +589,9 @@ async fn worker(
         })
         .collect();
     let mut retry = tokio::time::interval_at(Instant::now() + RETRY_FAILED, RETRY_FAILED);
+    // Ticks missed while the branch was off (nothing failed, an unverified
+    // link) are not made up in a burst.
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next_poll = async {
             if polls.is_empty() {
