@@ -76,6 +76,10 @@ pub fn list(spool_dir: &Path) -> std::io::Result<Vec<Entry>> {
         }
         let path = e.path();
         let name = e.file_name().to_string_lossy().to_string();
+        // A write a crash interrupted (see `recovery::write_durably`).
+        if path.extension().is_some_and(|x| x == "tmp") {
+            continue;
+        }
         let bytes = e.metadata()?.len();
         let kind = if let Some(rest) = name.strip_prefix("sink-") {
             let sink = rest.split('-').next().unwrap_or("").to_string();

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -285,8 +285,11 @@ fn quarantine_copy(
     }
 }
 
-/// Writes `bytes` to `path` in `dir` (created if needed), fsyncs the file
-/// and the directory. Used for every quarantine file.
+/// Writes `bytes` to `path` in `dir` (created if needed) durably and whole:
+/// a temporary file, fsynced, renamed, the directory fsynced (a crash
+/// leaves no partial quarantine file under its name; a stale `.tmp` is
+/// ignored by the listing and overwritten by the next write of that name).
+/// Used for every quarantine file.
 pub(crate) fn write_durably(
     dir: &Path,
     path: &Path,
@@ -295,10 +298,11 @@ pub(crate) fn write_durably(
 ) -> std::io::Result<()> {
     faults::check(faults, FileOp::Quarantine)?;
     std::fs::create_dir_all(dir)?;
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    crate::sync_dir(dir)
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other(format!("no file name in {}", path.display())))?;
+    adit_core::durable::replace_file(dir, name, bytes)
 }
 
 /// Moves an unreadable segment out of the way (best effort: a rename needs

@@ -856,3 +856,39 @@ fn open_unbounded(dir: &Path, reg: &PointRegistry, segment_bytes: u64) -> Spool 
     .unwrap()
     .0
 }
+
+/// A quarantine file appears whole or not at all (temporary file, fsync,
+/// rename); a temporary file a crash left behind is not listed (nor
+/// retried).
+#[test]
+fn quarantine_files_are_written_whole_and_leftovers_are_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["a"]);
+    let c = cfg(dir.path(), 1 << 20, 1 << 24, WhenFull::DropOldest);
+    let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
+    let path = spool
+        .quarantine_readings("questdb", 7, &batch(0, 5))
+        .unwrap();
+    let qdir = adit_spool::quarantine::dir_of(dir.path());
+    std::fs::write(
+        qdir.join("sink-questdb-00000000000000000008.bin.tmp"),
+        b"half",
+    )
+    .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let listed = adit_spool::quarantine::list(dir.path()).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].path, path);
+    assert!(
+        matches!(
+            &listed[0].kind,
+            adit_spool::quarantine::Kind::Readings { items: 5, .. }
+        ),
+        "{:?}",
+        listed[0].kind
+    );
+}
