@@ -21,7 +21,17 @@
 //!   `received_ts`: a broker's redelivery of the same message is then the
 //!   same storage key `(point, ts, received_ts)` and deduplicates. Without a
 //!   timestamp in the message both are the receive time (a redelivery
-//!   stores a second row: say so to publishers that can add a time).
+//!   stores a second row: say so to publishers that can add a time);
+//! - distinct samples of a point stamped with one time are distinct keys,
+//!   never one kept silently: the n-th different (value, quality) a point
+//!   gets at the time of its previous sample has `received_ts` = time + n µs
+//!   (a Sparkplug birth and the data after it in the same millisecond,
+//!   second-resolution stamps on faster data). The same sample again (a
+//!   redelivery right after) gets its first rank and deduplicates; one
+//!   redelivered after other times were seen is a second row of the same
+//!   sample, never a loss. Samples adit itself made uncertain (an old
+//!   retained copy, data after a Sparkplug sequence gap) add
+//!   [`ADIT_COPY_OFFSET`]: a row of their own, never an upsert of the live one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +93,24 @@ pub struct Mapper {
     host: Host,
     host_out: HostOutput,
     name: String,
+    /// Per point index: the samples it got at its latest time (see
+    /// [`Mapper::tell_apart`]).
+    same_time: Vec<SameTime>,
+}
+
+/// `received_ts` of a copy adit made uncertain: its time + this many µs.
+pub const ADIT_COPY_OFFSET: i64 = 1000;
+
+/// Distinct samples kept per (point, time) to recognise a redelivery; past
+/// this, further ones still get ranks of their own (never a shared key).
+const SAME_TIME_KEPT: usize = 16;
+
+/// The samples of one point at its latest time.
+#[derive(Default)]
+struct SameTime {
+    ts: Option<i64>,
+    seen: Vec<(Option<adit_core::Value>, Quality)>,
+    distinct: i64,
 }
 
 impl Mapper {
@@ -120,6 +148,7 @@ impl Mapper {
             host: Host::default(),
             host_out: HostOutput::default(),
             name: String::new(),
+            same_time: Vec::new(),
         }
     }
 
@@ -167,8 +196,46 @@ impl Mapper {
     ) {
         let first = out.len();
         self.map_message(topic, payload, now, retained, registrar, out, fx);
+        self.tell_apart(&mut out[first..]);
         if retained {
             last_known(&mut out[first..], now, registrar.registry());
+        }
+    }
+
+    /// Gives the n-th distinct sample of a point at one time the key
+    /// `received_ts` = time + n µs (see the module invariants). Only for
+    /// readings whose `received_ts` is their time (own-time and receive-time
+    /// samples; a receive time is new for every message, so rank 0).
+    fn tell_apart(&mut self, readings: &mut [Reading]) {
+        for r in readings {
+            if r.received_ts != r.source_ts {
+                continue;
+            }
+            let i = r.point.index();
+            if self.same_time.len() <= i {
+                self.same_time.resize_with(i + 1, SameTime::default);
+            }
+            let st = &mut self.same_time[i];
+            if st.ts != Some(r.source_ts.0) {
+                st.ts = Some(r.source_ts.0);
+                st.seen.clear();
+                st.distinct = 0;
+            }
+            let known = st
+                .seen
+                .iter()
+                .position(|(v, q)| *v == r.value && *q == r.quality);
+            let rank = if let Some(k) = known {
+                i64::try_from(k).unwrap_or(i64::MAX)
+            } else {
+                let k = st.distinct;
+                st.distinct += 1;
+                if st.seen.len() < SAME_TIME_KEPT {
+                    st.seen.push((r.value.clone(), r.quality));
+                }
+                k
+            };
+            r.received_ts = Timestamp(r.source_ts.0.saturating_add(rank));
         }
     }
 
@@ -310,10 +377,11 @@ impl Mapper {
                     source_ts: s.ts,
                     // A sample made uncertain by a sequence gap may be a
                     // redelivery of one stored Good (whose key has
-                    // received_ts = ts): 1 µs later, a row of its own, never
-                    // an upsert over the Good one, and stable on replay.
+                    // received_ts = ts + its rank): past ADIT_COPY_OFFSET, a
+                    // row of its own, never an upsert over the Good one, and
+                    // stable on replay.
                     received_ts: if s.regraded {
-                        Timestamp(s.ts.0.saturating_add(1))
+                        Timestamp(s.ts.0.saturating_add(ADIT_COPY_OFFSET))
                     } else {
                         s.ts
                     },
@@ -421,9 +489,10 @@ pub fn last_known(readings: &mut [Reading], now: Timestamp, registry: &adit_core
         if r.quality.is_good() && now.0.saturating_sub(r.source_ts.0) > limit {
             r.quality = Quality::Uncertain(Reason::LastKnownValue);
             // The replay of a message first received live has its storage
-            // key (received_ts = its own time): 1 µs later is a row of its
-            // own, never an upsert of the Good one, and stable on replay.
-            r.received_ts = Timestamp(r.source_ts.0.saturating_add(1));
+            // key (received_ts = its own time + its rank): past
+            // ADIT_COPY_OFFSET is a row of its own, never an upsert of the
+            // Good one, and stable on replay.
+            r.received_ts = Timestamp(r.received_ts.0.saturating_add(ADIT_COPY_OFFSET));
         }
     }
 }
@@ -504,7 +573,7 @@ mod tests {
         assert_eq!(old[0].quality, Quality::Uncertain(Reason::LastKnownValue));
         assert_eq!(
             old[0].received_ts,
-            Timestamp(old[0].source_ts.0 + 1),
+            Timestamp(old[0].source_ts.0 + ADIT_COPY_OFFSET),
             "a row of its own, not an upsert over the Good one first received live"
         );
         let (live_old, _) = map(
@@ -515,6 +584,42 @@ mod tests {
             false,
         );
         assert_eq!(live_old[0].quality, Quality::Good, "only retained copies");
+    }
+
+    /// Different samples a publisher stamped with one time are different
+    /// storage keys; the same message again right after (a redelivery) is
+    /// the same key.
+    #[test]
+    fn one_time_two_samples_are_two_rows_and_a_redelivery_is_one() {
+        let (mut m, r) = mapper_and_registrar();
+        let key = |out: &[Reading]| (out[0].point, out[0].stored_ts(), out[0].received_ts);
+        let msg = |v: u32| format!(r#"{{"value": {v}, "ts": 1789999000000}}"#);
+        let (first, _) = map(&mut m, &r, "s/co", &msg(10), false);
+        let (again, _) = map(&mut m, &r, "s/co", &msg(10), false);
+        assert_eq!(key(&first), key(&again), "a redelivery deduplicates");
+        assert_eq!(
+            first[0].received_ts, first[0].source_ts,
+            "the first keeps its time"
+        );
+        let mut keys = std::collections::HashSet::new();
+        keys.insert(key(&first));
+        for v in 11..60 {
+            let (out, _) = map(&mut m, &r, "s/co", &msg(v), false);
+            assert_eq!(out[0].source_ts, Timestamp(1_789_999_000_000_000));
+            assert!(keys.insert(key(&out)), "value {v} shares a key");
+        }
+        // An earlier sample redelivered among them keeps its key.
+        let (late, _) = map(&mut m, &r, "s/co", &msg(10), false);
+        assert_eq!(key(&late), key(&first));
+        // A new time starts again at the time itself.
+        let (next, _) = map(
+            &mut m,
+            &r,
+            "s/co",
+            r#"{"value": 3, "ts": 1789999001000}"#,
+            false,
+        );
+        assert_eq!(next[0].received_ts, next[0].source_ts);
     }
 
     #[test]
