@@ -34,6 +34,7 @@
 //!   [`ADIT_COPY_OFFSET`]: a row of their own, never an upsert of the live one.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +94,28 @@ pub struct Mapper {
     host: Host,
     host_out: HostOutput,
     name: String,
-    /// Per point index: the samples it got at its latest time (see
-    /// [`Mapper::tell_apart`]).
-    same_time: Vec<SameTime>,
+    /// Per point of this connection: the samples it got at its latest time
+    /// (see [`Mapper::tell_apart`]).
+    same_time: HashMap<PointId, SameTime, BuildHasherDefault<PointIdHasher>>,
+}
+
+/// Hashes a `PointId` (one `u32`) with one multiplication: the map above is
+/// looked up for every reading.
+#[derive(Default)]
+struct PointIdHasher(u64);
+
+impl Hasher for PointIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// `received_ts` of a copy adit made uncertain: its time + this many µs.
@@ -148,7 +168,7 @@ impl Mapper {
             host: Host::default(),
             host_out: HostOutput::default(),
             name: String::new(),
-            same_time: Vec::new(),
+            same_time: HashMap::default(),
         }
     }
 
@@ -211,11 +231,7 @@ impl Mapper {
             if r.received_ts != r.source_ts {
                 continue;
             }
-            let i = r.point.index();
-            if self.same_time.len() <= i {
-                self.same_time.resize_with(i + 1, SameTime::default);
-            }
-            let st = &mut self.same_time[i];
+            let st = self.same_time.entry(r.point).or_default();
             if st.ts != Some(r.source_ts.0) {
                 st.ts = Some(r.source_ts.0);
                 st.seen.clear();
