@@ -23,15 +23,18 @@
 //!   timestamp in the message both are the receive time (a redelivery
 //!   stores a second row: say so to publishers that can add a time);
 //! - distinct samples of a point stamped with one time are distinct keys,
-//!   never one kept silently: the n-th different (value, quality) a point
-//!   gets at the time of its previous sample has `received_ts` = time + n µs
-//!   (a Sparkplug birth and the data after it in the same millisecond,
-//!   second-resolution stamps on faster data). The same sample again (a
-//!   redelivery right after) gets its first rank and deduplicates; one
-//!   redelivered after other times were seen is a second row of the same
-//!   sample, never a loss. Samples adit itself made uncertain (an old
-//!   retained copy, data after a Sparkplug sequence gap) add
-//!   [`ADIT_COPY_OFFSET`]: a row of their own, never an upsert of the live one.
+//!   never one kept silently (a Sparkplug birth and the data after it in the
+//!   same millisecond; second-resolution stamps on faster data): a sample
+//!   with its own time gets `received_ts` = time + 2 × slot (+ 1 for a copy
+//!   adit made uncertain: an old retained copy, Sparkplug data after a
+//!   sequence gap), µs, where the slot (0–499) comes from the sample itself
+//!   (its value and quality), so a redelivery, also after a restart, finds
+//!   the same key and deduplicates, and a copy never meets a live sample.
+//!   Two different samples whose slots collide at one time are moved apart
+//!   while the point's latest time is remembered (a probe to the next free
+//!   slot); only such a moved sample, redelivered after that memory is
+//!   gone, can meet the other (about 1 in 500 pairs of one point at one
+//!   time, then a redelivery).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -40,7 +43,7 @@ use std::time::Duration;
 
 use adit_config::{DeviceConfig, PayloadFormat, Subscription};
 use adit_core::mqtt::filter_matches;
-use adit_core::{PointId, PointMeta, Quality, Reading, Reason, Timestamp};
+use adit_core::{PointId, PointMeta, Quality, Reading, Reason, Timestamp, Value};
 use adit_source::PointRegistrar;
 
 use crate::payload::{decode_json, decode_plain, Item};
@@ -118,19 +121,39 @@ impl Hasher for PointIdHasher {
     }
 }
 
-/// `received_ts` of a copy adit made uncertain: its time + this many µs.
-pub const ADIT_COPY_OFFSET: i64 = 1000;
+/// Slots a sample's `received_ts` offset is chosen from (see the module
+/// invariants): offsets `2 × slot` (live) and `2 × slot + 1` (copies), µs.
+pub const SLOTS: u64 = 500;
 
-/// Distinct samples kept per (point, time) to recognise a redelivery; past
-/// this, further ones still get ranks of their own (never a shared key).
-const SAME_TIME_KEPT: usize = 16;
+/// Samples remembered per point at its latest time (to move colliding
+/// slots apart); past this, a sample keeps its own slot. Half the slots, so
+/// a probe always finds a free one.
+const SAME_TIME_KEPT: usize = 250;
 
-/// The samples of one point at its latest time.
+/// The slots taken at one point's latest time, by sample identity.
 #[derive(Default)]
 struct SameTime {
     ts: Option<i64>,
-    seen: Vec<(Option<adit_core::Value>, Quality)>,
-    distinct: i64,
+    /// (offset, identity) of each sample seen at `ts`.
+    taken: Vec<(i64, u64)>,
+}
+
+/// A sample's identity: a hash of its value and quality (the same sample
+/// always gets the same one).
+fn identity(value: Option<&Value>, quality: Quality) -> u64 {
+    let bits: u64 = match value {
+        None => 0x5bd1_e995,
+        Some(Value::F64(v)) => v.to_bits(),
+        Some(Value::I64(v)) => u64::from_ne_bytes(v.to_ne_bytes()) ^ 0x2545_f491_4f6c_dd1d,
+        Some(Value::Bool(b)) => u64::from(*b) ^ 0x9e37_79b9,
+        Some(Value::Text(t)) => t.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }),
+    };
+    let q = (quality.class() as u64) << 56
+        | u64::from(quality.reason().and_then(Reason::detail).unwrap_or(0))
+        | u64::from(quality.reason().map_or(0, |r| r.name().len() as u32)) << 32;
+    (bits ^ q.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl Mapper {
@@ -216,42 +239,47 @@ impl Mapper {
     ) {
         let first = out.len();
         self.map_message(topic, payload, now, retained, registrar, out, fx);
-        self.tell_apart(&mut out[first..]);
         if retained {
             last_known(&mut out[first..], now, registrar.registry());
         }
+        self.tell_apart(&mut out[first..], now);
     }
 
-    /// Gives the n-th distinct sample of a point at one time the key
-    /// `received_ts` = time + n µs (see the module invariants). Only for
-    /// readings whose `received_ts` is their time (own-time and receive-time
-    /// samples; a receive time is new for every message, so rank 0).
-    fn tell_apart(&mut self, readings: &mut [Reading]) {
+    /// Gives each sample with a time of its own its storage key offset
+    /// (see the module invariants). `received_ts` comes in as the time
+    /// (live) or the time + 1 µs (a copy adit made uncertain); samples at the
+    /// receive time `now` are distinct per message and keep it.
+    fn tell_apart(&mut self, readings: &mut [Reading], now: Timestamp) {
         for r in readings {
-            if r.received_ts != r.source_ts {
+            let parity = r.received_ts.0.wrapping_sub(r.source_ts.0);
+            if r.source_ts == now || !(0..=1).contains(&parity) {
                 continue;
             }
+            let id = identity(r.value.as_ref(), r.quality);
             let st = self.same_time.entry(r.point).or_default();
             if st.ts != Some(r.source_ts.0) {
                 st.ts = Some(r.source_ts.0);
-                st.seen.clear();
-                st.distinct = 0;
+                st.taken.clear();
+                // A burst at one time does not keep its memory for good.
+                st.taken.shrink_to(4);
             }
-            let known = st
-                .seen
-                .iter()
-                .position(|(v, q)| *v == r.value && *q == r.quality);
-            let rank = if let Some(k) = known {
-                i64::try_from(k).unwrap_or(i64::MAX)
-            } else {
-                let k = st.distinct;
-                st.distinct += 1;
-                if st.seen.len() < SAME_TIME_KEPT {
-                    st.seen.push((r.value.clone(), r.quality));
+            let mut slot = id % SLOTS;
+            let offset = loop {
+                let offset = i64::try_from(2 * slot).unwrap_or(0) + parity;
+                match st.taken.iter().find(|(o, _)| *o == offset) {
+                    // This sample again (a redelivery), or a free slot.
+                    Some((_, other)) if *other == id => break offset,
+                    None => {
+                        if st.taken.len() < SAME_TIME_KEPT {
+                            st.taken.push((offset, id));
+                        }
+                        break offset;
+                    }
+                    // Another sample holds it: the next slot.
+                    Some(_) => slot = (slot + 1) % SLOTS,
                 }
-                k
             };
-            r.received_ts = Timestamp(r.source_ts.0.saturating_add(rank));
+            r.received_ts = Timestamp(r.source_ts.0.saturating_add(offset));
         }
     }
 
@@ -392,12 +420,11 @@ impl Mapper {
                     quality: s.quality,
                     source_ts: s.ts,
                     // A sample made uncertain by a sequence gap may be a
-                    // redelivery of one stored Good (whose key has
-                    // received_ts = ts + its rank): past ADIT_COPY_OFFSET, a
-                    // row of its own, never an upsert over the Good one, and
-                    // stable on replay.
+                    // redelivery of one stored Good: a copy (odd offset, see
+                    // the module invariants), a row of its own, never an
+                    // upsert over the Good one, and stable on replay.
                     received_ts: if s.regraded {
-                        Timestamp(s.ts.0.saturating_add(ADIT_COPY_OFFSET))
+                        Timestamp(s.ts.0.saturating_add(1))
                     } else {
                         s.ts
                     },
@@ -504,11 +531,10 @@ pub fn last_known(readings: &mut [Reading], now: Timestamp, registry: &adit_core
         let limit = i64::try_from(meta.stale_after.as_micros()).unwrap_or(i64::MAX);
         if r.quality.is_good() && now.0.saturating_sub(r.source_ts.0) > limit {
             r.quality = Quality::Uncertain(Reason::LastKnownValue);
-            // The replay of a message first received live has its storage
-            // key (received_ts = its own time + its rank): past
-            // ADIT_COPY_OFFSET is a row of its own, never an upsert of the
-            // Good one, and stable on replay.
-            r.received_ts = Timestamp(r.received_ts.0.saturating_add(ADIT_COPY_OFFSET));
+            // A copy (odd offset, see the module invariants): a row of its
+            // own, never an upsert of the Good one first received live, and
+            // stable on replay.
+            r.received_ts = Timestamp(r.source_ts.0.saturating_add(1));
         }
     }
 }
@@ -587,10 +613,10 @@ mod tests {
             true,
         );
         assert_eq!(old[0].quality, Quality::Uncertain(Reason::LastKnownValue));
-        assert_eq!(
-            old[0].received_ts,
-            Timestamp(old[0].source_ts.0 + ADIT_COPY_OFFSET),
-            "a row of its own, not an upsert over the Good one first received live"
+        let offset = old[0].received_ts.0 - old[0].source_ts.0;
+        assert!(
+            offset % 2 == 1 && offset < 2 * SLOTS as i64,
+            "a copy's offset is odd, a row of its own, never an upsert over the Good one first received live: {offset}"
         );
         let (live_old, _) = map(
             &mut m,
@@ -603,39 +629,46 @@ mod tests {
     }
 
     /// Different samples a publisher stamped with one time are different
-    /// storage keys; the same message again right after (a redelivery) is
-    /// the same key.
+    /// storage keys; the same message again (a redelivery, right after, after
+    /// other times, or to a restarted adit) is the same key.
     #[test]
     fn one_time_two_samples_are_two_rows_and_a_redelivery_is_one() {
         let (mut m, r) = mapper_and_registrar();
         let key = |out: &[Reading]| (out[0].point, out[0].stored_ts(), out[0].received_ts);
-        let msg = |v: u32| format!(r#"{{"value": {v}, "ts": 1789999000000}}"#);
-        let (first, _) = map(&mut m, &r, "s/co", &msg(10), false);
-        let (again, _) = map(&mut m, &r, "s/co", &msg(10), false);
-        assert_eq!(key(&first), key(&again), "a redelivery deduplicates");
-        assert_eq!(
-            first[0].received_ts, first[0].source_ts,
-            "the first keeps its time"
-        );
-        let mut keys = std::collections::HashSet::new();
-        keys.insert(key(&first));
-        for v in 11..60 {
-            let (out, _) = map(&mut m, &r, "s/co", &msg(v), false);
+        let msg = |v: u32, ts: u64| format!(r#"{{"value": {v}, "ts": {ts}}}"#);
+        let t = 1_789_999_000_000;
+        let mut keys = std::collections::HashMap::new();
+        for v in 0..50 {
+            let (out, _) = map(&mut m, &r, "s/co", &msg(v, t), false);
             assert_eq!(out[0].source_ts, Timestamp(1_789_999_000_000_000));
-            assert!(keys.insert(key(&out)), "value {v} shares a key");
+            let offset = out[0].received_ts.0 - out[0].source_ts.0;
+            assert!(offset % 2 == 0 && offset < 2 * SLOTS as i64, "{offset}");
+            assert!(
+                keys.insert(key(&out), v).is_none(),
+                "value {v} shares a key"
+            );
         }
-        // An earlier sample redelivered among them keeps its key.
-        let (late, _) = map(&mut m, &r, "s/co", &msg(10), false);
-        assert_eq!(key(&late), key(&first));
-        // A new time starts again at the time itself.
-        let (next, _) = map(
-            &mut m,
-            &r,
-            "s/co",
-            r#"{"value": 3, "ts": 1789999001000}"#,
-            false,
+        let (again, _) = map(&mut m, &r, "s/co", &msg(7, t), false);
+        assert_eq!(keys.get(&key(&again)), Some(&7), "a redelivery right after");
+        // Another time, then the first one's samples again (A, B, A).
+        let _ = map(&mut m, &r, "s/co", &msg(1, t + 1000), false);
+        let (late, _) = map(&mut m, &r, "s/co", &msg(9, t), false);
+        assert_eq!(
+            keys.get(&key(&late)),
+            Some(&9),
+            "a redelivery after other times"
         );
-        assert_eq!(next[0].received_ts, next[0].source_ts);
+        // A restarted adit (a new mapper) gives the same keys to samples
+        // that were not moved apart (all but about 1 in 500 pairs).
+        let (mut fresh, r2) = mapper_and_registrar();
+        let same = (0..50)
+            .filter(|&v| {
+                let (out, _) = map(&mut fresh, &r2, "s/co", &msg(v, t + 5000), false);
+                let (first, _) = map(&mut m, &r, "s/co", &msg(v, t + 5000), false);
+                out[0].received_ts == first[0].received_ts
+            })
+            .count();
+        assert!(same >= 45, "{same} of 50 keys stable across a restart");
     }
 
     #[test]
