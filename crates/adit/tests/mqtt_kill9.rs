@@ -8,9 +8,10 @@
 //! broker only when its readings are durable in the spool, so a kill between
 //! receipt and durability leaves the message unacknowledged in adit's
 //! persistent session and the broker sends it again on the next connect.
-//! Each message carries its own timestamp, which is also its `received_ts`,
-//! so a redelivery of a message that did reach the spool is the same storage
-//! key and is stored once.
+//! Each message carries its own timestamp, from which its `received_ts` is
+//! derived (the same for the same message, also after a restart), so a
+//! redelivery of a message that did reach the spool is the same storage key
+//! and is stored once.
 //!
 //! Ground truth from outside adit: the broker's acknowledgements to the
 //! publisher (what was published) and `SQLite`'s own count (what was stored).
