@@ -17,24 +17,23 @@
 //!   map any number of topics to one point; a publisher must not be able to
 //!   grow it); topics it does not hold take the full path (slower, same
 //!   result);
-//! - a reading that carries the message's own timestamp also gets it as
-//!   `received_ts`: a broker's redelivery of the same message is then the
-//!   same storage key `(point, ts, received_ts)` and deduplicates. Without a
-//!   timestamp in the message both are the receive time (a redelivery
-//!   stores a second row: say so to publishers that can add a time);
-//! - distinct samples of a point stamped with one time are distinct keys,
-//!   never one kept silently (a Sparkplug birth and the data after it in the
-//!   same millisecond; second-resolution stamps on faster data): a sample
-//!   with its own time gets `received_ts` = time + 2 × slot (+ 1 for a copy
-//!   adit made uncertain: an old retained copy, Sparkplug data after a
-//!   sequence gap), µs, where the slot (0–499) comes from the sample itself
-//!   (its value and quality), so a redelivery, also after a restart, finds
-//!   the same key and deduplicates, and a copy never meets a live sample.
-//!   Two different samples whose slots collide at one time are moved apart
-//!   while the point's latest time is remembered (a probe to the next free
-//!   slot); only such a moved sample, redelivered after that memory is
-//!   gone, can meet the other (about 1 in 500 pairs of one point at one
-//!   time, then a redelivery).
+//! - storage keys `(point, ts, received_ts)`: a sample's `received_ts` is
+//!   its time (its own, or the receive time) + 2 × a slot (0–499) µs, + 1 for
+//!   a copy adit made uncertain (an old retained copy, Sparkplug data after
+//!   a sequence gap). The slot comes from the sample itself (its value and
+//!   quality), so a broker's redelivery, also to a restarted adit, finds
+//!   the same key and deduplicates, a copy never meets a live sample, and
+//!   different samples a publisher stamped with one time (a Sparkplug birth
+//!   and the data after it in the same millisecond; second-resolution stamps
+//!   on faster data) are different rows. Two different samples whose slots
+//!   collide at one time are moved apart while that time is among the
+//!   point's last four (up to 250 samples per time); only a moved sample
+//!   redelivered after that, or a collision between samples of one time
+//!   split by more than four others, can still share a key (each about 1 in
+//!   500 pairs of one point at one time). A sample whose own clock is
+//!   invalid keeps `received_ts` = its time (it is stored at that). Without
+//!   a time in the message, a redelivery stores a second row: say so to
+//!   publishers that can add a time.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -125,35 +124,81 @@ impl Hasher for PointIdHasher {
 /// invariants): offsets `2 × slot` (live) and `2 × slot + 1` (copies), µs.
 pub const SLOTS: u64 = 500;
 
-/// Samples remembered per point at its latest time (to move colliding
-/// slots apart); past this, a sample keeps its own slot. Half the slots, so
-/// a probe always finds a free one.
+/// Samples remembered per point and time (to move colliding slots
+/// apart); past this, a sample takes its slot unrecorded (two such can
+/// share a key). Half the slots, so a probe always finds a free one.
 const SAME_TIME_KEPT: usize = 250;
 
-/// The slots taken at one point's latest time, by sample identity.
+/// Times remembered per point (the latest ones): samples of one time
+/// interleaved with a few others (A, B, A) are still told apart.
+const TIMES_KEPT: usize = 4;
+
+/// The slots taken at a point's latest times, by sample identity.
 #[derive(Default)]
 struct SameTime {
-    ts: Option<i64>,
-    /// (offset, identity) of each sample seen at `ts`.
-    taken: Vec<(i64, u64)>,
+    /// (time, (offset, identity) of each sample seen at it).
+    recent: Vec<(i64, Vec<(i64, u64)>)>,
+    /// The entry of `recent` the next new time replaces.
+    next: usize,
+}
+
+impl SameTime {
+    /// The slots taken at `ts` (a fresh list if it is not remembered).
+    fn at(&mut self, ts: i64) -> &mut Vec<(i64, u64)> {
+        if let Some(i) = self.recent.iter().position(|(t, _)| *t == ts) {
+            return &mut self.recent[i].1;
+        }
+        if self.recent.len() < TIMES_KEPT {
+            self.recent.push((ts, Vec::new()));
+            let last = self.recent.len() - 1;
+            return &mut self.recent[last].1;
+        }
+        let i = self.next % TIMES_KEPT;
+        self.next = (i + 1) % TIMES_KEPT;
+        let entry = &mut self.recent[i];
+        entry.0 = ts;
+        entry.1.clear();
+        // A burst at one time does not keep its memory for good.
+        entry.1.shrink_to(4);
+        &mut entry.1
+    }
 }
 
 /// A sample's identity: a hash of its value and quality (the same sample
-/// always gets the same one).
+/// always gets the same one, in every run).
 fn identity(value: Option<&Value>, quality: Quality) -> u64 {
-    let bits: u64 = match value {
+    const FNV: u64 = 0x0100_0000_01b3;
+    let fnv = |h: u64, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV))
+    };
+    let mut h: u64 = match value {
         None => 0x5bd1_e995,
         Some(Value::F64(v)) => v.to_bits(),
         Some(Value::I64(v)) => u64::from_ne_bytes(v.to_ne_bytes()) ^ 0x2545_f491_4f6c_dd1d,
         Some(Value::Bool(b)) => u64::from(*b) ^ 0x9e37_79b9,
-        Some(Value::Text(t)) => t.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        }),
+        Some(Value::Text(t)) => fnv(0xcbf2_9ce4_8422_2325, t.as_bytes()),
     };
-    let q = (quality.class() as u64) << 56
-        | u64::from(quality.reason().and_then(Reason::detail).unwrap_or(0))
-        | u64::from(quality.reason().map_or(0, |r| r.name().len() as u32)) << 32;
-    (bits ^ q.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    h ^= (quality.class() as u64) << 56;
+    if let Some(reason) = quality.reason() {
+        h ^= fnv(
+            u64::from(reason.detail().unwrap_or(0)),
+            reason.name().as_bytes(),
+        )
+        .rotate_left(17);
+    }
+    // fmix64 (MurmurHash3's finalizer): every input bit moves the high bits.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The slot `identity` falls in (its high bits, spread over `SLOTS`).
+fn natural_slot(identity: u64) -> u64 {
+    ((identity >> 32) * SLOTS) >> 32
 }
 
 impl Mapper {
@@ -242,36 +287,32 @@ impl Mapper {
         if retained {
             last_known(&mut out[first..], now, registrar.registry());
         }
-        self.tell_apart(&mut out[first..], now);
+        self.tell_apart(&mut out[first..]);
     }
 
-    /// Gives each sample with a time of its own its storage key offset
-    /// (see the module invariants). `received_ts` comes in as the time
-    /// (live) or the time + 1 µs (a copy adit made uncertain); samples at the
-    /// receive time `now` are distinct per message and keep it.
-    fn tell_apart(&mut self, readings: &mut [Reading], now: Timestamp) {
+    /// Gives each sample its storage key offset (see the module
+    /// invariants). `received_ts` comes in as the time (live) or the time +
+    /// 1 µs (a copy adit made uncertain). Samples at the receive time get one
+    /// too (≤ 1 ms; two samples of one point in one message are then two
+    /// rows). Samples whose own clock is invalid are stored at their receive
+    /// time and keep their key.
+    fn tell_apart(&mut self, readings: &mut [Reading]) {
         for r in readings {
             let parity = r.received_ts.0.wrapping_sub(r.source_ts.0);
-            if r.source_ts == now || !(0..=1).contains(&parity) {
+            if !(0..=1).contains(&parity) || r.quality.reason() == Some(Reason::ClockInvalid) {
                 continue;
             }
             let id = identity(r.value.as_ref(), r.quality);
-            let st = self.same_time.entry(r.point).or_default();
-            if st.ts != Some(r.source_ts.0) {
-                st.ts = Some(r.source_ts.0);
-                st.taken.clear();
-                // A burst at one time does not keep its memory for good.
-                st.taken.shrink_to(4);
-            }
-            let mut slot = id % SLOTS;
+            let taken = self.same_time.entry(r.point).or_default().at(r.source_ts.0);
+            let mut slot = natural_slot(id);
             let offset = loop {
                 let offset = i64::try_from(2 * slot).unwrap_or(0) + parity;
-                match st.taken.iter().find(|(o, _)| *o == offset) {
+                match taken.iter().find(|(o, _)| *o == offset) {
                     // This sample again (a redelivery), or a free slot.
                     Some((_, other)) if *other == id => break offset,
                     None => {
-                        if st.taken.len() < SAME_TIME_KEPT {
-                            st.taken.push((offset, id));
+                        if taken.len() < SAME_TIME_KEPT {
+                            taken.push((offset, id));
                         }
                         break offset;
                     }
@@ -658,16 +699,23 @@ mod tests {
             Some(&9),
             "a redelivery after other times"
         );
-        // A restarted adit (a new mapper) gives the same keys to samples
-        // that were not moved apart (all but about 1 in 500 pairs).
+        // A restarted adit (a new mapper) redelivered the same samples in
+        // reverse order gives the same keys to all but the few moved apart.
+        let originals: Vec<Timestamp> = (0..50)
+            .map(|v| map(&mut m, &r, "s/co", &msg(v, t + 5000), false).0[0].received_ts)
+            .collect();
         let (mut fresh, r2) = mapper_and_registrar();
         let same = (0..50)
+            .rev()
             .filter(|&v| {
                 let (out, _) = map(&mut fresh, &r2, "s/co", &msg(v, t + 5000), false);
-                let (first, _) = map(&mut m, &r, "s/co", &msg(v, t + 5000), false);
-                out[0].received_ts == first[0].received_ts
+                out[0].received_ts == originals[v as usize]
             })
             .count();
+        println!("{same} of 50 keys the same after a restart, in reverse order");
+        // A pair moved apart swaps places in the other order (the residual
+        // risk the module invariants name); every other key is the same.
+        assert!(same >= 46, "{same}");
         assert!(same >= 45, "{same} of 50 keys stable across a restart");
     }
 
