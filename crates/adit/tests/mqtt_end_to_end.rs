@@ -356,6 +356,60 @@ async fn a_burst_of_messages_without_a_time_of_their_own_is_stored_whole() {
     assert!(app.shutdown().await);
 }
 
+/// A publisher whose stamps are coarser than its rate (seconds, several
+/// samples a second) sends different values under one time: each is a row
+/// of its own; the same message again is not. Before, the storage key
+/// (point, time, time) kept one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_samples_under_one_timestamp_are_all_stored_and_a_repeat_once() {
+    const N: i64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Mosquitto::start(dir.path(), port);
+    let app = start(&config_text(dir.path(), port, SUBSCRIPTIONS)).await;
+    connected(&app).await;
+    let publisher = Publisher::connect(port, "test-pub-same-time");
+    let ts_ms = adit_core::Timestamp::now().as_micros() / 1_000_000 * 1000;
+    let payload = |v: i64| format!("{{\"value\": {v}, \"ts\": {ts_ms}}}");
+    for v in 0..N {
+        publisher
+            .publish("tunnel/same/sensors/co", payload(v))
+            .await;
+    }
+    // The first message again (a publisher's retry, a redelivery).
+    publisher
+        .publish("tunnel/same/sensors/co", payload(0))
+        .await;
+    wait_for(Duration::from_secs(60), "the broker acked all", || {
+        publisher.acked() > N as u64
+    })
+    .await;
+    let db = dir.path().join("readings.db");
+    let rows = || {
+        count(
+            &db,
+            "SELECT count(*) FROM readings_view WHERE point = 'same.co' AND quality = 'good'",
+        )
+    };
+    wait_for(Duration::from_secs(60), "a row per distinct sample", || {
+        rows() >= N
+    })
+    .await;
+    // Whatever is still on its way has arrived by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let distinct = count(
+        &db,
+        "SELECT count(DISTINCT value) FROM readings_view WHERE point = 'same.co'",
+    );
+    println!(
+        "one timestamp: published {N} values + 1 repeat, rows {}, distinct values {distinct}",
+        rows()
+    );
+    assert_eq!(distinct, N);
+    assert_eq!(rows(), N, "the repeat is stored once");
+    assert!(app.shutdown().await);
+}
+
 /// Publishes `n` messages, one per ms of a base time, on ten topics; each
 /// carries its own timestamp (so a redelivery dedups).
 async fn publish_numbered(
