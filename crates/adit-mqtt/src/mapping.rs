@@ -27,10 +27,12 @@
 //!   and the data after it in the same millisecond; second-resolution stamps
 //!   on faster data) are different rows. Two different samples whose slots
 //!   collide at one time are moved apart while that time is among the
-//!   point's last four (up to 250 samples per time); only a moved sample
-//!   redelivered after that, or a collision between samples of one time
-//!   split by more than four others, can still share a key (each about 1 in
-//!   500 pairs of one point at one time). A sample whose own clock is
+//!   point's four most recently used (up to 250 samples per time; kept per
+//!   process). Only these can still share a key, each about 1 in 500 pairs
+//!   of one point at one time: a moved sample redelivered after that memory
+//!   is gone, in another order; two samples of one time split by more than
+//!   four other times; a different sample at a time already stored that
+//!   arrives after a restart of adit. A sample whose own clock is
 //!   invalid keeps `received_ts` = its time (it is stored at that). Without
 //!   a time in the message, a redelivery stores a second row: say so to
 //!   publishers that can add a time.
@@ -129,38 +131,50 @@ pub const SLOTS: u64 = 500;
 /// share a key). Half the slots, so a probe always finds a free one.
 const SAME_TIME_KEPT: usize = 250;
 
-/// Times remembered per point (the latest ones): samples of one time
-/// interleaved with a few others (A, B, A) are still told apart.
+/// Times remembered per point (the most recently used ones): samples of
+/// one time interleaved with a few others (A, B, A) are still told apart.
 const TIMES_KEPT: usize = 4;
 
-/// The slots taken at a point's latest times, by sample identity.
+/// (offset, identity) of each sample seen at one time.
+type Taken = Vec<(i64, u64)>;
+
+/// The slots taken at a point's most recently used times, by sample
+/// identity.
 #[derive(Default)]
 struct SameTime {
-    /// (time, (offset, identity) of each sample seen at it).
-    recent: Vec<(i64, Vec<(i64, u64)>)>,
-    /// The entry of `recent` the next new time replaces.
-    next: usize,
+    /// (time, last use, the slots taken at it).
+    recent: Vec<(i64, u64, Taken)>,
+    /// Counts uses: the entry used longest ago is the one a new time takes.
+    uses: u64,
 }
 
 impl SameTime {
     /// The slots taken at `ts` (a fresh list if it is not remembered).
-    fn at(&mut self, ts: i64) -> &mut Vec<(i64, u64)> {
-        if let Some(i) = self.recent.iter().position(|(t, _)| *t == ts) {
-            return &mut self.recent[i].1;
-        }
-        if self.recent.len() < TIMES_KEPT {
-            self.recent.push((ts, Vec::new()));
-            let last = self.recent.len() - 1;
-            return &mut self.recent[last].1;
-        }
-        let i = self.next % TIMES_KEPT;
-        self.next = (i + 1) % TIMES_KEPT;
+    fn at(&mut self, ts: i64) -> &mut Taken {
+        self.uses += 1;
+        let uses = self.uses;
+        let i = if let Some(i) = self.recent.iter().position(|(t, _, _)| *t == ts) {
+            i
+        } else if self.recent.len() < TIMES_KEPT {
+            self.recent.push((ts, uses, Vec::new()));
+            self.recent.len() - 1
+        } else {
+            let oldest = self
+                .recent
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, used, _))| *used)
+                .map_or(0, |(i, _)| i);
+            let entry = &mut self.recent[oldest];
+            entry.0 = ts;
+            entry.2.clear();
+            // A burst at one time does not keep its memory for good.
+            entry.2.shrink_to(4);
+            oldest
+        };
         let entry = &mut self.recent[i];
-        entry.0 = ts;
-        entry.1.clear();
-        // A burst at one time does not keep its memory for good.
-        entry.1.shrink_to(4);
-        &mut entry.1
+        entry.1 = uses;
+        &mut entry.2
     }
 }
 
@@ -717,6 +731,20 @@ mod tests {
         // risk the module invariants name); every other key is the same.
         assert!(same >= 46, "{same}");
         assert!(same >= 45, "{same} of 50 keys stable across a restart");
+    }
+
+    /// A time used again stays remembered; the one used longest ago goes.
+    #[test]
+    fn the_time_used_longest_ago_is_forgotten_first() {
+        let mut st = SameTime::default();
+        st.at(1).push((0, 42));
+        for t in [2, 3, 4] {
+            st.at(t).push((0, t as u64));
+        }
+        assert_eq!(st.at(1), &[(0, 42)], "still there");
+        st.at(5); // replaces 2, not 1
+        assert_eq!(st.at(1), &[(0, 42)], "used again, so kept");
+        assert!(st.at(2).is_empty(), "2 was forgotten");
     }
 
     #[test]
