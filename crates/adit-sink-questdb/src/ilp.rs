@@ -42,7 +42,7 @@ pub struct RowBuffer {
     /// (bounded by the registry's points).
     symbols: Vec<u8>,
     /// Per point index: its range in `symbols` (empty: not built yet).
-    symbols_at: Vec<(u32, u32)>,
+    symbols_at: Vec<(usize, usize)>,
     /// The registry the symbols came from (its address: only compared).
     registry: usize,
     /// The last designated timestamp written and its text.
@@ -254,7 +254,7 @@ impl RowBuffer {
 /// row); `None` for a point the registry does not know.
 fn symbols_of<'a>(
     symbols: &'a mut Vec<u8>,
-    symbols_at: &mut Vec<(u32, u32)>,
+    symbols_at: &mut Vec<(usize, usize)>,
     registry: &PointRegistry,
     id: PointId,
 ) -> Option<&'a [u8]> {
@@ -262,26 +262,18 @@ fn symbols_of<'a>(
     let (mut from, mut to) = symbols_at.get(i).copied().unwrap_or((0, 0));
     if from == to {
         let meta = registry.get(id)?;
-        if symbols.len() > (u32::MAX / 2) as usize {
-            // Never with the registry's bound; if so, start over.
-            symbols.clear();
-            symbols_at.clear();
-        }
         let start = symbols.len();
         symbols.extend_from_slice(b",point=");
         put_unquoted(symbols, meta.name.as_bytes());
         symbols.extend_from_slice(b",device=");
         put_unquoted(symbols, meta.device.as_bytes());
-        let (Ok(f), Ok(t)) = (u32::try_from(start), u32::try_from(symbols.len())) else {
-            return None;
-        };
         if symbols_at.len() <= i {
             symbols_at.resize(i + 1, (0, 0));
         }
-        symbols_at[i] = (f, t);
-        (from, to) = (f, t);
+        (from, to) = (start, symbols.len());
+        symbols_at[i] = (from, to);
     }
-    symbols.get(from as usize..to as usize)
+    symbols.get(from..to)
 }
 
 /// `name=` after the separator: a space before the first field, commas after.
