@@ -464,9 +464,12 @@ impl SpoolWriter {
         }
     }
 
-    fn append(&mut self, readings: &[Reading], acks: Vec<Ack>, acker: &mut Acker) {
+    /// Appends the batch and shares it with the spool, which keeps it in
+    /// memory for sinks that keep up (they need not read it back).
+    fn append(&mut self, readings: &Arc<Vec<Reading>>, acks: Vec<Ack>, acker: &mut Acker) {
         let spool = &self.spool;
-        let outcome = match spool.append(readings) {
+        let count = readings.len() as u64;
+        let outcome = match spool.append_shared(readings) {
             Ok(seq) => {
                 if !acks.is_empty() && matches!(spool.fsync_policy(), FsyncPolicy::Interval(_)) {
                     acker.settle_when_durable(spool, seq, acks);
@@ -478,7 +481,7 @@ impl SpoolWriter {
             Err(AppendError::Dropped(_)) => Outcome::Dropped(DropReason::SpoolFull),
             Err(AppendError::TooLarge(_)) => Outcome::Dropped(DropReason::TooLarge),
             Err(AppendError::Failed(why)) => {
-                self.failed.inc_by(readings.len() as u64);
+                self.failed.inc_by(count);
                 self.health.set_fatal(true);
                 if !self.reported {
                     tracing::error!(error = %why, "spool writer failed: readings cannot be stored until adit restarts");
@@ -489,7 +492,7 @@ impl SpoolWriter {
                 Outcome::Dropped(DropReason::SpoolFailed)
             }
             Err(AppendError::Closed) => {
-                self.closed.inc_by(readings.len() as u64);
+                self.closed.inc_by(count);
                 Outcome::Dropped(DropReason::SpoolClosed)
             }
         };

@@ -14,7 +14,8 @@
 //!
 //! Modules: [`frame`] (record framing, pure), [`codec`] (payloads, pure),
 //! [`points`] (point tables), `spool` (the state machine: append, read, ack,
-//! size bound), [`recovery`] (scan and in-place repair at open), [`lock`],
+//! size bound), `recent` (the last records in memory, handed to readers
+//! that keep up), [`recovery`] (scan and in-place repair at open), [`lock`],
 //! [`faults`] (fault injection for tests), [`quarantine`] (list and retry).
 //!
 //! Invariants:
@@ -35,6 +36,10 @@
 //!    records unsynced or a cursor moves; a reader waiting for a batch is
 //!    woken when enough items arrived for it (or at its deadline, or at
 //!    close), not by every append.
+//! 9. A reader gets the same records in the same order whether it takes
+//!    them from the file or from the handoff (`recent`): a record enters
+//!    the handoff only once it is in the file as `append` promises, and a
+//!    reader that falls behind the handoff reads the file.
 //! 3. A segment is deleted only when every cursor has acknowledged all of it,
 //!    or when `when_full = drop_oldest` drops it; every reading dropped is
 //!    counted by reason.
@@ -59,6 +64,7 @@ pub mod frame;
 pub mod lock;
 pub mod points;
 pub mod quarantine;
+mod recent;
 pub mod recovery;
 mod spool;
 

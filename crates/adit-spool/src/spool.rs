@@ -20,6 +20,7 @@ use crate::points::{
     append_runtime, fingerprint, load_table_lines, registry_names, save_table, truncate_table,
     IdMapper,
 };
+use crate::recent::{Recent, RecentRecord};
 use crate::recovery::{items_in, recover_segments, seg_path, RecoveryReport, Segment};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct SpoolStats {
     /// Items (readings or alerts) in those records, from their header.
     pub undecodable_readings: AtomicU64,
     pub block_waits: AtomicU64,
+    /// Records readers took from the handoff (memory) instead of the file.
+    pub handed_off_records: AtomicU64,
     pub disk_full_events: AtomicU64,
     pub fsyncs: AtomicU64,
     pub fsync_failures: AtomicU64,
@@ -141,6 +144,9 @@ struct State {
     closed: bool,
     buf: Vec<u8>,
     payload: Vec<u8>,
+    /// The last records appended, handed to readers that keep up (see
+    /// [`crate::recent`]).
+    recent: Recent,
 }
 
 struct Shared {
@@ -472,6 +478,7 @@ impl Spool {
                 closed: false,
                 buf: Vec::new(),
                 payload: Vec::new(),
+                recent: Recent::default(),
             }),
             appended: Condvar::new(),
             space: Condvar::new(),
@@ -570,40 +577,61 @@ impl Spool {
     /// Appends a batch; returns its sequence number.
     pub fn append(&self, readings: &[Reading]) -> Result<u64, AppendError> {
         let fp = self.shared.fingerprint;
-        if let Some(max_id) = readings.iter().map(|r| r.point.index()).max() {
-            if max_id >= self.table_lines() && self.attached_registry().is_some() {
-                self.extend_table(max_id);
-                let named = self.table_lines();
-                if max_id >= named {
-                    // Points the table could not name: keep them out, counted.
-                    let kept: Vec<Reading> = readings
-                        .iter()
-                        .filter(|r| r.point.index() < named)
-                        .cloned()
-                        .collect();
-                    self.shared
-                        .stats
-                        .dropped_unnamed_readings
-                        .fetch_add((readings.len() - kept.len()) as u64, Ordering::Relaxed);
-                    if kept.is_empty() {
-                        return Err(AppendError::Dropped(0));
-                    }
-                    return self.append_with(kept.len(), |buf| encode_batch(fp, &kept, buf));
+        if let Some(max_id) = self.names_new_points(readings) {
+            self.extend_table(max_id);
+            let named = self.table_lines();
+            if max_id >= named {
+                // Points the table could not name: keep them out, counted.
+                let kept: Vec<Reading> = readings
+                    .iter()
+                    .filter(|r| r.point.index() < named)
+                    .cloned()
+                    .collect();
+                self.shared
+                    .stats
+                    .dropped_unnamed_readings
+                    .fetch_add((readings.len() - kept.len()) as u64, Ordering::Relaxed);
+                if kept.is_empty() {
+                    return Err(AppendError::Dropped(0));
                 }
+                return self.append_with(kept.len(), |buf| encode_batch(fp, &kept, buf), None);
             }
         }
-        self.append_with(readings.len(), |buf| encode_batch(fp, readings, buf))
+        self.append_with(readings.len(), |buf| encode_batch(fp, readings, buf), None)
+    }
+
+    /// Like [`append`](Self::append), for a batch that is not changed
+    /// after: the spool keeps it for readers that keep up, which then take
+    /// it from memory instead of reading and decoding it back (see
+    /// [`crate::recent`]).
+    pub fn append_shared(&self, readings: &Arc<Vec<Reading>>) -> Result<u64, AppendError> {
+        if self.names_new_points(readings).is_some() {
+            return self.append(readings);
+        }
+        let fp = self.shared.fingerprint;
+        self.append_with(
+            readings.len(),
+            |buf| encode_batch(fp, readings, buf),
+            Some(readings),
+        )
+    }
+
+    /// The highest point id of `readings` if the point table does not name
+    /// it yet (and a registry is attached to name it from).
+    fn names_new_points(&self, readings: &[Reading]) -> Option<usize> {
+        let max_id = readings.iter().map(|r| r.point.index()).max()?;
+        (max_id >= self.table_lines() && self.attached_registry().is_some()).then_some(max_id)
     }
 
     /// Appends alert transitions (stored in every sink's `alerts` table).
     pub fn append_alerts(&self, alerts: &[AlertRecord]) -> Result<u64, AppendError> {
-        self.append_with(alerts.len(), |buf| encode_alerts(alerts, buf))
+        self.append_with(alerts.len(), |buf| encode_alerts(alerts, buf), None)
     }
 
     /// Appends an already encoded payload of `items` items (a quarantined
     /// batch being re-delivered).
     pub fn append_payload(&self, items: usize, payload: &[u8]) -> Result<u64, AppendError> {
-        self.append_with(items, |buf| buf.extend_from_slice(payload))
+        self.append_with(items, |buf| buf.extend_from_slice(payload), None)
     }
 
     /// Keeps a batch of readings a sink refused for good in `quarantine/`
@@ -638,7 +666,13 @@ impl Spool {
         Ok(path)
     }
 
-    fn append_with(&self, items: usize, encode: impl Fn(&mut Vec<u8>)) -> Result<u64, AppendError> {
+    /// Appends one record; `kept` is the batch it encodes, for the handoff.
+    fn append_with(
+        &self,
+        items: usize,
+        encode: impl Fn(&mut Vec<u8>),
+        kept: Option<&Arc<Vec<Reading>>>,
+    ) -> Result<u64, AppendError> {
         let shared = &self.shared;
         let mut st = self.lock();
         loop {
@@ -748,10 +782,21 @@ impl Spool {
             st.next_seq += 1;
             shared.last_seq.store(seq, Ordering::Release);
             st.total_bytes += record_len;
+            let mut placed = None;
             if let Some(seg) = st.segments.back_mut() {
                 seg.last_seq = seq;
+                placed = Some((seg.first_seq, seg.bytes));
                 seg.bytes += record_len;
                 seg.readings += items as u64;
+            }
+            if let Some((segment, start)) = placed {
+                st.recent.push(RecentRecord {
+                    seq,
+                    segment,
+                    start,
+                    end: start + record_len,
+                    readings: kept.cloned(),
+                });
             }
             match shared.cfg.fsync {
                 FsyncPolicy::Always => self.mark_durable(seq),
@@ -951,6 +996,7 @@ impl Spool {
         for acked in st.cursors.values_mut() {
             *acked = (*acked).max(seg.last_seq);
         }
+        st.recent.forget_through(seg.last_seq);
         publish_positions(&self.shared, st);
         // Persist the moved cursors before the file goes, so that the next
         // start does not take the dropped range for records lost to damage.
@@ -994,6 +1040,7 @@ impl Spool {
         publish_positions(&self.shared, &st);
         let was_dirty = std::mem::replace(&mut st.ledger_dirty, true);
         let min_acked = st.cursors.values().copied().min().unwrap_or(0);
+        st.recent.forget_through(min_acked);
         let deletes =
             st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.last_seq <= min_acked);
         // A segment is deleted only after the ledger says it is done with
@@ -1061,6 +1108,7 @@ impl Spool {
             cursor: cursor.to_string(),
             next_seq: acked + 1,
             open: None,
+            resume_at: None,
             caught_up_at: None,
             mapper: IdMapper::new(registry, self.shared.fingerprint),
         }
@@ -1252,12 +1300,22 @@ pub struct Delivered {
     pub unknown_points: u64,
 }
 
+/// A record as a reader gets it: its bytes from the file, or the readings
+/// the handoff kept.
+enum Record {
+    Bytes(Vec<u8>),
+    Kept(Arc<Vec<Reading>>),
+}
+
 /// Reads records for one cursor, in order.
 pub struct Reader {
     spool: Spool,
     cursor: String,
     next_seq: u64,
     open: Option<OpenSegment>,
+    /// Where to start in segment `.0` when it is next opened: after the
+    /// records taken from the handoff (`None`: at its start).
+    resume_at: Option<(u64, u64)>,
     /// The spool's `items_total` when this reader last found nothing more
     /// to read (`None`: it may not have read everything).
     caught_up_at: Option<u64>,
@@ -1393,8 +1451,25 @@ impl Reader {
         let live = self.spool.attached_registry();
         let limit = readings.len().saturating_add(max_readings);
         while readings.len() < limit {
-            let Some((seq, payload)) = self.read_record()? else {
-                break;
+            let (seq, payload) = match self.read_record()? {
+                None => break,
+                Some((seq, Record::Kept(kept))) => {
+                    // This run's own ids: every one the live registry holds
+                    // is delivered as it is (as `IdMapper::map` would).
+                    let known = live.as_ref().map_or(usize::MAX, |l| l.len());
+                    readings.reserve(kept.len());
+                    for r in kept.iter() {
+                        if r.point.index() < known {
+                            readings.push(r.clone());
+                        } else {
+                            out.unknown_points += 1;
+                        }
+                    }
+                    out.last_seq = seq;
+                    out.records += 1;
+                    continue;
+                }
+                Some((seq, Record::Bytes(payload))) => (seq, payload),
             };
             match decode_payload(&payload) {
                 Ok(Payload::Alerts(alerts)) => out.alerts.extend(alerts),
@@ -1442,15 +1517,46 @@ impl Reader {
         Ok(out)
     }
 
+    /// Moves the file position to `offset` in segment `segment` (after a
+    /// record taken from the handoff, or before one it holds no readings
+    /// for), so the file is never read twice nor scanned for the position.
+    fn position_at(&mut self, segment: u64, offset: u64) {
+        match self.open.as_mut() {
+            Some(open) if open.first_seq == segment => {
+                open.offset = offset;
+                self.resume_at = None;
+            }
+            _ => {
+                self.open = None;
+                self.resume_at = Some((segment, offset));
+            }
+        }
+    }
+
     /// The next record at or after `next_seq` that has been appended.
-    fn read_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+    fn read_record(&mut self) -> Result<Option<(u64, Record)>, SpoolError> {
         loop {
-            let (appended_to, segment, items_total) = {
+            let (appended_to, segment, items_total, from_file_at) = {
                 let st = self.spool.lock();
                 let last = st.next_seq - 1;
                 if self.next_seq > last {
                     self.caught_up_at = Some(st.items_total);
                     return Ok(None);
+                }
+                let mut from_file_at = None;
+                if let Some(rec) = st.recent.get(self.next_seq) {
+                    if let Some(kept) = rec.readings.clone() {
+                        let (seq, segment, end) = (rec.seq, rec.segment, rec.end);
+                        drop(st);
+                        self.caught_up_at = None;
+                        self.position_at(segment, end);
+                        self.next_seq = seq + 1;
+                        let stats = &self.spool.shared.stats;
+                        stats.handed_off_records.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Some((seq, Record::Kept(kept))));
+                    }
+                    // Held without its readings: read it from the file, there.
+                    from_file_at = Some((rec.segment, rec.start));
                 }
                 // The segment holding next_seq, or the first after it (older
                 // records may have been dropped); never an empty one (a
@@ -1468,8 +1574,11 @@ impl Reader {
                             s.bytes,
                         )
                     });
-                (last, seg, st.items_total)
+                (last, seg, st.items_total, from_file_at)
             };
+            if let Some((segment, at)) = from_file_at {
+                self.position_at(segment, at);
+            }
             let Some((first_seq, path, segment_last, holes, committed)) = segment else {
                 // No record left to read (those up to `last` were lost at
                 // recovery): caught up, so a waiting sink sleeps.
@@ -1480,10 +1589,14 @@ impl Reader {
             if self.open.as_ref().is_none_or(|o| o.first_seq != first_seq) {
                 let file = File::open(&path).map_err(io(&path))?;
                 let buf = self.open.take().map(|o| o.buf).unwrap_or_default();
+                let offset = match self.resume_at.take() {
+                    Some((segment, at)) if segment == first_seq => at,
+                    _ => 0,
+                };
                 self.open = Some(OpenSegment {
                     first_seq,
                     file,
-                    offset: 0,
+                    offset,
                     buf,
                     buf_at: 0,
                 });
@@ -1539,7 +1652,7 @@ impl Reader {
                     continue;
                 }
                 self.next_seq = seq + 1;
-                return Ok(Some((seq, payload)));
+                return Ok(Some((seq, Record::Bytes(payload))));
             }
             let offset = open.offset;
             self.open = None;

@@ -473,15 +473,45 @@ fn a_config_change_between_runs_maps_spooled_points_by_name() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append(usize),
+    /// `n` readings; `true`: shared with the spool (the handoff keeps them).
+    Append(usize, bool),
+    /// Alert transitions: a record the handoff holds no readings for.
+    Alerts,
     ReadAck(usize),
     ReadNoAck(usize),
     Restart,
 }
 
+/// Appends `n` readings valued from `next`, through the handoff or not.
+fn append(
+    spool: &Spool,
+    next: i64,
+    n: usize,
+    shared: bool,
+) -> Result<u64, adit_spool::AppendError> {
+    if shared {
+        spool.append_shared(&std::sync::Arc::new(batch(next, n)))
+    } else {
+        spool.append(&batch(next, n))
+    }
+}
+
+fn alert() -> adit_spool::AlertRecord {
+    adit_spool::AlertRecord {
+        ts: Timestamp(1),
+        fired: true,
+        rule: "stale".into(),
+        severity: "warning".into(),
+        subject: "p".into(),
+        summary: "p is stale".into(),
+        labels_json: "{}".into(),
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1usize..6).prop_map(Op::Append),
+        4 => (1usize..6, any::<bool>()).prop_map(|(n, s)| Op::Append(n, s)),
+        1 => Just(Op::Alerts),
         2 => (1usize..12).prop_map(Op::ReadAck),
         1 => (1usize..12).prop_map(Op::ReadNoAck),
         1 => Just(Op::Restart),
@@ -492,8 +522,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// The spool against a model (a queue of unacknowledged values): after any
-    /// sequence of appends, reads, acknowledgements and restarts, a reader
-    /// delivers exactly the unacknowledged values, in order.
+    /// sequence of appends (kept in the handoff or not, with alert records
+    /// between), reads, acknowledgements and restarts, a reader delivers
+    /// exactly the unacknowledged values, in order. A reader that
+    /// acknowledges everything it read lives on between reads, so it mixes
+    /// records from the handoff and from the file in one segment.
     #[test]
     fn the_spool_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
@@ -502,15 +535,22 @@ proptest! {
         let (mut spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
         let mut model: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
         let mut next_value = 0i64;
+        let mut kept_reader = None;
         for op in ops {
             match op {
-                Op::Append(n) => {
-                    spool.append(&batch(next_value, n)).unwrap();
+                Op::Append(n, shared) => {
+                    append(&spool, next_value, n, shared).unwrap();
                     model.extend(next_value..next_value + n as i64);
                     next_value += n as i64;
                 }
+                Op::Alerts => {
+                    spool.append_alerts(&[alert()]).unwrap();
+                }
                 Op::ReadAck(n) | Op::ReadNoAck(n) => {
-                    let mut reader = spool.reader("db", &reg);
+                    if matches!(op, Op::ReadNoAck(_)) {
+                        kept_reader = None;
+                    }
+                    let reader = kept_reader.get_or_insert_with(|| spool.reader("db", &reg));
                     let d = reader.next(n, Duration::ZERO).unwrap();
                     let got = values(&d.readings);
                     let expected: Vec<i64> = model.iter().take(got.len()).copied().collect();
@@ -518,9 +558,12 @@ proptest! {
                     if matches!(op, Op::ReadAck(_)) && d.records > 0 {
                         spool.ack("db", d.last_seq).unwrap();
                         for _ in 0..got.len() { model.pop_front(); }
+                    } else {
+                        kept_reader = None;
                     }
                 }
                 Op::Restart => {
+                    kept_reader = None;
                     drop(spool);
                     spool = Spool::open(c.clone(), &reg, &["db"]).unwrap().0;
                 }
@@ -532,7 +575,7 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum ModelOp {
-    Append(usize),
+    Append(usize, bool),
     ReadAck(usize, usize),
     Restart,
     /// Flip one byte of one segment file (picked by index, modulo), then restart.
@@ -541,7 +584,7 @@ enum ModelOp {
 
 fn model_op() -> impl Strategy<Value = ModelOp> {
     prop_oneof![
-        5 => (1usize..6).prop_map(ModelOp::Append),
+        5 => (1usize..6, any::<bool>()).prop_map(|(n, s)| ModelOp::Append(n, s)),
         3 => (0usize..2, 1usize..12).prop_map(|(c, n)| ModelOp::ReadAck(c, n)),
         1 => Just(ModelOp::Restart),
         1 => (0usize..8, 0usize..4096).prop_map(|(s, b)| ModelOp::Damage(s, b)),
@@ -578,10 +621,11 @@ proptest! {
         let mut next_value = 0i64;
         let (mut refused, mut counted_refused) = (0u64, 0u64);
         let mut damaged = false;
+        let mut readers: [Option<adit_spool::Reader>; 2] = [None, None];
         for op in ops {
             match op {
-                ModelOp::Append(n) => {
-                    match spool.append(&batch(next_value, n)) {
+                ModelOp::Append(n, shared) => {
+                    match append(&spool, next_value, n, shared) {
                         Ok(_) => for m in &mut models { m.extend(next_value..next_value + n as i64) },
                         Err(adit_spool::AppendError::Dropped(k)) => refused += k as u64,
                         Err(e) => prop_assert!(false, "append failed: {}", e),
@@ -589,7 +633,9 @@ proptest! {
                     next_value += n as i64;
                 }
                 ModelOp::ReadAck(ci, n) => {
-                    let mut reader = spool.reader(cursors[ci], &reg);
+                    // Readers live on between reads (they acknowledge all
+                    // they read), through drops and the handoff's bound.
+                    let reader = readers[ci].get_or_insert_with(|| spool.reader(cursors[ci], &reg));
                     let d = reader.next(n, Duration::ZERO).unwrap();
                     let got = values(&d.readings);
                     prop_assert!(is_increasing_subset(&got, &models[ci]), "cursor {} got {:?}, model {:?}", cursors[ci], got, models[ci]);
@@ -605,6 +651,7 @@ proptest! {
                     }
                 }
                 ModelOp::Restart | ModelOp::Damage(..) => {
+                    readers = [None, None];
                     counted_refused += spool.stats().dropped_newest_readings.load(std::sync::atomic::Ordering::Relaxed);
                     drop(spool);
                     if let ModelOp::Damage(s, b) = op {
@@ -891,4 +938,57 @@ fn quarantine_files_are_written_whole_and_leftovers_are_not_listed() {
         "{:?}",
         listed[0].kind
     );
+}
+
+/// Readers that keep up take records from the handoff; one that fell
+/// further behind than the handoff holds reads the file, and both get every
+/// value once, in order, across segment boundaries and alert records.
+#[test]
+fn the_handoff_and_the_file_deliver_the_same_records() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&["p"]);
+    let c = cfg(dir.path(), 64 * 1024, 1 << 30, WhenFull::Block);
+    let (spool, _) = Spool::open(c, &reg, &["fast", "slow"]).unwrap();
+    let mut fast = spool.reader("fast", &reg);
+    let mut slow = spool.reader("slow", &reg);
+    let (mut fast_got, mut slow_got) = (Vec::new(), Vec::new());
+    let mut next = 0i64;
+    // 200 records of 1,000 readings: about six times what the handoff
+    // holds, in many segments; every tenth is appended from a borrow, every
+    // seventh is followed by alerts. `fast` reads after every append.
+    for i in 0..200 {
+        append(&spool, next, 1000, i % 10 != 0).unwrap();
+        next += 1000;
+        if i % 7 == 0 {
+            spool.append_alerts(&[alert()]).unwrap();
+        }
+        let d = fast.next(10_000, Duration::ZERO).unwrap();
+        fast_got.extend(values(&d.readings));
+        spool.ack("fast", d.last_seq).unwrap();
+        if i == 20 {
+            // `slow` takes a little, then falls behind.
+            let d = slow.next(1, Duration::ZERO).unwrap();
+            slow_got.extend(values(&d.readings));
+            spool.ack("slow", d.last_seq).unwrap();
+        }
+    }
+    let from_memory = spool.stats().handed_off_records.load(Relaxed);
+    loop {
+        let d = slow.next(10_000, Duration::ZERO).unwrap();
+        if d.records == 0 {
+            break;
+        }
+        slow_got.extend(values(&d.readings));
+        spool.ack("slow", d.last_seq).unwrap();
+    }
+    let all: Vec<i64> = (0..next).collect();
+    assert_eq!(fast_got, all, "the reader that kept up");
+    assert_eq!(slow_got, all, "the reader that fell behind");
+    // `fast` took the 180 shared batches from memory; `slow` took the tail
+    // the handoff still held at the end, and read the rest from the file.
+    let slow_from_memory = spool.stats().handed_off_records.load(Relaxed) - from_memory;
+    println!("handed off: fast {from_memory} of 200 batches, slow {slow_from_memory}");
+    assert!(from_memory >= 170, "{from_memory}");
+    assert!(slow_from_memory < 100, "{slow_from_memory}");
 }
