@@ -32,14 +32,6 @@
 //!    delivered again, which the sinks' keys absorb (SQLite's primary key,
 //!    QuestDB's DEDUP keys). It is always written before a segment is
 //!    deleted (a deleted record is never counted as lost) and at close.
-//! 8. Nothing wakes without work: the flusher sleeps until an append leaves
-//!    records unsynced or a cursor moves; a reader waiting for a batch is
-//!    woken when enough items arrived for it (or at its deadline, or at
-//!    close), not by every append.
-//! 9. A reader gets the same records in the same order whether it takes
-//!    them from the file or from the handoff (`recent`): a record enters
-//!    the handoff only once it is in the file as `append` promises, and a
-//!    reader that falls behind the handoff reads the file.
 //! 3. A segment is deleted only when every cursor has acknowledged all of it,
 //!    or when `when_full = drop_oldest` drops it; every reading dropped is
 //!    counted by reason.
@@ -57,6 +49,16 @@
 //! 7. One process per directory (an exclusive lock; the second names the
 //!    holder's PID). A record that passes its CRC but does not decode is
 //!    skipped and counted (`undecodable_*`), never silently.
+//! 8. Nothing wakes without work: the flusher sleeps until an append leaves
+//!    records unsynced or a cursor moves; a reader waiting for a batch is
+//!    woken when enough items arrived for it (or at its deadline, or at
+//!    close), not by every append.
+//! 9. A reader gets the same records in the same order whether it takes
+//!    them from the file or from the handoff (`recent`): a record enters
+//!    the handoff only once it is in the file as `append` promises, and a
+//!    reader that falls behind the handoff reads the file. (So a segment
+//!    damaged or deleted from outside is noticed only for records the
+//!    handoff no longer holds; those it holds are delivered from memory.)
 
 pub mod codec;
 pub mod faults;

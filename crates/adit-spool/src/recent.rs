@@ -12,20 +12,26 @@
 //!   is an entry without readings, which readers take from the file at the
 //!   position the entry names;
 //! - an entry leaves when every cursor acknowledged it, when its segment is
-//!   dropped (`when_full = drop_oldest`), or when the readings held exceed
-//!   [`MAX_HELD_READINGS`] (oldest first): a reader that falls behind reads
-//!   the file, as before, so the handoff changes cost, never content;
-//! - memory is bounded by the capacity of the held batches, counted in
-//!   readings.
+//!   dropped (`when_full = drop_oldest`), or when what the entries hold
+//!   exceeds the bound (oldest first; [`MAX_HELD_BYTES`] unless the spool
+//!   was given another): a reader that falls behind reads the file, as
+//!   before, so the handoff changes cost, never content;
+//! - the bound counts bytes: each entry's own size, and for kept readings
+//!   their vector's capacity plus the record's encoded length (which holds
+//!   every text value's bytes), so long texts cannot escape it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use adit_core::Reading;
 
-/// Readings (by allocated capacity) the handoff holds at most: about
-/// 1.5 s of a 20k readings/s site, a few MiB.
-pub(crate) const MAX_HELD_READINGS: usize = 32 * 1024;
+/// Bytes the handoff holds at most by default (see the invariants): some
+/// 50,000 numeric readings. With sinks that keep up it holds only what
+/// they have not acknowledged yet, a batch or two.
+pub(crate) const MAX_HELD_BYTES: usize = 4 << 20;
+
+/// What an entry costs apart from its readings.
+const ENTRY_BYTES: usize = 64;
 
 /// One appended record: where it is in its segment, and its readings when
 /// the append kept them.
@@ -40,14 +46,48 @@ pub(crate) struct RecentRecord {
     pub readings: Option<Arc<Vec<Reading>>>,
 }
 
-#[derive(Default)]
+impl RecentRecord {
+    fn cost(&self) -> usize {
+        let encoded = usize::try_from(self.end - self.start).unwrap_or(usize::MAX);
+        ENTRY_BYTES
+            + self.readings.as_ref().map_or(0, |r| {
+                (r.capacity() * std::mem::size_of::<Reading>()).saturating_add(encoded)
+            })
+    }
+}
+
 pub(crate) struct Recent {
     entries: VecDeque<RecentRecord>,
-    /// Sum of the capacities of the held batches.
+    /// Sum of the entries' costs.
     held: usize,
+    max_held: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            held: 0,
+            max_held: MAX_HELD_BYTES,
+        }
+    }
 }
 
 impl Recent {
+    /// Sets the bound (bytes) and applies it.
+    pub fn limit(&mut self, max_held: usize) {
+        self.max_held = max_held;
+        self.evict_over_bound();
+    }
+
+    fn evict_over_bound(&mut self) {
+        while self.held > self.max_held {
+            if self.pop_front().is_none() {
+                break;
+            }
+        }
+    }
+
     /// Adds the record just appended. A gap in the sequence (cannot happen
     /// while appends push every record; kept as a guard) empties the rest.
     pub fn push(&mut self, record: RecentRecord) {
@@ -59,13 +99,9 @@ impl Recent {
             self.entries.clear();
             self.held = 0;
         }
-        self.held += record.readings.as_ref().map_or(0, |r| r.capacity());
+        self.held = self.held.saturating_add(record.cost());
         self.entries.push_back(record);
-        while self.held > MAX_HELD_READINGS {
-            if self.pop_front().is_none() {
-                break;
-            }
-        }
+        self.evict_over_bound();
     }
 
     /// Forgets the records up to and including `seq`.
@@ -77,7 +113,7 @@ impl Recent {
 
     fn pop_front(&mut self) -> Option<RecentRecord> {
         let e = self.entries.pop_front()?;
-        self.held -= e.readings.as_ref().map_or(0, |r| r.capacity());
+        self.held = self.held.saturating_sub(e.cost());
         Some(e)
     }
 
@@ -133,20 +169,33 @@ mod tests {
         recent.forget_through(7);
         assert!(recent.get(7).is_none());
         assert_eq!(recent.get(8).map(|e| e.start), Some(80));
-        assert_eq!(recent.held(), 2);
+        let one = record(8, 1).cost();
+        assert_eq!(recent.held(), 2 * one);
     }
 
     #[test]
-    fn the_readings_held_stay_under_the_bound_oldest_leaving_first() {
+    fn what_is_held_stays_under_the_bound_oldest_leaving_first() {
         let mut recent = Recent::default();
-        let per = MAX_HELD_READINGS / 4;
+        let per = record(1, 1000).cost();
+        recent.limit(4 * per);
         for seq in 1..=10 {
-            recent.push(record(seq, per));
-            assert!(recent.held() <= MAX_HELD_READINGS);
+            recent.push(record(seq, 1000));
+            assert!(recent.held() <= 4 * per);
         }
         assert!(recent.get(6).is_none());
         assert!(recent.get(7).is_some());
         assert!(recent.get(10).is_some());
+        recent.limit(per);
+        assert!(recent.get(9).is_none());
+        assert!(recent.get(10).is_some());
+    }
+
+    #[test]
+    fn text_counts_by_its_encoded_bytes() {
+        let mut big = record(1, 1);
+        big.end = big.start + (1 << 20);
+        assert!(big.cost() > 1 << 20);
+        assert_eq!(record(1, 0).cost(), ENTRY_BYTES);
     }
 
     #[test]
@@ -156,6 +205,6 @@ mod tests {
         recent.push(record(3, 3));
         assert!(recent.get(1).is_none());
         assert!(recent.get(3).is_some());
-        assert_eq!(recent.held(), 3);
+        assert_eq!(recent.held(), record(3, 3).cost());
     }
 }

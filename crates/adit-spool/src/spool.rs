@@ -782,19 +782,20 @@ impl Spool {
             st.next_seq += 1;
             shared.last_seq.store(seq, Ordering::Release);
             st.total_bytes += record_len;
-            let mut placed = None;
+            let mut segment = None;
             if let Some(seg) = st.segments.back_mut() {
                 seg.last_seq = seq;
-                placed = Some((seg.first_seq, seg.bytes));
+                segment = Some(seg.first_seq);
                 seg.bytes += record_len;
                 seg.readings += items as u64;
             }
-            if let Some((segment, start)) = placed {
+            if let Some(segment) = segment {
+                // Where the write put it (the file's own position).
                 st.recent.push(RecentRecord {
                     seq,
                     segment,
-                    start,
-                    end: start + record_len,
+                    start: before,
+                    end: before + record_len,
                     readings: kept.cloned(),
                 });
             }
@@ -1098,6 +1099,12 @@ impl Spool {
             .unwrap_or_else(PoisonError::into_inner)
             .registry
             .clone()
+    }
+
+    /// Bounds the handoff (see [`crate::recent`]) to `max_bytes` instead of
+    /// its default; 0 turns it off. For tests of readers falling behind it.
+    pub fn limit_handoff(&self, max_bytes: usize) {
+        self.lock().recent.limit(max_bytes);
     }
 
     /// A reader for `cursor`, starting after its acknowledged position.

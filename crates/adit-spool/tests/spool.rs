@@ -528,11 +528,16 @@ proptest! {
     /// acknowledges everything it read lives on between reads, so it mixes
     /// records from the handoff and from the file in one segment.
     #[test]
-    fn the_spool_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
+    fn the_spool_behaves_like_its_model(
+        handoff in 0usize..3000,
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry(&["p"]);
         let c = cfg(dir.path(), 256, 1 << 30, WhenFull::Block);
         let (mut spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
+        // A handoff of a few records at most: readers fall behind it.
+        spool.limit_handoff(handoff);
         let mut model: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
         let mut next_value = 0i64;
         let mut kept_reader = None;
@@ -566,6 +571,7 @@ proptest! {
                     kept_reader = None;
                     drop(spool);
                     spool = Spool::open(c.clone(), &reg, &["db"]).unwrap().0;
+                    spool.limit_handoff(handoff);
                 }
             }
         }
@@ -608,6 +614,7 @@ proptest! {
     #[test]
     fn several_cursors_drop_policies_and_damage_keep_the_spools_promises(
         drop_oldest in any::<bool>(),
+        handoff in 0usize..3000,
         ops in prop::collection::vec(model_op(), 1..60),
     ) {
         let dir = tempfile::tempdir().unwrap();
@@ -615,7 +622,11 @@ proptest! {
         let policy = if drop_oldest { WhenFull::DropOldest } else { WhenFull::DropNewest };
         let c = cfg(dir.path(), 256, 2048, policy);
         let cursors = ["a", "b"];
-        let open = || Spool::open(c.clone(), &reg, &cursors).unwrap();
+        let open = || {
+            let (spool, report) = Spool::open(c.clone(), &reg, &cursors).unwrap();
+            spool.limit_handoff(handoff);
+            (spool, report)
+        };
         let (mut spool, _) = open();
         let mut models = [std::collections::VecDeque::new(), std::collections::VecDeque::new()];
         let mut next_value = 0i64;
@@ -950,12 +961,14 @@ fn the_handoff_and_the_file_deliver_the_same_records() {
     let reg = registry(&["p"]);
     let c = cfg(dir.path(), 64 * 1024, 1 << 30, WhenFull::Block);
     let (spool, _) = Spool::open(c, &reg, &["fast", "slow"]).unwrap();
+    // About twelve of the batches below.
+    spool.limit_handoff(1 << 20);
     let mut fast = spool.reader("fast", &reg);
     let mut slow = spool.reader("slow", &reg);
     let (mut fast_got, mut slow_got) = (Vec::new(), Vec::new());
     let mut next = 0i64;
-    // 200 records of 1,000 readings: about six times what the handoff
-    // holds, in many segments; every tenth is appended from a borrow, every
+    // 200 records of 1,000 readings: many times what the handoff holds, in
+    // many segments; every tenth is appended from a borrow, every
     // seventh is followed by alerts. `fast` reads after every append.
     for i in 0..200 {
         append(&spool, next, 1000, i % 10 != 0).unwrap();
@@ -990,5 +1003,5 @@ fn the_handoff_and_the_file_deliver_the_same_records() {
     let slow_from_memory = spool.stats().handed_off_records.load(Relaxed) - from_memory;
     println!("handed off: fast {from_memory} of 200 batches, slow {slow_from_memory}");
     assert!(from_memory >= 170, "{from_memory}");
-    assert!(slow_from_memory < 100, "{slow_from_memory}");
+    assert!((1..20).contains(&slow_from_memory), "{slow_from_memory}");
 }
