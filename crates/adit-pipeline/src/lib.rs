@@ -11,6 +11,11 @@
 //!   into the spool; sinks deliver until the drain deadline and the rest stays
 //!   in the spool;
 //! - a source task that fails or panics is restarted with backoff and counted.
+//!
+//! Modules: `runtime` (the stages and their threads), `normalize`, `live`
+//! (the live state) with `stale` (staleness deadlines) on `wheel` (a timing
+//! wheel of point ids), `deadband`, `sink` (sink stages), `latency` (sample
+//! → ack histograms), `metrics`, `health`, `supervisor` (restarts).
 
 pub mod deadband;
 pub mod health;
@@ -22,6 +27,7 @@ pub mod runtime;
 pub mod sink;
 pub mod stale;
 mod supervisor;
+mod wheel;
 
 /// The source contract lives in `adit-source` (collectors depend on it
 /// alone); re-exported here for the assembly and tests.
