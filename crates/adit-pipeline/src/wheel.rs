@@ -12,7 +12,9 @@
 //!   brings them in as it moves), so the earliest slot is earlier than all
 //!   of `far`;
 //! - the cursor only moves forward, over empty slots or onto the slot it
-//!   hands out, so no id is ever behind it.
+//!   hands out, so no id is ever behind it;
+//! - an empty slot keeps at most [`KEEP_CAPACITY`] of capacity: the slots'
+//!   vectors hold about twice the ids held, plus 4 MiB at most.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -23,6 +25,10 @@ use adit_core::PointId;
 pub(crate) const TICK_NS: u64 = 1_000_000;
 /// Slots in the wheel (a multiple of 64: one bitmap word per 64 slots).
 const SLOTS: u64 = 4096;
+/// Capacity (ids) an empty slot may keep; a larger vector is released
+/// when its slot is taken, so memory follows what the wheel holds now, not
+/// the largest group each slot ever held.
+pub(crate) const KEEP_CAPACITY: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct Wheel {
@@ -108,7 +114,15 @@ impl Wheel {
                 self.advance(tick);
                 let at = (tick % SLOTS) as usize;
                 if let Some(slot) = self.slots.get_mut(at) {
-                    into.append(slot);
+                    if into.is_empty() {
+                        // The caller's empty vector takes the slot's place.
+                        std::mem::swap(slot, into);
+                    } else {
+                        into.append(slot);
+                    }
+                    if slot.capacity() > KEEP_CAPACITY {
+                        *slot = Vec::new();
+                    }
                 }
                 if let Some(word) = self.occupied.get_mut(at / 64) {
                     *word &= !(1 << (at % 64));
@@ -147,6 +161,27 @@ mod tests {
             out.extend(ids.drain(..).map(|id| (tick, id.0)));
         }
         out
+    }
+
+    #[test]
+    fn a_taken_slot_keeps_no_large_vector() {
+        let mut w = Wheel::new(0);
+        let mut into = Vec::new();
+        // A big group moves from slot to slot, as a poll's points do.
+        for round in 0..100u64 {
+            for id in 0..10_000 {
+                w.insert(round + 1, PointId(id));
+            }
+            assert_eq!(w.take_due(round + 1, &mut into), Some(round + 1));
+            assert_eq!(into.len(), 10_000);
+            into.clear();
+            if into.capacity() > KEEP_CAPACITY {
+                into = Vec::new();
+            }
+        }
+        let kept: usize = w.slots.iter().map(Vec::capacity).sum();
+        assert!(kept <= KEEP_CAPACITY * SLOTS as usize, "{kept}");
+        assert!(w.slots.iter().all(|s| s.capacity() <= KEEP_CAPACITY));
     }
 
     #[test]
