@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadband::Deadband;
-use crate::normalize::{normalize_batch, ClockRules};
+use crate::normalize::{normalize_batch, ClockRules, Ranges};
 use crate::sink::{run_sink, Sink, SinkOptions, SinkStage, StopSignal};
 use crate::supervisor::supervise;
 use crate::Source;
@@ -575,6 +575,7 @@ const COALESCE_MAX_READINGS: usize = 8192;
 struct Normalizer {
     watchdog: Option<mpsc::Sender<Arc<Batch>>>,
     registry: Arc<PointRegistry>,
+    ranges: Ranges,
     live: Arc<Mutex<LiveState>>,
     rules: ClockRules,
     metrics: Metrics,
@@ -606,6 +607,7 @@ impl Normalizer {
                 .map(|reason| metrics.flagged.with_label_values(&[reason])),
             metrics: metrics.clone(),
             deadband,
+            ranges: Ranges::new(&registry),
             registry,
         }
     }
@@ -618,7 +620,8 @@ impl Normalizer {
     /// `sent`: where each source's envelope ends in `batch`, and when it was
     /// sent (the live state's time for its readings).
     fn process(&mut self, mut batch: Batch, sent: &[(usize, Instant)]) -> Option<Arc<Batch>> {
-        let flagged = normalize_batch(&mut batch, &self.registry, self.rules, Timestamp::now());
+        self.ranges.sync(&self.registry);
+        let flagged = normalize_batch(&mut batch, &self.ranges, self.rules, Timestamp::now());
         for (counter, n) in self.flagged.iter().zip([
             flagged.conversion,
             flagged.out_of_range,

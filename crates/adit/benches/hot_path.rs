@@ -17,7 +17,7 @@ use adit_config::{DataType, PointConfig, Table, WordOrder};
 use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
 use adit_modbus::plan::{plan_reads, PlannedRead, PointSpan};
 use adit_modbus::poll::{decode_read, ReadData};
-use adit_pipeline::{normalize_batch, ClockRules, LiveState, Sink};
+use adit_pipeline::{normalize_batch, ClockRules, LiveState, Ranges, Sink};
 use adit_sink_questdb::ilp::{IlpVersion, RowBuffer};
 use adit_spool::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -151,10 +151,11 @@ fn steps(c: &mut Criterion) {
     });
 
     g.throughput(Throughput::Elements(BATCH as u64));
+    let ranges = Ranges::new(&registry);
     g.bench_function("normalize", |b| {
         b.iter_batched_ref(
             || batch(0, now),
-            |bt| black_box(normalize_batch(bt, &registry, clock(), now)),
+            |bt| black_box(normalize_batch(bt, &ranges, clock(), now)),
             BatchSize::SmallInput,
         );
     });
@@ -277,6 +278,7 @@ fn chained(c: &mut Criterion) {
     let now = Timestamp::now();
     let dir = tempfile::tempdir().unwrap();
     let sp = spool(dir.path(), &registry);
+    let ranges = Ranges::new(&registry);
     let mut live = LiveState::new(&registry);
     let mut rows = RowBuffer::new(IlpVersion::V2, "readings");
     let start = Instant::now();
@@ -286,7 +288,7 @@ fn chained(c: &mut Criterion) {
         b.iter_batched_ref(
             || batch(0, now),
             |bt| {
-                normalize_batch(bt, &registry, clock(), now);
+                normalize_batch(bt, &ranges, clock(), now);
                 live.apply(bt, start);
                 sp.append(bt).unwrap();
                 rows.clear();
