@@ -76,6 +76,7 @@ impl StaleTracker {
         for (i, d) in deadline.iter().enumerate() {
             wheel.insert(d / TICK_NS, PointId(i as u32));
         }
+        wheel.shrink();
         let stale = vec![false; stale_after.len()];
         Self {
             origin,

@@ -55,6 +55,12 @@ impl Wheel {
         self.slots.iter().map(Vec::len).sum::<usize>() + self.far.len()
     }
 
+    /// Gives back what `far` holds beyond its ids (after a first filling:
+    /// its vector doubled on the way).
+    pub fn shrink(&mut self) {
+        self.far.shrink_to_fit();
+    }
+
     /// Files `id` under `tick` (at the cursor if `tick` is before it).
     pub fn insert(&mut self, tick: u64, id: PointId) {
         self.file(tick.max(self.cursor), id);
