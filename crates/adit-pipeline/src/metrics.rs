@@ -18,7 +18,8 @@ pub struct SpoolMetrics {
     pub disk_full: IntCounter,
     pub fsyncs: IntCounter,
     pub fsync_failures: IntCounter,
-    seen: std::sync::Arc<std::sync::Mutex<[u64; 11]>>,
+    pub handed_off_records: IntCounter,
+    seen: std::sync::Arc<std::sync::Mutex<[u64; 12]>>,
 }
 
 impl SpoolMetrics {
@@ -62,6 +63,10 @@ impl SpoolMetrics {
                 "adit_spool_fsync_failures_total",
                 "Failed fsyncs; each stops the spool writer until restart.",
             )?,
+            handed_off_records: plain(
+                "adit_spool_handed_off_records_total",
+                "Records sinks took from the spool's memory (the handoff) instead of reading them back from disk.",
+            )?,
             seen: std::sync::Arc::default(),
         })
     }
@@ -82,6 +87,7 @@ impl SpoolMetrics {
             s.dropped_too_large_readings.load(Relaxed),
             s.undecodable_readings.load(Relaxed),
             s.dropped_unnamed_readings.load(Relaxed),
+            s.handed_off_records.load(Relaxed),
         ];
         let mut seen = self
             .seen
@@ -117,6 +123,7 @@ impl SpoolMetrics {
         self.dropped
             .with_label_values(&["unnamed_point"])
             .inc_by(delta[10]);
+        self.handed_off_records.inc_by(delta[11]);
         self.bytes
             .set(i64::try_from(s.bytes.load(Relaxed)).unwrap_or(i64::MAX));
         self.pending_records
