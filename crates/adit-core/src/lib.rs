@@ -39,7 +39,7 @@ pub mod url;
 pub use backoff::{jitter, Backoff};
 pub use point::{PointId, PointMeta, PointRegistry, PointRegistryError};
 pub use quality::{Quality, QualityClass, Reason, StatusName};
-pub use reading::{Batch, Reading, Value};
+pub use reading::{Batch, Reading, Value, KEY_OFFSET_SPAN_US};
 pub use time::Timestamp;
 
 /// Lower-case hex of `bytes` (hashes in the audit log and config origin).

@@ -50,7 +50,22 @@ pub struct Reading {
     pub received_ts: Timestamp,
 }
 
+/// A source whose samples carry their own time (MQTT) stores a sample
+/// under that time with `received_ts` = the time + an offset below this
+/// many µs, so that a redelivered sample finds its row again (see
+/// adit-mqtt's `mapping`). Such a `received_ts` is a storage key, not a
+/// receive time.
+pub const KEY_OFFSET_SPAN_US: i64 = 1_000;
+
 impl Reading {
+    /// Whether `received_ts` is a storage key derived from the sample's own
+    /// time (see [`KEY_OFFSET_SPAN_US`]) rather than when adit received it.
+    /// (A sample taken at its receive time also answers true: the two are
+    /// then the same.)
+    pub fn received_is_key(&self) -> bool {
+        (0..KEY_OFFSET_SPAN_US).contains(&self.received_ts.0.wrapping_sub(self.source_ts.0))
+    }
+
     /// The time a sink stores the reading under: its source time, or its
     /// receive time when the source clock was judged invalid (so rows from
     /// a device stuck in 1970 still land now; the source time is kept

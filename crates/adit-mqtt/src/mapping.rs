@@ -32,8 +32,10 @@
 //!   of one point at one time: a moved sample redelivered after that memory
 //!   is gone, in another order; two samples of one time split by more than
 //!   four other times; a different sample at a time already stored that
-//!   arrives after a restart of adit. A sample whose own clock is
-//!   invalid keeps `received_ts` = its time (it is stored at that). Without
+//!   arrives after a restart of adit. A sample whose own clock normalize
+//!   judges invalid gets a real receive time there and is stored at it
+//!   (see `adit_pipeline::give_receive_times`; a redelivery of it is then a
+//!   second row). Without
 //!   a time in the message, a redelivery stores a second row: say so to
 //!   publishers that can add a time.
 
@@ -125,6 +127,8 @@ impl Hasher for PointIdHasher {
 /// Slots a sample's `received_ts` offset is chosen from (see the module
 /// invariants): offsets `2 × slot` (live) and `2 × slot + 1` (copies), µs.
 pub const SLOTS: u64 = 500;
+// Every key offset (2 × slot + 1 at most) is one the pipeline recognizes.
+const _: () = assert!((2 * SLOTS) as i64 <= adit_core::KEY_OFFSET_SPAN_US);
 
 /// Samples remembered per point and time (to move colliding slots
 /// apart); past this, a sample takes its slot unrecorded (two such can
@@ -308,8 +312,9 @@ impl Mapper {
     /// invariants). `received_ts` comes in as the time (live) or the time +
     /// 1 µs (a copy adit made uncertain). Samples at the receive time get one
     /// too (≤ 1 ms; two samples of one point in one message are then two
-    /// rows). Samples whose own clock is invalid are stored at their receive
-    /// time and keep their key.
+    /// rows). Samples already flagged `ClockInvalid` here are left alone:
+    /// normalize gives every such sample whose `received_ts` is a key a
+    /// receive time of its own, and stores it then (`give_receive_times`).
     fn tell_apart(&mut self, readings: &mut [Reading]) {
         for r in readings {
             let parity = r.received_ts.0.wrapping_sub(r.source_ts.0);

@@ -38,6 +38,6 @@ pub use adit_source::{
 pub use health::Health;
 pub use live::{LiveState, PointState, QualitySummary};
 pub use metrics::Metrics;
-pub use normalize::{normalize_batch, ClockRules, Ranges};
+pub use normalize::{give_receive_times, normalize_batch, ClockRules, Ranges};
 pub use runtime::{Observers, Pipeline, PipelineOptions, ShutdownReport, SourceFactory};
 pub use sink::{Sink, SinkError, SinkOptions};

@@ -5,7 +5,9 @@
 //! outside the point's engineering range becomes `Bad(OutOfRange)` with the
 //! value kept (operators need to see the absurd number), and a source
 //! timestamp before 1970, too far in the future or too old becomes
-//! `Bad(ClockInvalid)` with the timestamp kept.
+//! `Bad(ClockInvalid)` with the timestamp kept, and is stored at its receive
+//! time (see [`give_receive_times`] for sources whose receive time field
+//! holds a key derived from the sample's own time).
 
 use std::time::Duration;
 
@@ -98,6 +100,30 @@ pub fn normalize_batch(
     flagged
 }
 
+/// A reading whose own clock is invalid is stored at its receive time
+/// ([`Reading::stored_ts`]), so that a device stuck in 1970 or 2300 still
+/// lands now. A source whose `received_ts` is a key made from the sample's
+/// own time (MQTT: [`Reading::received_is_key`]) has no receive time in
+/// it: such a reading flagged `ClockInvalid` gets one here, `now`, unique
+/// in this run (at least 1 µs after `last`, the previous one given), so no
+/// two of them share a storage key. Returns how many it gave.
+///
+/// (The key then no longer comes from the message: a sample with an
+/// invalid clock that the broker delivers again after a crash is a second
+/// row, flagged like the first, never a loss.)
+pub fn give_receive_times(batch: &mut [Reading], now: Timestamp, last: &mut Timestamp) -> usize {
+    let mut given = 0;
+    for r in batch {
+        if r.quality.reason() == Some(Reason::ClockInvalid) && r.received_is_key() {
+            let at = Timestamp(now.0.max(last.0.saturating_add(1)));
+            r.received_ts = at;
+            *last = at;
+            given += 1;
+        }
+    }
+    given
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +177,42 @@ mod tests {
         ranges.sync(&registry);
         normalize_batch(&mut batch, &ranges, RULES, now);
         assert_eq!(batch[0].quality, Quality::Bad(Reason::OutOfRange));
+    }
+
+    #[test]
+    fn samples_with_an_invalid_clock_and_a_key_for_a_receive_time_are_stored_now_each_apart() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let at_1970 = Timestamp(5);
+        let at_2300 = Timestamp::from_secs(10_413_792_000);
+        let keyed = |ts: Timestamp, offset: i64| Reading {
+            received_ts: Timestamp(ts.0 + offset),
+            ..reading(Some(Value::F64(1.0)), ts)
+        };
+        let mut batch = vec![
+            keyed(at_1970, 0),
+            keyed(at_1970, 2),
+            keyed(at_2300, 999),
+            // A receive time of its own (a device clock read over Modbus):
+            // kept, it is already when adit had the sample.
+            Reading {
+                received_ts: now,
+                ..reading(Some(Value::F64(1.0)), at_1970)
+            },
+            // A good sample keeps its key.
+            keyed(now, 4),
+        ];
+        normalize_batch(&mut batch, &Ranges::new(&registry()), RULES, now);
+        let mut last = Timestamp(now.0 + 1);
+        assert_eq!(give_receive_times(&mut batch, now, &mut last), 3);
+        let stored: Vec<i64> = batch.iter().map(|r| r.stored_ts().0).collect();
+        assert_eq!(
+            stored,
+            [now.0 + 2, now.0 + 3, now.0 + 4, now.0, now.0],
+            "stored now, apart, after the last one given"
+        );
+        assert_eq!(batch[0].source_ts, at_1970, "the device's own time is kept");
+        assert_eq!(batch[4].received_ts, Timestamp(now.0 + 4));
+        assert_eq!(last, Timestamp(now.0 + 4));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadband::Deadband;
-use crate::normalize::{normalize_batch, ClockRules, Ranges};
+use crate::normalize::{give_receive_times, normalize_batch, ClockRules, Ranges};
 use crate::sink::{run_sink, Sink, SinkOptions, SinkStage, StopSignal};
 use crate::supervisor::supervise;
 use crate::Source;
@@ -582,6 +582,9 @@ struct Normalizer {
     by_class: [prometheus::IntCounter; 3],
     flagged: [prometheus::IntCounter; 3],
     deadband: Deadband,
+    /// The last receive time given to a reading with an invalid clock (see
+    /// [`give_receive_times`]).
+    last_given: Timestamp,
 }
 
 impl Normalizer {
@@ -609,6 +612,7 @@ impl Normalizer {
             deadband,
             ranges: Ranges::new(&registry),
             registry,
+            last_given: Timestamp(0),
         }
     }
 
@@ -621,7 +625,11 @@ impl Normalizer {
     /// sent (the live state's time for its readings).
     fn process(&mut self, mut batch: Batch, sent: &[(usize, Instant)]) -> Option<Arc<Batch>> {
         self.ranges.sync(&self.registry);
-        let flagged = normalize_batch(&mut batch, &self.ranges, self.rules, Timestamp::now());
+        let wall = Timestamp::now();
+        let flagged = normalize_batch(&mut batch, &self.ranges, self.rules, wall);
+        if flagged.clock_invalid > 0 {
+            give_receive_times(&mut batch, wall, &mut self.last_given);
+        }
         for (counter, n) in self.flagged.iter().zip([
             flagged.conversion,
             flagged.out_of_range,

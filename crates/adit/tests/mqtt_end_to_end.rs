@@ -21,7 +21,7 @@ use adit_core::{Quality, Reason, Timestamp, Value};
 use adit_mqtt::sparkplug::proto::{datatype, Metric, MetricValue, Payload};
 use prost::Message as _;
 use support_mosquitto::{Mosquitto, MosquittoOptions};
-use support_mqtt::{config_text, count, metric, rows, subscribe, Publisher};
+use support_mqtt::{config_text, count, metric, rows, rows_us, subscribe, Publisher};
 use support_vm::free_port;
 use support_wait::wait_for;
 
@@ -304,6 +304,20 @@ async fn each_bad_message_is_rejected_counted_under_its_reason_and_the_collector
     assert!(ax.iter().filter(|r| r.2 == "bad").count() >= 3, "{ax:?}");
     assert_eq!(rows(&db, "a.y")[0].3.as_deref(), Some("clock_invalid"));
     assert_eq!(rows(&db, "a.z")[0].3.as_deref(), Some("clock_invalid"));
+    // ... and stored now (at their receive time), not in 1970 or 2300
+    // where nobody looking at the recent history would see them.
+    let now_us = Timestamp::now().0;
+    for point in ["a.y", "a.z"] {
+        let stored = rows_us(&db, point)[0].1;
+        println!(
+            "{point} stored {} s from now",
+            (stored - now_us) / 1_000_000
+        );
+        assert!(
+            (stored - now_us).abs() < 600_000_000,
+            "{point} stored at {stored} µs"
+        );
+    }
     // Every message was acknowledged to the broker (none redelivered forever).
     wait_for(
         Duration::from_secs(10),
