@@ -32,10 +32,11 @@
 //!   of one point at one time: a moved sample redelivered after that memory
 //!   is gone, in another order; two samples of one time split by more than
 //!   four other times; a different sample at a time already stored that
-//!   arrives after a restart of adit. A sample whose own clock normalize
-//!   judges invalid gets a real receive time there and is stored at it
-//!   (see `adit_pipeline::give_receive_times`; a redelivery of it is then a
-//!   second row). Without
+//!   arrives after a restart of adit. A sample whose own time is plainly
+//!   wrong (before 2000, too far ahead) gets a real receive time in
+//!   normalize and is stored at it (see `adit_pipeline::give_receive_times`;
+//!   a redelivery of it is then a second row); one that is only too old
+//!   keeps its time and key. Without
 //!   a time in the message, a redelivery stores a second row: say so to
 //!   publishers that can add a time.
 
@@ -312,13 +313,14 @@ impl Mapper {
     /// invariants). `received_ts` comes in as the time (live) or the time +
     /// 1 µs (a copy adit made uncertain). Samples at the receive time get one
     /// too (≤ 1 ms; two samples of one point in one message are then two
-    /// rows). Samples already flagged `ClockInvalid` here are left alone:
-    /// normalize gives every such sample whose `received_ts` is a key a
-    /// receive time of its own, and stores it then (`give_receive_times`).
+    /// rows), also one flagged `ClockInvalid` at decode (its time did not
+    /// parse: it is at the receive time already). Normalize later gives a
+    /// sample whose time is plainly wrong a receive time of its own
+    /// (`adit_pipeline::give_receive_times`).
     fn tell_apart(&mut self, readings: &mut [Reading]) {
         for r in readings {
             let parity = r.received_ts.0.wrapping_sub(r.source_ts.0);
-            if !(0..=1).contains(&parity) || r.quality.reason() == Some(Reason::ClockInvalid) {
+            if !(0..=1).contains(&parity) {
                 continue;
             }
             let id = identity(r.value.as_ref(), r.quality);

@@ -100,24 +100,45 @@ pub fn normalize_batch(
     flagged
 }
 
+/// Source times before this (2000-01-01) are a clock that was never set,
+/// not late data.
+const CLOCK_NEVER_SET_BEFORE: Timestamp = Timestamp(946_684_800_000_000);
+
 /// A reading whose own clock is invalid is stored at its receive time
 /// ([`Reading::stored_ts`]), so that a device stuck in 1970 or 2300 still
 /// lands now. A source whose `received_ts` is a key made from the sample's
 /// own time (MQTT: [`Reading::received_is_key`]) has no receive time in
-/// it: such a reading flagged `ClockInvalid` gets one here, `now`, unique
-/// in this run (at least 1 µs after `last`, the previous one given), so no
-/// two of them share a storage key. Returns how many it gave.
+/// it: such a reading flagged `ClockInvalid` whose time is plainly wrong
+/// (before 2000, or further ahead than `max_future_skew`) gets one here,
+/// `now`, 1 µs after the previous one given (`last`) if that is within a
+/// second ahead (so none share a storage key, and a wall clock stepped
+/// back does not drag the times along). Returns how many it gave.
 ///
-/// (The key then no longer comes from the message: a sample with an
-/// invalid clock that the broker delivers again after a crash is a second
-/// row, flagged like the first, never a loss.)
-pub fn give_receive_times(batch: &mut [Reading], now: Timestamp, last: &mut Timestamp) -> usize {
+/// A sample that is only too old (older than `max_age`: late data, a
+/// retained copy of a dead publisher's last value) keeps its own time and
+/// key: it is stored then, flagged, and a redelivery is the same row. One
+/// with a wrong clock no longer has a key from the message: delivered
+/// again (after a crash or a lost connection), it is a second row, flagged
+/// like the first, never a loss.
+pub fn give_receive_times(
+    batch: &mut [Reading],
+    rules: ClockRules,
+    now: Timestamp,
+    last: &mut Timestamp,
+) -> usize {
+    let future_limit = now.saturating_add(rules.max_future_skew);
     let mut given = 0;
     for r in batch {
-        if r.quality.reason() == Some(Reason::ClockInvalid) && r.received_is_key() {
-            let at = Timestamp(now.0.max(last.0.saturating_add(1)));
-            r.received_ts = at;
-            *last = at;
+        let wrong_clock = r.source_ts < CLOCK_NEVER_SET_BEFORE || r.source_ts > future_limit;
+        if wrong_clock && r.quality.reason() == Some(Reason::ClockInvalid) && r.received_is_key() {
+            let next = last.0.saturating_add(1);
+            let at = if next > now.0 && next - now.0 < 1_000_000 {
+                next
+            } else {
+                now.0
+            };
+            r.received_ts = Timestamp(at);
+            *last = r.received_ts;
             given += 1;
         }
     }
@@ -201,18 +222,35 @@ mod tests {
             // A good sample keeps its key.
             keyed(now, 4),
         ];
+        // Only too old (late data): its own time and key, flagged.
+        let three_days_ago = Timestamp(now.0 - 3 * 86_400_000_000);
+        batch.push(keyed(three_days_ago, 6));
         normalize_batch(&mut batch, &Ranges::new(&registry()), RULES, now);
         let mut last = Timestamp(now.0 + 1);
-        assert_eq!(give_receive_times(&mut batch, now, &mut last), 3);
+        assert_eq!(give_receive_times(&mut batch, RULES, now, &mut last), 3);
         let stored: Vec<i64> = batch.iter().map(|r| r.stored_ts().0).collect();
         assert_eq!(
             stored,
-            [now.0 + 2, now.0 + 3, now.0 + 4, now.0, now.0],
-            "stored now, apart, after the last one given"
+            [
+                now.0 + 2,
+                now.0 + 3,
+                now.0 + 4,
+                now.0,
+                now.0,
+                three_days_ago.0 + 6
+            ],
+            "stored now, apart, after the last one given; late data at its time"
         );
         assert_eq!(batch[0].source_ts, at_1970, "the device's own time is kept");
         assert_eq!(batch[4].received_ts, Timestamp(now.0 + 4));
+        assert_eq!(batch[5].quality, Quality::Bad(Reason::ClockInvalid));
         assert_eq!(last, Timestamp(now.0 + 4));
+        // A last time far ahead (the wall clock stepped back): now again.
+        let mut batch = vec![keyed(at_1970, 0)];
+        normalize_batch(&mut batch, &Ranges::new(&registry()), RULES, now);
+        let mut last = Timestamp(now.0 + 3_600_000_000);
+        give_receive_times(&mut batch, RULES, now, &mut last);
+        assert_eq!(batch[0].received_ts, now);
     }
 
     #[test]

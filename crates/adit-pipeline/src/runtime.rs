@@ -627,9 +627,9 @@ impl Normalizer {
         self.ranges.sync(&self.registry);
         let wall = Timestamp::now();
         let flagged = normalize_batch(&mut batch, &self.ranges, self.rules, wall);
-        if flagged.clock_invalid > 0 {
-            give_receive_times(&mut batch, wall, &mut self.last_given);
-        }
+        // Not only when normalize flagged some: a source may flag a clock
+        // itself (an MQTT time that does not parse).
+        give_receive_times(&mut batch, self.rules, wall, &mut self.last_given);
         for (counter, n) in self.flagged.iter().zip([
             flagged.conversion,
             flagged.out_of_range,
