@@ -35,8 +35,8 @@
 //!   arrives after a restart of adit. A sample whose own time is plainly
 //!   wrong (before 2000, too far ahead) gets a real receive time in
 //!   normalize and is stored at it (see `adit_pipeline::give_receive_times`;
-//!   a redelivery of it is then a second row); one that is only too old
-//!   keeps its time and key. Without
+//!   a redelivery of it is then a second row); one that is only too old,
+//!   or already bad for another reason, keeps its time and key. Without
 //!   a time in the message, a redelivery stores a second row: say so to
 //!   publishers that can add a time.
 

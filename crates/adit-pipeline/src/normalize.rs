@@ -7,7 +7,8 @@
 //! timestamp before 1970, too far in the future or too old becomes
 //! `Bad(ClockInvalid)` with the timestamp kept, and is stored at its receive
 //! time (see [`give_receive_times`] for sources whose receive time field
-//! holds a key derived from the sample's own time).
+//! holds a key derived from the sample's own time: there only a plainly
+//! wrong time is replaced; a sample that is only too old keeps it).
 
 use std::time::Duration;
 
@@ -110,9 +111,12 @@ const CLOCK_NEVER_SET_BEFORE: Timestamp = Timestamp(946_684_800_000_000);
 /// own time (MQTT: [`Reading::received_is_key`]) has no receive time in
 /// it: such a reading flagged `ClockInvalid` whose time is plainly wrong
 /// (before 2000, or further ahead than `max_future_skew`) gets one here,
-/// `now`, 1 µs after the previous one given (`last`) if that is within a
-/// second ahead (so none share a storage key, and a wall clock stepped
-/// back does not drag the times along). Returns how many it gave.
+/// `now` (when normalize takes the batch, normally milliseconds after the
+/// message arrived), 1 µs after the previous one given (`last`) if that is
+/// within a second ahead (so none share a storage key while the wall clock
+/// runs forward, and one stepped back does not drag the times along).
+/// Nothing when adit's own clock reads before 2000. Returns how many it
+/// gave.
 ///
 /// A sample that is only too old (older than `max_age`: late data, a
 /// retained copy of a dead publisher's last value) keeps its own time and
@@ -126,6 +130,11 @@ pub fn give_receive_times(
     now: Timestamp,
     last: &mut Timestamp,
 ) -> usize {
+    if now < CLOCK_NEVER_SET_BEFORE {
+        // adit's own clock is not set (a gateway booted without one, before
+        // NTP): every good time looks ahead of it. Keep the samples' own.
+        return 0;
+    }
     let future_limit = now.saturating_add(rules.max_future_skew);
     let mut given = 0;
     for r in batch {
@@ -251,6 +260,21 @@ mod tests {
         let mut last = Timestamp(now.0 + 3_600_000_000);
         give_receive_times(&mut batch, RULES, now, &mut last);
         assert_eq!(batch[0].received_ts, now);
+        // A last time behind (the usual case): now.
+        let mut batch = vec![keyed(at_1970, 0)];
+        normalize_batch(&mut batch, &Ranges::new(&registry()), RULES, now);
+        let mut last = Timestamp(now.0 - 5);
+        give_receive_times(&mut batch, RULES, now, &mut last);
+        assert_eq!((batch[0].received_ts, last), (now, now));
+        // adit's own clock not set (1970): good samples look ahead of it;
+        // their own times and keys are kept.
+        let early = Timestamp::from_secs(60);
+        let mut batch = vec![keyed(now, 2)];
+        normalize_batch(&mut batch, &Ranges::new(&registry()), RULES, early);
+        assert_eq!(batch[0].quality, Quality::Bad(Reason::ClockInvalid));
+        let mut last = Timestamp(0);
+        assert_eq!(give_receive_times(&mut batch, RULES, early, &mut last), 0);
+        assert_eq!(batch[0].stored_ts(), Timestamp(now.0 + 2));
     }
 
     #[test]
