@@ -11,9 +11,17 @@
 //!
 //! Staleness is deadline-driven (see [`crate::stale`]): a point with no sample
 //! for its `stale_after` turns `Bad(Stale)` and keeps its last value; a
-//! `Bad(Stale)` marker never refreshes its own point.
+//! `Bad(Stale)` marker never refreshes its own point. The stale checker
+//! sleeps until the wake-up it planned ([`LiveState::plan_wake`]); a point
+//! whose deadline comes before it (a stale point fresh again, whose sample
+//! was sent a while ago; a point registered at run time with a short
+//! `stale_after`) wakes it early through [`LiveState::wake_handle`], so no
+//! point is reported late.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use adit_core::{PointId, PointRegistry, Quality, QualityClass, Reading, Reason, Timestamp, Value};
 
@@ -50,6 +58,10 @@ pub struct QualitySummary {
 pub struct LiveState {
     points: Vec<PointState>,
     tracker: StaleTracker,
+    /// When the stale checker will look next (`None`: not planned yet).
+    planned_wake: Option<Instant>,
+    /// Rung when a deadline comes before `planned_wake`.
+    wake: Arc<Notify>,
 }
 
 impl LiveState {
@@ -62,6 +74,29 @@ impl LiveState {
         Self {
             points: vec![PointState::default(); registry.len()],
             tracker: StaleTracker::new(registry, start),
+            planned_wake: None,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The stale checker's doorbell (see the module docs).
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// The stale checker will look next at `at`.
+    pub fn plan_wake(&mut self, at: Instant) {
+        self.planned_wake = Some(at);
+    }
+
+    /// Rings the checker if `deadline` comes before its planned wake-up.
+    fn wake_before(&mut self, deadline: Option<Instant>) {
+        if let (Some(d), Some(planned)) = (deadline, self.planned_wake) {
+            if d < planned {
+                // Planned again when it wakes; ring once until then.
+                self.planned_wake = None;
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -69,13 +104,19 @@ impl LiveState {
     /// at run time): never seen, their staleness counted from `now`.
     pub fn grow(&mut self, registry: &PointRegistry, now: Instant) {
         if registry.len() > self.points.len() {
+            let first = self.points.len();
             self.points.resize(registry.len(), PointState::default());
             self.tracker.grow(registry, now);
+            let earliest = (first..self.points.len())
+                .filter_map(|i| self.tracker.deadline_of(PointId(i as u32)))
+                .min();
+            self.wake_before(earliest);
         }
     }
 
     /// Applies a batch of normalized readings observed at monotonic time `now`.
     pub fn apply(&mut self, batch: &[Reading], now: Instant) {
+        let mut revived: Option<Instant> = None;
         for r in batch {
             let Some(state) = self.points.get_mut(r.point.index()) else {
                 continue;
@@ -87,7 +128,15 @@ impl LiveState {
                 state.quality = r.quality;
                 continue;
             }
-            self.tracker.seen(r.point, now);
+            if self.tracker.seen(r.point, now) {
+                // Fresh again: a new deadline, perhaps before the checker's
+                // planned look (the sample was sent a while ago).
+                let deadline = self.tracker.deadline_of(r.point);
+                revived = match (revived, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             if let Some(v) = &r.value {
                 state.value = Some(v.clone());
                 state.value_at = Some(now);
@@ -98,6 +147,7 @@ impl LiveState {
             state.updated_at = Some(now);
             state.readings += 1;
         }
+        self.wake_before(revived);
     }
 
     pub fn get(&self, id: PointId) -> Option<&PointState> {
@@ -179,6 +229,30 @@ mod tests {
             source_ts: Timestamp(1),
             received_ts: Timestamp(1),
         }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_before_the_checkers_planned_look_rings_it() {
+        let t0 = Instant::now();
+        let mut live = LiveState::new_at(&registry(2), t0);
+        let doorbell = live.wake_handle();
+        let rang = || async {
+            tokio::time::timeout(std::time::Duration::from_millis(50), doorbell.notified())
+                .await
+                .is_ok()
+        };
+        // Point 0 goes stale; the checker then plans to look in 1 s.
+        let stale_at = t0 + std::time::Duration::from_secs(10);
+        assert_eq!(live.expire(stale_at), vec![PointId(0), PointId(1)]);
+        live.plan_wake(stale_at + std::time::Duration::from_secs(1));
+        // A fresh sample of point 1: its deadline (3 s) is after that.
+        live.apply(&[good(1, 1.0)], stale_at);
+        assert!(!rang().await, "no reason to wake early");
+        // Point 0 again, with a sample sent 2.5 s before: due in 0.5 s,
+        // before the planned look. The checker is rung.
+        let sent = t0 + std::time::Duration::from_millis(7_500);
+        live.apply(&[good(0, 1.0)], sent);
+        assert!(rang().await, "rung for the earlier deadline");
     }
 
     #[test]

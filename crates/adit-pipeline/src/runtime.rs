@@ -307,20 +307,29 @@ async fn run_stale_checker(
     shutdown: CancellationToken,
     transitions: prometheus::IntCounter,
 ) {
+    let doorbell = live
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .wake_handle();
     loop {
         let now = tokio::time::Instant::now();
-        let next = live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next_deadline();
         let housekeeping = tokio::time::Instant::from_std(
             adit_core::schedule::Grid::housekeeping().next_after(now.into_std()),
         );
-        let wake = next.map_or(housekeeping, |d| {
-            tokio::time::Instant::from_std(d).min(housekeeping)
-        });
+        let wake = {
+            let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+            let wake = live.next_deadline().map_or(housekeeping, |d| {
+                tokio::time::Instant::from_std(d).min(housekeeping)
+            });
+            // A deadline that comes before this (a point fresh again with
+            // an old sample, one registered since) rings the doorbell.
+            live.plan_wake(wake.into_std());
+            wake
+        };
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
+            // Plan again: something is due before `wake`.
+            () = doorbell.notified() => continue,
             () = shutdown.cancelled() => return,
         }
         let expired = live

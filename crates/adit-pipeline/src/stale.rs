@@ -131,6 +131,12 @@ impl StaleTracker {
         }
     }
 
+    /// The point's deadline (`None` for an unknown point).
+    pub fn deadline_of(&self, id: PointId) -> Option<Instant> {
+        let ns = *self.deadline.get(id.index())?;
+        Some(self.origin + Duration::from_nanos(ns))
+    }
+
     /// Points whose deadline passed at or before `now` and that were not yet
     /// reported stale; each is reported once.
     pub fn expire(&mut self, now: Instant) -> Vec<PointId> {
