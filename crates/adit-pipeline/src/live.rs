@@ -245,7 +245,7 @@ mod tests {
         let stale_at = t0 + std::time::Duration::from_secs(10);
         assert_eq!(live.expire(stale_at), vec![PointId(0), PointId(1)]);
         live.plan_wake(stale_at + std::time::Duration::from_secs(1));
-        // A fresh sample of point 1: its deadline (3 s) is after that.
+        // A sample of point 1 (stale too): its new deadline (3 s) is after that.
         live.apply(&[good(1, 1.0)], stale_at);
         assert!(!rang().await, "no reason to wake early");
         // Point 0 again, with a sample sent 2.5 s before: due in 0.5 s,
