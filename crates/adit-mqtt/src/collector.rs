@@ -29,7 +29,18 @@
 //!   arrival. One wake-up and a few large reads per batch instead of one
 //!   per TCP segment; a message normally waits at most [`BATCH_DELAY`] in
 //!   the kernel (a read cut short by [`DRAIN_MAX`] goes on in the next loop
-//!   turn), and its receive time is when adit read it.
+//!   turn), and its receive time is when adit read it;
+//! - each connection runs on a thread of its own, in a current-thread
+//!   runtime, and sleeps there (not in the reactor) while its reads are
+//!   paused: a socket registered with epoll wakes a parked reactor for
+//!   every TCP segment that arrives, read or not, and the broker sends
+//!   many per batch. Nothing else runs on that runtime, so the sleep
+//!   (at most [`BATCH_DELAY`]) delays no other task; outcomes and shutdown
+//!   are heard when it ends. The batch's due time and the pause are plain
+//!   instants, not Tokio timers (arming a timer earlier than the one the
+//!   reactor waits for writes to its eventfd);
+//! - an open batch is flushed by its due time at the latest: the read
+//!   pause never ends after it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -121,7 +132,49 @@ impl Source for MqttCollector {
         "mqtt"
     }
     fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> SourceFuture<'a> {
-        Box::pin(run(self.conn.clone(), ctx))
+        Box::pin(run_on_own_thread(self.conn.clone(), ctx.clone()))
+    }
+}
+
+/// Runs the connection on a thread of its own (a current-thread runtime)
+/// and reports its end here; a panic there is a panic here, and a thread
+/// that cannot be started an error (the supervisor counts either and
+/// restarts the source after a backoff).
+async fn run_on_own_thread(
+    conn: Arc<MqttConnection>,
+    ctx: SourceContext,
+) -> Result<(), SourceError> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread_conn = conn.clone();
+    let spawned = std::thread::Builder::new()
+        .name("adit-mqtt".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(run(thread_conn, &ctx)),
+                Err(e) => Err(SourceError::Failed(format!(
+                    "cannot start the runtime of an MQTT connection: {e}"
+                ))),
+            };
+            let _ = done_tx.send(result);
+        });
+    let thread = spawned.map_err(|e| {
+        SourceError::Failed(format!(
+            "cannot start the thread of MQTT connection {}: {e}",
+            conn.config.id
+        ))
+    })?;
+    if let Ok(result) = done_rx.await {
+        return result;
+    }
+    // The thread ended without a result: it panicked.
+    match tokio::task::spawn_blocking(move || thread.join()).await {
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        _ => Err(SourceError::Failed(
+            "the MQTT connection's thread ended without a result".into(),
+        )),
     }
 }
 
@@ -135,6 +188,8 @@ enum End {
     Redeliver,
 }
 
+/// A connection's sessions, one after another; only on a thread of its own
+/// (it sleeps while reads are paused).
 async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), SourceError> {
     let mut mapper = Mapper::new(&conn.config, &conn.ids);
     let mut backoff = Backoff::new(conn.config.reconnect_min, conn.config.reconnect_max);
@@ -207,11 +262,12 @@ struct Session<'a> {
     due: VecDeque<AckId>,
     batch: Vec<Reading>,
     batch_acks: Vec<AckId>,
-    /// When the open batch is flushed (armed by its first message).
-    flush_timer: Deadline,
-    /// While armed, the socket is not read: when it elapses, everything
-    /// readable is read at once (paced reads, see the module invariants).
-    read_pause: Deadline,
+    /// When the open batch is flushed (set by its first message).
+    batch_due: Option<Instant>,
+    /// While set, the socket is not read: the session sleeps until then,
+    /// and then reads everything readable at once (paced reads, see the
+    /// module invariants).
+    read_pause: Option<Instant>,
     /// When subscriptions' silence is checked next (may fire early: the
     /// check verifies).
     liveness_timer: Deadline,
@@ -267,8 +323,8 @@ impl<'a> Session<'a> {
             due: VecDeque::new(),
             batch: Vec::with_capacity(BATCH_READINGS),
             batch_acks: Vec::new(),
-            flush_timer: Deadline::new(),
-            read_pause: Deadline::new(),
+            batch_due: None,
+            read_pause: None,
             liveness_timer: Deadline::new(),
             fx: Effects::default(),
             last_seen: vec![Instant::now(); subs],
@@ -337,6 +393,7 @@ impl<'a> Session<'a> {
                 None
             };
             self.liveness_timer.set_at_most(liveness);
+            let pause_over = self.sleep_while_paused();
             tokio::select! {
                 biased;
                 () = self.ctx.shutdown.cancelled() => {
@@ -344,13 +401,20 @@ impl<'a> Session<'a> {
                     self.close().await;
                     return Ok(End::Shutdown);
                 }
-                Some((seq, outcome)) = self.outcomes_rx.recv() => self.settle(seq, outcome),
-                () = self.read_pause.elapsed() => {
+                Some((seq, outcome)) = self.outcomes_rx.recv() => {
+                    self.settle(seq, outcome);
+                    // Every outcome that came with it too: their acks go
+                    // out in one write at the top of the next turn.
+                    while let Ok((seq, outcome)) = self.outcomes_rx.try_recv() {
+                        self.settle(seq, outcome);
+                    }
+                }
+                () = std::future::ready(()), if pause_over => {
+                    self.read_pause = None;
                     if let Some(end) = self.paced_read(mapper, backoff, state).await? {
                         return Ok(end);
                     }
                 }
-                () = self.flush_timer.elapsed() => self.flush().await?,
                 () = self.liveness_timer.elapsed() => {
                     if self.check_liveness() {
                         self.flush().await?;
@@ -358,7 +422,7 @@ impl<'a> Session<'a> {
                         return Ok(End::Rebuild);
                     }
                 }
-                event = self.events.poll(), if may_read && !self.read_pause.is_armed() => {
+                event = self.events.poll(), if may_read && self.read_pause.is_none() => {
                     self.turn_clock = None;
                     if let Some(end) = self.on_event(event, mapper, backoff, state).await? {
                         return Ok(end);
@@ -375,11 +439,28 @@ impl<'a> Session<'a> {
                     }
                     // A batch is open: the rest is read when it is due.
                     if self.link_up {
-                        self.read_pause.set(self.flush_timer.at());
+                        self.read_pause = self.batch_due;
                     }
                 }
             }
         }
+    }
+
+    /// Sleeps (the thread: see the module invariants) until the read pause
+    /// ends; true if there was one. An open batch ends the pause by its due
+    /// time at the latest.
+    fn sleep_while_paused(&mut self) -> bool {
+        if let Some(due) = self.batch_due {
+            self.read_pause = Some(self.read_pause.map_or(due, |at| at.min(due)));
+        }
+        let Some(at) = self.read_pause else {
+            return false;
+        };
+        let left = at.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        true
     }
 
     /// Reads everything the socket holds (bounded by [`DRAIN_MAX`] and the
@@ -420,7 +501,7 @@ impl<'a> Session<'a> {
             } else {
                 (messages > 0).then(|| Instant::now() + BATCH_DELAY)
             };
-            self.read_pause.set(next);
+            self.read_pause = next;
         }
         Ok(None)
     }
@@ -446,8 +527,8 @@ impl<'a> Session<'a> {
                 self.message(mapper, &msg);
                 if self.batch.len() >= BATCH_READINGS || self.batch_acks.len() >= BATCH_MESSAGES {
                     self.flush().await?;
-                } else if !self.flush_timer.is_armed() {
-                    self.flush_timer.set(Some(Instant::now() + BATCH_DELAY));
+                } else if self.batch_due.is_none() {
+                    self.batch_due = Some(Instant::now() + BATCH_DELAY);
                 }
             }
             Ok(Incoming::SubAck { refused }) => {
@@ -759,7 +840,7 @@ impl<'a> Session<'a> {
 
     /// Hands the batch (and its messages' acks, as one ticket) to the pipeline.
     async fn flush(&mut self) -> Result<(), SourceError> {
-        self.flush_timer.set(None);
+        self.batch_due = None;
         if self.batch.is_empty() && self.batch_acks.is_empty() {
             return Ok(());
         }
