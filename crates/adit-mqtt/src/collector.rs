@@ -146,20 +146,29 @@ async fn run_on_own_thread(
 ) -> Result<(), SourceError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let thread_conn = conn.clone();
-    let spawned = std::thread::Builder::new()
-        .name("adit-mqtt".into())
-        .spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(run(thread_conn, &ctx)),
-                Err(e) => Err(SourceError::Failed(format!(
-                    "cannot start the runtime of an MQTT connection: {e}"
-                ))),
-            };
-            let _ = done_tx.send(result);
-        });
+    // Named after the device (Linux keeps 15 bytes), for per-thread figures.
+    let name: String = format!("mqtt-{}", conn.config.id)
+        .chars()
+        .scan(0, |bytes, c| {
+            *bytes += c.len_utf8();
+            (*bytes <= 15).then_some(c)
+        })
+        .collect();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        // The context (a sender into the ingest stage) and the runtime are
+        // gone before the result is reported: the pipeline's shutdown waits
+        // for every sender.
+        let result = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(thread_conn, ctx)),
+            Err(e) => Err(SourceError::Failed(format!(
+                "cannot start the runtime of an MQTT connection: {e}"
+            ))),
+        };
+        let _ = done_tx.send(result);
+    });
     let thread = spawned.map_err(|e| {
         SourceError::Failed(format!(
             "cannot start the thread of MQTT connection {}: {e}",
@@ -190,7 +199,8 @@ enum End {
 
 /// A connection's sessions, one after another; only on a thread of its own
 /// (it sleeps while reads are paused).
-async fn run(conn: Arc<MqttConnection>, ctx: &SourceContext) -> Result<(), SourceError> {
+async fn run(conn: Arc<MqttConnection>, ctx: SourceContext) -> Result<(), SourceError> {
+    let ctx = &ctx;
     let mut mapper = Mapper::new(&conn.config, &conn.ids);
     let mut backoff = Backoff::new(conn.config.reconnect_min, conn.config.reconnect_max);
     let mut state = LinkState::default();
@@ -410,6 +420,13 @@ impl<'a> Session<'a> {
                     }
                 }
                 () = std::future::ready(()), if pause_over => {
+                    // Tokio learns that the socket is readable again only
+                    // when its reactor runs: a yield lets it look (one
+                    // epoll_wait that does not wait) before the read, which
+                    // would otherwise find the readiness the last read
+                    // cleared and leave what came during the sleep for a
+                    // second pause.
+                    tokio::task::yield_now().await;
                     self.read_pause = None;
                     if let Some(end) = self.paced_read(mapper, backoff, state).await? {
                         return Ok(end);
