@@ -415,21 +415,32 @@ fn run_ingest(
     let mut acker = Acker::new(capacity);
     // Where each merged envelope's readings end, and when it was sent.
     let mut sent: Vec<(usize, Instant)> = Vec::new();
+    let mut waiting: Vec<Envelope> = Vec::new();
     while let Some(mut envelope) = rx.blocking_recv() {
         // Batch across the hop: take what else is already waiting, so that
         // under load the later stages wake (and the spool frames) once per
-        // many polls instead of once per poll. Acks travel along.
-        sent.clear();
-        sent.push((envelope.readings.len(), envelope.sent_at));
-        while envelope.readings.len() < COALESCE_MAX_READINGS {
+        // many polls instead of once per poll. Acks travel along. The
+        // merged batch is sized once (growing it envelope by envelope
+        // copied every reading again at each doubling).
+        let mut total = envelope.readings.len();
+        while total < COALESCE_MAX_READINGS {
             match rx.try_recv() {
                 Ok(more) => {
-                    let at = more.sent_at;
-                    envelope.merge(more);
-                    sent.push((envelope.readings.len(), at));
+                    total += more.readings.len();
+                    waiting.push(more);
                 }
                 Err(_) => break,
             }
+        }
+        envelope
+            .readings
+            .reserve_exact(total - envelope.readings.len());
+        sent.clear();
+        sent.push((envelope.readings.len(), envelope.sent_at));
+        for more in waiting.drain(..) {
+            let at = more.sent_at;
+            envelope.merge(more);
+            sent.push((envelope.readings.len(), at));
         }
         let Envelope { readings, acks, .. } = envelope;
         match stage.process(readings, &sent) {
