@@ -15,7 +15,9 @@
 --   source_us     the device's own timestamp (µs since the epoch) when it is
 --                 not ts (its clock was invalid); NULL when it equals ts:
 --                 the device's time is coalesce(source_us, ts)
---   received_us   when adit received it
+--   received_us   when adit received it; NULL when it equals ts (a Modbus
+--                 reading is received when it is read: both times are one),
+--                 so the receive time is coalesce(received_us, ts)
 --
 -- Replays are idempotent and distinct samples never collapse: adit delivers
 -- every spooled record at least once (after kill -9 or a database outage a
@@ -23,6 +25,12 @@
 -- DEDUP UPSERT KEYS(ts, point, received_us) keeps one row per sample.
 -- received_us is what makes a sample unique and stable across replays:
 -- adit assigns it once, when it takes the sample, and the spool keeps it.
+-- Left out (NULL) when it equals ts, which is a function of the sample
+-- alone, so a replay carries the same key: QuestDB keeps no null bitmap for
+-- LONG columns (NULL is the value Long.MIN_VALUE) and DEDUP compares it like
+-- any other. Rows written by adit versions that always wrote received_us
+-- and replayed by a newer one after an upgrade are stored twice (at most
+-- the spool's unacknowledged tail at the upgrade).
 -- Keying on (ts, point) alone would collapse distinct samples that share a
 -- device time (a PLC clock with one-second resolution polled every 200 ms
 -- gives five samples per second with one ts; a stopped RTC gives one ts for

@@ -185,10 +185,12 @@ impl RowBuffer {
             if designated != r.source_ts {
                 self.put_i64(&mut sep, b"source_us", r.source_ts.as_micros());
             }
-            put_key(&mut self.out, &mut sep, b"received_us");
-            let received = self.received.text(r.received_ts.as_micros());
-            self.out.extend_from_slice(received);
-            self.out.push(b'i');
+            if super::needs_received_us(r.received_ts, designated, sep == b' ') {
+                put_key(&mut self.out, &mut sep, b"received_us");
+                let received = self.received.text(r.received_ts.as_micros());
+                self.out.extend_from_slice(received);
+                self.out.push(b'i');
+            }
             self.put_designated(designated.as_micros())?;
             self.rows += 1;
         }

@@ -90,8 +90,11 @@ impl VictoriaMetrics {
         )
     }
 
-    /// Every stored sample of `readings_received_us` (one per reading) as
-    /// (point, timestamp in ms) → count. VictoriaMetrics makes the newest
+    /// Every stored row of `readings` as (point, timestamp in ms) → count.
+    /// VictoriaMetrics keeps each field of a row as a sample of its own
+    /// series (`readings_value`, `readings_received_us`, …; no field is in
+    /// every row): a row is counted once per tag set, by the field it has
+    /// most samples of at that time. VictoriaMetrics makes the newest
     /// samples searchable with a delay, so this reads until two reads a
     /// second apart agree.
     pub fn samples(&self) -> HashMap<(String, i64), u32> {
@@ -109,21 +112,38 @@ impl VictoriaMetrics {
 
     fn samples_once(&self) -> HashMap<(String, i64), u32> {
         let _ = http(self.port, "GET", "/internal/force_flush", "");
+        // match[]={__name__=~"readings_.+"}
         let body = http(
             self.port,
             "GET",
-            "/api/v1/export?match%5B%5D=readings_received_us",
+            "/api/v1/export?match%5B%5D=%7B__name__%3D~%22readings_.%2B%22%7D",
             "",
         )
         .unwrap_or_default();
-        let mut out = HashMap::new();
+        // (tag set, field, time) → samples
+        let mut per_field: HashMap<(String, String, i64), u32> = HashMap::new();
         for line in body.lines().filter(|l| l.starts_with('{')) {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let point = v["metric"]["point"].as_str().unwrap().to_string();
+            let mut metric = v["metric"].as_object().unwrap().clone();
+            let field = metric.remove("__name__").unwrap().to_string();
+            let tags = serde_json::Value::Object(metric).to_string();
             for ts in v["timestamps"].as_array().unwrap() {
-                *out.entry((point.clone(), ts.as_i64().unwrap()))
+                *per_field
+                    .entry((tags.clone(), field.clone(), ts.as_i64().unwrap()))
                     .or_insert(0) += 1;
             }
+        }
+        // (tag set, time) → rows: the most samples any field has there.
+        let mut rows: HashMap<(String, i64), u32> = HashMap::new();
+        for ((tags, _, ts), n) in per_field {
+            let r = rows.entry((tags, ts)).or_insert(0);
+            *r = (*r).max(n);
+        }
+        let mut out = HashMap::new();
+        for ((tags, ts), n) in rows {
+            let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+            let point = tags["point"].as_str().unwrap().to_string();
+            *out.entry((point, ts)).or_insert(0) += n;
         }
         out
     }
