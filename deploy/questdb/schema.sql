@@ -16,8 +16,9 @@
 --                 not ts (its clock was invalid); NULL when it equals ts:
 --                 the device's time is coalesce(source_us, ts)
 --   received_us   when adit received it; NULL when it equals ts (a Modbus
---                 reading is received when it is read: both times are one),
---                 so the receive time is coalesce(received_us, ts)
+--                 reading is received when it is read: both times are one)
+--                 unless the row has no other field (a line needs one), so
+--                 the receive time is coalesce(received_us, ts)
 --
 -- Replays are idempotent and distinct samples never collapse: adit delivers
 -- every spooled record at least once (after kill -9 or a database outage a
