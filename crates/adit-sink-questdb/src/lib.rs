@@ -868,7 +868,7 @@ mod tests {
         assert_ne!(k[0], k[1], "distinct samples, distinct keys");
         // A replay is the same row, byte for byte (the same key).
         assert_eq!(
-            wire(ProtocolVersion::V1, &[polled.clone()]),
+            wire(ProtocolVersion::V1, std::slice::from_ref(&polled)),
             wire(ProtocolVersion::V1, &[polled])
         );
     }
