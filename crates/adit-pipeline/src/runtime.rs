@@ -731,4 +731,58 @@ mod tests {
         assert_eq!(live.expire(now), [PointId(0)]);
         assert!(!live.is_stale(PointId(1)));
     }
+
+    /// The checker plans its next look (≤ 1 s ahead); a point registered
+    /// after that with a shorter `stale_after` rings it, and it reports the
+    /// point at its deadline, not at the planned look.
+    #[tokio::test(start_paused = true)]
+    async fn the_stale_checker_reports_a_deadline_that_came_after_its_plan_on_time() {
+        let mut registry = PointRegistry::new();
+        let mut slow = PointMeta::plain("slow", "d", 1000);
+        slow.stale_after = Duration::from_secs(60);
+        registry.insert(slow).unwrap();
+        // Just after an instant of the housekeeping grid: the checker's
+        // plan is then almost a second ahead.
+        let grid = adit_core::schedule::Grid::housekeeping();
+        let next = grid.next_after(tokio::time::Instant::now().into_std());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next) + Duration::from_millis(1))
+            .await;
+        let live = Arc::new(Mutex::new(LiveState::new_at(
+            &registry,
+            tokio::time::Instant::now().into_std(),
+        )));
+        let (tx, mut rx) = mpsc::channel(8);
+        let waited = prometheus::IntCounter::new("w", "w").unwrap();
+        let out = ReadingSender::new(tx, waited, None);
+        let shutdown = CancellationToken::new();
+        let transitions = prometheus::IntCounter::new("t", "t").unwrap();
+        let checker = tokio::spawn(run_stale_checker(
+            Arc::clone(&live),
+            out,
+            shutdown.clone(),
+            transitions,
+        ));
+        // Let the checker plan.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let mut fast = PointMeta::plain("fast", "d", 50);
+        fast.stale_after = Duration::from_millis(100);
+        let fast_id = registry.insert(fast).unwrap();
+        let registered = tokio::time::Instant::now();
+        live.lock().unwrap().grow(&registry, registered.into_std());
+        let envelope = rx.recv().await.unwrap();
+        let after = registered.elapsed();
+        let ids: Vec<PointId> = envelope.readings.iter().map(|r| r.point).collect();
+        println!(
+            "stale marker for a point registered after the plan: {after:?} (stale_after 100 ms)"
+        );
+        assert_eq!(ids, [fast_id]);
+        assert!(
+            after <= Duration::from_millis(101),
+            "reported at the planned look ({after:?}), not at the deadline"
+        );
+        shutdown.cancel();
+        checker.await.unwrap();
+    }
 }
