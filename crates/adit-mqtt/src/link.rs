@@ -289,6 +289,9 @@ impl EventLoop {
     /// what the socket already holds (`None` otherwise). Only while the
     /// link is up: a reconnect is never started (and dropped) here.
     pub fn poll_now(&mut self) -> Option<Result<Incoming, LinkError>> {
+        if let Some(event) = self.pop_buffered() {
+            return Some(Ok(event));
+        }
         let next = std::pin::pin!(self.poll());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match std::future::Future::poll(next, &mut cx) {
@@ -404,28 +407,30 @@ impl EventLoop {
         }
     }
 
+    /// An event rumqttc has already read and buffered (it reads up to ten
+    /// packets at a time), handed out as `poll` would, without building
+    /// rumqttc's `poll` future for it (its `select!` state, a boxed timer
+    /// and two clock reads per call). Only on a live connection: after a
+    /// failure the collector empties the buffer
+    /// ([`take_buffered_after_failure`](Self::take_buffered_after_failure)),
+    /// and a disconnected event loop's `poll` connects first.
+    fn pop_buffered(&mut self) -> Option<Incoming> {
+        match self {
+            EventLoop::V4(e) if e.network.is_some() => e.state.events.pop_front().map(incoming_v4),
+            EventLoop::V4(_) => None,
+            EventLoop::V5(e) => e.state.events.pop_front().map(incoming_v5),
+        }
+    }
+
     /// The next event; an error means the connection is gone (the next
     /// call reconnects).
     pub async fn poll(&mut self) -> Result<Incoming, LinkError> {
+        if let Some(event) = self.pop_buffered() {
+            return Ok(event);
+        }
         match self {
             EventLoop::V4(e) => match e.poll().await {
-                Ok(rumqttc::Event::Incoming(p)) => Ok(match p {
-                    rumqttc::Packet::ConnAck(a) => Incoming::ConnAck {
-                        session_present: a.session_present,
-                    },
-                    rumqttc::Packet::Publish(p) => Incoming::Publish(message_v4(p)),
-                    rumqttc::Packet::SubAck(s) => Incoming::SubAck {
-                        refused: s
-                            .return_codes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                            .map(|(i, _)| i)
-                            .collect(),
-                    },
-                    _ => Incoming::Other,
-                }),
-                Ok(rumqttc::Event::Outgoing(_)) => Ok(Incoming::Other),
+                Ok(event) => Ok(incoming_v4(event)),
                 Err(e) => Err(LinkError {
                     refused_auth: matches!(
                         e,
@@ -438,23 +443,7 @@ impl EventLoop {
                 }),
             },
             EventLoop::V5(e) => match e.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(match p {
-                    p5::Packet::ConnAck(a) => Incoming::ConnAck {
-                        session_present: a.session_present,
-                    },
-                    p5::Packet::Publish(p) => Incoming::Publish(message_v5(p)),
-                    p5::Packet::SubAck(s) => Incoming::SubAck {
-                        refused: s
-                            .return_codes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, c)| !matches!(c, p5::SubscribeReasonCode::Success(_)))
-                            .map(|(i, _)| i)
-                            .collect(),
-                    },
-                    _ => Incoming::Other,
-                }),
-                Ok(rumqttc::v5::Event::Outgoing(_)) => Ok(Incoming::Other),
+                Ok(event) => Ok(incoming_v5(event)),
                 Err(e) => Err(LinkError {
                     refused_auth: matches!(
                         e,
@@ -477,6 +466,52 @@ impl EventLoop {
 pub struct AfterFailure {
     pub qos0: Vec<Message>,
     pub qos1_dropped: usize,
+}
+
+/// What the collector needs of a rumqttc (3.1.1) event.
+fn incoming_v4(event: rumqttc::Event) -> Incoming {
+    match event {
+        rumqttc::Event::Incoming(p) => match p {
+            rumqttc::Packet::ConnAck(a) => Incoming::ConnAck {
+                session_present: a.session_present,
+            },
+            rumqttc::Packet::Publish(p) => Incoming::Publish(message_v4(p)),
+            rumqttc::Packet::SubAck(s) => Incoming::SubAck {
+                refused: s
+                    .return_codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .map(|(i, _)| i)
+                    .collect(),
+            },
+            _ => Incoming::Other,
+        },
+        rumqttc::Event::Outgoing(_) => Incoming::Other,
+    }
+}
+
+/// What the collector needs of a rumqttc (5) event.
+fn incoming_v5(event: rumqttc::v5::Event) -> Incoming {
+    match event {
+        rumqttc::v5::Event::Incoming(p) => match p {
+            p5::Packet::ConnAck(a) => Incoming::ConnAck {
+                session_present: a.session_present,
+            },
+            p5::Packet::Publish(p) => Incoming::Publish(message_v5(p)),
+            p5::Packet::SubAck(s) => Incoming::SubAck {
+                refused: s
+                    .return_codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !matches!(c, p5::SubscribeReasonCode::Success(_)))
+                    .map(|(i, _)| i)
+                    .collect(),
+            },
+            _ => Incoming::Other,
+        },
+        rumqttc::v5::Event::Outgoing(_) => Incoming::Other,
+    }
 }
 
 fn message_v4(p: rumqttc::Publish) -> Message {
