@@ -248,20 +248,32 @@ fn a_pushed_source_acknowledging_on_durable_loses_nothing_and_stores_once_across
     assert!(status.success(), "final run: {status:?}");
 
     let conn = rusqlite::Connection::open(dir.join("readings.db")).unwrap();
+    // The messages' rows. The point expects a message every 10 ms, so a
+    // restart that takes longer also stores adit's stale markers (no
+    // value, reason `stale`, at adit's own time): rows of their own,
+    // counted apart, and nothing else may be there.
     let (rows, distinct, min, max): (i64, i64, i64, i64) = conn
         .query_row(
-            "SELECT count(*), count(DISTINCT value), min(value), max(value) FROM readings",
+            "SELECT count(*), count(DISTINCT value), min(value), max(value) FROM readings WHERE value IS NOT NULL",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
+    let (markers, other): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*) FILTER (WHERE reason = 'stale'), count(*) FILTER (WHERE reason IS NOT 'stale') FROM readings WHERE value IS NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(other, 0, "no valueless row but stale markers");
     let published = std::fs::read_to_string(dir.join("sent.log"))
         .unwrap()
         .lines()
         .count();
     let redelivered = published - MESSAGES as usize;
     println!(
-        "pushed source × {kills} kill -9 (fsync always): {MESSAGES} messages, {published} publishes ({redelivered} redelivered after a kill), {acked_before_final} acknowledged before the final run; SQLite holds {rows} rows, {distinct} distinct, ids {min}..={max}"
+        "pushed source × {kills} kill -9 (fsync always): {MESSAGES} messages, {published} publishes ({redelivered} redelivered after a kill), {acked_before_final} acknowledged before the final run; SQLite holds {rows} rows, {distinct} distinct, ids {min}..={max}, and {markers} stale markers"
     );
     assert_eq!(
         acked_ids(dir).len(),
