@@ -106,12 +106,7 @@ pub(crate) fn seg_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("seg-{first_seq:020}.log"))
 }
 
-/// Number of items (readings or alerts) in a payload, from its header only.
-pub(crate) fn items_in(payload: &[u8]) -> u64 {
-    payload.get(9..13).map_or(0, |b| {
-        u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    })
-}
+pub(crate) use crate::codec::items_in;
 
 /// Scans every segment; see the module docs. Fails only if `dir` cannot be
 /// listed. Returns the segments and the lowest next sequence number that

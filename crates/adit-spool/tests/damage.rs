@@ -176,7 +176,7 @@ fn an_unreadable_segment_is_set_aside_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry();
     let mut c = cfg(dir.path(), None);
-    c.segment_bytes = 200; // one record per segment
+    c.segment_bytes = 16; // one record per segment
     let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
     for i in 0..3 {
         spool.append(&batch(i * 4, 4)).unwrap();
@@ -209,7 +209,7 @@ fn a_missing_segment_is_counted_not_skipped_silently() {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry();
         let mut c = cfg(dir.path(), None);
-        c.segment_bytes = 200; // one record per segment
+        c.segment_bytes = 16; // one record per segment
         let (spool, _) = Spool::open(c.clone(), &reg, &["db"]).unwrap();
         for i in 0..4 {
             spool.append(&batch(i * 4, 4)).unwrap();
@@ -421,7 +421,7 @@ fn no_room_for_a_new_segment_is_a_full_disk_not_a_dead_writer() {
     let reg = registry();
     let faults = Faults::new();
     let mut c = cfg(dir.path(), Some(faults.clone()));
-    c.segment_bytes = 200; // one record per segment: every append rotates
+    c.segment_bytes = 16; // one record per segment: every append rotates
     let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
     spool.append(&batch(0, 4)).unwrap();
     faults.arm(FileOp::Create, 0, 1, Fault::Enospc);
