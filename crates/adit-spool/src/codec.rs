@@ -1,11 +1,12 @@
 //! Batches of readings ↔ record payloads. Pure, little-endian, versioned.
 //!
-//! Version 4 (written): `4 | fingerprint u64 | count varint | readings…`,
+//! Version 4 (packed): `4 | fingerprint u64 | count varint | readings…`,
 //! each reading `point varint | head u8 | value | [reason] | source |
 //! [received]`:
 //! - `head`: bits 0–2 the value tag (0 none, 1 f64, 2 i64, 3 bool,
 //!   4 text), bits 3–4 the quality class (0 good, 1 uncertain, 2 bad),
-//!   bit 5 set when `received_ts == source_ts` (then no `received`);
+//!   bit 5 set when `received_ts == source_ts` (then no `received`), bits
+//!   6–7 zero (quality class 3 and value tags 5–7 are invalid too);
 //! - value: 8 bytes (f64, i64), 1 byte (bool), or `len varint` + UTF-8;
 //! - reason (uncertain and bad only): `code u8`, then `detail varint` for
 //!   a device exception (2) or a protocol status (9), and for a status its
@@ -18,8 +19,13 @@
 //! about 12 bytes instead of version 3's 35: fewer bytes to write, checksum,
 //! fsync and read back. Varints are LEB128 (7 bits a byte, at most 10).
 //!
-//! Still read, so segments written by an older adit replay (an older adit
-//! cannot read version 4: let the sinks catch up before a downgrade): version 3,
+//! **Version 4 is read but not yet written** ([`encode_batch`] writes
+//! version 3, [`encode_batch_packed`] version 4): an adit older than this
+//! one would skip version 4 records as undecodable (counted, then deleted
+//! with the segment), so a release that writes them must come after one
+//! that reads them has been deployed everywhere a rollback could go.
+//!
+//! Written today, and read: version 3,
 //! `3 | fingerprint u64 | count u32 | readings…`, each `point u32 | value |
 //! quality u8 | reason u8 | detail u32 | [name] | source_ts i64 |
 //! received_ts i64` (value: `tag u8` then 8 bytes, 1 byte or `len u32` +
@@ -186,8 +192,54 @@ fn reason_from(code: u8, detail: u32, c: &mut Cursor<'_>) -> Result<Option<Reaso
     }))
 }
 
-/// Appends the payload for `readings` to `out`.
+/// Appends the payload for `readings` to `out`, in the format every adit
+/// since version 3 reads (see the module: version 4 is read, not yet
+/// written).
 pub fn encode_batch(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
+    out.reserve(13 + readings.len() * 32);
+    out.push(VERSION_READINGS_V3);
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    out.extend_from_slice(&(readings.len() as u32).to_le_bytes());
+    for r in readings {
+        out.extend_from_slice(&r.point.0.to_le_bytes());
+        match &r.value {
+            None => out.push(0),
+            Some(Value::F64(v)) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(Value::I64(v)) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(Value::Bool(v)) => {
+                out.push(3);
+                out.push(u8::from(*v));
+            }
+            Some(Value::Text(t)) => {
+                out.push(4);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
+        }
+        let (code, detail) = reason_code(r.quality.reason());
+        out.push(r.quality.class() as u8);
+        out.push(code);
+        out.extend_from_slice(&detail.to_le_bytes());
+        if let Some(Reason::Status { name, .. }) = r.quality.reason() {
+            let name = name.as_str().as_bytes();
+            let name = &name[..name.len().min(255)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
+        out.extend_from_slice(&r.source_ts.0.to_le_bytes());
+        out.extend_from_slice(&r.received_ts.0.to_le_bytes());
+    }
+}
+
+/// Appends the payload for `readings` to `out` in version 4 (packed). Not
+/// yet what the spool writes: see the module.
+pub fn encode_batch_packed(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
     out.reserve(14 + readings.len() * 14);
     out.push(VERSION);
     out.extend_from_slice(&fingerprint.to_le_bytes());
@@ -278,6 +330,10 @@ impl<'a> Cursor<'a> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
+            if shift == 63 && b > 1 {
+                // Bits beyond 64.
+                return Err(CodecError::Varint);
+            }
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
@@ -302,8 +358,9 @@ fn decode_batch_v4(bytes: &[u8]) -> Result<(u64, Vec<Reading>), CodecError> {
     let mut c = Cursor { bytes, at: 1 };
     let fingerprint = u64::from_le_bytes(c.array()?);
     let count = usize::try_from(c.varint()?).map_err(|_| CodecError::Varint)?;
-    // At least three bytes a reading (point, head, source).
-    let mut readings = Vec::with_capacity(count.min(bytes.len() / 3));
+    // At least three bytes a reading (point, head, source); a corrupt
+    // count (quarantine files have no CRC) reserves little: the vector grows.
+    let mut readings = Vec::with_capacity(count.min(bytes.len() / 3).min(1 << 12));
     let mut previous = 0i64;
     for _ in 0..count {
         let point = PointId(c.varint_u32()?);
@@ -421,6 +478,7 @@ mod tests {
             any::<i64>().prop_map(|v| Some(Value::I64(v))),
             any::<bool>().prop_map(|v| Some(Value::Bool(v))),
             "[ -~]{0,20}".prop_map(|t| Some(Value::Text(t.into()))),
+            ".{0,300}".prop_map(|t| Some(Value::Text(t.into()))),
         ];
         let reason = prop_oneof![
             Just(Reason::CommFailure),
@@ -463,6 +521,10 @@ mod tests {
                 received_ts: Timestamp(r.unwrap_or(s)),
             })
     }
+
+    type Encoder = fn(u64, &[Reading], &mut Vec<u8>);
+    /// The format written today, and the packed one.
+    const ENCODERS: [Encoder; 2] = [encode_batch, encode_batch_packed];
 
     fn same(a: &Reading, b: &Reading) -> bool {
         let values = match (&a.value, &b.value) {
@@ -584,7 +646,7 @@ mod tests {
             })
             .collect();
         let mut bytes = Vec::new();
-        encode_batch(1, &batch, &mut bytes);
+        encode_batch_packed(1, &batch, &mut bytes);
         let per_reading = bytes.len() as f64 / 100.0;
         println!("spool payload: {} bytes for 100 polled readings ({per_reading:.2} a reading; version 3: 35)", bytes.len());
         assert!(per_reading < 12.5, "{per_reading}");
@@ -652,8 +714,56 @@ mod tests {
             d.readings[1].quality,
             Quality::Bad(Reason::DeviceException(2))
         );
-        // And new records after it are version 4.
+        // And new records after it are version 3 (see the module).
         spool.append(&d.readings).unwrap();
+    }
+
+    /// What a later adit will write (version 4) replays here, after
+    /// records of older versions in the same segment: the step that makes
+    /// writing version 4 safe to roll back from.
+    #[test]
+    fn a_segment_with_older_and_packed_records_replays_in_order() {
+        use crate::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
+        let mut registry = adit_core::PointRegistry::new();
+        for name in ["co", "fan"] {
+            registry
+                .insert(adit_core::PointMeta::plain(name, "plc", 1000))
+                .unwrap();
+        }
+        let fp = crate::points::fingerprint(&crate::points::registry_names(&registry));
+        let packed: Vec<Reading> = (0..3)
+            .map(|i| Reading {
+                point: PointId(i % 2),
+                value: Some(Value::I64(i64::from(i))),
+                quality: Quality::Good,
+                source_ts: Timestamp(3_000),
+                received_ts: Timestamp(3_000 + i64::from(i)),
+            })
+            .collect();
+        let mut v4 = Vec::new();
+        encode_batch_packed(fp, &packed, &mut v4);
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Vec::new();
+        crate::frame::encode_record(1, &v1_payload(fp), &mut segment);
+        crate::frame::encode_record(2, &v4, &mut segment);
+        std::fs::write(dir.path().join(format!("seg-{:020}.log", 1)), &segment).unwrap();
+        let cfg = SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Never,
+            faults: None,
+        };
+        let (spool, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
+        assert_eq!(report.readings, 5, "{report:?}");
+        let d = spool
+            .reader("db", &registry)
+            .next(100, std::time::Duration::ZERO)
+            .unwrap();
+        let times: Vec<i64> = d.readings.iter().map(|r| r.received_ts.0).collect();
+        assert_eq!(times, vec![1_005, 2_005, 3_000, 3_001, 3_002]);
+        assert_eq!(&d.readings[2..], &packed[..]);
     }
 
     #[test]
@@ -665,22 +775,29 @@ mod tests {
             source_ts: Timestamp(1),
             received_ts: Timestamp(2),
         };
-        let mut bytes = Vec::new();
-        encode_batch(1, std::slice::from_ref(&r), &mut bytes);
-        assert_eq!(bytes[0], 4, "written as version 4");
-        assert_eq!(decode_batch(&bytes).unwrap().1, vec![r]);
+        for (encode, version) in [
+            (encode_batch as fn(_, _, &mut _), 3u8),
+            (encode_batch_packed, 4),
+        ] {
+            let mut bytes = Vec::new();
+            encode(1, std::slice::from_ref(&r), &mut bytes);
+            assert_eq!(bytes[0], version);
+            assert_eq!(decode_batch(&bytes).unwrap().1, vec![r.clone()]);
+        }
     }
 
     proptest! {
         #[test]
         fn batches_round_trip_exactly(batch in prop::collection::vec(any_reading(), 0..40), fp in any::<u64>()) {
-            let mut bytes = Vec::new();
-            encode_batch(fp, &batch, &mut bytes);
-            let (fp2, back) = decode_batch(&bytes).unwrap();
-            prop_assert_eq!(fp2, fp);
-            prop_assert_eq!(back.len(), batch.len());
-            for (a, b) in batch.iter().zip(&back) {
-                prop_assert!(same(a, b), "{:?} != {:?}", a, b);
+            for encode in ENCODERS {
+                let mut bytes = Vec::new();
+                encode(fp, &batch, &mut bytes);
+                let (fp2, back) = decode_batch(&bytes).unwrap();
+                prop_assert_eq!(fp2, fp);
+                prop_assert_eq!(back.len(), batch.len());
+                for (a, b) in batch.iter().zip(&back) {
+                    prop_assert!(same(a, b), "{:?} != {:?}", a, b);
+                }
             }
         }
 
@@ -695,17 +812,21 @@ mod tests {
 
         #[test]
         fn the_header_count_is_the_decoded_count(batch in prop::collection::vec(any_reading(), 0..300)) {
-            let mut bytes = Vec::new();
-            encode_batch(1, &batch, &mut bytes);
-            prop_assert_eq!(items_in(&bytes), batch.len() as u64);
+            for encode in ENCODERS {
+                let mut bytes = Vec::new();
+                encode(1, &batch, &mut bytes);
+                prop_assert_eq!(items_in(&bytes), batch.len() as u64);
+            }
         }
 
         #[test]
         fn any_truncation_is_an_error_not_a_panic(batch in prop::collection::vec(any_reading(), 1..10), cut in any::<prop::sample::Index>()) {
-            let mut bytes = Vec::new();
-            encode_batch(1, &batch, &mut bytes);
-            let cut = cut.index(bytes.len());
-            prop_assert!(decode_batch(&bytes[..cut]).is_err());
+            for encode in ENCODERS {
+                let mut bytes = Vec::new();
+                encode(1, &batch, &mut bytes);
+                let cut = cut.index(bytes.len());
+                prop_assert!(decode_batch(&bytes[..cut]).is_err());
+            }
         }
     }
 }
