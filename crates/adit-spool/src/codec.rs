@@ -606,31 +606,6 @@ mod tests {
         b
     }
 
-    #[test]
-    fn a_version_3_payload_still_decodes() {
-        let (fp, readings) = decode_batch(&v3_payload(9)).unwrap();
-        assert_eq!(fp, 9);
-        assert_eq!(
-            readings,
-            vec![
-                Reading {
-                    point: PointId(0),
-                    value: Some(Value::F64(12.5)),
-                    quality: Quality::Good,
-                    source_ts: Timestamp(1_000),
-                    received_ts: Timestamp(1_005),
-                },
-                Reading {
-                    point: PointId(1),
-                    value: None,
-                    quality: Quality::Uncertain(Reason::status(0x4090_0000, "LastUsable")),
-                    source_ts: Timestamp(2_000),
-                    received_ts: Timestamp(2_000),
-                },
-            ]
-        );
-    }
-
     /// A poll of 100 registers (one time, received when read) takes about
     /// a third of version 3's 35 bytes a reading.
     #[test]
@@ -654,32 +629,52 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_payload_still_decodes() {
-        let (fp, readings) = decode_batch(&v1_payload(7)).unwrap();
-        assert_eq!(fp, 7);
-        assert_eq!(
-            readings,
-            vec![
-                Reading {
-                    point: PointId(0),
-                    value: Some(Value::F64(12.5)),
-                    quality: Quality::Good,
-                    source_ts: Timestamp(1_000),
-                    received_ts: Timestamp(1_005),
-                },
-                Reading {
-                    point: PointId(1),
-                    value: None,
-                    quality: Quality::Bad(Reason::DeviceException(2)),
-                    source_ts: Timestamp(2_000),
-                    received_ts: Timestamp(2_005),
-                },
-            ]
-        );
+    fn payloads_of_older_versions_still_decode() {
+        let first = Reading {
+            point: PointId(0),
+            value: Some(Value::F64(12.5)),
+            quality: Quality::Good,
+            source_ts: Timestamp(1_000),
+            received_ts: Timestamp(1_005),
+        };
+        let cases = [
+            (
+                v1_payload(7),
+                7,
+                Quality::Bad(Reason::DeviceException(2)),
+                2_005,
+            ),
+            (
+                v3_payload(9),
+                9,
+                Quality::Uncertain(Reason::status(0x4090_0000, "LastUsable")),
+                2_000,
+            ),
+        ];
+        for (payload, fingerprint, quality, received) in cases {
+            let second = Reading {
+                point: PointId(1),
+                value: None,
+                quality,
+                source_ts: Timestamp(2_000),
+                received_ts: Timestamp(received),
+            };
+            let (fp, readings) = decode_batch(&payload).unwrap();
+            assert_eq!(fp, fingerprint);
+            assert_eq!(readings, vec![first.clone(), second]);
+        }
     }
 
-    #[test]
-    fn a_segment_written_by_an_older_adit_still_replays() {
+    /// A spool directory holding one segment of `payloads` (built from the
+    /// point table's fingerprint), opened for sink `db`.
+    fn spool_with_segment(
+        payloads: impl Fn(u64) -> Vec<Vec<u8>>,
+    ) -> (
+        tempfile::TempDir,
+        crate::Spool,
+        crate::RecoveryReport,
+        adit_core::PointRegistry,
+    ) {
         use crate::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
         let mut registry = adit_core::PointRegistry::new();
         for name in ["co", "fan"] {
@@ -690,7 +685,9 @@ mod tests {
         let fp = crate::points::fingerprint(&crate::points::registry_names(&registry));
         let dir = tempfile::tempdir().unwrap();
         let mut segment = Vec::new();
-        crate::frame::encode_record(1, &v1_payload(fp), &mut segment);
+        for (seq, payload) in (1..).zip(payloads(fp)) {
+            crate::frame::encode_record(seq, &payload, &mut segment);
+        }
         std::fs::write(dir.path().join(format!("seg-{:020}.log", 1)), &segment).unwrap();
         let cfg = SpoolConfig {
             dir: dir.path().to_path_buf(),
@@ -701,6 +698,12 @@ mod tests {
             faults: None,
         };
         let (spool, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
+        (dir, spool, report, registry)
+    }
+
+    #[test]
+    fn a_segment_written_by_an_older_adit_still_replays() {
+        let (_dir, spool, report, registry) = spool_with_segment(|fp| vec![v1_payload(fp)]);
         assert!(
             !report.found_damage() || report.ledger_missing,
             "{report:?}"
@@ -723,14 +726,6 @@ mod tests {
     /// writing version 4 safe to roll back from.
     #[test]
     fn a_segment_with_older_and_packed_records_replays_in_order() {
-        use crate::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
-        let mut registry = adit_core::PointRegistry::new();
-        for name in ["co", "fan"] {
-            registry
-                .insert(adit_core::PointMeta::plain(name, "plc", 1000))
-                .unwrap();
-        }
-        let fp = crate::points::fingerprint(&crate::points::registry_names(&registry));
         let packed: Vec<Reading> = (0..3)
             .map(|i| Reading {
                 point: PointId(i % 2),
@@ -740,22 +735,11 @@ mod tests {
                 received_ts: Timestamp(3_000 + i64::from(i)),
             })
             .collect();
-        let mut v4 = Vec::new();
-        encode_batch_packed(fp, &packed, &mut v4);
-        let dir = tempfile::tempdir().unwrap();
-        let mut segment = Vec::new();
-        crate::frame::encode_record(1, &v1_payload(fp), &mut segment);
-        crate::frame::encode_record(2, &v4, &mut segment);
-        std::fs::write(dir.path().join(format!("seg-{:020}.log", 1)), &segment).unwrap();
-        let cfg = SpoolConfig {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-            when_full: WhenFull::Block,
-            fsync: FsyncPolicy::Never,
-            faults: None,
-        };
-        let (spool, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
+        let (_dir, spool, report, registry) = spool_with_segment(|fp| {
+            let mut v4 = Vec::new();
+            encode_batch_packed(fp, &packed, &mut v4);
+            vec![v1_payload(fp), v4]
+        });
         assert_eq!(report.readings, 5, "{report:?}");
         let d = spool
             .reader("db", &registry)
