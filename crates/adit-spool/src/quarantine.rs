@@ -83,7 +83,11 @@ pub fn list(spool_dir: &Path) -> std::io::Result<Vec<Entry>> {
         let bytes = e.metadata()?.len();
         let kind = if let Some(rest) = name.strip_prefix("sink-") {
             let sink = rest.split('-').next().unwrap_or("").to_string();
-            match std::fs::read(&path).map(|b| decode_payload(&b).ok()) {
+            let read = std::fs::read(&path);
+            match read
+                .as_deref()
+                .map(|b| payload_of(b).and_then(|p| decode_payload(p).ok()))
+            {
                 Ok(Some(Payload::Readings(_, r))) => Kind::Readings {
                     sink,
                     items: r.len() as u64,
@@ -105,6 +109,24 @@ pub fn list(spool_dir: &Path) -> std::io::Result<Vec<Entry>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The payload of a sink's quarantine file: framed with a CRC (written so
+/// since the frame was added), or a bare payload as older adits wrote it.
+/// `None` when the frame's check fails: a damaged file is kept, never
+/// appended again under a fresh CRC.
+fn payload_of(bytes: &[u8]) -> Option<&[u8]> {
+    match crate::frame::parse_record(bytes) {
+        crate::frame::Parsed::Record { payload, total, .. } if total == bytes.len() => {
+            Some(payload)
+        }
+        // An older adit's bare payload starts with its version (1 to 4),
+        // not with the frame's magic (a version 1 payload whose fingerprint
+        // began with the magic's next three bytes, 1 in 16.7 million, would
+        // be kept as damaged: not retried, not lost).
+        _ if !bytes.starts_with(&crate::frame::MAGIC.to_le_bytes()) => Some(bytes),
+        _ => None,
+    }
 }
 
 /// What a retry did.
@@ -146,13 +168,18 @@ pub fn retry(cfg: SpoolConfig) -> Result<Retried, SpoolError> {
             out.kept += 1;
             continue;
         }
-        let payload = std::fs::read(&e.path).map_err(io(&e.path))?;
+        let bytes = std::fs::read(&e.path).map_err(io(&e.path))?;
+        let Some(payload) = payload_of(&bytes) else {
+            // Damaged since it was listed.
+            out.kept += 1;
+            continue;
+        };
         let items = match e.kind {
             Kind::Readings { items, .. } | Kind::Alerts { items, .. } => items,
             _ => 0,
         };
         spool
-            .append_payload(items as usize, &payload)
+            .append_payload(items as usize, payload)
             .map_err(|err| SpoolError::Io {
                 path: e.path.clone(),
                 source: std::io::Error::other(err.to_string()),
@@ -165,4 +192,87 @@ pub fn retry(cfg: SpoolConfig) -> Result<Retried, SpoolError> {
     spool.close();
     crate::sync_dir(&done_dir).map_err(io(&done_dir))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FsyncPolicy, Spool, WhenFull};
+    use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
+
+    fn batch(n: i64) -> Vec<Reading> {
+        (0..n)
+            .map(|i| Reading {
+                point: PointId(0),
+                value: Some(Value::I64(i)),
+                quality: Quality::Good,
+                source_ts: Timestamp(1_000 + i),
+                received_ts: Timestamp(1_000 + i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_damaged_quarantine_file_is_kept_and_an_older_bare_one_still_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Never,
+            faults: None,
+        };
+        let mut registry = PointRegistry::new();
+        registry
+            .insert(PointMeta::plain("co", "plc", 1000))
+            .unwrap();
+        let (spool, _) = Spool::open(cfg.clone(), &registry, &["db"]).unwrap();
+        let good = spool.quarantine_readings("db", 1, &batch(3)).unwrap();
+        let damaged = spool.quarantine_readings("db", 2, &batch(4)).unwrap();
+        let mut bare = Vec::new();
+        crate::codec::encode_batch(7, &batch(5), &mut bare);
+        std::fs::write(
+            dir_of(dir.path()).join(format!("sink-db-{:020}.bin", 3)),
+            &bare,
+        )
+        .unwrap();
+        spool.close();
+        drop(spool);
+        // One bit flipped in the second file's payload.
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        std::fs::write(&damaged, &bytes).unwrap();
+        let kinds: Vec<Kind> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let sink = || "db".to_string();
+        assert_eq!(
+            kinds,
+            vec![
+                Kind::Readings {
+                    sink: sink(),
+                    items: 3
+                },
+                Kind::Undecodable { sink: sink() },
+                Kind::Readings {
+                    sink: sink(),
+                    items: 5
+                },
+            ]
+        );
+        let retried = retry(cfg).unwrap();
+        assert_eq!(
+            retried,
+            Retried {
+                files: 2,
+                items: 8,
+                kept: 1
+            }
+        );
+        assert!(!good.exists() && damaged.exists());
+    }
 }

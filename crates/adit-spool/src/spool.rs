@@ -644,7 +644,7 @@ impl Spool {
     ) -> std::io::Result<PathBuf> {
         let mut payload = Vec::new();
         encode_batch(self.shared.fingerprint, readings, &mut payload);
-        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.bin"), &payload)
+        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.bin"), seq, &payload)
     }
 
     /// Keeps alert transitions a sink refused for good in `quarantine/`.
@@ -656,13 +656,18 @@ impl Spool {
     ) -> std::io::Result<PathBuf> {
         let mut payload = Vec::new();
         encode_alerts(alerts, &mut payload);
-        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.alerts.bin"), &payload)
+        self.quarantine_payload(&format!("sink-{sink}-{seq:020}.alerts.bin"), seq, &payload)
     }
 
-    fn quarantine_payload(&self, name: &str, payload: &[u8]) -> std::io::Result<PathBuf> {
+    /// Writes a refused batch's payload framed as a record (magic, length,
+    /// sequence, CRC32C): a bit flipped on disk is found when it is listed
+    /// or retried, not appended again under a fresh CRC.
+    fn quarantine_payload(&self, name: &str, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
         let qdir = crate::quarantine::dir_of(&self.shared.cfg.dir);
         let path = qdir.join(name);
-        crate::recovery::write_durably(&qdir, &path, payload, self.shared.cfg.faults.as_ref())?;
+        let mut framed = Vec::with_capacity(crate::frame::HEADER_LEN + payload.len());
+        crate::frame::encode_record(seq, payload, &mut framed);
+        crate::recovery::write_durably(&qdir, &path, &framed, self.shared.cfg.faults.as_ref())?;
         Ok(path)
     }
 
