@@ -675,7 +675,7 @@ mod tests {
         crate::RecoveryReport,
         adit_core::PointRegistry,
     ) {
-        use crate::{FsyncPolicy, Spool, SpoolConfig, WhenFull};
+        use crate::{Spool, SpoolConfig};
         let mut registry = adit_core::PointRegistry::new();
         for name in ["co", "fan"] {
             registry
@@ -689,14 +689,7 @@ mod tests {
             crate::frame::encode_record(seq, &payload, &mut segment);
         }
         std::fs::write(dir.path().join(format!("seg-{:020}.log", 1)), &segment).unwrap();
-        let cfg = SpoolConfig {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-            when_full: WhenFull::Block,
-            fsync: FsyncPolicy::Never,
-            faults: None,
-        };
+        let cfg = SpoolConfig::for_test(dir.path());
         let (spool, report) = Spool::open(cfg, &registry, &["db"]).unwrap();
         (dir, spool, report, registry)
     }

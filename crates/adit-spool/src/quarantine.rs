@@ -197,7 +197,7 @@ pub fn retry(cfg: SpoolConfig) -> Result<Retried, SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FsyncPolicy, Spool, WhenFull};
+    use crate::Spool;
     use adit_core::{PointId, PointMeta, PointRegistry, Quality, Reading, Timestamp, Value};
 
     fn batch(n: i64) -> Vec<Reading> {
@@ -215,14 +215,7 @@ mod tests {
     #[test]
     fn a_damaged_quarantine_file_is_kept_and_an_older_bare_one_still_retries() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SpoolConfig {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-            when_full: WhenFull::Block,
-            fsync: FsyncPolicy::Never,
-            faults: None,
-        };
+        let cfg = SpoolConfig::for_test(dir.path());
         let mut registry = PointRegistry::new();
         registry
             .insert(PointMeta::plain("co", "plc", 1000))

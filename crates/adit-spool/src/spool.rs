@@ -48,6 +48,22 @@ pub struct SpoolConfig {
     pub faults: Option<Arc<Faults>>,
 }
 
+#[cfg(test)]
+impl SpoolConfig {
+    /// A spool in `dir` for unit tests: 1 MiB segments, no size pressure,
+    /// no fsync, no faults.
+    pub(crate) fn for_test(dir: &std::path::Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Never,
+            faults: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
