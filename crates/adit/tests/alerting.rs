@@ -242,12 +242,15 @@ async fn faults_become_alerts_in_alertmanager_with_labels_and_resolve_when_clear
     );
     // The 1970 reading is kept, flagged, stored at its receive time with the
     // device's timestamp in its own column.
+    // A wait, not a snapshot: with plc3 dead beside it, u5's polls may come
+    // late enough for a stale marker in between.
     let u5 = app.registry().id_of("u5.co").unwrap();
-    let state = app.live().lock().unwrap().get(u5).cloned().unwrap();
-    assert_eq!(
-        state.quality,
-        adit_core::Quality::Bad(adit_core::Reason::ClockInvalid)
-    );
+    let current = || app.live().lock().unwrap().get(u5).cloned().unwrap();
+    wait_for(Duration::from_secs(10), "u5.co clock_invalid", || {
+        current().quality == adit_core::Quality::Bad(adit_core::Reason::ClockInvalid)
+    })
+    .await;
+    let state = current();
     assert!(
         state.source_ts.0 < 86_400_000_000,
         "the device's own 1970 time is kept: {:?}",

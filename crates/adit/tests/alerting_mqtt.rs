@@ -161,7 +161,13 @@ async fn alerts_are_retained_on_mqtt_while_firing_cleared_when_resolved_and_repu
     .await;
     println!("fault → retained alert on MQTT in {fired:?}; cleared → resolved and removed in {resolved:?}");
     let (late, late_task) = subscribe(port, "adit/alerts/#").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Retained messages come together on subscribing: once the heartbeat
+    // is here, a retained CoHigh would be too.
+    wait_for(Duration::from_secs(10), "the retained heartbeat", || {
+        has(&late, HEARTBEAT, |retain, _| retain)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !has(&late, CO_HIGH, |_, _| true),
         "a resolved alert is no longer retained"

@@ -255,8 +255,9 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
         "isolation.toml",
     )
     .unwrap();
-    let started = Instant::now();
     let app = App::start(&config, HttpBind::Required).await.unwrap();
+    // Counted from a running app (start-up on a loaded machine is not the timeout's).
+    let started = Instant::now();
     let live = app.live();
     let registry = app.registry();
     let id = |name: &str| registry.id_of(name).unwrap();
@@ -269,8 +270,9 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
     })
     .await;
     let silent_bad_after = started.elapsed();
+    // First poll within one interval (200 ms), then the 300 ms timeout; the rest is slack.
     assert!(
-        silent_bad_after < Duration::from_secs(1),
+        silent_bad_after < Duration::from_millis(1500),
         "took {silent_bad_after:?}"
     );
 
@@ -298,14 +300,20 @@ async fn an_exception_marks_only_its_points_and_a_silent_device_times_out_withou
         "healthy devices slowed down: {a_rate} {b_rate}"
     );
 
-    {
-        let live = live.lock().unwrap_or_else(PoisonError::into_inner);
-        assert_eq!(
-            live.get(id("a.not_mapped")).unwrap().quality,
-            Quality::Bad(Reason::DeviceException(2))
-        );
-        assert_eq!(live.get(id("a.co")).unwrap().quality, Quality::Good);
-        assert_eq!(live.get(id("b.co")).unwrap().quality, Quality::Good);
+    // Waits, not snapshots: a poll delayed past 3 intervals (a loaded
+    // machine) makes a point stale until its next sample.
+    for (point, want) in [
+        ("a.not_mapped", Quality::Bad(Reason::DeviceException(2))),
+        ("a.co", Quality::Good),
+        ("b.co", Quality::Good),
+    ] {
+        wait_until(Duration::from_secs(3), point, || {
+            live.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(id(point))
+                .is_some_and(|s| s.quality == want)
+        })
+        .await;
     }
     let timeouts = app
         .metrics

@@ -72,17 +72,31 @@ async fn a_second_resolution_clock_keeps_every_poll() {
     .await;
     assert!(app.shutdown().await, "drained");
     let polls = i64::from(sim.sequence(1).unwrap());
-    let rows = sqlite_count(&db, "seq");
-    let distinct_ts: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row(
-            "SELECT count(DISTINCT r.ts) FROM readings r JOIN points p ON p.id = r.point_id WHERE p.name = 'seq'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    println!("one-second device clock polled every 200 ms: {polls} polls served, {rows} rows stored, {distinct_ts} distinct device times");
-    assert_eq!(rows, polls, "every poll is a row");
+    // Rows with a value (a stale marker, should a slow start or a stall
+    // bring one, carries none): each is one poll's sequence number.
+    let (rows, distinct, lowest, highest, distinct_ts): (i64, i64, i64, i64, i64) =
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*), count(DISTINCT r.value), min(r.value), max(r.value), count(DISTINCT r.ts) \
+                 FROM readings r JOIN points p ON p.id = r.point_id \
+                 WHERE p.name = 'seq' AND r.value IS NOT NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+    println!("one-second device clock polled every 200 ms: {polls} polls served, {rows} rows stored (sequence {lowest}..={highest}), {distinct_ts} distinct device times");
+    assert_eq!(rows, distinct, "no poll stored twice");
+    assert_eq!(
+        highest - lowest + 1,
+        rows,
+        "no poll between the first and the last is missing"
+    );
+    // Shutdown may cancel the poll in flight after the simulator served it.
+    assert!(
+        (polls - 1..=polls).contains(&rows),
+        "every poll is a row: {rows} rows for {polls} polls"
+    );
     assert!(
         distinct_ts < rows,
         "the device clock repeats within a second: {distinct_ts} distinct times for {rows} rows"
