@@ -58,13 +58,16 @@ pub struct PollGroup {
     pub points: usize,
 }
 
-/// A device: its config, point ids (parallel to `config.points`), planned
+/// A device: its config, point ids (in the config's point order), planned
 /// reads per interval, and metric handles.
 pub struct ModbusDevice {
+    /// The device's settings, without its points: `decode`, `ids` and
+    /// `groups` hold all that polling needs of them (a site's points were
+    /// otherwise kept twice for as long as adit runs).
     pub config: DeviceConfig,
     /// The Modbus part of `config`.
     pub modbus: ModbusSettings,
-    /// How to decode each point (parallel to `config.points`).
+    /// How to decode each point (in the config's point order).
     pub decode: Vec<DecodePoint>,
     pub ids: Vec<PointId>,
     pub groups: Vec<PollGroup>,
@@ -76,7 +79,7 @@ pub struct ModbusDevice {
 
 impl ModbusDevice {
     pub fn new(
-        config: DeviceConfig,
+        mut config: DeviceConfig,
         ids: Vec<PointId>,
         metrics: DeviceMetrics,
     ) -> Result<Self, PlanError> {
@@ -130,6 +133,7 @@ impl ModbusDevice {
             count: c.data_type.register_count(),
             points: Vec::new(),
         });
+        config.points = Vec::new();
         Ok(Self {
             config,
             modbus,

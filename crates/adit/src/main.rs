@@ -660,8 +660,12 @@ async fn run(path: &std::path::Path) -> Result<(), String> {
     let app = App::start(&config, HttpBind::Required)
         .await
         .map_err(|e| e.to_string())?;
+    // The running app keeps what it needs; the parsed file (every point's
+    // settings, hundreds of bytes each) is not kept for the whole run.
+    let page = config.http.page;
+    drop(config);
     if let Some(addr) = app.http_addr {
-        if config.http.page {
+        if page {
             tracing::info!(%addr, "http endpoint: the page at / (/events, /api/points), /metrics /healthz /readyz");
         } else {
             tracing::info!(%addr, "http endpoint: /api/points /metrics /healthz /readyz");
