@@ -86,14 +86,12 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        loop {
-            match self.next()? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => {}
-            }
-        }
-        self.text.get(start..self.i - 1)
+        let len = plain_run(self.b.get(start..)?);
+        let end = start + len;
+        // The run ends at its closing quote, or the string is not plain.
+        (self.b.get(end) == Some(&b'"')).then_some(())?;
+        self.i = end + 1;
+        self.text.get(start..end)
     }
 
     /// A string, number, `true`, `false` or `null`; built when `wanted`.
@@ -177,6 +175,36 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// How many bytes of `b` come before the first quote, backslash or
+/// control byte (all of `b` if none): eight bytes at a time, since a
+/// payload's strings (names, units, padding) are most of its bytes.
+///
+/// In each word, a byte that matches sets its high bit in `hit`; a borrow
+/// can flag bytes above the first match, never one below it, so the
+/// lowest flagged byte is the first match.
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let hit = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + b[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(b.len() - i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
@@ -227,6 +255,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The word-at-a-time scan finds what a byte-at-a-time one does.
+        #[test]
+        fn plain_run_stops_where_a_byte_scan_does(
+            bytes in proptest::collection::vec(prop_oneof![
+                6 => 0x20u8..0x7f,
+                1 => Just(b'"'),
+                1 => Just(b'\\'),
+                1 => 0u8..0x20,
+                2 => 0x80u8..=0xff,
+            ], 0..40),
+        ) {
+            let expected = bytes
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(bytes.len());
+            prop_assert_eq!(super::plain_run(&bytes), expected);
+        }
+    }
+
     fn scalar() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("null".to_string()),
@@ -238,6 +286,7 @@ mod tests {
             any::<f64>().prop_map(|f| format!("{f}")),
             "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
             "\"([a-z ~/é]|\\\\n){0,6}\"",
+            "\"([a-zé\"]|\\\\n|\t){0,40}\"",
             "[-+]?[0-9.eE+-]{1,8}",
             "(tru|fals|nul|truee|nulll|True)",
             "\"[a-z\t\u{1}]{0,3}\"",
