@@ -117,6 +117,7 @@ impl LiveState {
     /// Applies a batch of normalized readings observed at monotonic time `now`.
     pub fn apply(&mut self, batch: &[Reading], now: Instant) {
         let mut revived: Option<Instant> = None;
+        let at = self.tracker.clock(now);
         for r in batch {
             let Some(state) = self.points.get_mut(r.point.index()) else {
                 continue;
@@ -128,7 +129,7 @@ impl LiveState {
                 state.quality = r.quality;
                 continue;
             }
-            if self.tracker.seen(r.point, now) {
+            if self.tracker.seen_at(r.point, at) {
                 // Fresh again: a new deadline, perhaps before the checker's
                 // planned look (the sample was sent a while ago).
                 let deadline = self.tracker.deadline_of(r.point);

@@ -36,19 +36,29 @@ fn nanos_since(origin: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// `at + after`, at most about a century ahead (a `stale_after` meaning
-/// "never" must not overflow the clock).
-fn later(at: Instant, after: Duration) -> Instant {
-    at.checked_add(after)
-        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(at)
+/// About a century, in nanoseconds: the farthest a deadline goes ahead
+/// (a `stale_after` meaning "never" must not overflow the clock).
+const CENTURY_NS: u64 = 100 * 365 * 86_400 * 1_000_000_000;
+
+/// A `stale_after` in nanoseconds, at most [`CENTURY_NS`].
+fn after_ns(after: Duration) -> u64 {
+    u64::try_from(after.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(CENTURY_NS)
 }
+
+/// A monotonic time as the tracker keeps it (nanoseconds since its
+/// origin): taken once per batch with [`StaleTracker::clock`], so a sample
+/// costs an addition, not `Instant` arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrackerTime(u64);
 
 #[derive(Debug)]
 pub struct StaleTracker {
     /// Times are kept as nanoseconds since this instant.
     origin: Instant,
-    stale_after: Vec<Duration>,
+    /// Each point's `stale_after`, in nanoseconds (see [`after_ns`]).
+    after_ns: Vec<u64>,
     /// Nanoseconds since `origin`.
     deadline: Vec<u64>,
     stale: Vec<bool>,
@@ -67,20 +77,24 @@ impl StaleTracker {
         let origin = start
             .checked_sub(Duration::from_secs(365 * 86_400))
             .unwrap_or(start);
-        let stale_after: Vec<Duration> = registry.iter().map(|(_, m)| m.stale_after).collect();
-        let deadline: Vec<u64> = stale_after
+        let start_ns = nanos_since(origin, start);
+        let after_ns: Vec<u64> = registry
             .iter()
-            .map(|d| nanos_since(origin, later(start, *d)))
+            .map(|(_, m)| after_ns(m.stale_after))
+            .collect();
+        let deadline: Vec<u64> = after_ns
+            .iter()
+            .map(|a| start_ns.saturating_add(*a))
             .collect();
         let mut wheel = Wheel::new(nanos_since(origin, start) / TICK_NS);
         for (i, d) in deadline.iter().enumerate() {
             wheel.insert(d / TICK_NS, PointId(i as u32));
         }
         wheel.shrink();
-        let stale = vec![false; stale_after.len()];
+        let stale = vec![false; after_ns.len()];
         Self {
             origin,
-            stale_after,
+            after_ns,
             deadline,
             stale,
             wheel,
@@ -95,13 +109,16 @@ impl StaleTracker {
     /// Tracks the points registered since (ids beyond the current ones),
     /// with deadlines counted from `now`.
     pub fn grow(&mut self, registry: &PointRegistry, now: Instant) {
-        for i in self.stale_after.len()..registry.len() {
+        let now = self.ns(now);
+        for i in self.after_ns.len()..registry.len() {
             let id = PointId(i as u32);
-            let after = registry
-                .get(id)
-                .map_or(Duration::from_secs(60), |m| m.stale_after);
-            let deadline = self.ns(later(now, after));
-            self.stale_after.push(after);
+            let after = after_ns(
+                registry
+                    .get(id)
+                    .map_or(Duration::from_secs(60), |m| m.stale_after),
+            );
+            let deadline = now.saturating_add(after);
+            self.after_ns.push(after);
             self.deadline.push(deadline);
             self.stale.push(false);
             self.wheel.insert(deadline / TICK_NS, id);
@@ -112,16 +129,26 @@ impl StaleTracker {
     /// sample sent before one already seen does not shorten it). Returns
     /// true if the point was stale and is fresh again.
     pub fn seen(&mut self, id: PointId, now: Instant) -> bool {
+        self.seen_at(id, self.clock(now))
+    }
+
+    /// `now` as the tracker keeps it, for [`seen_at`](Self::seen_at).
+    pub fn clock(&self, now: Instant) -> TrackerTime {
+        TrackerTime(self.ns(now))
+    }
+
+    /// [`seen`](Self::seen) with the time already taken by [`clock`](Self::clock)
+    /// (once for a whole batch).
+    pub fn seen_at(&mut self, id: PointId, now: TrackerTime) -> bool {
         let i = id.index();
-        let origin = self.origin;
         let (Some(deadline), Some(after), Some(stale)) = (
             self.deadline.get_mut(i),
-            self.stale_after.get(i).copied(),
+            self.after_ns.get(i).copied(),
             self.stale.get_mut(i),
         ) else {
             return false;
         };
-        *deadline = (*deadline).max(nanos_since(origin, later(now, after)));
+        *deadline = (*deadline).max(now.0.saturating_add(after));
         if std::mem::replace(stale, false) {
             // A stale point has no entry in the wheel: file it again.
             self.wheel.insert(*deadline / TICK_NS, id);
