@@ -16,7 +16,7 @@
 //! registry: another registry empties it); the text of a timestamp is
 //! reused by the next row with the same one (a poll's readings share theirs).
 
-use adit_core::{PointId, PointRegistry, Reading, Reason, Value};
+use adit_core::{PointId, PointRegistry, QualityClass, Reading, Reason, Value};
 
 /// ILP version spoken on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,9 @@ pub struct RowBuffer {
     table: Vec<u8>,
     out: Vec<u8>,
     rows: usize,
-    /// Every point's `,point=…,device=…` so far, escaped, one after another
-    /// (bounded by the registry's points).
+    /// Every point's line start so far, `table,point=…,device=…`, escaped,
+    /// one after another (bounded by the registry's points): one copy per
+    /// row instead of one per part.
     symbols: Vec<u8>,
     /// Per point index: its range in `symbols` (empty: not built yet).
     symbols_at: Vec<(usize, usize)>,
@@ -147,18 +148,25 @@ impl RowBuffer {
             if self.out.len() >= max_bytes {
                 return Ok(i);
             }
-            let Some(symbols) =
-                symbols_of(&mut self.symbols, &mut self.symbols_at, registry, r.point)
-            else {
+            let Some(line_start) = line_start_of(
+                &mut self.symbols,
+                &mut self.symbols_at,
+                &self.table,
+                registry,
+                r.point,
+            ) else {
                 continue;
             };
             let reason = r.quality.reason();
             let designated = r.stored_ts();
             let out = &mut self.out;
-            out.extend_from_slice(&self.table);
-            out.extend_from_slice(symbols);
-            out.extend_from_slice(b",quality=");
-            out.extend_from_slice(r.quality.class().name().as_bytes());
+            out.extend_from_slice(line_start);
+            // One constant per class: copied inline, not by a call.
+            out.extend_from_slice(match r.quality.class() {
+                QualityClass::Good => b",quality=good",
+                QualityClass::Uncertain => b",quality=uncertain",
+                QualityClass::Bad => b",quality=bad",
+            });
             if let Some(reason) = reason {
                 out.extend_from_slice(b",reason=");
                 put_unquoted(out, reason.name().as_bytes());
@@ -254,9 +262,10 @@ impl RowBuffer {
 
 /// `,point=…,device=…` of point `id` (built into `symbols` at its first
 /// row); `None` for a point the registry does not know.
-fn symbols_of<'a>(
+fn line_start_of<'a>(
     symbols: &'a mut Vec<u8>,
     symbols_at: &mut Vec<(usize, usize)>,
+    table: &[u8],
     registry: &PointRegistry,
     id: PointId,
 ) -> Option<&'a [u8]> {
@@ -265,6 +274,7 @@ fn symbols_of<'a>(
     if from == to {
         let meta = registry.get(id)?;
         let start = symbols.len();
+        symbols.extend_from_slice(table);
         symbols.extend_from_slice(b",point=");
         put_unquoted(symbols, meta.name.as_bytes());
         symbols.extend_from_slice(b",device=");
@@ -291,8 +301,11 @@ fn put_key(out: &mut Vec<u8>, sep: &mut u8, key: &[u8]) {
 /// and not negative zero (`-0.0`).
 fn small_whole(v: f64) -> Option<i64> {
     const LIMIT: f64 = 1e15;
-    if v.fract() == 0.0 && v.abs() < LIMIT && !(v == 0.0 && v.is_sign_negative()) {
-        Some(v as i64)
+    // Below 2^53 both conversions are exact: equal means whole (and no
+    // `fract`, a libm call on this target). NaN fails the first test.
+    let whole = v as i64;
+    if v.abs() < LIMIT && whole as f64 == v && !(v == 0.0 && v.is_sign_negative()) {
+        Some(whole)
     } else {
         None
     }
@@ -354,6 +367,62 @@ mod tests {
     use adit_core::{PointId, PointMeta, Quality, Timestamp};
     use proptest::prelude::*;
     use questdb::ingress::{Buffer, ProtocolVersion};
+
+    /// The shortcut for whole numbers prints exactly what ryu does, and
+    /// leaves everything else to it.
+    #[test]
+    fn whole_numbers_print_as_ryu_prints_them() {
+        let cases = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            12_345.0,
+            65_535.0,
+            -32_768.0,
+            999_999_999_999_999.0,
+            -999_999_999_999_999.0,
+            1e15,
+            -1e15,
+            9_007_199_254_740_992.0,
+            0.5,
+            -0.5,
+            1e-300,
+            123.456,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for v in cases {
+            match small_whole(v) {
+                Some(whole) => {
+                    assert_eq!(
+                        format!("{whole}.0"),
+                        ryu::Buffer::new().format_finite(v),
+                        "{v}"
+                    );
+                }
+                None => assert!(
+                    !v.is_finite()
+                        || v.abs() >= 1e15
+                        || v.fract() != 0.0
+                        || (v == 0.0 && v.is_sign_negative()),
+                    "{v} is whole and small: the shortcut must take it"
+                ),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_whole_number_below_1e15_prints_as_ryu_prints_it(whole in -999_999_999_999_999i64..=999_999_999_999_999) {
+            let v = whole as f64;
+            prop_assert_eq!(small_whole(v), (v != 0.0 || !v.is_sign_negative()).then_some(whole));
+            let mut ryu = ryu::Buffer::new();
+            prop_assert_eq!(format!("{whole}.0"), ryu.format_finite(v));
+        }
+    }
 
     fn registry(names: &[(String, String)]) -> PointRegistry {
         let mut r = PointRegistry::new();
