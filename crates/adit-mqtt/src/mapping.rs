@@ -90,12 +90,12 @@ struct ExplicitPoint {
 pub struct Mapper {
     device: Arc<str>,
     subscriptions: Vec<Subscription>,
-    explicit: HashMap<String, Vec<ExplicitPoint>>,
-    ids: HashMap<Arc<str>, PointId>,
+    explicit: TopicMap<String, Vec<ExplicitPoint>>,
+    ids: TopicMap<Arc<str>, PointId>,
     /// topic → (subscription, point) for template topics of single-reading
     /// formats: skips the filter match, the captures, rendering the name and
     /// looking it up (about 7 % of adit's CPU per JSON message).
-    topic_points: HashMap<Box<str>, (usize, PointId)>,
+    topic_points: TopicMap<Box<str>, (usize, PointId)>,
     /// Bytes of topic text in `topic_points`.
     topic_bytes: usize,
     host: Host,
@@ -105,6 +105,11 @@ pub struct Mapper {
     /// (see [`Mapper::tell_apart`]).
     same_time: HashMap<PointId, SameTime, BuildHasherDefault<PointIdHasher>>,
 }
+
+/// Maps keyed by topic or point name, looked up for every message: foldhash
+/// (seeded per map, its DoS-resistant variant: topics come from the
+/// broker) instead of `SipHash`: about 190 instructions less per message.
+type TopicMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Hashes a `PointId` (one `u32`) with one multiplication: the map above is
 /// looked up for every reading.
@@ -233,7 +238,7 @@ impl Mapper {
             .mqtt()
             .map(|m| m.subscriptions.clone())
             .unwrap_or_default();
-        let mut explicit: HashMap<String, Vec<ExplicitPoint>> = HashMap::new();
+        let mut explicit: TopicMap<String, Vec<ExplicitPoint>> = TopicMap::default();
         for (p, id) in device.points.iter().zip(ids) {
             if let Some(a) = p.mqtt() {
                 explicit
@@ -249,8 +254,8 @@ impl Mapper {
             device: device.id.as_str().into(),
             subscriptions,
             explicit,
-            ids: HashMap::new(),
-            topic_points: HashMap::new(),
+            ids: TopicMap::default(),
+            topic_points: TopicMap::default(),
             topic_bytes: 0,
             host: Host::default(),
             host_out: HostOutput::default(),
@@ -525,7 +530,7 @@ fn decode(
 }
 
 fn resolve(
-    ids: &mut HashMap<Arc<str>, PointId>,
+    ids: &mut TopicMap<Arc<str>, PointId>,
     name: &str,
     device: &Arc<str>,
     sub: &Subscription,
