@@ -30,12 +30,24 @@ fn crc(len: u32, seq: u64, payload: &[u8]) -> u32 {
 
 /// Appends one framed record to `out`.
 pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    let len = payload.len() as u32;
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&crc(len, seq, payload).to_le_bytes());
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
     out.extend_from_slice(payload);
+    seal_record(seq, &mut out[start..]);
+}
+
+/// Writes the header of `record`, whose payload was encoded in place after
+/// [`HEADER_LEN`] bytes of room (so the payload is never copied to frame
+/// it). `record` is the header's room and the payload.
+pub fn seal_record(seq: u64, record: &mut [u8]) {
+    let Some((header, payload)) = record.split_at_mut_checked(HEADER_LEN) else {
+        return;
+    };
+    let len = payload.len() as u32;
+    header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..20].copy_from_slice(&crc(len, seq, payload).to_le_bytes());
 }
 
 /// The header that turns `region` (at least [`HEADER_LEN`] bytes of a
@@ -127,6 +139,28 @@ mod tests {
         let mut v = Vec::new();
         encode_record(seq, payload, &mut v);
         v
+    }
+
+    #[test]
+    fn a_record_sealed_in_place_is_the_record_framed_from_its_payload() {
+        for payload in [&b""[..], b"abc", &[0xAB; 300]] {
+            // The framing as written before records were sealed in place.
+            let len = payload.len() as u32;
+            let mut expected = Vec::new();
+            expected.extend_from_slice(&MAGIC.to_le_bytes());
+            expected.extend_from_slice(&len.to_le_bytes());
+            expected.extend_from_slice(&42u64.to_le_bytes());
+            expected.extend_from_slice(&crc(len, 42, payload).to_le_bytes());
+            expected.extend_from_slice(payload);
+            let mut framed = b"kept".to_vec();
+            encode_record(42, payload, &mut framed);
+            assert_eq!(&framed[..4], b"kept");
+            assert_eq!(&framed[4..], &expected[..]);
+            let mut in_place = vec![0xFF; HEADER_LEN];
+            in_place.extend_from_slice(payload);
+            seal_record(42, &mut in_place);
+            assert_eq!(in_place, expected);
+        }
     }
 
     #[test]

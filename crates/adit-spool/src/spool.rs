@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_payload, encode_alerts, encode_batch, AlertRecord, Payload};
 use crate::faults::{self, Faults, FileOp};
-use crate::frame::{encode_record, parse_record, Parsed, HEADER_LEN, MAX_PAYLOAD};
+use crate::frame::{parse_record, seal_record, Parsed, HEADER_LEN, MAX_PAYLOAD};
 use crate::lock::{lock_dir, DirLock, LockError};
 use crate::points::{
     append_runtime, fingerprint, load_table_lines, registry_names, save_table, truncate_table,
@@ -158,8 +158,8 @@ struct State {
     reader_wake_at: u64,
     failed: Option<String>,
     closed: bool,
+    /// The record being appended: header room, then its payload.
     buf: Vec<u8>,
-    payload: Vec<u8>,
     /// The last records appended, handed to readers that keep up (see
     /// [`crate::recent`]).
     recent: Recent,
@@ -493,7 +493,6 @@ impl Spool {
                 failed: None,
                 closed: false,
                 buf: Vec::new(),
-                payload: Vec::new(),
                 recent: Recent::default(),
             }),
             appended: Condvar::new(),
@@ -703,11 +702,14 @@ impl Spool {
             if st.closed {
                 return Err(AppendError::Closed);
             }
-            let mut payload = std::mem::take(&mut st.payload);
-            payload.clear();
-            encode(&mut payload);
-            let record_len = (HEADER_LEN + payload.len()) as u64;
-            st.payload = payload;
+            // The payload is encoded after room for its header, and the
+            // header written over that room once the sequence is known.
+            let mut record = std::mem::take(&mut st.buf);
+            record.clear();
+            record.resize(HEADER_LEN, 0);
+            encode(&mut record);
+            let record_len = record.len() as u64;
+            st.buf = record;
             if record_len > u64::from(MAX_PAYLOAD) || record_len > shared.cfg.max_bytes {
                 // No policy can make room for it: refuse it, counted, at once.
                 shared
@@ -769,8 +771,7 @@ impl Spool {
             }
             let seq = st.next_seq;
             let mut buf = std::mem::take(&mut st.buf);
-            buf.clear();
-            encode_record(seq, &st.payload, &mut buf);
+            seal_record(seq, &mut buf);
             let faults = shared.cfg.faults.as_ref();
             let written = match st.active.as_mut() {
                 Some(f) => write_or_undo(f, &buf, faults),
