@@ -196,45 +196,79 @@ fn reason_from(code: u8, detail: u32, c: &mut Cursor<'_>) -> Result<Option<Reaso
 /// since version 3 reads (see the module: version 4 is read, not yet
 /// written).
 pub fn encode_batch(fingerprint: u64, readings: &[Reading], out: &mut Vec<u8>) {
-    out.reserve(13 + readings.len() * 32);
+    out.reserve(13 + readings.len() * 35);
     out.push(VERSION_READINGS_V3);
     out.extend_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(&(readings.len() as u32).to_le_bytes());
     for r in readings {
-        out.extend_from_slice(&r.point.0.to_le_bytes());
-        match &r.value {
-            None => out.push(0),
-            Some(Value::F64(v)) => {
-                out.push(1);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Some(Value::I64(v)) => {
-                out.push(2);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Some(Value::Bool(v)) => {
-                out.push(3);
-                out.push(u8::from(*v));
-            }
-            Some(Value::Text(t)) => {
-                out.push(4);
-                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                out.extend_from_slice(t.as_bytes());
-            }
+        if !encode_number_v3(r, out) {
+            encode_reading_v3(r, out);
         }
-        let (code, detail) = reason_code(r.quality.reason());
-        out.push(r.quality.class() as u8);
-        out.push(code);
-        out.extend_from_slice(&detail.to_le_bytes());
-        if let Some(Reason::Status { name, .. }) = r.quality.reason() {
-            let name = name.as_str().as_bytes();
-            let name = &name[..name.len().min(255)];
-            out.push(name.len() as u8);
-            out.extend_from_slice(name);
-        }
-        out.extend_from_slice(&r.source_ts.0.to_le_bytes());
-        out.extend_from_slice(&r.received_ts.0.to_le_bytes());
     }
+}
+
+/// A number without a status name (what polling gives, nearly every
+/// reading): its 35 bytes built on the stack and appended at once, the
+/// same bytes as [`encode_reading_v3`]. `false` for anything else.
+fn encode_number_v3(r: &Reading, out: &mut Vec<u8>) -> bool {
+    let (tag, value) = match r.value {
+        Some(Value::F64(v)) => (1, v.to_le_bytes()),
+        Some(Value::I64(v)) => (2, v.to_le_bytes()),
+        _ => return false,
+    };
+    let reason = r.quality.reason();
+    if matches!(reason, Some(Reason::Status { .. })) {
+        return false;
+    }
+    let (code, detail) = reason_code(reason);
+    let mut b = [0u8; 35];
+    b[0..4].copy_from_slice(&r.point.0.to_le_bytes());
+    b[4] = tag;
+    b[5..13].copy_from_slice(&value);
+    b[13] = r.quality.class() as u8;
+    b[14] = code;
+    b[15..19].copy_from_slice(&detail.to_le_bytes());
+    b[19..27].copy_from_slice(&r.source_ts.0.to_le_bytes());
+    b[27..35].copy_from_slice(&r.received_ts.0.to_le_bytes());
+    out.extend_from_slice(&b);
+    true
+}
+
+/// One reading in version 3, field by field.
+fn encode_reading_v3(r: &Reading, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.point.0.to_le_bytes());
+    match &r.value {
+        None => out.push(0),
+        Some(Value::F64(v)) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Some(Value::I64(v)) => {
+            out.push(2);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Some(Value::Bool(v)) => {
+            out.push(3);
+            out.push(u8::from(*v));
+        }
+        Some(Value::Text(t)) => {
+            out.push(4);
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+    let (code, detail) = reason_code(r.quality.reason());
+    out.push(r.quality.class() as u8);
+    out.push(code);
+    out.extend_from_slice(&detail.to_le_bytes());
+    if let Some(Reason::Status { name, .. }) = r.quality.reason() {
+        let name = name.as_str().as_bytes();
+        let name = &name[..name.len().min(255)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+    }
+    out.extend_from_slice(&r.source_ts.0.to_le_bytes());
+    out.extend_from_slice(&r.received_ts.0.to_le_bytes());
 }
 
 /// Appends the payload for `readings` to `out` in version 4 (packed). Not
@@ -764,6 +798,19 @@ mod tests {
     }
 
     proptest! {
+        /// The stack-built shortcut for numbers writes what the field by
+        /// field encoder does, byte for byte.
+        #[test]
+        fn a_number_built_at_once_is_the_reading_encoded_field_by_field(r in any_reading()) {
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            encode_reading_v3(&r, &mut general);
+            if encode_number_v3(&r, &mut fast) {
+                prop_assert_eq!(fast, general);
+            } else {
+                prop_assert!(fast.is_empty());
+            }
+        }
+
         #[test]
         fn batches_round_trip_exactly(batch in prop::collection::vec(any_reading(), 0..40), fp in any::<u64>()) {
             for encode in ENCODERS {
