@@ -23,7 +23,9 @@
 //! version 3, [`encode_batch_packed`] version 4): an adit older than this
 //! one would skip version 4 records as undecodable (counted, then deleted
 //! with the segment), so a release that writes them must come after one
-//! that reads them has been deployed everywhere a rollback could go.
+//! that reads them has been deployed everywhere a rollback could go. From
+//! this one on, a record of an unknown version is also kept in quarantine
+//! (spool invariant 7), so a later format is rollback-safe as well.
 //!
 //! Written today, and read: version 3,
 //! `3 | fingerprint u64 | count u32 | readings…`, each `point u32 | value |

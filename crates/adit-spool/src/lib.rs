@@ -48,7 +48,10 @@
 //!    batch. A batch larger than the bound is refused at once, counted.
 //! 7. One process per directory (an exclusive lock; the second names the
 //!    holder's PID). A record that passes its CRC but does not decode is
-//!    skipped and counted (`undecodable_*`), never silently.
+//!    skipped and counted (`undecodable_*`), never silently, and its
+//!    payload kept in `quarantine/` (`sink-undecoded-<seq>.bin`, once per
+//!    record) for a retry under an adit that reads it: a rollback over a
+//!    newer record format loses nothing.
 //! 8. Nothing wakes without work: the flusher sleeps until an append leaves
 //!    records unsynced or a cursor moves; a reader waiting for a batch is
 //!    woken when enough items arrived for it (or at its deadline, or at
@@ -74,7 +77,7 @@ pub use codec::AlertRecord;
 pub use recovery::RecoveryReport;
 pub use spool::{
     AppendError, Delivered, FsyncPolicy, Reader, Spool, SpoolConfig, SpoolError, SpoolStats,
-    WhenFull,
+    WhenFull, UNDECODED,
 };
 
 pub(crate) use adit_core::durable::sync_dir;

@@ -48,6 +48,10 @@ pub struct SpoolConfig {
     pub faults: Option<Arc<Faults>>,
 }
 
+/// The name that quarantine files of records no reader could decode carry
+/// where a sink's name would be (`sink-undecoded-<seq>.bin`).
+pub const UNDECODED: &str = "undecoded";
+
 #[cfg(test)]
 impl SpoolConfig {
     /// A spool in `dir` for unit tests: 1 MiB segments, no size pressure,
@@ -684,6 +688,21 @@ impl Spool {
         crate::frame::encode_record(seq, payload, &mut framed);
         crate::recovery::write_durably(&qdir, &path, &framed, self.shared.cfg.faults.as_ref())?;
         Ok(path)
+    }
+
+    /// Keeps the payload of record `seq`, which passed its CRC but does not
+    /// decode, in `quarantine/` as `sink-undecoded-<seq>.bin`: most likely
+    /// a format a newer adit wrote before a rollback to this one, so an adit
+    /// that reads it can append it again (`adit spool quarantine retry`)
+    /// instead of it going with its segment. One file per record, however
+    /// many sinks' readers find it.
+    fn keep_undecodable(&self, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
+        let name = format!("sink-{UNDECODED}-{seq:020}.bin");
+        let path = crate::quarantine::dir_of(&self.shared.cfg.dir).join(&name);
+        if path.exists() {
+            return Ok(path);
+        }
+        self.quarantine_payload(&name, seq, payload)
     }
 
     /// Appends one record; `kept` is the batch it encodes, for the handoff.
@@ -1530,7 +1549,14 @@ impl Reader {
                     stats
                         .undecodable_readings
                         .fetch_add(items_in(&payload), Ordering::Relaxed);
-                    tracing::error!(seq, error = %e, "spool record passed its CRC but does not decode; skipped and counted");
+                    match self.spool.keep_undecodable(seq, &payload) {
+                        Ok(path) => {
+                            tracing::error!(seq, error = %e, kept = %path.display(), "spool record passed its CRC but does not decode (written by a newer adit?); skipped, counted and kept in quarantine for `adit spool quarantine retry`");
+                        }
+                        Err(io) => {
+                            tracing::error!(seq, error = %e, quarantine_error = %io, "spool record passed its CRC but does not decode; skipped and counted, and it could not be kept in quarantine");
+                        }
+                    }
                 }
             }
             out.last_seq = seq;

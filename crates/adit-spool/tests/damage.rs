@@ -244,6 +244,45 @@ fn an_undecodable_record_is_counted_not_skipped_silently() {
     assert_eq!(s.undecodable_readings.load(Ordering::Relaxed), 7);
 }
 
+/// A record this adit cannot decode (a newer format, before a rollback) is
+/// not lost with its segment: its payload waits in quarantine, once however
+/// many sinks read it, for a retry under an adit that reads it.
+#[test]
+fn an_undecodable_record_is_kept_in_quarantine_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let (spool, _) = Spool::open(cfg(dir.path(), None), &reg, &["db", "qdb"]).unwrap();
+    spool.append(&batch(0, 2)).unwrap();
+    let unknown = [99, 1, 2, 3, 4, 5, 6, 7, 8, 7, 0, 0, 0];
+    spool.append_payload(7, &unknown).unwrap();
+    for sink in ["db", "qdb"] {
+        let mut reader = spool.reader(sink, &reg);
+        let d = reader.next(1000, Duration::ZERO).unwrap();
+        assert_eq!(
+            d.readings.len(),
+            2,
+            "{sink}: the readings around it still come"
+        );
+        spool.ack(sink, d.last_seq).unwrap();
+    }
+    let kept = adit_spool::quarantine::list(dir.path()).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        kept[0].kind,
+        adit_spool::quarantine::Kind::Undecodable {
+            sink: adit_spool::UNDECODED.to_string()
+        }
+    );
+    let bytes = std::fs::read(&kept[0].path).unwrap();
+    match adit_spool::frame::parse_record(&bytes) {
+        adit_spool::frame::Parsed::Record { seq, payload, .. } => {
+            assert_eq!(seq, 2);
+            assert_eq!(payload, &unknown[..], "the payload exactly as appended");
+        }
+        other => panic!("not a framed record: {other:?}"),
+    }
+}
+
 #[test]
 fn a_second_opener_of_the_spool_is_refused_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
