@@ -40,6 +40,7 @@ pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
 /// [`HEADER_LEN`] bytes of room (so the payload is never copied to frame
 /// it). `record` is the header's room and the payload.
 pub fn seal_record(seq: u64, record: &mut [u8]) {
+    debug_assert!(record.len() >= HEADER_LEN, "no room for the header");
     let Some((header, payload)) = record.split_at_mut_checked(HEADER_LEN) else {
         return;
     };

@@ -114,6 +114,9 @@ pub struct SpoolStats {
     pub undecodable_records: AtomicU64,
     /// Items (readings or alerts) in those records, from their header.
     pub undecodable_readings: AtomicU64,
+    /// Of those records, the ones not kept in quarantine (its write failed,
+    /// or this run already kept `max_bytes` of them): lost, and counted.
+    pub undecodable_not_kept: AtomicU64,
     pub block_waits: AtomicU64,
     /// Records readers took from the handoff (memory) instead of the file.
     pub handed_off_records: AtomicU64,
@@ -196,6 +199,10 @@ struct Shared {
     /// and a metrics tick on the async runtime never waits for a disk.
     last_seq: AtomicU64,
     min_acked: AtomicU64,
+    /// Bytes of undecodable records this run kept in quarantine; held
+    /// while one is written, so readers of several sinks finding the same
+    /// record never write one file at once (they share its temporary name).
+    undecoded_kept: Mutex<u64>,
 }
 
 /// Publishes the positions [`Shared::last_seq`] and [`Shared::min_acked`]
@@ -481,6 +488,7 @@ impl Spool {
             min_acked: AtomicU64::new(u64::MAX),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
+            undecoded_kept: Mutex::new(0),
             _lock: lock,
             fingerprint: fp,
             state: Mutex::new(State {
@@ -696,16 +704,46 @@ impl Spool {
     /// that reads it can append it again (`adit spool quarantine retry`)
     /// instead of it going with its segment. One file per record, however
     /// many sinks' readers find it.
+    ///
+    /// At most `max_bytes` of them a run (a rollback over a long backlog of
+    /// a newer format must not fill the disk the spool shares): past that
+    /// they are refused, and counted as not kept like a failed write.
     fn keep_undecodable(&self, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
         let name = format!("sink-{UNDECODED}-{seq:020}.bin");
         let path = crate::quarantine::dir_of(&self.shared.cfg.dir).join(&name);
-        if path.exists() {
-            return Ok(path);
+        let mut kept = self
+            .shared
+            .undecoded_kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Kept already (by another sink's reader, or before a restart), whole.
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Parsed::Record {
+                seq: s,
+                payload: p,
+                total,
+            } = parse_record(&bytes)
+            {
+                if s == seq && p == payload && total == bytes.len() {
+                    return Ok(path);
+                }
+            }
         }
-        self.quarantine_payload(&name, seq, payload)
+        let bytes = (HEADER_LEN + payload.len()) as u64;
+        if *kept + bytes > self.shared.cfg.max_bytes {
+            return Err(std::io::Error::other(format!(
+                "this run already kept {} bytes of undecodable records, the spool's max_bytes",
+                *kept
+            )));
+        }
+        let written = self.quarantine_payload(&name, seq, payload)?;
+        *kept += bytes;
+        Ok(written)
     }
 
     /// Appends one record; `kept` is the batch it encodes, for the handoff.
+    /// `encode` only appends to the buffer it is given (the record's header
+    /// room is already in it).
     fn append_with(
         &self,
         items: usize,
@@ -1554,6 +1592,7 @@ impl Reader {
                             tracing::error!(seq, error = %e, kept = %path.display(), "spool record passed its CRC but does not decode (written by a newer adit?); skipped, counted and kept in quarantine for `adit spool quarantine retry`");
                         }
                         Err(io) => {
+                            stats.undecodable_not_kept.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(seq, error = %e, quarantine_error = %io, "spool record passed its CRC but does not decode; skipped and counted, and it could not be kept in quarantine");
                         }
                     }

@@ -283,6 +283,56 @@ fn an_undecodable_record_is_kept_in_quarantine_once() {
     }
 }
 
+/// A damaged copy is written again, and a run keeps at most `max_bytes` of
+/// undecodable records (a rollback over a long backlog must not fill the
+/// disk): past that they are counted as not kept.
+#[test]
+fn undecodable_records_kept_are_whole_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let mut c = cfg(dir.path(), None);
+    c.segment_bytes = 30_000;
+    c.max_bytes = 100_000;
+    let (spool, _) = Spool::open(c, &reg, &["db"]).unwrap();
+    let unknown = |fill: u8| {
+        let mut p = vec![99u8; 40_000];
+        p[1] = fill;
+        p
+    };
+    // A leftover under the name of the first one, cut short.
+    let qdir = adit_spool::quarantine::dir_of(dir.path());
+    std::fs::create_dir_all(&qdir).unwrap();
+    std::fs::write(qdir.join(format!("sink-undecoded-{:020}.bin", 1)), b"short").unwrap();
+    let mut reader = spool.reader("db", &reg);
+    for fill in 0..4u8 {
+        spool.append_payload(1, &unknown(fill)).unwrap();
+        let d = reader.next(1000, Duration::ZERO).unwrap();
+        assert_eq!(d.records, 1);
+        spool.ack("db", d.last_seq).unwrap();
+    }
+    let kept = adit_spool::quarantine::list(dir.path()).unwrap();
+    let not_kept = spool.stats().undecodable_not_kept.load(Ordering::Relaxed);
+    println!(
+        "4 undecodable records of 40 kB, max_bytes 100 kB: {} kept, {not_kept} not kept",
+        kept.len()
+    );
+    assert_eq!((kept.len(), not_kept), (2, 2), "{kept:?}");
+    for (i, e) in kept.iter().enumerate() {
+        let bytes = std::fs::read(&e.path).unwrap();
+        match adit_spool::frame::parse_record(&bytes) {
+            adit_spool::frame::Parsed::Record { seq, payload, .. } => {
+                assert_eq!(seq, i as u64 + 1);
+                assert_eq!(
+                    payload,
+                    &unknown(i as u8)[..],
+                    "whole, the damaged leftover replaced"
+                );
+            }
+            other => panic!("not a framed record: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_second_opener_of_the_spool_is_refused_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
