@@ -327,10 +327,11 @@ async fn two_units_behind_one_rtu_over_tcp_gateway_share_one_connection() {
     // one reconnect of the same shared connection, never one per unit.
     let link_lost = run.counter("adit_modbus_requests_total", &[("outcome", "timeout")])
         + run.counter("adit_modbus_requests_total", &[("outcome", "link_error")]);
-    assert_eq!(
-        run.counter("adit_modbus_connects_total", &[("outcome", "ok")]),
-        1.0 + link_lost,
-        "one shared connection"
+    let connects = run.counter("adit_modbus_connects_total", &[("outcome", "ok")]);
+    // A reconnect may still be pending when the counters are read.
+    assert!(
+        (1.0..=1.0 + link_lost).contains(&connects),
+        "one shared connection: {connects} connects, {link_lost} link losses"
     );
     assert!(run.app.shutdown().await);
 }
@@ -409,13 +410,15 @@ async fn each_fault_becomes_its_quality_and_a_read_limit_is_respected() {
     // the exception may have given way to that.
     let mut gateway_seen = std::collections::HashSet::new();
     wait_until(Duration::from_secs(10), "every fault's quality", || {
-        expect.iter().all(|(p, q)| {
+        // Every point looked at on every pass (no short cut), so a gateway
+        // point's exception is seen even while another point still lags.
+        expect.iter().fold(true, |all, (p, q)| {
             let now = run.quality(p);
             if now == Some(*q) {
                 gateway_seen.insert(*p);
-                return true;
+                return all;
             }
-            p.starts_with("behind_gateway")
+            all && p.starts_with("behind_gateway")
                 && gateway_seen.contains(p)
                 && now == Some(Quality::Bad(Reason::CommFailure))
         })

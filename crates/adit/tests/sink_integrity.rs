@@ -88,6 +88,10 @@ async fn a_second_resolution_clock_keeps_every_poll() {
     println!("one-second device clock polled every 200 ms: {polls} polls served, {rows} rows stored (sequence {lowest}..={highest}), {distinct_ts} distinct device times");
     assert_eq!(rows, distinct, "no poll stored twice");
     assert_eq!(
+        lowest, 1,
+        "the first poll is stored (the n-th read answers n)"
+    );
+    assert_eq!(
         highest - lowest + 1,
         rows,
         "no poll between the first and the last is missing"
